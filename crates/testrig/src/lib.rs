@@ -1,0 +1,109 @@
+//! Test rigs that let rvs be tested against real kernels.
+//!
+//! * [`vm`]: boots Debian's cloud kernel (which ships `ip_vs`) under
+//!   `qemu-system-x86_64 -accel tcg` with a busybox initramfs holding the
+//!   binaries under test, runs a shell script inside and hands its output
+//!   and exit code back through the serial console.
+//! * [`netns`]: fresh network namespaces on the host kernel (for ipset,
+//!   iptables and nftables tests), removed even when a test fails.
+//!
+//! Tests that cannot get a rig (no root, no qemu, no kernel package) skip
+//! with a message, unless `RVS_REQUIRE_PRIVILEGED=1` is set, in which case
+//! a skip is a failure: see [`skip`].
+
+#![forbid(unsafe_code)]
+
+mod cpio;
+mod host;
+pub mod image;
+pub mod kernel;
+pub mod netns;
+pub mod vm;
+
+use std::path::PathBuf;
+
+pub use netns::Netns;
+pub use vm::{Vm, VmJob, VmOutput};
+
+/// Errors of the rigs. Every variant says what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum RigError {
+    /// A file-system or process operation failed.
+    #[error("{context}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A helper command ran but failed.
+    #[error("{context}: `{command}` failed ({status}): {stderr}")]
+    Command {
+        /// What was being done.
+        context: String,
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// The end of what it wrote to stderr.
+        stderr: String,
+    },
+    /// Something the rig needs is not available on this host.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The VM did not report a verdict in time.
+    #[error("VM run timed out after {seconds} s; console so far:\n{console}")]
+    Timeout {
+        /// The timeout that expired.
+        seconds: u64,
+        /// Everything the VM printed.
+        console: String,
+    },
+    /// The VM stopped without reporting a verdict.
+    #[error("VM stopped without a verdict ({status}); console:\n{console}")]
+    NoVerdict {
+        /// How qemu exited.
+        status: String,
+        /// Everything the VM printed.
+        console: String,
+    },
+}
+
+impl RigError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RigError {
+        let context = context.into();
+        move |source| RigError::Io { context, source }
+    }
+}
+
+/// `true` when `RVS_REQUIRE_PRIVILEGED=1`: rig-dependent tests must run.
+pub fn privileged_required() -> bool {
+    std::env::var("RVS_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
+}
+
+/// Reports that a test cannot run here.
+///
+/// Prints a skip message and returns, so the caller can `return`; panics
+/// instead when [`privileged_required`] is set, because then a skip would
+/// hide a missing rig.
+pub fn skip(test: &str, reason: &dyn std::fmt::Display) {
+    if privileged_required() {
+        panic!("{test}: RVS_REQUIRE_PRIVILEGED=1 but the test cannot run: {reason}");
+    }
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("SKIP {test}: {reason} (set RVS_REQUIRE_PRIVILEGED=1 to make this a failure)");
+    }
+}
+
+/// Directory where the rigs cache downloads and built images.
+///
+/// `RVS_RIG_CACHE` overrides it; the default is `target/rvs-rig` of this
+/// workspace, so `cargo clean` removes it and git ignores it.
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("RVS_RIG_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/rvs-rig")),
+    }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The whole rvs test suite: installs what it needs, then lint + tests.
+#
+# Installs missing Debian packages (qemu, busybox-static, ipvsadm, iptables,
+# ipset, nftables, iproute2, kmod, cpio, conntrack) when run as root; the
+# guest kernel for the VM tests is fetched with `apt-get download` by the
+# test rig itself and cached under target/rvs-rig, so a second run
+# downloads nothing. Set RVS_REQUIRE_PRIVILEGED=1 to turn skipped
+# root/netns/VM tests into failures (CI does).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package providing it
+deps=(
+    "qemu-system-x86_64:qemu-system-x86"
+    "busybox:busybox-static"
+    "ipvsadm:ipvsadm"
+    "iptables-legacy:iptables"
+    "ipset:ipset"
+    "nft:nftables"
+    "ip:iproute2"
+    "depmod:kmod"
+    "cpio:cpio"
+    "conntrack:conntrack"
+)
+missing=()
+for dep in "${deps[@]}"; do
+    cmd=${dep%%:*} pkg=${dep#*:}
+    PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" > /dev/null || missing+=("$pkg")
+done
+# The static busybox is needed (the initramfs has no libc of its own).
+if command -v busybox > /dev/null && ldd "$(command -v busybox)" > /dev/null 2>&1; then
+    missing+=(busybox-static)
+fi
+
+if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    if [ ${#missing[@]} -gt 0 ] || ! apt-cache show linux-image-cloud-amd64 > /dev/null 2>&1; then
+        echo "test.sh: installing ${missing[*]:-nothing} (and refreshing package lists)" >&2
+        apt-get update -qq
+        [ ${#missing[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+    fi
+elif [ ${#missing[@]} -gt 0 ]; then
+    echo "test.sh: not root, cannot install ${missing[*]}; tests that need them will skip" >&2
+fi
+
+echo "test.sh: cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "test.sh: cargo clippy -D warnings" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "test.sh: cargo test" >&2
+cargo test --workspace --locked
