@@ -9,4 +9,4 @@
 
 #![forbid(unsafe_code)]
 
-pub use rvs_model::{Destination, Scheduler, VirtualService};
+pub use rvs_model::{Destination, Scheduler, Service, VirtualService};

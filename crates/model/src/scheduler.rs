@@ -7,8 +7,13 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
+
 /// A scheduling algorithm, as named by `ipvsadm -s` and the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Serialised as its kernel name (`"rr"`, `"wlc"`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum Scheduler {
     /// Round robin.
     RoundRobin,
@@ -85,6 +90,20 @@ impl Scheduler {
     }
 }
 
+impl TryFrom<String> for Scheduler {
+    type Error = UnknownScheduler;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        name.parse()
+    }
+}
+
+impl From<Scheduler> for &'static str {
+    fn from(sched: Scheduler) -> Self {
+        sched.name()
+    }
+}
+
 impl fmt::Display for Scheduler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -137,6 +156,16 @@ mod tests {
         let err = "fastest".parse::<Scheduler>().unwrap_err();
         assert_eq!(err.name, "fastest");
         assert!(err.to_string().contains("\"fastest\""), "{err}");
+    }
+
+    #[test]
+    fn serialises_as_the_kernel_name() {
+        assert_eq!(serde_json::to_string(&Scheduler::Maglev).unwrap(), "\"mh\"");
+        assert_eq!(
+            serde_json::from_str::<Scheduler>("\"sed\"").unwrap(),
+            Scheduler::ShortestExpectedDelay
+        );
+        assert!(serde_json::from_str::<Scheduler>("\"nope\"").is_err());
     }
 
     #[test]

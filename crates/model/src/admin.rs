@@ -1,0 +1,260 @@
+//! The admin surface every dataplane offers: what `ipvsadm` can do.
+//!
+//! [`Admin`] is implemented by the kernel dataplane (generic netlink) and
+//! by the userspace dataplane (over its admin socket), so `rvsadm` and the
+//! proxy's reconciler drive both through one interface. Changes are
+//! expressed as [`Op`] values so they can be batched and sent over a wire.
+//! Refusals carry the errno the kernel would give ([`errno`]), which lets
+//! `rvsadm` print ipvsadm's exact messages for either dataplane.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Connection, Daemon, DaemonState, Destination, DestinationStatus, Info, Service, ServiceKey,
+    ServiceStatus, Timeouts,
+};
+
+/// Errno values the IPVS control path returns (Linux numbering), which
+/// userspace dataplanes reproduce.
+pub mod errno {
+    /// Operation not permitted (no CAP_NET_ADMIN).
+    pub const EPERM: i32 = 1;
+    /// No such destination / scheduler module / sync daemon.
+    pub const ENOENT: i32 = 2;
+    /// No such service.
+    pub const ESRCH: i32 = 3;
+    /// Out of memory.
+    pub const ENOMEM: i32 = 12;
+    /// Object exists.
+    pub const EEXIST: i32 = 17;
+    /// Invalid argument.
+    pub const EINVAL: i32 = 22;
+    /// Protocol not available (IPVS not loaded).
+    pub const ENOPROTOOPT: i32 = 92;
+    /// Operation not supported.
+    pub const EOPNOTSUPP: i32 = 95;
+    /// Operation already in progress / daemon already running.
+    pub const EALREADY: i32 = 114;
+    /// Device or resource busy.
+    pub const EBUSY: i32 = 16;
+}
+
+/// One change to a dataplane's IPVS state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// `-A`: add a virtual service.
+    AddService(Service),
+    /// `-E`: edit a virtual service.
+    EditService(Service),
+    /// `-D`: delete a virtual service and its destinations.
+    DeleteService(ServiceKey),
+    /// `-C`: delete every virtual service.
+    Flush,
+    /// `-a`: add a destination to a service.
+    AddDestination(ServiceKey, Destination),
+    /// `-e`: edit a destination.
+    EditDestination(ServiceKey, Destination),
+    /// `-d`: delete a destination.
+    DeleteDestination(ServiceKey, SocketAddr),
+    /// `-Z`: zero the counters of one service, or of all.
+    Zero(Option<ServiceKey>),
+    /// `--set`: set connection timeouts (0 leaves a value unchanged).
+    SetTimeouts(Timeouts),
+    /// `--start-daemon`.
+    StartDaemon(Daemon),
+    /// `--stop-daemon`.
+    StopDaemon(DaemonState),
+}
+
+impl Op {
+    /// Which kind of operation this is.
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Op::AddService(_) => OpKind::AddService,
+            Op::EditService(_) => OpKind::EditService,
+            Op::DeleteService(_) => OpKind::DeleteService,
+            Op::Flush => OpKind::Flush,
+            Op::AddDestination(..) => OpKind::AddDestination,
+            Op::EditDestination(..) => OpKind::EditDestination,
+            Op::DeleteDestination(..) => OpKind::DeleteDestination,
+            Op::Zero(_) => OpKind::Zero,
+            Op::SetTimeouts(_) => OpKind::SetTimeouts,
+            Op::StartDaemon(_) => OpKind::StartDaemon,
+            Op::StopDaemon(_) => OpKind::StopDaemon,
+        }
+    }
+}
+
+/// The kind of an [`Op`] or of a read, for error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OpKind {
+    /// Add a service.
+    AddService,
+    /// Edit a service.
+    EditService,
+    /// Delete a service.
+    DeleteService,
+    /// Flush all services.
+    Flush,
+    /// Add a destination.
+    AddDestination,
+    /// Edit a destination.
+    EditDestination,
+    /// Delete a destination.
+    DeleteDestination,
+    /// Zero counters.
+    Zero,
+    /// Set timeouts.
+    SetTimeouts,
+    /// Start a sync daemon.
+    StartDaemon,
+    /// Stop a sync daemon.
+    StopDaemon,
+    /// Read version information.
+    GetInfo,
+    /// Read services.
+    GetServices,
+    /// Read destinations.
+    GetDestinations,
+    /// Read timeouts.
+    GetTimeouts,
+    /// Read sync daemons.
+    GetDaemons,
+    /// Read the connection table.
+    GetConnections,
+}
+
+impl fmt::Display for OpKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            OpKind::AddService => "add service",
+            OpKind::EditService => "edit service",
+            OpKind::DeleteService => "delete service",
+            OpKind::Flush => "flush services",
+            OpKind::AddDestination => "add destination",
+            OpKind::EditDestination => "edit destination",
+            OpKind::DeleteDestination => "delete destination",
+            OpKind::Zero => "zero counters",
+            OpKind::SetTimeouts => "set timeouts",
+            OpKind::StartDaemon => "start sync daemon",
+            OpKind::StopDaemon => "stop sync daemon",
+            OpKind::GetInfo => "get IPVS info",
+            OpKind::GetServices => "list services",
+            OpKind::GetDestinations => "list destinations",
+            OpKind::GetTimeouts => "get timeouts",
+            OpKind::GetDaemons => "list sync daemons",
+            OpKind::GetConnections => "list connections",
+        };
+        f.write_str(text)
+    }
+}
+
+/// Why a dataplane did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The dataplane refused the operation with an errno (as the kernel
+    /// would: [`errno::ESRCH`] for a missing service, [`errno::EEXIST`]
+    /// for a duplicate, ...).
+    #[error("{op}: refused by the dataplane (errno {errno})")]
+    Refused {
+        /// What was attempted.
+        op: OpKind,
+        /// The errno (positive).
+        errno: i32,
+    },
+    /// The dataplane could not be reached or the exchange failed.
+    #[error("{op}: {context}")]
+    Transport {
+        /// What was attempted.
+        op: OpKind,
+        /// What failed.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The dataplane answered something that could not be understood.
+    #[error("{op}: unexpected answer: {detail}")]
+    Protocol {
+        /// What was attempted.
+        op: OpKind,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl AdminError {
+    /// The errno of a refusal, if this is one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            AdminError::Refused { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// What a dataplane offers to `rvsadm` and to the proxy's reconciler.
+pub trait Admin {
+    /// IPVS version and connection-table size.
+    fn info(&mut self) -> Result<Info, AdminError>;
+    /// Every virtual service with its counters.
+    fn services(&mut self) -> Result<Vec<ServiceStatus>, AdminError>;
+    /// One virtual service; [`errno::ESRCH`] when absent.
+    fn service(&mut self, key: &ServiceKey) -> Result<ServiceStatus, AdminError>;
+    /// The destinations of one service, with counters.
+    fn destinations(&mut self, key: &ServiceKey) -> Result<Vec<DestinationStatus>, AdminError>;
+    /// Current connection timeouts.
+    fn timeouts(&mut self) -> Result<Timeouts, AdminError>;
+    /// Running sync daemons.
+    fn daemons(&mut self) -> Result<Vec<Daemon>, AdminError>;
+    /// The connection table.
+    fn connections(&mut self) -> Result<Vec<Connection>, AdminError>;
+    /// Applies one change.
+    fn apply(&mut self, op: &Op) -> Result<(), AdminError>;
+    /// Applies many changes, in order, returning one result each. A
+    /// dataplane overrides this to batch (one `sendmsg` for many netlink
+    /// requests); the default applies them one by one.
+    fn apply_batch(&mut self, ops: &[Op]) -> Vec<Result<(), AdminError>> {
+        ops.iter().map(|op| self.apply(op)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Scheduler;
+
+    #[test]
+    fn ops_round_trip_through_json() {
+        let key = ServiceKey::tcp("10.96.0.10:80".parse().unwrap());
+        let ops = vec![
+            Op::AddService(Service::new(key, Scheduler::RoundRobin)),
+            Op::AddDestination(
+                key,
+                Destination::masquerade("10.0.2.2:8080".parse().unwrap()),
+            ),
+            Op::DeleteDestination(key, "10.0.2.2:8080".parse().unwrap()),
+            Op::Zero(None),
+            Op::Flush,
+        ];
+        let json = serde_json::to_string(&ops).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<Op>>(&json).unwrap(), ops);
+        assert_eq!(ops[1].kind(), OpKind::AddDestination);
+    }
+
+    #[test]
+    fn refusals_expose_their_errno() {
+        let err = AdminError::Refused {
+            op: OpKind::DeleteService,
+            errno: errno::ESRCH,
+        };
+        assert_eq!(err.errno(), Some(3));
+        assert_eq!(
+            err.to_string(),
+            "delete service: refused by the dataplane (errno 3)"
+        );
+    }
+}
