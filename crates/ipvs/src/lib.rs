@@ -7,8 +7,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod genl;
 
+pub use client::IpvsClient;
 pub use genl::{Family, GenlError, resolve_family};
 
 /// Resolves the kernel's IPVS generic netlink family.
