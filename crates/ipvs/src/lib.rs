@@ -1,13 +1,15 @@
 //! Kernel IPVS dataplane: the I/O side of talking to the Linux IPVS.
 //!
 //! This crate owns netlink sockets and the request/response exchanges with
-//! the kernel; the wire encoding lives in `rvs-ipvs-proto`. Today it
-//! resolves generic netlink families (the first step of every IPVS
-//! session); the IPVS client proper is added by the kernel IPVS issue.
+//! the kernel ([`IpvsClient`], which implements the shared
+//! [`rvs_model::admin::Admin`] surface, with batching), generic netlink
+//! family resolution ([`genl`]) and the `/proc/net/ip_vs_conn` reader
+//! ([`conntab`]). The wire encoding lives in `rvs-ipvs-proto`.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod conntab;
 pub mod genl;
 
 pub use client::IpvsClient;
