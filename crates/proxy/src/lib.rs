@@ -1,11 +1,27 @@
-//! The Kubernetes service proxy.
+//! The Kubernetes service proxy: kube-proxy's IPVS mode, in Rust.
 //!
-//! Data flows one way through this crate: sources (the Kubernetes API, or a
-//! directory of manifests) produce typed Services and endpoints; a pure
-//! function turns them into desired IPVS state; the reconciler diffs that
-//! against what a dataplane reports and applies the minimal change set.
-//! It is filled in by the `rvs-proxy` issues.
+//! Data flows one way through this crate:
+//!
+//! * [`source`]: where Kubernetes objects come from (a directory of
+//!   manifests; the API server).
+//! * [`cluster`]: the typed, validated view of Services, EndpointSlices
+//!   and this node that the rest works on; malformed objects are rejected
+//!   there with errors naming the object and field.
+//! * [`desired`]: a pure function from that view and the [`config`] to the
+//!   IPVS virtual servers, real servers and `kube-ipvs0` addresses the node
+//!   should have.
+//! * [`reconcile`]: diffs desired state against what a dataplane reports
+//!   and plans the minimal change set, never touching state it does not
+//!   own, draining removed TCP real servers gracefully.
 
 #![forbid(unsafe_code)]
 
-pub use rvs_model::VirtualService;
+pub mod cluster;
+pub mod config;
+pub mod desired;
+pub mod reconcile;
+pub mod source;
+
+pub use cluster::ClusterState;
+pub use config::ProxyConfig;
+pub use desired::{Desired, desired_state};

@@ -1,0 +1,500 @@
+//! The typed view of the cluster the proxy works on.
+//!
+//! Kubernetes objects (`k8s-openapi` types) are validated and reduced here
+//! to what service proxying needs: per Service its virtual addresses,
+//! ports, policies and affinity; per EndpointSlice its endpoints with
+//! their conditions and hints; the node's name, addresses and zone. An
+//! object that cannot be used is rejected with an [`ObjectError`] naming
+//! the object and the field, and the rest of the cluster still syncs.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Node, Service as K8sService};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use rvs_model::{Protocol, Scheduler};
+
+use crate::config::SCHEDULER_ANNOTATION;
+
+/// Label kube-proxy uses to hand a Service to another proxy.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// Label marking a Service headless.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+/// Label linking an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Label holding a node's zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+/// Default `sessionAffinityConfig.clientIP.timeoutSeconds`.
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
+
+/// `namespace/name` of an object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectName {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// An object that cannot be used, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {object}: {field}: {problem}")]
+pub struct ObjectError {
+    /// `Service`, `EndpointSlice` or `Node`.
+    pub kind: &'static str,
+    /// Which object.
+    pub object: String,
+    /// The offending field's path, e.g. `spec.ports[1].protocol`.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// One port of a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// The port's name ("" when the Service has a single unnamed port).
+    pub name: String,
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// Port on the virtual addresses.
+    pub port: u16,
+    /// Port on node addresses, for NodePort and LoadBalancer Services.
+    pub node_port: Option<u16>,
+}
+
+/// A Service, reduced to what proxying needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// Which Service.
+    pub name: ObjectName,
+    /// Cluster IPs (one per family).
+    pub cluster_ips: Vec<IpAddr>,
+    /// `spec.externalIPs`.
+    pub external_ips: Vec<IpAddr>,
+    /// `status.loadBalancer.ingress[].ip` (not in `Proxy` IP mode).
+    pub load_balancer_ips: Vec<IpAddr>,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+    /// Client-IP affinity timeout, when `sessionAffinity: ClientIP`.
+    pub affinity_timeout: Option<u32>,
+    /// `externalTrafficPolicy: Local`.
+    pub external_local: bool,
+    /// `internalTrafficPolicy: Local`.
+    pub internal_local: bool,
+    /// Scheduler chosen by annotation.
+    pub scheduler: Option<Scheduler>,
+    /// `spec.trafficDistribution` asks for topology-aware routing.
+    pub topology_aware: bool,
+}
+
+/// One endpoint address of an EndpointSlice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// The address.
+    pub addr: IpAddr,
+    /// `conditions.ready` (unset means ready).
+    pub ready: bool,
+    /// `conditions.serving` (unset means the value of ready).
+    pub serving: bool,
+    /// `conditions.terminating`.
+    pub terminating: bool,
+    /// The node hosting it.
+    pub node_name: Option<String>,
+    /// `hints.forZones`, if any.
+    pub zone_hints: Option<Vec<String>>,
+    /// `hints.forNodes`, if any.
+    pub node_hints: Option<Vec<String>>,
+}
+
+/// One port of an EndpointSlice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlicePort {
+    /// Name, matching the Service port's name.
+    pub name: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Target port on the endpoints.
+    pub port: u16,
+}
+
+/// An EndpointSlice, reduced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceInfo {
+    /// The Service it belongs to.
+    pub service: ObjectName,
+    /// Ports.
+    pub ports: Vec<SlicePort>,
+    /// Endpoints.
+    pub endpoints: Vec<EndpointInfo>,
+}
+
+/// This node, reduced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node name.
+    pub name: String,
+    /// InternalIP and ExternalIP addresses.
+    pub addresses: Vec<IpAddr>,
+    /// `topology.kubernetes.io/zone`.
+    pub zone: Option<String>,
+}
+
+/// Everything the proxy knows about the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterState {
+    /// Services by name.
+    pub services: BTreeMap<ObjectName, ServiceInfo>,
+    /// EndpointSlices by their own name.
+    pub slices: BTreeMap<ObjectName, SliceInfo>,
+    /// This node, once known.
+    pub node: Option<NodeInfo>,
+}
+
+fn object_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectName {
+    ObjectName {
+        namespace: meta
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
+        name: meta.name.clone().unwrap_or_default(),
+    }
+}
+
+struct Ctx {
+    kind: &'static str,
+    object: String,
+}
+
+impl Ctx {
+    fn err(&self, field: impl Into<String>, problem: impl Into<String>) -> ObjectError {
+        ObjectError {
+            kind: self.kind,
+            object: self.object.clone(),
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn ip(&self, field: impl Into<String>, text: &str) -> Result<IpAddr, ObjectError> {
+        text.parse()
+            .map_err(|_| self.err(field, format!("{text:?} is not an IP address")))
+    }
+
+    fn port(&self, field: impl Into<String>, value: i32) -> Result<u16, ObjectError> {
+        u16::try_from(value)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| self.err(field, format!("{value} is not a port number")))
+    }
+
+    fn protocol(
+        &self,
+        field: impl Into<String>,
+        value: Option<&str>,
+    ) -> Result<Protocol, ObjectError> {
+        match value.unwrap_or("TCP") {
+            "TCP" => Ok(Protocol::Tcp),
+            "UDP" => Ok(Protocol::Udp),
+            "SCTP" => Ok(Protocol::Sctp),
+            other => Err(self.err(field, format!("unsupported protocol {other:?}"))),
+        }
+    }
+}
+
+/// Why a Service is not proxied at all (not an error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// `clusterIP: None`, or the headless label.
+    Headless,
+    /// `type: ExternalName`.
+    ExternalName,
+    /// Handed to another proxy by `service.kubernetes.io/service-proxy-name`.
+    OtherProxy,
+}
+
+/// Validates a Service. `Ok(Err(skip))` for Services that are valid but
+/// not for this proxy.
+pub fn service_info(
+    svc: &K8sService,
+    proxy_name: Option<&str>,
+) -> Result<Result<ServiceInfo, Skip>, ObjectError> {
+    let name = object_name(&svc.metadata);
+    let ctx = Ctx {
+        kind: "Service",
+        object: name.to_string(),
+    };
+    let labels = svc.metadata.labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+    if label(SERVICE_PROXY_NAME_LABEL) != proxy_name {
+        return Ok(Err(Skip::OtherProxy));
+    }
+    if label(HEADLESS_LABEL).is_some() {
+        return Ok(Err(Skip::Headless));
+    }
+    let spec = svc
+        .spec
+        .as_ref()
+        .ok_or_else(|| ctx.err("spec", "missing"))?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Ok(Err(Skip::ExternalName));
+    }
+    let cluster_ip_texts: Vec<&str> = match (&spec.cluster_ips, &spec.cluster_ip) {
+        (Some(ips), _) if !ips.is_empty() => ips.iter().map(String::as_str).collect(),
+        (_, Some(ip)) => vec![ip.as_str()],
+        _ => vec![],
+    };
+    if cluster_ip_texts.contains(&"None") {
+        return Ok(Err(Skip::Headless));
+    }
+    let cluster_ips = cluster_ip_texts
+        .iter()
+        .enumerate()
+        .filter(|(_, ip)| !ip.is_empty())
+        .map(|(i, ip)| ctx.ip(format!("spec.clusterIPs[{i}]"), ip))
+        .collect::<Result<Vec<_>, _>>()?;
+    let external_ips = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, ip)| ctx.ip(format!("spec.externalIPs[{i}]"), ip))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut load_balancer_ips = Vec::new();
+    if let Some(ingress) = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+    {
+        for (i, entry) in ingress.iter().enumerate() {
+            if entry.ip_mode.as_deref() == Some("Proxy") {
+                continue;
+            }
+            if let Some(ip) = &entry.ip {
+                load_balancer_ips.push(ctx.ip(format!("status.loadBalancer.ingress[{i}].ip"), ip)?);
+            }
+        }
+    }
+    let node_ports_allowed = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+    let mut ports = Vec::new();
+    for (i, p) in spec.ports.iter().flatten().enumerate() {
+        let node_port = match p.node_port {
+            Some(np) if node_ports_allowed && np != 0 => {
+                Some(ctx.port(format!("spec.ports[{i}].nodePort"), np)?)
+            }
+            _ => None,
+        };
+        ports.push(ServicePort {
+            name: p.name.clone().unwrap_or_default(),
+            protocol: ctx.protocol(format!("spec.ports[{i}].protocol"), p.protocol.as_deref())?,
+            port: ctx.port(format!("spec.ports[{i}].port"), p.port)?,
+            node_port,
+        });
+    }
+    let affinity_timeout = match spec.session_affinity.as_deref() {
+        Some("ClientIP") => {
+            let timeout = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .unwrap_or(DEFAULT_AFFINITY_TIMEOUT as i32);
+            let timeout = u32::try_from(timeout)
+                .ok()
+                .filter(|t| (1..=86400).contains(t))
+                .ok_or_else(|| {
+                    ctx.err(
+                        "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                        format!("{timeout} is outside 1..86400"),
+                    )
+                })?;
+            Some(timeout)
+        }
+        None | Some("None") => None,
+        Some(other) => {
+            return Err(ctx.err(
+                "spec.sessionAffinity",
+                format!("unsupported value {other:?}"),
+            ));
+        }
+    };
+    let scheduler = match svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SCHEDULER_ANNOTATION))
+    {
+        Some(text) => Some(text.parse::<Scheduler>().map_err(|e| {
+            ctx.err(
+                format!("metadata.annotations[{SCHEDULER_ANNOTATION}]"),
+                e.to_string(),
+            )
+        })?),
+        None => None,
+    };
+    Ok(Ok(ServiceInfo {
+        name,
+        cluster_ips,
+        external_ips,
+        load_balancer_ips,
+        ports,
+        affinity_timeout,
+        external_local: spec.external_traffic_policy.as_deref() == Some("Local"),
+        internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
+        scheduler,
+        topology_aware: matches!(
+            spec.traffic_distribution.as_deref(),
+            Some("PreferClose" | "PreferSameZone" | "PreferSameNode")
+        ),
+    }))
+}
+
+/// Validates an EndpointSlice. `Ok(None)` for slices not tied to a Service
+/// or of an address type IPVS cannot serve (FQDN).
+pub fn slice_info(slice: &EndpointSlice) -> Result<Option<(ObjectName, SliceInfo)>, ObjectError> {
+    let name = object_name(&slice.metadata);
+    let ctx = Ctx {
+        kind: "EndpointSlice",
+        object: name.to_string(),
+    };
+    let Some(service) = slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+    else {
+        return Ok(None);
+    };
+    if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+        return Ok(None);
+    }
+    let mut ports = Vec::new();
+    for (i, p) in slice.ports.iter().flatten().enumerate() {
+        let Some(port) = p.port else { continue };
+        ports.push(SlicePort {
+            name: p.name.clone().unwrap_or_default(),
+            protocol: ctx.protocol(format!("ports[{i}].protocol"), p.protocol.as_deref())?,
+            port: ctx.port(format!("ports[{i}].port"), port)?,
+        });
+    }
+    let mut endpoints = Vec::new();
+    for (i, ep) in slice.endpoints.iter().enumerate() {
+        let conditions = ep.conditions.as_ref();
+        let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+        let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
+        let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
+        let hints = ep.hints.as_ref();
+        let zone_hints = hints
+            .and_then(|h| h.for_zones.as_ref())
+            .map(|z| z.iter().map(|z| z.name.clone()).collect());
+        let node_hints = hints
+            .and_then(|h| h.for_nodes.as_ref())
+            .map(|n| n.iter().map(|n| n.name.clone()).collect());
+        // kube-proxy uses the first address of an endpoint.
+        let Some(first) = ep.addresses.first() else {
+            continue;
+        };
+        endpoints.push(EndpointInfo {
+            addr: ctx.ip(format!("endpoints[{i}].addresses[0]"), first)?,
+            ready,
+            serving,
+            terminating,
+            node_name: ep.node_name.clone(),
+            zone_hints,
+            node_hints,
+        });
+    }
+    let service = ObjectName {
+        namespace: name.namespace.clone(),
+        name: service.clone(),
+    };
+    Ok(Some((
+        name,
+        SliceInfo {
+            service,
+            ports,
+            endpoints,
+        },
+    )))
+}
+
+/// Reduces the node object.
+pub fn node_info(node: &Node) -> Result<NodeInfo, ObjectError> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let ctx = Ctx {
+        kind: "Node",
+        object: name.clone(),
+    };
+    let mut addresses = Vec::new();
+    for (i, a) in node
+        .status
+        .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .enumerate()
+    {
+        if matches!(a.type_.as_str(), "InternalIP" | "ExternalIP") {
+            addresses.push(ctx.ip(format!("status.addresses[{i}].address"), &a.address)?);
+        }
+    }
+    let zone = node
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(ZONE_LABEL))
+        .cloned();
+    Ok(NodeInfo {
+        name,
+        addresses,
+        zone,
+    })
+}
+
+impl ClusterState {
+    /// Builds the state from objects, returning the errors of objects that
+    /// were left out. `node_name` selects this node among the Nodes.
+    pub fn build(
+        services: &[K8sService],
+        slices: &[EndpointSlice],
+        nodes: &[Node],
+        node_name: &str,
+        proxy_name: Option<&str>,
+    ) -> (ClusterState, Vec<ObjectError>) {
+        let mut state = ClusterState::default();
+        let mut errors = Vec::new();
+        for svc in services {
+            match service_info(svc, proxy_name) {
+                Ok(Ok(info)) => {
+                    state.services.insert(info.name.clone(), info);
+                }
+                Ok(Err(_skip)) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        for slice in slices {
+            match slice_info(slice) {
+                Ok(Some((name, info))) => {
+                    state.slices.insert(name, info);
+                }
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        for node in nodes
+            .iter()
+            .filter(|n| n.metadata.name.as_deref() == Some(node_name))
+        {
+            match node_info(node) {
+                Ok(info) => state.node = Some(info),
+                Err(e) => errors.push(e),
+            }
+        }
+        (state, errors)
+    }
+}

@@ -1,0 +1,295 @@
+//! A directory of manifests as a source of Services, EndpointSlices and
+//! Nodes.
+//!
+//! Every `*.yaml`, `*.yml` and `*.json` file in the directory (not
+//! recursive, in name order) is read as a stream of YAML documents (JSON
+//! is YAML). A document is a Service, an EndpointSlice, a Node, or a
+//! `List` (`ServiceList`, ...) of them; other kinds are ignored. A
+//! document that does not decode is reported with its file, position and
+//! the failing field, and the others still load. The directory is watched
+//! by polling a fingerprint of names, sizes and modification times, which
+//! needs no inotify and works on every file system. Scalars follow YAML
+//! 1.2 (only `true`/`false` are booleans), so names such as `n` or `on`
+//! stay strings.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// The objects found in a directory.
+#[derive(Clone, Debug, Default)]
+pub struct Manifests {
+    /// Services.
+    pub services: Vec<Service>,
+    /// EndpointSlices.
+    pub slices: Vec<EndpointSlice>,
+    /// Nodes.
+    pub nodes: Vec<Node>,
+}
+
+/// A document that could not be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: document {document}{object}: {problem}")]
+pub struct ManifestError {
+    /// The file (or other origin) it came from.
+    pub origin: String,
+    /// 1-based document number within the file.
+    pub document: usize,
+    /// ` (Kind namespace/name)` when known, else empty.
+    pub object: String,
+    /// What is wrong, with the field path when decoding failed.
+    pub problem: String,
+}
+
+/// The directory itself cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read manifests directory {}", dir.display())]
+pub struct DirError {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, DirError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| DirError {
+        dir: dir.to_owned(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Loads every manifest file of `dir`.
+pub fn load_dir(dir: &Path) -> Result<(Manifests, Vec<ManifestError>), DirError> {
+    let mut manifests = Manifests::default();
+    let mut errors = Vec::new();
+    for file in manifest_files(dir)? {
+        let origin = file.display().to_string();
+        match std::fs::read_to_string(&file) {
+            Ok(text) => parse_into(&text, &origin, &mut manifests, &mut errors),
+            Err(e) => errors.push(ManifestError {
+                origin,
+                document: 0,
+                object: String::new(),
+                problem: e.to_string(),
+            }),
+        }
+    }
+    Ok((manifests, errors))
+}
+
+/// A value that changes whenever a manifest file is added, removed or
+/// modified.
+pub fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, u64, Option<SystemTime>)>, DirError> {
+    Ok(manifest_files(dir)?
+        .into_iter()
+        .map(|p| {
+            let meta = std::fs::metadata(&p).ok();
+            let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
+            let modified = meta.and_then(|m| m.modified().ok());
+            (p, len, modified)
+        })
+        .collect())
+}
+
+/// Parses one file's text, appending objects and errors.
+pub fn parse_into(text: &str, origin: &str, out: &mut Manifests, errors: &mut Vec<ManifestError>) {
+    // YAML 1.2 booleans: a name like `n` or `on` stays a string.
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let docs: Vec<Value> = match serde_saphyr::from_multiple_with_options(text, options) {
+        Ok(docs) => docs,
+        Err(e) => {
+            errors.push(ManifestError {
+                origin: origin.to_owned(),
+                document: 0,
+                object: String::new(),
+                problem: format!("not YAML: {e}"),
+            });
+            return;
+        }
+    };
+    for (i, doc) in docs.into_iter().enumerate() {
+        add_document(doc, origin, i + 1, out, errors);
+    }
+}
+
+fn describe(doc: &Value) -> String {
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("?");
+    let meta = doc.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    match meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+    {
+        Some(ns) => format!(" ({kind} {ns}/{name})"),
+        None => format!(" ({kind} {name})"),
+    }
+}
+
+fn decode<T: DeserializeOwned>(doc: Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let path = e.path().to_string();
+        format!("field {path}: {}", e.into_inner())
+    })
+}
+
+fn add_document(
+    doc: Value,
+    origin: &str,
+    document: usize,
+    out: &mut Manifests,
+    errors: &mut Vec<ManifestError>,
+) {
+    let object = describe(&doc);
+    let fail = |problem: String| ManifestError {
+        origin: origin.to_owned(),
+        document,
+        object: object.clone(),
+        problem,
+    };
+    let Some(kind) = doc.get("kind").and_then(Value::as_str).map(str::to_owned) else {
+        errors.push(fail("no `kind`".into()));
+        return;
+    };
+    let result = match kind.as_str() {
+        "Service" => decode(doc).map(|s| out.services.push(s)),
+        "EndpointSlice" => decode(doc).map(|s| out.slices.push(s)),
+        "Node" => decode(doc).map(|n| out.nodes.push(n)),
+        k if k == "List" || k.ends_with("List") => {
+            match doc.get("items").and_then(Value::as_array) {
+                Some(items) => {
+                    for item in items.clone() {
+                        add_document(item, origin, document, out, errors);
+                    }
+                    Ok(())
+                }
+                None => Err("a List without `items`".into()),
+            }
+        }
+        other => {
+            tracing::debug!(
+                origin,
+                document,
+                kind = other,
+                "ignoring object of a kind the proxy does not use"
+            );
+            Ok(())
+        }
+    };
+    if let Err(problem) = result {
+        errors.push(fail(problem));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata:
+    name: web-abc
+    namespace: default
+    labels: {kubernetes.io/service-name: web}
+  addressType: IPv4
+  ports: [{name: http, port: 8080, protocol: TCP}]
+  endpoints:
+  - addresses: [10.244.1.5]
+    conditions: {ready: true}
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: ignored}
+---
+{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}}
+"#;
+
+    #[test]
+    fn documents_lists_and_json_load() {
+        let mut m = Manifests::default();
+        let mut errors = Vec::new();
+        parse_into(SAMPLE, "sample.yaml", &mut m, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!((m.services.len(), m.slices.len(), m.nodes.len()), (1, 1, 1));
+        assert_eq!(
+            m.slices[0].endpoints[0].addresses,
+            vec!["10.244.1.5".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_bad_document_names_file_object_and_field_and_the_rest_loads() {
+        let text = "kind: Service\nmetadata: {name: bad, namespace: ns1}\nspec:\n  ports: [{port: eighty}]\n---\nkind: Node\nmetadata: {name: n}\n---\nkind: Node\nmetadata: {name: on}\n";
+        let mut m = Manifests::default();
+        let mut errors = Vec::new();
+        parse_into(text, "bad.yaml", &mut m, &mut errors);
+        assert_eq!(m.nodes.len(), 2, "{errors:?}");
+        assert_eq!(m.nodes[1].metadata.name.as_deref(), Some("on"));
+        assert_eq!(errors.len(), 1);
+        let msg = errors[0].to_string();
+        assert!(
+            msg.starts_with("bad.yaml: document 1 (Service ns1/bad): field spec.ports[0].port"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn invalid_yaml_is_reported_not_panicked() {
+        let mut m = Manifests::default();
+        let mut errors = Vec::new();
+        parse_into("kind: [unclosed\n", "x.yaml", &mut m, &mut errors);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].problem.starts_with("not YAML"), "{:?}", errors[0]);
+    }
+
+    #[test]
+    fn directories_load_in_name_order_and_fingerprints_change() {
+        let dir = std::env::temp_dir().join(format!("rvs-manifests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("b.yaml"), SAMPLE).unwrap();
+        std::fs::write(dir.join("notes.txt"), "not a manifest").unwrap();
+        let before = fingerprint(&dir).unwrap();
+        let (m, errors) = load_dir(&dir).unwrap();
+        assert!(errors.is_empty());
+        assert_eq!(m.services.len(), 1);
+        std::fs::write(
+            dir.join("a.json"),
+            r#"{"kind":"Node","metadata":{"name":"n2"}}"#,
+        )
+        .unwrap();
+        assert_ne!(fingerprint(&dir).unwrap(), before);
+        assert_eq!(load_dir(&dir).unwrap().0.nodes.len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(load_dir(&dir).is_err());
+    }
+}

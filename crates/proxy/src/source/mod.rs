@@ -1,0 +1,6 @@
+//! Where Kubernetes objects come from.
+//!
+//! * [`manifests`]: a directory of YAML/JSON manifests, as `kubectl get -o
+//!   yaml` prints them — the embedded default that needs no cluster.
+
+pub mod manifests;

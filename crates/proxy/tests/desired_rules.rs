@@ -1,0 +1,249 @@
+//! Table-driven checks of the desired-state rules against kube-proxy's
+//! documented IPVS-mode behaviour, one manifest set per rule.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+
+use rvs_model::{Protocol, Scheduler, ServiceKey};
+use rvs_proxy::desired::VipKind;
+use rvs_proxy::source::manifests::{Manifests, parse_into};
+use rvs_proxy::{ClusterState, Desired, ProxyConfig, desired_state};
+
+const NODE: &str = r#"
+kind: Node
+metadata:
+  name: node-a
+  labels: {topology.kubernetes.io/zone: zone-a}
+status:
+  addresses:
+  - {type: InternalIP, address: 192.168.1.10}
+  - {type: Hostname, address: node-a}
+"#;
+
+fn desired(yaml: &str) -> Desired {
+    desired_with(
+        yaml,
+        &ProxyConfig {
+            node_name: "node-a".into(),
+            ..ProxyConfig::default()
+        },
+    )
+}
+
+fn desired_with(yaml: &str, config: &ProxyConfig) -> Desired {
+    let mut m = Manifests::default();
+    let mut errors = Vec::new();
+    parse_into(
+        &format!("{NODE}\n---\n{yaml}"),
+        "test.yaml",
+        &mut m,
+        &mut errors,
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    let (cluster, errors) = ClusterState::build(
+        &m.services,
+        &m.slices,
+        &m.nodes,
+        &config.node_name,
+        config.service_proxy_name.as_deref(),
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    desired_state(&cluster, config)
+}
+
+fn tcp(addr: &str) -> ServiceKey {
+    ServiceKey::tcp(addr.parse().unwrap())
+}
+
+fn dests(d: &Desired, key: &ServiceKey) -> Vec<String> {
+    d.services[key]
+        .destinations
+        .keys()
+        .map(SocketAddr::to_string)
+        .collect()
+}
+
+fn slice(name: &str, svc: &str, port: u16, endpoints: &str) -> String {
+    format!(
+        "kind: EndpointSlice\nmetadata: {{name: {name}, namespace: default, labels: {{kubernetes.io/service-name: {svc}}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}, protocol: TCP}}]\nendpoints:\n{endpoints}"
+    )
+}
+
+const WEB: &str = "kind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  clusterIP: 10.96.0.10\n  ports: [{name: http, port: 80, targetPort: 8080}]\n";
+
+#[test]
+fn cluster_ip_gets_a_virtual_server_with_ready_endpoints_masqueraded_weight_1() {
+    let eps = "- {addresses: [10.244.1.5], conditions: {ready: true}}\n- {addresses: [10.244.2.6]}\n- {addresses: [10.244.3.7], conditions: {ready: false}}\n";
+    let d = desired(&format!("{WEB}---\n{}", slice("web-1", "web", 8080, eps)));
+    let key = tcp("10.96.0.10:80");
+    let svc = &d.services[&key];
+    assert_eq!(svc.service.scheduler, Scheduler::RoundRobin);
+    assert!(!svc.service.is_persistent());
+    assert_eq!(svc.kind, VipKind::ClusterIp);
+    assert_eq!(dests(&d, &key), ["10.244.1.5:8080", "10.244.2.6:8080"]);
+    for dest in svc.destinations.values() {
+        assert_eq!(
+            (dest.weight, dest.forward),
+            (1, rvs_model::ForwardMethod::Masquerade)
+        );
+    }
+    assert!(d.addresses.contains(&"10.96.0.10".parse().unwrap()));
+    assert_eq!(d.services.len(), 1);
+}
+
+#[test]
+fn without_ready_endpoints_serving_terminating_ones_are_used() {
+    let eps = "- {addresses: [10.244.1.5], conditions: {ready: false, serving: true, terminating: true}}\n- {addresses: [10.244.2.6], conditions: {ready: false, serving: false, terminating: true}}\n";
+    let d = desired(&format!("{WEB}---\n{}", slice("web-1", "web", 8080, eps)));
+    assert_eq!(dests(&d, &tcp("10.96.0.10:80")), ["10.244.1.5:8080"]);
+    // ...but not while any endpoint is ready.
+    let eps2 = format!("{eps}- {{addresses: [10.244.3.7], conditions: {{ready: true}}}}\n");
+    let d = desired(&format!("{WEB}---\n{}", slice("web-1", "web", 8080, &eps2)));
+    assert_eq!(dests(&d, &tcp("10.96.0.10:80")), ["10.244.3.7:8080"]);
+}
+
+#[test]
+fn headless_external_name_and_other_proxies_services_are_ignored() {
+    let yaml = "kind: Service\nmetadata: {name: h, namespace: default}\nspec: {clusterIP: None, ports: [{port: 80}]}\n---\n\
+        kind: Service\nmetadata: {name: e, namespace: default}\nspec: {type: ExternalName, externalName: example.invalid}\n---\n\
+        kind: Service\nmetadata: {name: o, namespace: default, labels: {service.kubernetes.io/service-proxy-name: other}}\nspec: {clusterIP: 10.96.0.20, ports: [{port: 80}]}\n";
+    assert!(desired(yaml).services.is_empty());
+    // With --service-proxy-name=other, only the labelled one is ours.
+    let config = ProxyConfig {
+        node_name: "node-a".into(),
+        service_proxy_name: Some("other".into()),
+        ..Default::default()
+    };
+    let d = desired_with(yaml, &config);
+    assert_eq!(
+        d.services.keys().collect::<Vec<_>>(),
+        [&tcp("10.96.0.20:80")]
+    );
+}
+
+#[test]
+fn node_port_external_ip_and_load_balancer_get_virtual_servers() {
+    let yaml = "kind: Service\nmetadata: {name: lb, namespace: default}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.30\n  externalIPs: [203.0.113.5]\n  ports: [{name: http, port: 80, nodePort: 30080}]\nstatus:\n  loadBalancer: {ingress: [{ip: 198.51.100.7}, {ip: 198.51.100.8, ipMode: Proxy}]}\n";
+    let eps = "- {addresses: [10.244.1.5]}\n";
+    let d = desired(&format!("{yaml}---\n{}", slice("lb-1", "lb", 8080, eps)));
+    let mut keys: Vec<(String, VipKind)> = d
+        .services
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.kind))
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            ("TCP 10.96.0.30:80".to_owned(), VipKind::ClusterIp),
+            ("TCP 192.168.1.10:30080".to_owned(), VipKind::NodePort),
+            ("TCP 198.51.100.7:80".to_owned(), VipKind::LoadBalancer),
+            ("TCP 203.0.113.5:80".to_owned(), VipKind::ExternalIp),
+        ]
+    );
+    // The node address is not bound to kube-ipvs0; the others are.
+    let bound: Vec<String> = d.addresses.iter().map(ToString::to_string).collect();
+    assert_eq!(bound, ["10.96.0.30", "198.51.100.7", "203.0.113.5"]);
+    // --nodeport-addresses can exclude the node address.
+    let config = ProxyConfig {
+        node_name: "node-a".into(),
+        nodeport_addresses: vec!["10.0.0.0/8".parse().unwrap()],
+        ..Default::default()
+    };
+    let d = desired_with(
+        &format!("{yaml}---\n{}", slice("lb-1", "lb", 8080, eps)),
+        &config,
+    );
+    assert!(!d.services.contains_key(&tcp("192.168.1.10:30080")));
+}
+
+#[test]
+fn client_ip_affinity_makes_the_service_persistent() {
+    let yaml = "kind: Service\nmetadata: {name: s, namespace: default}\nspec:\n  clusterIP: 10.96.0.40\n  sessionAffinity: ClientIP\n  ports: [{port: 80}]\n---\n\
+        kind: Service\nmetadata: {name: t, namespace: default}\nspec:\n  clusterIP: 10.96.0.41\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n  ports: [{port: 80}]\n";
+    let d = desired(yaml);
+    let s = &d.services[&tcp("10.96.0.40:80")].service;
+    assert!(s.is_persistent());
+    assert_eq!(s.timeout, 10800);
+    assert_eq!(s.netmask, rvs_model::Netmask(0xffff_ffff));
+    assert_eq!(d.services[&tcp("10.96.0.41:80")].service.timeout, 60);
+}
+
+#[test]
+fn traffic_policy_local_keeps_only_this_nodes_endpoints() {
+    let yaml = "kind: Service\nmetadata: {name: l, namespace: default}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.50\n  externalTrafficPolicy: Local\n  ports: [{name: http, port: 80, nodePort: 30050}]\n";
+    let eps = "- {addresses: [10.244.1.5], nodeName: node-a}\n- {addresses: [10.244.2.6], nodeName: node-b}\n";
+    let d = desired(&format!("{yaml}---\n{}", slice("l-1", "l", 8080, eps)));
+    assert_eq!(
+        dests(&d, &tcp("10.96.0.50:80")),
+        ["10.244.1.5:8080", "10.244.2.6:8080"]
+    );
+    assert_eq!(dests(&d, &tcp("192.168.1.10:30050")), ["10.244.1.5:8080"]);
+    let itp = yaml.replace("externalTrafficPolicy", "internalTrafficPolicy");
+    let d = desired(&format!("{itp}---\n{}", slice("l-1", "l", 8080, eps)));
+    assert_eq!(dests(&d, &tcp("10.96.0.50:80")), ["10.244.1.5:8080"]);
+    assert_eq!(
+        dests(&d, &tcp("192.168.1.10:30050")),
+        ["10.244.1.5:8080", "10.244.2.6:8080"]
+    );
+}
+
+#[test]
+fn zone_hints_narrow_the_cluster_set_only_when_every_endpoint_has_them() {
+    let hinted = "- {addresses: [10.244.1.5], hints: {forZones: [{name: zone-a}]}}\n- {addresses: [10.244.2.6], hints: {forZones: [{name: zone-b}]}}\n";
+    let d = desired(&format!(
+        "{WEB}---\n{}",
+        slice("web-1", "web", 8080, hinted)
+    ));
+    assert_eq!(dests(&d, &tcp("10.96.0.10:80")), ["10.244.1.5:8080"]);
+    let partly = "- {addresses: [10.244.1.5], hints: {forZones: [{name: zone-a}]}}\n- {addresses: [10.244.2.6]}\n";
+    let d = desired(&format!(
+        "{WEB}---\n{}",
+        slice("web-1", "web", 8080, partly)
+    ));
+    assert_eq!(dests(&d, &tcp("10.96.0.10:80")).len(), 2);
+}
+
+#[test]
+fn multi_port_udp_ipv6_and_scheduler_annotation() {
+    let yaml = "kind: Service\nmetadata: {name: dns, namespace: kube-system, annotations: {rvs.dev/ipvs-scheduler: mh}}\nspec:\n  clusterIPs: [10.96.0.53, 'fd00::53']\n  ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]\n---\n\
+        kind: EndpointSlice\nmetadata: {name: dns-v4, namespace: kube-system, labels: {kubernetes.io/service-name: dns}}\naddressType: IPv4\nports: [{name: dns, port: 5353, protocol: UDP}, {name: dns-tcp, port: 5353, protocol: TCP}]\nendpoints: [{addresses: [10.244.1.9]}]\n---\n\
+        kind: EndpointSlice\nmetadata: {name: dns-v6, namespace: kube-system, labels: {kubernetes.io/service-name: dns}}\naddressType: IPv6\nports: [{name: dns, port: 5353, protocol: UDP}]\nendpoints: [{addresses: ['fd00:244::9']}]\n";
+    let d = desired(yaml);
+    let udp4 = ServiceKey::Addr {
+        protocol: Protocol::Udp,
+        addr: "10.96.0.53:53".parse().unwrap(),
+    };
+    let udp6 = ServiceKey::Addr {
+        protocol: Protocol::Udp,
+        addr: "[fd00::53]:53".parse().unwrap(),
+    };
+    assert_eq!(dests(&d, &udp4), ["10.244.1.9:5353"]);
+    assert_eq!(dests(&d, &udp6), ["[fd00:244::9]:5353"]);
+    assert_eq!(dests(&d, &tcp("10.96.0.53:53")), ["10.244.1.9:5353"]);
+    assert!(dests(&d, &tcp("[fd00::53]:53")).is_empty());
+    assert!(
+        d.services
+            .values()
+            .all(|s| s.service.scheduler == Scheduler::Maglev)
+    );
+    assert_eq!(d.services.len(), 4);
+}
+
+#[test]
+fn invalid_objects_are_reported_by_name_and_field() {
+    let yaml = format!(
+        "{NODE}\n---\nkind: Service\nmetadata: {{name: bad, namespace: default}}\nspec: {{clusterIP: 10.96.0.300, ports: [{{port: 80}}]}}\n---\n{WEB}"
+    );
+    let mut m = Manifests::default();
+    let mut errors = Vec::new();
+    parse_into(&yaml, "t.yaml", &mut m, &mut errors);
+    let (cluster, errors) = ClusterState::build(&m.services, &m.slices, &m.nodes, "node-a", None);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        errors[0].to_string(),
+        "Service default/bad: spec.clusterIPs[0]: \"10.96.0.300\" is not an IP address"
+    );
+    assert_eq!(cluster.services.len(), 1, "the valid Service still syncs");
+}
