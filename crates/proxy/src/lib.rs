@@ -13,6 +13,8 @@
 //! * [`reconcile`]: diffs desired state against what a dataplane reports
 //!   and plans the minimal change set, never touching state it does not
 //!   own, draining removed TCP real servers gracefully.
+//! * [`sync`]: one sync against a dataplane through the shared
+//!   [`rvs_model::admin::Admin`] surface and an address binder.
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +23,7 @@ pub mod config;
 pub mod desired;
 pub mod reconcile;
 pub mod source;
+pub mod sync;
 
 pub use cluster::ClusterState;
 pub use config::ProxyConfig;

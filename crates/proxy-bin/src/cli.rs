@@ -1,0 +1,177 @@
+//! The command line, with kube-proxy's flag names and value formats
+//! (Go durations such as `30s` or `1m30s`, comma-separated CIDR lists).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
+use rvs_model::Scheduler;
+
+/// Which dataplane carries the traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Dataplane {
+    /// The kernel's IPVS, with virtual addresses on `kube-ipvs0`.
+    Kernel,
+    /// The userspace forwarder in this process.
+    Userspace,
+}
+
+/// rvs-proxy: kube-proxy's IPVS mode, in Rust.
+#[derive(Debug, Parser)]
+#[command(name = "rvs-proxy", version)]
+pub(crate) struct Cli {
+    /// Read Services, EndpointSlices and Nodes from this directory of
+    /// manifests (watched for changes) instead of the API server.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) manifests: Option<PathBuf>,
+
+    /// Which dataplane to program.
+    #[arg(long, value_enum, default_value = "kernel")]
+    pub(crate) dataplane: Dataplane,
+
+    /// Proxy mode; only `ipvs` is offered (accepted for kube-proxy
+    /// compatibility).
+    #[arg(long, default_value = "ipvs")]
+    pub(crate) proxy_mode: String,
+
+    /// Default IPVS scheduler.
+    #[arg(long, default_value = "rr")]
+    pub(crate) ipvs_scheduler: String,
+
+    /// Full resync period.
+    #[arg(long, default_value = "30s", value_parser = parse_go_duration)]
+    pub(crate) ipvs_sync_period: Duration,
+
+    /// Minimum interval between syncs; changes within it are coalesced.
+    #[arg(long, default_value = "0s", value_parser = parse_go_duration)]
+    pub(crate) ipvs_min_sync_period: Duration,
+
+    /// CIDRs whose virtual servers are never touched.
+    #[arg(long, value_delimiter = ',', value_parser = parse_cidr)]
+    pub(crate) ipvs_exclude_cidrs: Vec<IpNet>,
+
+    /// Node addresses that serve NodePorts (default: every address of the
+    /// Node object).
+    #[arg(long, value_delimiter = ',', value_parser = parse_cidr)]
+    pub(crate) nodeport_addresses: Vec<IpNet>,
+
+    /// Serve only Services labelled
+    /// `service.kubernetes.io/service-proxy-name=NAME`.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) service_proxy_name: Option<String>,
+
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    pub(crate) hostname_override: Option<String>,
+
+    /// Remove what rvs-proxy programmed (its virtual servers and
+    /// addresses, nothing else) and exit.
+    #[arg(long)]
+    pub(crate) cleanup: bool,
+
+    /// Print the changes a sync would apply, apply nothing, and exit.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+
+    /// Sync once and exit (for tests and one-shot runs).
+    #[arg(long)]
+    pub(crate) once: bool,
+
+    /// Log verbosity, as kube-proxy's `-v` (0–1 info, 2–3 debug, 4+ trace).
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    pub(crate) verbosity: u8,
+}
+
+impl Cli {
+    /// The default scheduler, checked.
+    pub(crate) fn scheduler(&self) -> anyhow::Result<Scheduler> {
+        self.ipvs_scheduler
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--ipvs-scheduler: {e}"))
+    }
+}
+
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a CIDR such as 10.0.0.0/8"))
+}
+
+/// Parses a Go duration (`300ms`, `30s`, `1m30s`, `1h`).
+pub(crate) fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration such as 30s, 500ms or 1m30s");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += Duration::try_from_secs_f64(value * scale).map_err(|_| bad())?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_go_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_go_duration("30").is_err());
+        assert!(parse_go_duration("5 minutes").is_err());
+        assert!(parse_go_duration("").is_err());
+    }
+
+    #[test]
+    fn kube_proxy_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "rvs-proxy",
+            "--proxy-mode=ipvs",
+            "--ipvs-scheduler=wlc",
+            "--ipvs-sync-period=1m",
+            "--ipvs-exclude-cidrs=10.0.0.0/8,fd00::/8",
+            "--hostname-override=node-a",
+            "--v=2",
+        ])
+        .unwrap();
+        assert_eq!(cli.scheduler().unwrap(), Scheduler::WeightedLeastConnection);
+        assert_eq!(cli.ipvs_sync_period, Duration::from_secs(60));
+        assert_eq!(cli.ipvs_exclude_cidrs.len(), 2);
+        assert_eq!(cli.verbosity, 2);
+        let bad = Cli::try_parse_from(["rvs-proxy", "--ipvs-exclude-cidrs=10.0.0.0"]).unwrap_err();
+        assert!(bad.to_string().contains("is not a CIDR"), "{bad}");
+        let cli = Cli::try_parse_from(["rvs-proxy", "--ipvs-scheduler=fastest"]).unwrap();
+        assert!(
+            cli.scheduler()
+                .unwrap_err()
+                .to_string()
+                .contains("unknown IPVS scheduler \"fastest\"")
+        );
+    }
+}
