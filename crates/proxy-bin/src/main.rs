@@ -105,10 +105,19 @@ fn run_loop<A: Admin, B: AddressBinder>(
             last_fingerprint = fingerprint;
             last_sync = Some(now);
             next_full = now + cli.ipvs_sync_period;
-            let outcome = load(dir, &syncer.config).and_then(|cluster| Ok(syncer.sync(&cluster)?));
+            let load_start = Instant::now();
+            let outcome = load(dir, &syncer.config).and_then(|cluster| {
+                let load_ms = load_start.elapsed().as_millis() as u64;
+                tracing::debug!(load_ms, "loaded manifests");
+                Ok((load_ms, syncer.sync(&cluster)?))
+            });
             match outcome {
-                Ok(report) => {
+                Ok((load_ms, report)) => {
                     tracing::info!(
+                        load_ms,
+                        plan_ms = report.plan_time.as_millis() as u64,
+                        bind_ms = report.bind_time.as_millis() as u64,
+                        apply_ms = report.apply_time.as_millis() as u64,
                         services = report.services,
                         applied = report.applied,
                         failed = report.failed,

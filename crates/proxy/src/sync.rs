@@ -89,8 +89,14 @@ pub struct SyncReport {
     pub draining: usize,
     /// Virtual servers desired.
     pub services: usize,
-    /// Time spent.
+    /// Time spent in total.
     pub elapsed: Duration,
+    /// Of which reading the dataplane and planning.
+    pub plan_time: Duration,
+    /// Of which applying operations.
+    pub apply_time: Duration,
+    /// Of which binding and unbinding addresses.
+    pub bind_time: Duration,
 }
 
 /// Reads every virtual server with its real servers.
@@ -160,11 +166,16 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
             services: desired.services.len(),
             ..SyncReport::default()
         };
+        report.plan_time = started.elapsed();
         // Bind new addresses first, so new virtual servers answer at once.
+        let bind_start = Instant::now();
         for addr in desired.addresses.difference(&bound) {
             self.bind_one(true, *addr, &mut report);
         }
+        report.bind_time = bind_start.elapsed();
+        let apply_start = Instant::now();
         let results = self.admin.apply_batch(&plan.ops);
+        report.apply_time = apply_start.elapsed();
         for (op, result) in plan.ops.iter().zip(results) {
             match result {
                 Ok(()) => report.applied += 1,
@@ -175,6 +186,7 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
             }
         }
         // Unbind addresses no virtual server uses any more.
+        let unbind_start = Instant::now();
         for addr in bound.difference(&desired.addresses) {
             if !self
                 .config
@@ -185,6 +197,7 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
                 self.bind_one(false, *addr, &mut report);
             }
         }
+        report.bind_time += unbind_start.elapsed();
         report.elapsed = started.elapsed();
         Ok(report)
     }

@@ -111,16 +111,35 @@ pub fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, u64, Option<SystemTime>)>
 
 /// Parses one file's text, appending objects and errors.
 pub fn parse_into(text: &str, origin: &str, out: &mut Manifests, errors: &mut Vec<ManifestError>) {
-    // YAML 1.2 booleans: a name like `n` or `on` stays a string.
-    let options = serde_saphyr::options! { strict_booleans: true };
-    let docs: Vec<Value> = match serde_saphyr::from_multiple_with_options(text, options) {
+    // YAML 1.2 booleans: a name like `n` or `on` stays a string. The
+    // parser's default budget (1,024 documents) is sized for config files;
+    // a cluster's worth of objects in one file is far larger, so raise it
+    // well past 100,000 Services while keeping the depth guard.
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        budget: serde_saphyr::budget! {
+            max_documents: 10_000_000,
+            max_nodes: 500_000_000,
+            max_events: 1_000_000_000,
+        },
+    };
+    // JSON (what `kubectl get -o json` and the API server write) takes the
+    // much faster JSON parser; YAML streams the YAML one.
+    let parsed = if origin.ends_with(".json") {
+        serde_json::from_str::<Value>(text)
+            .map(|v| vec![v])
+            .map_err(|e| e.to_string())
+    } else {
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| e.to_string())
+    };
+    let docs: Vec<Value> = match parsed {
         Ok(docs) => docs,
         Err(e) => {
             errors.push(ManifestError {
                 origin: origin.to_owned(),
                 document: 0,
                 object: String::new(),
-                problem: format!("not YAML: {e}"),
+                problem: format!("not YAML or JSON: {e}"),
             });
             return;
         }
@@ -261,6 +280,16 @@ items:
             msg.starts_with("bad.yaml: document 1 (Service ns1/bad): field spec.ports[0].port"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn thousands_of_documents_in_one_file_load() {
+        let doc = "kind: Node\nmetadata: {name: n}\n---\n";
+        let mut m = Manifests::default();
+        let mut errors = Vec::new();
+        parse_into(&doc.repeat(5000), "big.yaml", &mut m, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(m.nodes.len(), 5000);
     }
 
     #[test]
