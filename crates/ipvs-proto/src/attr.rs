@@ -67,7 +67,18 @@ pub(crate) fn parse_nested<T>(
 }
 
 /// The raw attribute, flags included, for `Other(..)` variants.
+///
+/// An attribute flagged both nested and network-byte-order is refused: no
+/// netlink family uses that combination, and netlink-packet-core 0.9
+/// cannot re-emit it (its emitter keeps only one of the two flags), so
+/// accepting it would break the lossless round trip.
 pub(crate) fn raw(buf: &NlaBuffer<&[u8]>) -> Result<DefaultNla, DecodeError> {
+    if buf.nested_flag() && buf.network_byte_order_flag() {
+        return Err(DecodeError::from(format!(
+            "attribute type {:#06x} has both NLA_F_NESTED and NLA_F_NET_BYTEORDER",
+            buf.kind()
+        )));
+    }
     DefaultNla::parse(buf)
 }
 
