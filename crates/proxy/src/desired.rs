@@ -23,7 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use rvs_model::{Destination, Protocol, Service, ServiceKey};
 
-use crate::cluster::{ClusterState, EndpointInfo, ObjectName, ServiceInfo, ServicePort};
+use crate::cluster::{ClusterState, EndpointInfo, ObjectName, ServicePort, SliceInfo};
 use crate::config::ProxyConfig;
 
 /// Which kind of address a virtual server listens on.
@@ -73,9 +73,20 @@ pub fn desired_state(cluster: &ClusterState, config: &ProxyConfig) -> Desired {
                 || config.nodeport_addresses.iter().any(|net| net.contains(a))
         })
         .collect();
+    let mut slices_by_service: BTreeMap<&ObjectName, Vec<&SliceInfo>> = BTreeMap::new();
+    for slice in cluster.slices.values() {
+        slices_by_service
+            .entry(&slice.service)
+            .or_default()
+            .push(slice);
+    }
     for svc in cluster.services.values() {
+        let slices = slices_by_service
+            .get(&svc.name)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         for port in &svc.ports {
-            let endpoints = endpoints_for(cluster, svc, port);
+            let endpoints = endpoints_for(slices, port);
             let sets = EndpointSets::new(&endpoints, cluster, config);
             let internal = if svc.internal_local {
                 &sets.local
@@ -143,14 +154,10 @@ pub fn desired_state(cluster: &ClusterState, config: &ProxyConfig) -> Desired {
 }
 
 /// The endpoints of one Service port, with their target ports.
-fn endpoints_for<'a>(
-    cluster: &'a ClusterState,
-    svc: &ServiceInfo,
-    port: &ServicePort,
-) -> Vec<(&'a EndpointInfo, u16)> {
+fn endpoints_for<'a>(slices: &[&'a SliceInfo], port: &ServicePort) -> Vec<(&'a EndpointInfo, u16)> {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
-    for slice in cluster.slices.values().filter(|s| s.service == svc.name) {
+    for slice in slices {
         let Some(target) = slice
             .ports
             .iter()
