@@ -26,6 +26,15 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "DIR")]
     pub(crate) manifests: Option<PathBuf>,
 
+    /// Path to a kubeconfig file (default: in-cluster, then
+    /// `$KUBECONFIG` or `~/.kube/config`).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) kubeconfig: Option<PathBuf>,
+
+    /// The API server's address, overriding the kubeconfig's.
+    #[arg(long, value_name = "URL")]
+    pub(crate) master: Option<String>,
+
     /// Which dataplane to program.
     #[arg(long, value_enum, default_value = "kernel")]
     pub(crate) dataplane: Dataplane,

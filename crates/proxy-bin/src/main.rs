@@ -13,9 +13,9 @@
 
 mod cli;
 mod kernel;
+mod source;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,16 +25,16 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use rvs_ipvs::IpvsClient;
 use rvs_model::admin::Admin;
-use rvs_proxy::source::manifests;
 use rvs_proxy::sync::{AddressBinder, Syncer, describe};
 use rvs_proxy::{ClusterState, ProxyConfig};
 
 use crate::cli::{Cli, Dataplane};
+use crate::source::Source;
 
 /// How often a draining real server is re-checked.
 const DRAIN_CHECK: Duration = Duration::from_secs(1);
-/// How often the manifests directory is polled for changes.
-const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+/// How long one wait for a source change lasts before timers are checked.
+const WAIT_SLICE: Duration = Duration::from_millis(200);
 
 fn init_logging(verbosity: u8) {
     let level = match verbosity {
@@ -59,42 +59,19 @@ fn node_name(cli: &Cli) -> String {
     })
 }
 
-fn load(dir: &Path, config: &ProxyConfig) -> anyhow::Result<ClusterState> {
-    let (objects, errors) = manifests::load_dir(dir)?;
-    for e in &errors {
-        tracing::warn!(error = %e, "skipping a manifest document");
-    }
-    let (cluster, errors) = ClusterState::build(
-        &objects.services,
-        &objects.slices,
-        &objects.nodes,
-        &config.node_name,
-        config.service_proxy_name.as_deref(),
-    );
-    for e in &errors {
-        tracing::warn!(error = %e, "skipping an object");
-    }
-    if cluster.node.is_none() {
-        tracing::warn!(node = %config.node_name, "no Node object for this node: NodePorts and local endpoints are not known");
-    }
-    Ok(cluster)
-}
-
 fn run_loop<A: Admin, B: AddressBinder>(
     cli: &Cli,
-    dir: &Path,
+    source: &mut Source,
     syncer: &mut Syncer<A, B>,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let mut last_fingerprint = None;
     let mut last_sync: Option<Instant> = None;
     let mut next_full = Instant::now();
     let mut backoff = Duration::from_millis(500);
     let mut retry_at: Option<Instant> = None;
     let mut draining = false;
+    let mut changed = true;
     while !stop.load(Ordering::Relaxed) {
-        let fingerprint = manifests::fingerprint(dir).ok();
-        let changed = fingerprint != last_fingerprint;
         let now = Instant::now();
         let min_ok = last_sync.is_none_or(|t| now.duration_since(t) >= cli.ipvs_min_sync_period);
         let due = changed
@@ -102,17 +79,22 @@ fn run_loop<A: Admin, B: AddressBinder>(
             || retry_at.is_some_and(|t| now >= t)
             || (draining && last_sync.is_some_and(|t| now.duration_since(t) >= DRAIN_CHECK));
         if due && min_ok {
-            last_fingerprint = fingerprint;
-            last_sync = Some(now);
-            next_full = now + cli.ipvs_sync_period;
             let load_start = Instant::now();
-            let outcome = load(dir, &syncer.config).and_then(|cluster| {
-                let load_ms = load_start.elapsed().as_millis() as u64;
-                tracing::debug!(load_ms, "loaded manifests");
-                Ok((load_ms, syncer.sync(&cluster)?))
-            });
+            let outcome = source
+                .load(&syncer.config)
+                .and_then(|cluster| match cluster {
+                    None => Ok(None),
+                    Some(cluster) => {
+                        let load_ms = load_start.elapsed().as_millis() as u64;
+                        Ok(Some((load_ms, syncer.sync(&cluster)?)))
+                    }
+                });
+            changed = false;
             match outcome {
-                Ok((load_ms, report)) => {
+                Ok(None) => tracing::debug!("waiting for the first complete list before syncing"),
+                Ok(Some((load_ms, report))) => {
+                    last_sync = Some(now);
+                    next_full = now + cli.ipvs_sync_period;
                     tracing::info!(
                         load_ms,
                         plan_ms = report.plan_time.as_millis() as u64,
@@ -139,6 +121,7 @@ fn run_loop<A: Admin, B: AddressBinder>(
                     }
                 }
                 Err(e) => {
+                    last_sync = Some(now);
                     tracing::error!(
                         error = format!("{e:#}"),
                         retry_in_ms = backoff.as_millis() as u64,
@@ -152,7 +135,7 @@ fn run_loop<A: Admin, B: AddressBinder>(
                 }
             }
         }
-        std::thread::sleep(WATCH_INTERVAL);
+        changed |= source.wait_change(WAIT_SLICE);
     }
     tracing::info!("stopping; the dataplane keeps its state for the next start to adopt");
     Ok(())
@@ -176,8 +159,12 @@ fn run() -> anyhow::Result<()> {
         sync_period: cli.ipvs_sync_period,
         min_sync_period: cli.ipvs_min_sync_period,
     };
-    let Some(dir) = cli.manifests.clone() else {
-        bail!("no source: pass --manifests DIR (the Kubernetes API source is not built yet)");
+    let mut source = match &cli.manifests {
+        Some(dir) => Source::Manifests {
+            dir: dir.clone(),
+            seen: None,
+        },
+        None => source::api(cli.kubeconfig.as_deref(), cli.master.as_deref(), &config)?,
     };
     if cli.dataplane == Dataplane::Userspace {
         bail!("--dataplane=userspace is not built yet; use --dataplane=kernel");
@@ -192,7 +179,7 @@ fn run() -> anyhow::Result<()> {
     };
 
     if cli.dry_run {
-        let cluster = load(&dir, &syncer.config)?;
+        let cluster = wait_for_view(&mut source, &syncer.config)?;
         let (_, plan, _) = syncer.plan(&cluster)?;
         let mut out = std::io::stdout().lock();
         out.write_all(describe(&plan.ops).as_bytes())
@@ -200,7 +187,7 @@ fn run() -> anyhow::Result<()> {
         return Ok(());
     }
     if cli.cleanup {
-        let cluster = load(&dir, &syncer.config).unwrap_or_default();
+        let cluster = wait_for_view(&mut source, &syncer.config).unwrap_or_default();
         let report = syncer.cleanup(&cluster)?;
         syncer
             .binder
@@ -215,7 +202,21 @@ fn run() -> anyhow::Result<()> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_watch(Arc::clone(&stop))?;
-    run_loop(&cli, &dir, &mut syncer, &stop)
+    run_loop(&cli, &mut source, &mut syncer, &stop)
+}
+
+/// The first complete view (the API source needs its initial lists).
+fn wait_for_view(source: &mut Source, config: &ProxyConfig) -> anyhow::Result<ClusterState> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(cluster) = source.load(config)? {
+            return Ok(cluster);
+        }
+        if Instant::now() > deadline {
+            bail!("the source gave no complete view within 60 s");
+        }
+        source.wait_change(WAIT_SLICE);
+    }
 }
 
 /// Sets `stop` on SIGTERM or SIGINT.
