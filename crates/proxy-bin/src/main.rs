@@ -79,6 +79,7 @@ fn run_loop<A: Admin, B: AddressBinder>(
             || retry_at.is_some_and(|t| now >= t)
             || (draining && last_sync.is_some_and(|t| now.duration_since(t) >= DRAIN_CHECK));
         if due && min_ok {
+            let full = now >= next_full || retry_at.is_some_and(|t| now >= t);
             let load_start = Instant::now();
             let outcome = source
                 .load(&syncer.config)
@@ -86,7 +87,14 @@ fn run_loop<A: Admin, B: AddressBinder>(
                     None => Ok(None),
                     Some(cluster) => {
                         let load_ms = load_start.elapsed().as_millis() as u64;
-                        Ok(Some((load_ms, syncer.sync(&cluster)?)))
+                        // Timers and retries read the whole dataplane;
+                        // source changes touch only what changed.
+                        let report = if full {
+                            syncer.sync(&cluster)?
+                        } else {
+                            syncer.sync_changes(&cluster)?
+                        };
+                        Ok(Some((load_ms, report)))
                     }
                 });
             changed = false;
@@ -94,8 +102,11 @@ fn run_loop<A: Admin, B: AddressBinder>(
                 Ok(None) => tracing::debug!("waiting for the first complete list before syncing"),
                 Ok(Some((load_ms, report))) => {
                     last_sync = Some(now);
-                    next_full = now + cli.ipvs_sync_period;
+                    if full {
+                        next_full = now + cli.ipvs_sync_period;
+                    }
                     tracing::info!(
+                        full,
                         load_ms,
                         plan_ms = report.plan_time.as_millis() as u64,
                         bind_ms = report.bind_time.as_millis() as u64,
@@ -172,11 +183,7 @@ fn run() -> anyhow::Result<()> {
     let admin = IpvsClient::connect()
         .context("connecting to the kernel's IPVS (is the ip_vs module loaded?)")?;
     let binder = kernel::KubeIpvs0::new().context("opening rtnetlink")?;
-    let mut syncer = Syncer {
-        admin,
-        binder,
-        config,
-    };
+    let mut syncer = Syncer::new(admin, binder, config);
 
     if cli.dry_run {
         let cluster = wait_for_view(&mut source, &syncer.config)?;

@@ -63,6 +63,17 @@ pub struct Desired {
 
 /// Computes the desired state. Pure: same input, same output.
 pub fn desired_state(cluster: &ClusterState, config: &ProxyConfig) -> Desired {
+    desired_for(cluster, config, None)
+}
+
+/// Desired state for some Services only (`None`: all), for syncs that
+/// touch only what changed.
+pub fn desired_for(
+    cluster: &ClusterState,
+    config: &ProxyConfig,
+    only: Option<&BTreeSet<ObjectName>>,
+) -> Desired {
+    let wanted = |name: &ObjectName| only.is_none_or(|set| set.contains(name));
     let mut desired = Desired::default();
     let node_addresses: Vec<IpAddr> = cluster
         .node
@@ -74,13 +85,13 @@ pub fn desired_state(cluster: &ClusterState, config: &ProxyConfig) -> Desired {
         })
         .collect();
     let mut slices_by_service: BTreeMap<&ObjectName, Vec<&SliceInfo>> = BTreeMap::new();
-    for slice in cluster.slices.values() {
+    for slice in cluster.slices.values().filter(|s| wanted(&s.service)) {
         slices_by_service
             .entry(&slice.service)
             .or_default()
             .push(slice);
     }
-    for svc in cluster.services.values() {
+    for svc in cluster.services.values().filter(|s| wanted(&s.name)) {
         let slices = slices_by_service
             .get(&svc.name)
             .map(Vec::as_slice)

@@ -7,16 +7,17 @@
 //! of single operations are counted and logged with the operation, and do
 //! not stop the others; the next sync retries what is still off.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use rvs_model::ServiceKey;
 use rvs_model::admin::{Admin, AdminError, Op};
 
-use crate::cluster::ClusterState;
+use crate::cluster::{ClusterState, ObjectName};
 use crate::config::ProxyConfig;
-use crate::desired::{Desired, desired_state};
-use crate::reconcile::{Observed, Ownership, Plan, plan};
+use crate::desired::{Desired, desired_for, desired_state};
+use crate::reconcile::{Observed, Ownership, Plan, plan, simulate};
 
 /// Binds virtual addresses to the node so traffic to them reaches the
 /// dataplane (for the kernel: addresses on the `kube-ipvs0` dummy device).
@@ -113,6 +114,24 @@ pub fn observe(admin: &mut dyn Admin) -> Result<Vec<Observed>, AdminError> {
     Ok(out)
 }
 
+/// What the syncer believes the dataplane holds, kept between syncs so a
+/// change costs work in proportion to the change, not to the cluster.
+#[derive(Debug, Default)]
+struct Cache {
+    /// The cluster view the dataplane was last synced to.
+    cluster: ClusterState,
+    /// The dataplane's virtual servers (as observed, plus what was applied).
+    observed: BTreeMap<ServiceKey, Observed>,
+    /// Which Service each desired virtual server came from.
+    origin: BTreeMap<ServiceKey, ObjectName>,
+    /// Virtual addresses each Service needs bound.
+    addresses: BTreeMap<ObjectName, BTreeSet<IpAddr>>,
+    /// Addresses bound now.
+    bound: BTreeSet<IpAddr>,
+    /// Virtual servers with real servers still draining.
+    draining: BTreeSet<ServiceKey>,
+}
+
 /// Drives one dataplane towards desired state.
 #[derive(Debug)]
 pub struct Syncer<A, B> {
@@ -122,10 +141,21 @@ pub struct Syncer<A, B> {
     pub binder: B,
     /// Settings.
     pub config: ProxyConfig,
+    cache: Option<Cache>,
 }
 
 impl<A: Admin, B: AddressBinder> Syncer<A, B> {
-    /// Computes what a sync would do, without doing it.
+    /// A syncer with nothing cached: its first sync reads everything.
+    pub fn new(admin: A, binder: B, config: ProxyConfig) -> Syncer<A, B> {
+        Syncer {
+            admin,
+            binder,
+            config,
+            cache: None,
+        }
+    }
+
+    /// Computes what a full sync would do, without doing it.
     pub fn plan(
         &mut self,
         cluster: &ClusterState,
@@ -157,28 +187,182 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
         }
     }
 
-    /// Runs one sync.
+    fn excluded(&self, addr: &IpAddr) -> bool {
+        self.config
+            .exclude_cidrs
+            .iter()
+            .any(|net| net.contains(addr))
+    }
+
+    /// A full sync: reads every virtual server and bound address from the
+    /// dataplane, so it also repairs changes made behind the proxy's back.
     pub fn sync(&mut self, cluster: &ClusterState) -> Result<SyncReport, SyncError> {
         let started = Instant::now();
-        let (desired, plan, bound) = self.plan(cluster)?;
+        self.cache = None;
+        let desired = desired_state(cluster, &self.config);
+        let observed = observe(&mut self.admin).map_err(SyncError::Read)?;
+        let bound = self.binder.bound().map_err(SyncError::Bind)?;
+        let ownership = self.ownership(cluster, &desired, &bound);
+        let plan = plan(&observed, &desired, &ownership);
+        let unbind: Vec<IpAddr> = bound
+            .difference(&desired.addresses)
+            .filter(|a| !self.excluded(a))
+            .copied()
+            .collect();
         let mut report = SyncReport {
-            draining: plan.draining,
             services: desired.services.len(),
             ..SyncReport::default()
         };
         report.plan_time = started.elapsed();
+        let (applied, bound_now) =
+            self.execute(&plan, &desired.addresses, &bound, &unbind, &mut report);
+        let after = simulate(&observed, &applied);
+        let mut cache = Cache {
+            cluster: cluster.clone(),
+            observed: after
+                .into_iter()
+                .map(|o| (o.status.service.key, o))
+                .collect(),
+            bound: bound_now,
+            ..Cache::default()
+        };
+        cache.record(&desired);
+        cache.draining = draining_keys(&cache.observed, &desired);
+        if report.failed + report.address_failures == 0 {
+            self.cache = Some(cache);
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// A partial sync: plans only the Services that changed since the last
+    /// sync (and virtual servers still draining), against the cached view
+    /// of the dataplane. Falls back to a full sync when nothing is cached
+    /// or this node's object changed (node ports and locality depend on it).
+    pub fn sync_changes(&mut self, cluster: &ClusterState) -> Result<SyncReport, SyncError> {
+        let started = Instant::now();
+        let Some(mut cache) = self.cache.take() else {
+            return self.sync(cluster);
+        };
+        if cache.cluster.node != cluster.node {
+            return self.sync(cluster);
+        }
+        let mut changed = changed_services(&cache.cluster, cluster);
+        // Re-read draining virtual servers: their connection counts decide.
+        for key in cache.draining.clone() {
+            match self.admin.destinations(&key) {
+                Ok(dests) => {
+                    if let Some(o) = cache.observed.get_mut(&key) {
+                        o.destinations = dests;
+                    }
+                }
+                Err(e) => tracing::debug!(%key, error = %e, "re-reading a draining virtual server"),
+            }
+            if let Some(name) = cache.origin.get(&key) {
+                changed.insert(name.clone());
+            }
+        }
+        let mut report = SyncReport::default();
+        if changed.is_empty() {
+            cache.cluster = cluster.clone();
+            self.cache = Some(cache);
+            report.elapsed = started.elapsed();
+            return Ok(report);
+        }
+        let desired = desired_for(cluster, &self.config, Some(&changed));
+        let keys: BTreeSet<ServiceKey> = cache
+            .origin
+            .iter()
+            .filter(|(_, name)| changed.contains(*name))
+            .map(|(k, _)| *k)
+            .chain(desired.services.keys().copied())
+            .chain(cache.draining.iter().copied())
+            .collect();
+        let observed: Vec<Observed> = keys
+            .iter()
+            .filter_map(|k| cache.observed.get(k).cloned())
+            .collect();
+        let ownership = self.ownership(cluster, &desired, &cache.bound);
+        let plan = plan(&observed, &desired, &ownership);
+        // Addresses: what the changed Services need now, against what the
+        // unchanged ones still hold.
+        let held: BTreeSet<IpAddr> = cache
+            .addresses
+            .iter()
+            .filter(|(name, _)| !changed.contains(*name))
+            .flat_map(|(_, a)| a.iter().copied())
+            .collect();
+        let released: Vec<IpAddr> = cache
+            .addresses
+            .iter()
+            .filter(|(name, _)| changed.contains(*name))
+            .flat_map(|(_, a)| a.iter().copied())
+            .filter(|a| !held.contains(a) && !desired.addresses.contains(a) && !self.excluded(a))
+            .collect();
+        report.services = desired.services.len();
+        report.plan_time = started.elapsed();
+        let bound_before = cache.bound.clone();
+        let (applied, bound_now) = self.execute(
+            &plan,
+            &desired.addresses,
+            &bound_before,
+            &released,
+            &mut report,
+        );
+        // The planned virtual servers now look like this (deleted ones are
+        // gone from the simulation's result).
+        for key in &keys {
+            cache.observed.remove(key);
+        }
+        for o in simulate(&observed, &applied) {
+            cache.observed.insert(o.status.service.key, o);
+        }
+        cache.bound = bound_now;
+        cache.origin.retain(|_, name| !changed.contains(name));
+        for name in &changed {
+            cache.addresses.remove(name);
+        }
+        cache.record(&desired);
+        // Draining servers belong to Services recomputed here.
+        cache.draining = draining_keys(&cache.observed, &desired);
+        cache.cluster = cluster.clone();
+        report.draining = plan.draining;
+        if report.failed + report.address_failures == 0 {
+            self.cache = Some(cache);
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// Binds, applies, unbinds; returns the operations that succeeded and
+    /// the addresses bound afterwards.
+    fn execute(
+        &mut self,
+        plan: &Plan,
+        wanted: &BTreeSet<IpAddr>,
+        bound: &BTreeSet<IpAddr>,
+        unbind: &[IpAddr],
+        report: &mut SyncReport,
+    ) -> (Vec<Op>, BTreeSet<IpAddr>) {
+        let mut bound_now = bound.clone();
         // Bind new addresses first, so new virtual servers answer at once.
         let bind_start = Instant::now();
-        for addr in desired.addresses.difference(&bound) {
-            self.bind_one(true, *addr, &mut report);
+        for addr in wanted.difference(bound) {
+            if self.bind_one(true, *addr, report) {
+                bound_now.insert(*addr);
+            }
         }
         report.bind_time = bind_start.elapsed();
         let apply_start = Instant::now();
         let results = self.admin.apply_batch(&plan.ops);
         report.apply_time = apply_start.elapsed();
+        let mut applied = Vec::with_capacity(plan.ops.len());
         for (op, result) in plan.ops.iter().zip(results) {
             match result {
-                Ok(()) => report.applied += 1,
+                Ok(()) => {
+                    report.applied += 1;
+                    applied.push(op.clone());
+                }
                 Err(err) => {
                     report.failed += 1;
                     tracing::warn!(op = ?op, error = %err, "dataplane refused an operation; the next sync retries");
@@ -187,32 +371,31 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
         }
         // Unbind addresses no virtual server uses any more.
         let unbind_start = Instant::now();
-        for addr in bound.difference(&desired.addresses) {
-            if !self
-                .config
-                .exclude_cidrs
-                .iter()
-                .any(|net| net.contains(addr))
-            {
-                self.bind_one(false, *addr, &mut report);
+        for addr in unbind {
+            if self.bind_one(false, *addr, report) {
+                bound_now.remove(addr);
             }
         }
         report.bind_time += unbind_start.elapsed();
-        report.elapsed = started.elapsed();
-        Ok(report)
+        report.draining = plan.draining;
+        (applied, bound_now)
     }
 
-    fn bind_one(&mut self, bind: bool, addr: IpAddr, report: &mut SyncReport) {
+    fn bind_one(&mut self, bind: bool, addr: IpAddr, report: &mut SyncReport) -> bool {
         let result = if bind {
             self.binder.bind(addr)
         } else {
             self.binder.unbind(addr)
         };
         match result {
-            Ok(()) => report.addresses_changed += 1,
+            Ok(()) => {
+                report.addresses_changed += 1;
+                true
+            }
             Err(err) => {
                 report.address_failures += 1;
                 tracing::warn!(error = %err, "address binding failed; the next sync retries");
+                false
             }
         }
     }
@@ -227,6 +410,76 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
             node: cluster.node.clone(),
         })
     }
+}
+
+impl Cache {
+    /// Records which Service each desired virtual server and address
+    /// belongs to.
+    fn record(&mut self, desired: &Desired) {
+        for (key, d) in &desired.services {
+            self.origin.insert(*key, d.origin.0.clone());
+            if let ServiceKey::Addr { addr, .. } = key
+                && desired.addresses.contains(&addr.ip())
+            {
+                self.addresses
+                    .entry(d.origin.0.clone())
+                    .or_default()
+                    .insert(addr.ip());
+            }
+        }
+    }
+}
+
+/// Virtual servers holding real servers that are not desired (weight 0,
+/// waiting for their connections to end).
+fn draining_keys(
+    observed: &BTreeMap<ServiceKey, Observed>,
+    desired: &Desired,
+) -> BTreeSet<ServiceKey> {
+    observed
+        .iter()
+        .filter(|(key, o)| {
+            desired.services.get(key).is_some_and(|d| {
+                o.destinations
+                    .iter()
+                    .any(|x| !d.destinations.contains_key(&x.destination.addr))
+            })
+        })
+        .map(|(key, _)| *key)
+        .collect()
+}
+
+/// Services whose object or endpoints differ between two views.
+fn changed_services(old: &ClusterState, new: &ClusterState) -> BTreeSet<ObjectName> {
+    let mut changed = BTreeSet::new();
+    for (name, svc) in &new.services {
+        if old.services.get(name) != Some(svc) {
+            changed.insert(name.clone());
+        }
+    }
+    for name in old.services.keys() {
+        if !new.services.contains_key(name) {
+            changed.insert(name.clone());
+        }
+    }
+    for (name, slice) in &new.slices {
+        match old.slices.get(name) {
+            Some(o) if o == slice => {}
+            Some(o) => {
+                changed.insert(o.service.clone());
+                changed.insert(slice.service.clone());
+            }
+            None => {
+                changed.insert(slice.service.clone());
+            }
+        }
+    }
+    for (name, slice) in &old.slices {
+        if !new.slices.contains_key(name) {
+            changed.insert(slice.service.clone());
+        }
+    }
+    changed
 }
 
 /// The batch a plan applies, for `--dry-run` output: one line per op.
