@@ -131,7 +131,7 @@ fn cluster(spec: &[(bool, bool, u8)]) -> ClusterState {
                     name: "http".into(),
                     protocol: Protocol::Tcp,
                     port: 80,
-                    node_port: (i % 2 == 0).then_some(30000 + u16::from(i)),
+                    node_port: i.is_multiple_of(2).then_some(30000 + u16::from(i)),
                 }],
                 affinity_timeout: affinity.then_some(60),
                 external_local: false,
