@@ -31,17 +31,24 @@ fn endpoint(i: usize, j: usize) -> String {
     format!("10.{}.{}.{}", 100 + j, i / 256, i % 256)
 }
 
-/// The cluster as `kubectl get -o json` prints a List.
-fn manifests(n: usize) -> String {
-    let mut items = vec![r#"{"kind":"Node","metadata":{"name":"node-a"}}"#.to_owned()];
-    for i in 0..n {
+/// Services `range` (with a Node when `node`) as `kubectl get -o json`
+/// prints a List; `extra` adds an 11th endpoint to every slice.
+fn manifests(range: std::ops::Range<usize>, node: bool, extra: bool) -> String {
+    let mut items = Vec::new();
+    if node {
+        items.push(r#"{"kind":"Node","metadata":{"name":"node-a"}}"#.to_owned());
+    }
+    for i in range {
         items.push(format!(
             r#"{{"kind":"Service","metadata":{{"name":"s{i}","namespace":"bench"}},"spec":{{"clusterIP":"{}","ports":[{{"name":"http","port":80}}]}}}}"#,
             vip(i)
         ));
-        let endpoints: Vec<String> = (0..ENDPOINTS)
+        let mut endpoints: Vec<String> = (0..ENDPOINTS)
             .map(|j| format!(r#"{{"addresses":["{}"]}}"#, endpoint(i, j)))
             .collect();
+        if extra {
+            endpoints.push(format!(r#"{{"addresses":["{NEW_ENDPOINT}"]}}"#));
+        }
         items.push(format!(
             r#"{{"kind":"EndpointSlice","metadata":{{"name":"s{i}-1","namespace":"bench","labels":{{"kubernetes.io/service-name":"s{i}"}}}},"addressType":"IPv4","ports":[{{"name":"http","port":8080,"protocol":"TCP"}}],"endpoints":[{}]}}"#,
             endpoints.join(",")
@@ -52,6 +59,9 @@ fn manifests(n: usize) -> String {
         items.join(",\n")
     )
 }
+
+/// The endpoint the change measurement adds to the last Service.
+const NEW_ENDPOINT: &str = "10.99.0.1";
 
 fn restore_file(n: usize) -> String {
     let mut out = String::new();
@@ -89,6 +99,18 @@ echo "total_ms $((t1 - t0))"
 echo "services $(ipvsadm -S -n | grep -c '^-A')"
 grep -o "elapsed_ms=[0-9]*" /tmp/log | tail -1
 grep synced /tmp/log
+# One endpoint change on the converged node, with the proxy running.
+rvs-proxy --manifests /rvs/m --hostname-override node-a 2>/tmp/daemon.log &
+pid=$!
+while ! grep -q synced /tmp/daemon.log; do sleep 0.05; done
+echo "rss_kb $(awk '/VmRSS/{print $2}' /proc/$pid/status)"
+t0=$(ms); cp /rvs/last-changed.json /rvs/m/last.json
+until ipvsadm -L -n -t "$LAST_VIP:80" | grep -q "$NEW_ENDPOINT"; do :; done; t1=$(ms)
+echo "change_ms $((t1 - t0))"
+sleep 0.5
+grep synced /tmp/daemon.log | tail -1 | grep -o "elapsed_ms=[0-9]*" | sed 's/elapsed_ms=/change_sync_ms /'
+grep synced /tmp/daemon.log | tail -1
+kill $pid
 "#;
 
 fn median(mut v: Vec<u64>) -> u64 {
@@ -96,10 +118,25 @@ fn median(mut v: Vec<u64>) -> u64 {
     v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
-fn run(vm: &Vm, n: usize, script: &str) -> (u64, u64) {
+/// One run's numbers: total time, sync work, and for rvs the change
+/// latency, the partial sync's own time and the daemon's RSS.
+#[derive(Default)]
+struct Run {
+    total_ms: u64,
+    work_ms: u64,
+    change_ms: u64,
+    change_sync_ms: u64,
+    rss_kb: u64,
+}
+
+fn run(vm: &Vm, n: usize, script: &str) -> Run {
     let job = VmJob::new(script)
         .binary("rvs-proxy", env!("CARGO_BIN_EXE_rvs-proxy"))
-        .file("rvs/m/cluster.json", manifests(n))
+        .env("LAST_VIP", &vip(n - 1))
+        .env("NEW_ENDPOINT", NEW_ENDPOINT)
+        .file("rvs/m/cluster.json", manifests(0..n - 1, true, false))
+        .file("rvs/m/last.json", manifests(n - 1..n, false, false))
+        .file("rvs/last-changed.json", manifests(n - 1..n, false, true))
         .file("rvs/bench.rules", restore_file(n))
         .memory_mib(2048)
         .timeout(Duration::from_secs(1800));
@@ -122,7 +159,13 @@ fn run(vm: &Vm, n: usize, script: &str) -> (u64, u64) {
             .unwrap_or(0)
     };
     assert_eq!(get("services") as usize, n, "{}", out.output);
-    (get("total_ms"), get("elapsed_ms"))
+    Run {
+        total_ms: get("total_ms"),
+        work_ms: get("elapsed_ms"),
+        change_ms: get("change_ms"),
+        change_sync_ms: get("change_sync_ms"),
+        rss_kb: get("rss_kb"),
+    }
 }
 
 fn main() {
@@ -143,11 +186,19 @@ fn main() {
         vm.kernel_release()
     );
     println!(
-        "{:>7} {:>12} {:>12} {:>16} {:>8}",
-        "N", "ipvsadm -R", "rvs-proxy", "rvs sync work", "ratio"
+        "{:>7} {:>12} {:>12} {:>14} {:>7} {:>14} {:>14} {:>9}",
+        "N",
+        "ipvsadm -R",
+        "rvs-proxy",
+        "rvs sync work",
+        "ratio",
+        "1 change seen",
+        "change sync",
+        "RSS"
     );
     for n in sizes {
         let (mut ipvsadm, mut rvs, mut work) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut change, mut change_sync, mut rss) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             // Alternate which tool goes first in each round.
             let order = if round % 2 == 0 {
@@ -157,18 +208,24 @@ fn main() {
             };
             for is_rvs in order {
                 if is_rvs {
-                    let (total, w) = run(&vm, n, RVS);
-                    rvs.push(total);
-                    work.push(w);
+                    let r = run(&vm, n, RVS);
+                    rvs.push(r.total_ms);
+                    work.push(r.work_ms);
+                    change.push(r.change_ms);
+                    change_sync.push(r.change_sync_ms);
+                    rss.push(r.rss_kb);
                 } else {
-                    ipvsadm.push(run(&vm, n, IPVSADM).0);
+                    ipvsadm.push(run(&vm, n, IPVSADM).total_ms);
                 }
             }
         }
         let (i, r, w) = (median(ipvsadm), median(rvs), median(work));
         println!(
-            "{n:>7} {i:>10} ms {r:>10} ms {w:>13} ms {:>7.1}x",
-            i as f64 / r.max(1) as f64
+            "{n:>7} {i:>9} ms {r:>9} ms {w:>11} ms {:>6.1}x {:>11} ms {:>11} ms {:>5} MiB",
+            i as f64 / r.max(1) as f64,
+            median(change),
+            median(change_sync),
+            median(rss) / 1024
         );
     }
 }

@@ -174,6 +174,7 @@ fn run() -> anyhow::Result<()> {
         Some(dir) => Source::Manifests {
             dir: dir.clone(),
             seen: None,
+            cache: Default::default(),
         },
         None => source::api(cli.kubeconfig.as_deref(), cli.master.as_deref(), &config)?,
     };

@@ -17,6 +17,8 @@ pub(crate) enum Source {
         dir: PathBuf,
         /// Its fingerprint at the last load.
         seen: Option<Vec<(PathBuf, u64, Option<std::time::SystemTime>)>>,
+        /// Parsed files, re-parsed only when they change.
+        cache: manifests::DirCache,
     },
     /// The API server, through watchers filling a store.
     Api {
@@ -30,14 +32,14 @@ pub(crate) enum Source {
 }
 
 /// How often the manifests directory is polled for changes.
-const POLL: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(20);
 
 impl Source {
     /// Waits up to `timeout` for a change; `true` when something changed
     /// since the last [`Source::load`].
     pub(crate) fn wait_change(&mut self, timeout: Duration) -> bool {
         match self {
-            Source::Manifests { dir, seen } => {
+            Source::Manifests { dir, seen, .. } => {
                 let step = timeout.min(POLL);
                 let mut waited = Duration::ZERO;
                 loop {
@@ -59,9 +61,9 @@ impl Source {
     /// source before every kind has been listed).
     pub(crate) fn load(&mut self, config: &ProxyConfig) -> anyhow::Result<Option<ClusterState>> {
         let objects = match self {
-            Source::Manifests { dir, seen } => {
+            Source::Manifests { dir, seen, cache } => {
                 *seen = manifests::fingerprint(dir).ok();
-                let (objects, errors) = manifests::load_dir(dir)?;
+                let (objects, errors) = cache.load(dir)?;
                 for e in &errors {
                     tracing::warn!(error = %e, "skipping a manifest document");
                 }

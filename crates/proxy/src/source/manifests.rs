@@ -12,6 +12,7 @@
 //! 1.2 (only `true`/`false` are booleans), so names such as `n` or `on`
 //! stay strings.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -78,21 +79,80 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, DirError> {
 
 /// Loads every manifest file of `dir`.
 pub fn load_dir(dir: &Path) -> Result<(Manifests, Vec<ManifestError>), DirError> {
-    let mut manifests = Manifests::default();
-    let mut errors = Vec::new();
-    for file in manifest_files(dir)? {
-        let origin = file.display().to_string();
-        match std::fs::read_to_string(&file) {
-            Ok(text) => parse_into(&text, &origin, &mut manifests, &mut errors),
-            Err(e) => errors.push(ManifestError {
-                origin,
-                document: 0,
-                object: String::new(),
-                problem: e.to_string(),
-            }),
+    DirCache::default().load(dir)
+}
+
+/// Remembers each file's parse by size and modification time, so a change
+/// to one file of a large directory re-parses only that file.
+#[derive(Debug, Default)]
+pub struct DirCache {
+    files: BTreeMap<PathBuf, CachedFile>,
+}
+
+#[derive(Debug)]
+struct CachedFile {
+    len: u64,
+    modified: Option<SystemTime>,
+    objects: Manifests,
+    errors: Vec<ManifestError>,
+}
+
+impl DirCache {
+    /// Loads `dir`, re-parsing only files added or changed since the last
+    /// call.
+    pub fn load(&mut self, dir: &Path) -> Result<(Manifests, Vec<ManifestError>), DirError> {
+        let files = manifest_files(dir)?;
+        self.files.retain(|path, _| files.contains(path));
+        let mut manifests = Manifests::default();
+        let mut errors = Vec::new();
+        for file in files {
+            let meta = std::fs::metadata(&file).ok();
+            let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
+            let modified = meta.and_then(|m| m.modified().ok());
+            let fresh = self
+                .files
+                .get(&file)
+                .is_some_and(|c| c.len == len && c.modified == modified && modified.is_some());
+            if !fresh {
+                let mut objects = Manifests::default();
+                let mut file_errors = Vec::new();
+                load_file(&file, &mut objects, &mut file_errors);
+                self.files.insert(
+                    file.clone(),
+                    CachedFile {
+                        len,
+                        modified,
+                        objects,
+                        errors: file_errors,
+                    },
+                );
+            }
+            if let Some(cached) = self.files.get(&file) {
+                manifests
+                    .services
+                    .extend(cached.objects.services.iter().cloned());
+                manifests
+                    .slices
+                    .extend(cached.objects.slices.iter().cloned());
+                manifests.nodes.extend(cached.objects.nodes.iter().cloned());
+                errors.extend(cached.errors.iter().cloned());
+            }
         }
+        Ok((manifests, errors))
     }
-    Ok((manifests, errors))
+}
+
+fn load_file(file: &Path, out: &mut Manifests, errors: &mut Vec<ManifestError>) {
+    let origin = file.display().to_string();
+    match std::fs::read_to_string(file) {
+        Ok(text) => parse_into(&text, &origin, out, errors),
+        Err(e) => errors.push(ManifestError {
+            origin,
+            document: 0,
+            object: String::new(),
+            problem: e.to_string(),
+        }),
+    }
 }
 
 /// A value that changes whenever a manifest file is added, removed or
@@ -318,6 +378,23 @@ items:
         .unwrap();
         assert_ne!(fingerprint(&dir).unwrap(), before);
         assert_eq!(load_dir(&dir).unwrap().0.nodes.len(), 2);
+        // The cache re-parses only what changed, and notices removals.
+        let mut cache = DirCache::default();
+        assert_eq!(cache.load(&dir).unwrap().0.nodes.len(), 2);
+        std::fs::write(
+            dir.join("a.json"),
+            r#"{"kind":"Node","metadata":{"name":"n3"}} "#,
+        )
+        .unwrap();
+        let names = |m: &Manifests| {
+            m.nodes
+                .iter()
+                .filter_map(|n| n.metadata.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&cache.load(&dir).unwrap().0), ["n3", "node-a"]);
+        std::fs::remove_file(dir.join("a.json")).unwrap();
+        assert_eq!(names(&cache.load(&dir).unwrap().0), ["node-a"]);
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(load_dir(&dir).is_err());
     }
