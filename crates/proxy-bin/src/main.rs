@@ -174,7 +174,10 @@ fn run() -> anyhow::Result<()> {
         Some(dir) => Source::Manifests {
             dir: dir.clone(),
             seen: None,
-            cache: Default::default(),
+            cache: rvs_proxy::source::manifests::DirCache::new(
+                &config.node_name,
+                config.service_proxy_name.as_deref(),
+            ),
         },
         None => source::api(cli.kubeconfig.as_deref(), cli.master.as_deref(), &config)?,
     };

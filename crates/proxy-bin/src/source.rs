@@ -63,11 +63,12 @@ impl Source {
         let objects = match self {
             Source::Manifests { dir, seen, cache } => {
                 *seen = manifests::fingerprint(dir).ok();
-                let (objects, errors) = cache.load(dir)?;
+                let (cluster, errors) = cache.load(dir)?;
                 for e in &errors {
-                    tracing::warn!(error = %e, "skipping a manifest document");
+                    tracing::warn!(error = %e, "skipping a manifest document or object");
                 }
-                objects
+                warn_without_node(&cluster, config);
+                return Ok(Some(cluster));
             }
             Source::Api { store, seen, .. } => {
                 *seen = store.generation();
@@ -92,10 +93,14 @@ fn build(objects: &Manifests, config: &ProxyConfig) -> ClusterState {
     for e in &errors {
         tracing::warn!(error = %e, "skipping an object");
     }
+    warn_without_node(&cluster, config);
+    cluster
+}
+
+fn warn_without_node(cluster: &ClusterState, config: &ProxyConfig) {
     if cluster.node.is_none() {
         tracing::warn!(node = %config.node_name, "no Node object for this node: NodePorts and local endpoints are not known");
     }
-    cluster
 }
 
 /// Connects to the API server: `--master` and/or `--kubeconfig`, else the

@@ -21,6 +21,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::cluster::ClusterState;
+
 /// The objects found in a directory.
 #[derive(Clone, Debug, Default)]
 pub struct Manifests {
@@ -77,15 +79,14 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, DirError> {
     Ok(files)
 }
 
-/// Loads every manifest file of `dir`.
-pub fn load_dir(dir: &Path) -> Result<(Manifests, Vec<ManifestError>), DirError> {
-    DirCache::default().load(dir)
-}
-
-/// Remembers each file's parse by size and modification time, so a change
-/// to one file of a large directory re-parses only that file.
-#[derive(Debug, Default)]
+/// Remembers each file's objects, already reduced to the proxy's cluster
+/// view, by size and modification time: a change to one file of a large
+/// directory re-parses and re-validates only that file, and the raw
+/// Kubernetes objects are not kept (they are several times larger).
+#[derive(Debug)]
 pub struct DirCache {
+    node_name: String,
+    proxy_name: Option<String>,
     files: BTreeMap<PathBuf, CachedFile>,
 }
 
@@ -93,17 +94,28 @@ pub struct DirCache {
 struct CachedFile {
     len: u64,
     modified: Option<SystemTime>,
-    objects: Manifests,
-    errors: Vec<ManifestError>,
+    cluster: ClusterState,
+    errors: Vec<String>,
 }
 
 impl DirCache {
-    /// Loads `dir`, re-parsing only files added or changed since the last
-    /// call.
-    pub fn load(&mut self, dir: &Path) -> Result<(Manifests, Vec<ManifestError>), DirError> {
+    /// A cache that builds views for node `node_name` (and
+    /// `--service-proxy-name`, if any).
+    pub fn new(node_name: &str, proxy_name: Option<&str>) -> DirCache {
+        DirCache {
+            node_name: node_name.to_owned(),
+            proxy_name: proxy_name.map(str::to_owned),
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// Loads `dir` into a cluster view, re-reading only files added or
+    /// changed since the last call. Also returns every problem found (bad
+    /// documents and invalid objects), file by file.
+    pub fn load(&mut self, dir: &Path) -> Result<(ClusterState, Vec<String>), DirError> {
         let files = manifest_files(dir)?;
         self.files.retain(|path, _| files.contains(path));
-        let mut manifests = Manifests::default();
+        let mut merged = ClusterState::default();
         let mut errors = Vec::new();
         for file in files {
             let meta = std::fs::metadata(&file).ok();
@@ -115,31 +127,63 @@ impl DirCache {
                 .is_some_and(|c| c.len == len && c.modified == modified && modified.is_some());
             if !fresh {
                 let mut objects = Manifests::default();
-                let mut file_errors = Vec::new();
-                load_file(&file, &mut objects, &mut file_errors);
+                let mut doc_errors = Vec::new();
+                load_file(&file, &mut objects, &mut doc_errors);
+                let (cluster, object_errors) = ClusterState::build(
+                    &objects.services,
+                    &objects.slices,
+                    &objects.nodes,
+                    &self.node_name,
+                    self.proxy_name.as_deref(),
+                );
+                let errors = doc_errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .chain(object_errors.iter().map(ToString::to_string))
+                    .collect();
                 self.files.insert(
                     file.clone(),
                     CachedFile {
                         len,
                         modified,
-                        objects,
-                        errors: file_errors,
+                        cluster,
+                        errors,
                     },
                 );
             }
             if let Some(cached) = self.files.get(&file) {
-                manifests
-                    .services
-                    .extend(cached.objects.services.iter().cloned());
-                manifests
-                    .slices
-                    .extend(cached.objects.slices.iter().cloned());
-                manifests.nodes.extend(cached.objects.nodes.iter().cloned());
+                merged.services.extend(
+                    cached
+                        .cluster
+                        .services
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
+                merged.slices.extend(
+                    cached
+                        .cluster
+                        .slices
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
+                if cached.cluster.node.is_some() {
+                    merged.node.clone_from(&cached.cluster.node);
+                }
                 errors.extend(cached.errors.iter().cloned());
             }
         }
-        Ok((manifests, errors))
+        Ok((merged, errors))
     }
+}
+
+/// Loads every manifest file of `dir` as Kubernetes objects.
+pub fn load_dir(dir: &Path) -> Result<(Manifests, Vec<ManifestError>), DirError> {
+    let mut manifests = Manifests::default();
+    let mut errors = Vec::new();
+    for file in manifest_files(dir)? {
+        load_file(&file, &mut manifests, &mut errors);
+    }
+    Ok((manifests, errors))
 }
 
 fn load_file(file: &Path, out: &mut Manifests, errors: &mut Vec<ManifestError>) {
@@ -378,23 +422,20 @@ items:
         .unwrap();
         assert_ne!(fingerprint(&dir).unwrap(), before);
         assert_eq!(load_dir(&dir).unwrap().0.nodes.len(), 2);
-        // The cache re-parses only what changed, and notices removals.
-        let mut cache = DirCache::default();
-        assert_eq!(cache.load(&dir).unwrap().0.nodes.len(), 2);
+        // The cache re-reads only what changed, and notices removals.
+        let mut cache = DirCache::new("n2", None);
+        let (view, errors) = cache.load(&dir).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(view.node.map(|n| n.name).as_deref(), Some("n2"));
+        assert_eq!(view.services.len(), 1);
         std::fs::write(
             dir.join("a.json"),
             r#"{"kind":"Node","metadata":{"name":"n3"}} "#,
         )
         .unwrap();
-        let names = |m: &Manifests| {
-            m.nodes
-                .iter()
-                .filter_map(|n| n.metadata.name.clone())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(names(&cache.load(&dir).unwrap().0), ["n3", "node-a"]);
+        assert_eq!(cache.load(&dir).unwrap().0.node, None, "n2 is gone");
         std::fs::remove_file(dir.join("a.json")).unwrap();
-        assert_eq!(names(&cache.load(&dir).unwrap().0), ["node-a"]);
+        assert_eq!(cache.load(&dir).unwrap().0.services.len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(load_dir(&dir).is_err());
     }
