@@ -43,8 +43,14 @@ impl Source {
                 let step = timeout.min(POLL);
                 let mut waited = Duration::ZERO;
                 loop {
-                    if manifests::fingerprint(dir).ok() != *seen {
-                        return true;
+                    let now = manifests::fingerprint(dir).ok();
+                    if now != *seen {
+                        // Debounce: a file being written changes again
+                        // within a poll; load once it holds still.
+                        std::thread::sleep(POLL);
+                        if manifests::fingerprint(dir).ok() == now {
+                            return true;
+                        }
                     }
                     if waited >= timeout {
                         return false;

@@ -182,3 +182,103 @@ fn rvs_proxy_programs_the_kernel_from_manifests() {
         "{o}"
     );
 }
+
+const LIVE_MANIFESTS: &str = r#"
+kind: Node
+metadata: {name: node-a}
+status:
+  addresses: [{type: InternalIP, address: 10.0.1.1}]
+---
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIPs: [10.96.0.10, 'fd00:96::10']
+  ports: [{name: http, port: 80, targetPort: 80}]
+---
+kind: EndpointSlice
+metadata: {name: web-v4, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 80, protocol: TCP}]
+endpoints:
+- {addresses: [10.0.2.2]}
+- {addresses: [10.0.3.2]}
+---
+kind: EndpointSlice
+metadata: {name: web-v6, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv6
+ports: [{name: http, port: 80, protocol: TCP}]
+endpoints:
+- {addresses: ['fd00:2::2']}
+- {addresses: ['fd00:3::2']}
+"#;
+
+const LIVE_SCRIPT: &str = r#"
+set -e
+. /usr/lib/rvs/topo.sh
+topo_forwarding
+topo_host client 1
+topo_host b1 2
+topo_host b2 3
+topo_http b1 backend-one
+topo_http b2 backend-two
+exec 2>>/tmp/proxy.log
+trap 'echo "== log"; cat /tmp/proxy.log' EXIT
+P="rvs-proxy --manifests /etc/rvs/m --hostname-override node-a"
+cp /etc/rvs/m/cluster.yaml /tmp/original.yaml
+$P & pid=$!
+until ipvsadm -L -n -t 10.96.0.10:80 2>/dev/null | grep -q 10.0.3.2; do sleep 0.1; done
+echo "== ipv6"
+for i in 1 2; do r=$(topo_get client fd00:96::10); echo "v6: $r"; done
+echo "== live"
+# Bounded live traffic while endpoints scale down and up and the proxy restarts.
+(
+  ok=0; fail=0
+  for i in $(seq 120); do
+    if topo_get client 10.96.0.10 > /dev/null; then ok=$((ok + 1)); else fail=$((fail + 1)); fi
+  done
+  echo "ok=$ok fail=$fail" > /tmp/live
+) &
+loader=$!
+sleep 1
+grep -v "10.0.3.2" /tmp/original.yaml > /etc/rvs/m/cluster.yaml
+sleep 1
+echo "down: $(ipvsadm -S -n | grep -c 'r 10.0.3.2:80 -m -w 1' || true)"
+cp /tmp/original.yaml /etc/rvs/m/cluster.yaml
+sleep 1
+echo "up: $(ipvsadm -S -n | grep -c 'r 10.0.3.2:80 -m -w 1' || true)"
+kill $pid; wait $pid || true
+$P & pid=$!
+sleep 1
+wait $loader
+cat /tmp/live
+kill $pid; wait $pid || true
+echo "after restart: $(ipvsadm -S -n | grep -c '^-a')"
+"#;
+
+/// Scaling endpoints down and up and restarting rvs-proxy under live
+/// traffic fail no request; IPv6 cluster IPs carry traffic too.
+#[test]
+fn live_traffic_survives_scaling_and_restarts() {
+    let Some(vm) = Vm::or_skip("live_traffic_survives_scaling_and_restarts") else {
+        return;
+    };
+    let job = VmJob::new(LIVE_SCRIPT)
+        .binary("rvs-proxy", env!("CARGO_BIN_EXE_rvs-proxy"))
+        .file("etc/rvs/m/cluster.yaml", LIVE_MANIFESTS);
+    let out = vm.run(&job).expect("VM run");
+    assert!(out.success(), "script failed:\n{}", out.output);
+    let o = &out.output;
+    eprintln!("{o}");
+    let v6: Vec<&str> = o.lines().filter_map(|l| l.strip_prefix("v6: ")).collect();
+    assert_eq!(v6.len(), 2, "{o}");
+    assert!(v6.iter().all(|r| r.starts_with("backend-")), "{o}");
+    assert!(
+        o.contains("down: 0"),
+        "the removed endpoint is drained or deleted: {o}"
+    );
+    assert!(o.contains("up: 1"), "and comes back at weight 1: {o}");
+    let live = o.lines().find(|l| l.starts_with("ok=")).unwrap_or("");
+    assert_eq!(live, "ok=120 fail=0", "{o}");
+    // The restarted proxy adopted the state: 2 services x 2 real servers.
+    assert!(o.contains("after restart: 4"), "{o}");
+}

@@ -256,11 +256,27 @@ fn the_example_manifests_load_and_plan() {
     let mut cache = rvs_proxy::source::manifests::DirCache::new("demo-node", None);
     let (cluster, errors) = cache.load(std::path::Path::new(dir)).unwrap();
     assert!(errors.is_empty(), "{errors:?}");
-    let config = ProxyConfig { node_name: "demo-node".into(), ..ProxyConfig::default() };
+    let config = ProxyConfig {
+        node_name: "demo-node".into(),
+        ..ProxyConfig::default()
+    };
     let d = desired_state(&cluster, &config);
     let keys: Vec<String> = d.services.keys().map(ToString::to_string).collect();
-    assert_eq!(keys, ["TCP 127.0.0.1:30080", "TCP 127.0.10.1:8080", "UDP 127.0.10.53:5353"]);
-    assert_eq!(dests(&d, &tcp("127.0.10.1:8080")), ["127.0.20.1:18080", "127.0.20.2:18080"]);
-    let dns = ServiceKey::Addr { protocol: Protocol::Udp, addr: "127.0.10.53:5353".parse().unwrap() };
+    assert_eq!(
+        keys,
+        [
+            "TCP 127.0.0.1:30080",
+            "TCP 127.0.10.1:8080",
+            "UDP 127.0.10.53:5353"
+        ]
+    );
+    assert_eq!(
+        dests(&d, &tcp("127.0.10.1:8080")),
+        ["127.0.20.1:18080", "127.0.20.2:18080"]
+    );
+    let dns = ServiceKey::Addr {
+        protocol: Protocol::Udp,
+        addr: "127.0.10.53:5353".parse().unwrap(),
+    };
     assert!(d.services[&dns].service.is_persistent());
 }

@@ -129,6 +129,20 @@ impl DirCache {
                 let mut objects = Manifests::default();
                 let mut doc_errors = Vec::new();
                 load_file(&file, &mut objects, &mut doc_errors);
+                if doc_errors.iter().any(|e| e.document == 0)
+                    && let Some(previous) = self.files.get_mut(&file)
+                {
+                    // The whole file is unreadable (say, caught mid-write
+                    // or mistyped): keep what it held before rather than
+                    // withdrawing its Services.
+                    previous.errors = doc_errors
+                        .iter()
+                        .map(|e| format!("{e} (keeping the file's previous objects)"))
+                        .collect();
+                    errors.extend(previous.errors.iter().cloned());
+                    merge(&mut merged, &previous.cluster);
+                    continue;
+                }
                 let (cluster, object_errors) = ClusterState::build(
                     &objects.services,
                     &objects.slices,
@@ -152,27 +166,21 @@ impl DirCache {
                 );
             }
             if let Some(cached) = self.files.get(&file) {
-                merged.services.extend(
-                    cached
-                        .cluster
-                        .services
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone())),
-                );
-                merged.slices.extend(
-                    cached
-                        .cluster
-                        .slices
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone())),
-                );
-                if cached.cluster.node.is_some() {
-                    merged.node.clone_from(&cached.cluster.node);
-                }
+                merge(&mut merged, &cached.cluster);
                 errors.extend(cached.errors.iter().cloned());
             }
         }
         Ok((merged, errors))
+    }
+}
+
+fn merge(into: &mut ClusterState, from: &ClusterState) {
+    into.services
+        .extend(from.services.iter().map(|(k, v)| (k.clone(), v.clone())));
+    into.slices
+        .extend(from.slices.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if from.node.is_some() {
+        into.node.clone_from(&from.node);
     }
 }
 
@@ -436,6 +444,14 @@ items:
         assert_eq!(cache.load(&dir).unwrap().0.node, None, "n2 is gone");
         std::fs::remove_file(dir.join("a.json")).unwrap();
         assert_eq!(cache.load(&dir).unwrap().0.services.len(), 1);
+        // A file that stops parsing keeps its previous objects.
+        std::fs::write(dir.join("b.yaml"), "kind: [half-written\n").unwrap();
+        let (view, errors) = cache.load(&dir).unwrap();
+        assert_eq!(view.services.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("keeping the file's previous objects"),
+            "{errors:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(load_dir(&dir).is_err());
     }
