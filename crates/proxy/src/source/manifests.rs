@@ -223,6 +223,9 @@ pub fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, u64, Option<SystemTime>)>
 
 /// Parses one file's text, appending objects and errors.
 pub fn parse_into(text: &str, origin: &str, out: &mut Manifests, errors: &mut Vec<ManifestError>) {
+    if origin.ends_with(".json") && parse_json_fast(text, out) {
+        return;
+    }
     // YAML 1.2 booleans: a name like `n` or `on` stays a string. The
     // parser's default budget (1,024 documents) is sized for config files;
     // a cluster's worth of objects in one file is far larger, so raise it
@@ -258,6 +261,47 @@ pub fn parse_into(text: &str, origin: &str, out: &mut Manifests, errors: &mut Ve
     };
     for (i, doc) in docs.into_iter().enumerate() {
         add_document(doc, origin, i + 1, out, errors);
+    }
+}
+
+/// One object of a JSON manifest, decoded straight into its type.
+#[derive(serde::Deserialize)]
+#[serde(tag = "kind")]
+enum TypedObject {
+    Service(Box<k8s_openapi::api::core::v1::Service>),
+    EndpointSlice(Box<EndpointSlice>),
+    Node(Box<Node>),
+    #[serde(alias = "ServiceList", alias = "EndpointSliceList", alias = "NodeList")]
+    List {
+        items: Vec<TypedObject>,
+    },
+    #[serde(other)]
+    Other,
+}
+
+impl TypedObject {
+    fn into_manifests(self, out: &mut Manifests) {
+        match self {
+            TypedObject::Service(s) => out.services.push(*s),
+            TypedObject::EndpointSlice(s) => out.slices.push(*s),
+            TypedObject::Node(n) => out.nodes.push(*n),
+            TypedObject::List { items } => items.into_iter().for_each(|i| i.into_manifests(out)),
+            TypedObject::Other => {}
+        }
+    }
+}
+
+/// Decodes a JSON manifest directly into typed objects, without building
+/// a generic value tree first (several times the file's size for a
+/// cluster-sized List). Returns `false` when the file needs the careful
+/// path, which reports each bad document with its field.
+fn parse_json_fast(text: &str, out: &mut Manifests) -> bool {
+    match serde_json::from_str::<TypedObject>(text) {
+        Ok(object) => {
+            object.into_manifests(out);
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -402,6 +446,27 @@ items:
         parse_into(&doc.repeat(5000), "big.yaml", &mut m, &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(m.nodes.len(), 5000);
+    }
+
+    #[test]
+    fn json_lists_take_the_typed_path_and_bad_ones_the_careful_one() {
+        let good = r#"{"kind":"List","items":[{"kind":"Node","metadata":{"name":"a"}},{"kind":"ConfigMap","metadata":{"name":"x"}},{"kind":"ServiceList","items":[{"kind":"Service","metadata":{"name":"s"}}]}]}"#;
+        let mut m = Manifests::default();
+        assert!(parse_json_fast(good, &mut m));
+        assert_eq!((m.nodes.len(), m.services.len()), (1, 1));
+        let bad = r#"{"kind":"List","items":[{"kind":"Service","metadata":{"name":"s","namespace":"n"},"spec":{"ports":[{"port":"x"}]}}]}"#;
+        assert!(!parse_json_fast(bad, &mut Manifests::default()));
+        let mut m = Manifests::default();
+        let mut errors = Vec::new();
+        parse_into(bad, "c.json", &mut m, &mut errors);
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("(Service n/s): field spec.ports[0].port"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]
