@@ -1,11 +1,22 @@
 //! Userspace L4 forwarder.
 //!
-//! This crate will own the sockets of the userspace dataplane: TCP and UDP
-//! listeners on virtual addresses, connection splicing with correct
-//! half-close, UDP flow tables, and the admin socket `rvsadm --target`
-//! talks to. Every scheduling decision is delegated to `rvs-lb`.
-//! It is filled in by the userspace dataplane issue.
+//! This crate owns the sockets of the userspace dataplane: TCP and UDP
+//! listeners on virtual addresses ([`listen`], with `SO_REUSEPORT` so
+//! several workers share a VIP:port), TCP forwarding with rescheduling
+//! on connect failure and a half-close-correct, `splice(2)`-based duplex
+//! copy ([`tcp`], [`copy`]), and UDP flow tables with idle expiry
+//! ([`udp`]). Every scheduling decision is delegated to a [`Balancer`],
+//! which the `rvs-lb` core implements.
 
 #![forbid(unsafe_code)]
 
-pub use rvs_lb::Scheduler;
+mod balancer;
+pub mod copy;
+mod error;
+pub mod listen;
+pub mod tcp;
+pub mod udp;
+
+pub use balancer::{Balancer, Counters, Flow};
+pub use error::ForwardError;
+pub use rvs_model::Protocol;

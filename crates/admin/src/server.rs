@@ -1,0 +1,419 @@
+//! The server side: exposing any [`Admin`] on a unix socket.
+//!
+//! This module owns the accept loop, one thread per client connection
+//! (each reading request lines and answering each with exactly one
+//! response line), and stopping all of it cleanly: a [`ShutdownHandle`]
+//! wakes the accept loop, shuts every client connection down and lets
+//! [`Server::run`] return once the client threads have finished.
+//!
+//! It is blocking on purpose (the admin socket carries a handful of
+//! requests a second at most). From a tokio program, [`Server::spawn`] it
+//! on its own thread, keep the [`ShutdownHandle`] (it is `Send + Sync`
+//! and never blocks for long) in the task that waits for SIGTERM, and
+//! collect the result with `tokio::task::spawn_blocking(move ||
+//! running.join())`.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use rvs_model::admin::{Admin, OpKind};
+
+use crate::wire::{
+    self, MAX_REQUEST_LINE, Reply, Request, ResponseLine, VERSION, WireError, decode_request,
+};
+
+/// How many client connections a server serves at once; more are
+/// answered with an error line and closed.
+pub const MAX_CLIENTS: usize = 128;
+
+/// The dataplane a server exposes, shared with whatever else drives it.
+pub type SharedAdmin = Arc<Mutex<dyn Admin + Send>>;
+
+/// Serves `admin` on `listener` until the listener fails.
+///
+/// A thread serves each client. Use [`Server`] instead to be able to
+/// stop it.
+pub fn serve(listener: UnixListener, admin: Arc<Mutex<dyn Admin + Send>>) -> io::Result<()> {
+    Server::new(listener, admin)?.run()
+}
+
+/// Binds a listener at `path`, first removing a stale socket file left by
+/// a dead server (one nobody accepts on). A live server's socket is left
+/// alone and binding fails with `AddrInUse`.
+pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
+    let path = path.as_ref();
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.file_type().is_socket()
+    {
+        match UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("an admin server is already listening on {}", path.display()),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                tracing::info!(path = %path.display(), "removing stale admin socket");
+                std::fs::remove_file(path)?;
+            }
+            Err(_) => {}
+        }
+    }
+    UnixListener::bind(path)
+}
+
+/// An admin server: a listener and the dataplane it exposes.
+pub struct Server {
+    listener: UnixListener,
+    admin: SharedAdmin,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    /// Where to connect to wake a blocked `accept`.
+    wake: SocketAddr,
+    /// `stopping` and the open client connections, under one lock so that
+    /// no connection is registered after a shutdown swept them.
+    state: Mutex<State>,
+    stopping: AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    stopping: bool,
+    next_id: u64,
+    clients: HashMap<u64, UnixStream>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("wake", &self.wake)
+            .field("stopping", &self.stopping)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Stops a [`Server`]: cheap to clone, `Send + Sync`, usable from a
+/// signal handler task.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    shared: Arc<Shared>,
+}
+
+impl ShutdownHandle {
+    /// Asks the server to stop: no new connections are accepted, every
+    /// open one is shut down (a request being executed still completes),
+    /// and [`Server::run`] returns once all client threads are done.
+    /// Calling it again does nothing.
+    pub fn shutdown(&self) {
+        {
+            let mut state = lock(&self.shared.state);
+            if state.stopping {
+                return;
+            }
+            state.stopping = true;
+            self.shared.stopping.store(true, Ordering::SeqCst);
+            for stream in state.clients.values() {
+                // Wakes the client thread's blocking read.
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+        // Wakes the blocking accept; it sees `stopping` and returns.
+        if let Err(e) = UnixStream::connect_addr(&self.shared.wake) {
+            tracing::warn!(error = %e, "could not wake the admin server's accept loop; it stops at its next connection");
+        }
+    }
+
+    /// `true` once [`ShutdownHandle::shutdown`] has been called.
+    pub fn is_shutdown(&self) -> bool {
+        self.shared.stopping.load(Ordering::SeqCst)
+    }
+}
+
+/// A [`Server`] running on its own thread.
+#[derive(Debug)]
+pub struct RunningServer {
+    handle: ShutdownHandle,
+    thread: JoinHandle<io::Result<()>>,
+}
+
+impl RunningServer {
+    /// A handle that stops the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// Waits for the server to stop (after a shutdown or a failure).
+    pub fn join(self) -> io::Result<()> {
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the admin server thread panicked")))
+    }
+
+    /// Stops the server and waits for it.
+    pub fn stop(self) -> io::Result<()> {
+        self.handle.shutdown();
+        self.join()
+    }
+}
+
+impl Server {
+    /// A server for `admin` on `listener` (not yet accepting).
+    pub fn new(listener: UnixListener, admin: SharedAdmin) -> io::Result<Server> {
+        let wake = listener.local_addr()?;
+        Ok(Server {
+            listener,
+            admin,
+            shared: Arc::new(Shared {
+                wake,
+                state: Mutex::new(State::default()),
+                stopping: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// A handle that stops this server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Runs the server on a new thread.
+    pub fn spawn(self) -> io::Result<RunningServer> {
+        let handle = self.shutdown_handle();
+        let thread = thread::Builder::new()
+            .name("rvs-admin".into())
+            .spawn(move || self.run())?;
+        Ok(RunningServer { handle, thread })
+    }
+
+    /// Accepts and serves clients until shut down (then returns `Ok`
+    /// after every client thread finished) or until the listener fails.
+    pub fn run(self) -> io::Result<()> {
+        let mut threads: Vec<JoinHandle<()>> = Vec::new();
+        let result = self.accept_loop(&mut threads);
+        if result.is_err() {
+            // Stop the clients too: the server is going away.
+            self.shutdown_handle().shutdown();
+        }
+        for thread in threads {
+            if thread.join().is_err() {
+                tracing::error!("an admin client thread panicked");
+            }
+        }
+        tracing::debug!("admin server stopped");
+        result
+    }
+
+    fn accept_loop(&self, threads: &mut Vec<JoinHandle<()>>) -> io::Result<()> {
+        loop {
+            let accepted = self.listener.accept();
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            threads.retain(|t| !t.is_finished());
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) if is_fatal(&e) => {
+                    tracing::error!(error = %e, "admin socket accept failed");
+                    return Err(e);
+                }
+                Err(e) => {
+                    // Out of descriptors or memory, an aborted connection:
+                    // wait a little and go on.
+                    tracing::warn!(error = %e, "admin socket accept failed; retrying");
+                    thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            let id = {
+                let mut state = lock(&self.shared.state);
+                if state.stopping {
+                    return Ok(());
+                }
+                if state.clients.len() >= MAX_CLIENTS {
+                    drop(state);
+                    reject(stream, "too many admin clients");
+                    continue;
+                }
+                let clone = match stream.try_clone() {
+                    Ok(clone) => clone,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot register an admin client");
+                        continue;
+                    }
+                };
+                state.next_id += 1;
+                let id = state.next_id;
+                state.clients.insert(id, clone);
+                id
+            };
+            let admin = Arc::clone(&self.admin);
+            let shared = Arc::clone(&self.shared);
+            let spawned = thread::Builder::new()
+                .name("rvs-admin-client".into())
+                .spawn(move || {
+                    if let Err(e) = serve_client(stream, &admin) {
+                        tracing::debug!(error = %e, "admin client connection ended");
+                    }
+                    lock(&shared.state).clients.remove(&id);
+                });
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a thread for an admin client");
+                    if let Some(stream) = lock(&self.shared.state).clients.remove(&id) {
+                        let _ = stream.shutdown(Shutdown::Both);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Errors after which the listener cannot be used any more.
+fn is_fatal(e: &io::Error) -> bool {
+    const EBADF: i32 = 9;
+    const EINVAL: i32 = 22;
+    const ENOTSOCK: i32 = 88;
+    matches!(e.raw_os_error(), Some(EBADF | EINVAL | ENOTSOCK))
+}
+
+fn reject(mut stream: UnixStream, why: &str) {
+    let reply = Reply::Error(WireError::BadRequest {
+        detail: why.to_owned(),
+    });
+    if let Ok(mut line) = wire::encode(&ResponseLine { v: VERSION, reply }) {
+        line.push(b'\n');
+        let _ = stream.write_all(&line);
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Reads request lines and answers each until the client goes away.
+fn serve_client(stream: UnixStream, admin: &SharedAdmin) -> io::Result<()> {
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let limit = u64::try_from(MAX_REQUEST_LINE).unwrap_or(u64::MAX);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut reader).take(limit + 1).read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let too_long = line.len() > MAX_REQUEST_LINE;
+        let reply = if too_long {
+            Reply::Error(WireError::BadRequest {
+                detail: format!("request line longer than {MAX_REQUEST_LINE} bytes"),
+            })
+        } else {
+            let text = line.trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            match decode_request(text) {
+                Ok(request) => dispatch(admin, request),
+                Err(err) => {
+                    tracing::debug!(?err, "bad admin request line");
+                    Reply::Error(err)
+                }
+            }
+        };
+        let mut out = match wire::encode(&ResponseLine { v: VERSION, reply }) {
+            Ok(out) => out,
+            Err(e) => wire::encode(&ResponseLine {
+                v: VERSION,
+                reply: Reply::Error(WireError::BadRequest {
+                    detail: format!("cannot encode the reply: {e}"),
+                }),
+            })
+            .map_err(io::Error::other)?,
+        };
+        out.push(b'\n');
+        writer.write_all(&out)?;
+        if too_long {
+            // The rest of the line is still unread: no way to find the
+            // next request, so end the connection.
+            return Ok(());
+        }
+    }
+}
+
+/// Executes one request against the dataplane.
+pub fn dispatch(admin: &SharedAdmin, request: Request) -> Reply {
+    let op = request.kind();
+    let mut guard = lock(admin);
+    let dataplane: &mut (dyn Admin + Send) = &mut *guard;
+    let outcome = catch_unwind(AssertUnwindSafe(|| execute(dataplane, request)));
+    match outcome {
+        Ok(reply) => reply,
+        Err(_) => {
+            tracing::error!(%op, "the dataplane panicked while serving an admin request");
+            Reply::Error(WireError::Protocol {
+                op,
+                detail: "the dataplane failed internally".into(),
+            })
+        }
+    }
+}
+
+fn execute(admin: &mut (dyn Admin + Send), request: Request) -> Reply {
+    let err = |e: rvs_model::admin::AdminError| Reply::Error(WireError::from_admin(&e));
+    match request {
+        Request::Info => admin.info().map_or_else(err, Reply::Info),
+        Request::Services => admin.services().map_or_else(err, Reply::Services),
+        Request::Service(key) => admin.service(&key).map_or_else(err, Reply::Service),
+        Request::Destinations(key) => admin
+            .destinations(&key)
+            .map_or_else(err, Reply::Destinations),
+        Request::Timeouts => admin.timeouts().map_or_else(err, Reply::Timeouts),
+        Request::Daemons => admin.daemons().map_or_else(err, Reply::Daemons),
+        Request::Connections => admin.connections().map_or_else(err, Reply::Connections),
+        Request::Apply(op) => admin.apply(&op).map_or_else(err, |()| Reply::Applied),
+        Request::ApplyBatch(ops) => {
+            let results = admin.apply_batch(&ops);
+            if results.len() != ops.len() {
+                let op = ops.first().map_or(OpKind::Flush, |o| o.kind());
+                return Reply::Error(WireError::Protocol {
+                    op,
+                    detail: format!(
+                        "the dataplane returned {} results for {} operations",
+                        results.len(),
+                        ops.len()
+                    ),
+                });
+            }
+            Reply::Batch(
+                results
+                    .into_iter()
+                    .map(|r| r.map_err(|e| WireError::from_admin(&e)))
+                    .collect(),
+            )
+        }
+    }
+}
