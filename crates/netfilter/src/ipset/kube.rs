@@ -5,6 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::IpsetError;
+use super::client::IpsetClient;
+use super::ops::Op;
 use super::types::{Entry, Family, SetSpec, SetType};
 
 /// One of kube-proxy's sets.
@@ -227,6 +230,20 @@ impl KubeSets {
             })
             .collect()
     }
+}
+
+/// `--cleanup` of the sets: destroys every kube-proxy set of `family`
+/// that exists, and no other set. Run after the iptables cleanup (sets
+/// referenced by rules cannot be destroyed).
+pub fn destroy_all(client: &mut IpsetClient, family: Family) -> Result<(), IpsetError> {
+    let existing: Vec<String> = client.list(None)?.into_iter().map(|s| s.name).collect();
+    let ops: Vec<Op> = KubeSet::ALL
+        .iter()
+        .map(|set| set.name(family))
+        .filter(|name| existing.contains(name))
+        .map(Op::Destroy)
+        .collect();
+    client.apply(&ops)
 }
 
 #[cfg(test)]

@@ -1,0 +1,150 @@
+//! Running `iptables-restore --noflush` and `iptables-save` for one
+//! backend (legacy or nft) and family. Apply is one restore per table:
+//! our chains are declared (so flushed) and refilled, and the jump
+//! fixups computed from a fresh `iptables-save` are appended, all in the
+//! same atomic restore.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::ipset::Family;
+
+use super::IptablesError;
+use super::restore::{cleanup_text, jump_fixups};
+use super::rules::{RuleSet, Table};
+
+/// Which iptables binaries to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `iptables-legacy-*` (x_tables).
+    Legacy,
+    /// `iptables-nft-*` (nf_tables).
+    Nft,
+    /// Whatever `iptables-*` the system's alternatives point to.
+    System,
+}
+
+/// An iptables backend for one family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Iptables {
+    /// The backend.
+    pub backend: Backend,
+    /// The family (`iptables` or `ip6tables`).
+    pub family: Family,
+}
+
+impl Iptables {
+    /// The backend's tools for `family`.
+    pub fn new(backend: Backend, family: Family) -> Iptables {
+        Iptables { backend, family }
+    }
+
+    fn program(&self, tool: &str) -> String {
+        let base = match self.family {
+            Family::Inet => "iptables",
+            Family::Inet6 => "ip6tables",
+        };
+        match self.backend {
+            Backend::Legacy => format!("{base}-legacy-{tool}"),
+            Backend::Nft => format!("{base}-nft-{tool}"),
+            Backend::System => format!("{base}-{tool}"),
+        }
+    }
+
+    fn run(
+        &self,
+        tool: &str,
+        args: &[&str],
+        table: Table,
+        input: Option<&str>,
+    ) -> Result<String, IptablesError> {
+        let program = self.program(tool);
+        let mut child = Command::new(&program)
+            .args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| IptablesError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin
+                .write_all(input.as_bytes())
+                .map_err(|source| IptablesError::Spawn {
+                    program: program.clone(),
+                    source,
+                })?;
+        }
+        let output = child
+            .wait_with_output()
+            .map_err(|source| IptablesError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        if !output.status.success() {
+            return Err(IptablesError::Failed {
+                program,
+                table: table.name(),
+                status: output.status.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// `iptables-save -t TABLE`.
+    pub fn save(&self, table: Table) -> Result<String, IptablesError> {
+        self.run("save", &["-t", table.name()], table, None)
+    }
+
+    /// `iptables-restore -w --noflush` with `text`.
+    pub fn restore(&self, table: Table, text: &str) -> Result<(), IptablesError> {
+        self.run("restore", &["-w", "--noflush"], table, Some(text))
+            .map(drop)
+    }
+
+    /// Applies `rules` (which must be of this family): one restore per
+    /// table, jumps from built-in chains ensured exactly once. The ipsets
+    /// the rules name must exist.
+    pub fn apply(&self, rules: &RuleSet) -> Result<(), IptablesError> {
+        if rules.family != self.family {
+            return Err(IptablesError::Config {
+                field: "family",
+                reason: format!(
+                    "{} rules given to {}",
+                    rules.family.name(),
+                    self.program("restore")
+                ),
+            });
+        }
+        for table in Table::ALL {
+            let save = self.save(table)?;
+            let text = rules.restore_text(table, &jump_fixups(&save, table));
+            self.restore(table, &text)?;
+        }
+        Ok(())
+    }
+
+    /// Removes our jumps and chains (`--cleanup`), leaving every foreign
+    /// chain and rule. Returns `(table, chain)` of our chains kept
+    /// (flushed) because a foreign chain jumps to them. Run before
+    /// destroying the ipsets (the kernel keeps sets referenced by rules).
+    pub fn cleanup(&self) -> Result<Vec<(Table, String)>, IptablesError> {
+        let mut kept = Vec::new();
+        for table in Table::ALL {
+            let save = self.save(table)?;
+            let cleanup = cleanup_text(&save, table);
+            if let Some(text) = &cleanup.text {
+                self.restore(table, text)?;
+            }
+            kept.extend(cleanup.kept.into_iter().map(|c| (table, c)));
+        }
+        Ok(kept)
+    }
+}
