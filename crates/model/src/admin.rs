@@ -40,6 +40,8 @@ pub mod errno {
     pub const EALREADY: i32 = 114;
     /// Device or resource busy.
     pub const EBUSY: i32 = 16;
+    /// Out of range: negative weight, or lower threshold above upper.
+    pub const ERANGE: i32 = 34;
 }
 
 /// One change to a dataplane's IPVS state.

@@ -1,0 +1,46 @@
+//! Destination hashing (`ip_vs_dh.c`).
+//!
+//! Kernel behaviour reproduced: a 256-bucket table where bucket `i` holds
+//! the `i mod n`-th destination of the list (weights play no part), rebuilt
+//! when a destination is added or deleted. A connection goes to the
+//! bucket `(ntohl(fold(daddr)) × 2654435761) & 255` of its *destination*
+//! (virtual) address; the bucket's destination is refused if it has weight
+//! ≤ 0 or is overloaded (no fallback). For a userspace forwarder the
+//! destination address is the virtual address, so one service always maps
+//! to one destination.
+
+use super::hash::multiplicative;
+use super::{Pool, Request};
+use crate::table::DestId;
+
+const TAB_SIZE: usize = 256;
+
+#[derive(Debug)]
+pub(crate) struct Dh {
+    buckets: Vec<DestId>,
+}
+
+impl Dh {
+    pub(crate) fn new(pool: &Pool<'_>) -> Dh {
+        let mut dh = Dh {
+            buckets: Vec::new(),
+        };
+        dh.reassign(pool);
+        dh
+    }
+
+    pub(crate) fn reassign(&mut self, pool: &Pool<'_>) {
+        let n = pool.len();
+        self.buckets = (0..if n == 0 { 0 } else { TAB_SIZE })
+            .filter_map(|i| pool.id(i % n))
+            .collect();
+    }
+
+    pub(crate) fn schedule(&mut self, pool: &Pool<'_>, req: &Request<'_>) -> Option<DestId> {
+        let id = *self
+            .buckets
+            .get(multiplicative(req.vip.ip(), (TAB_SIZE - 1) as u64))?;
+        let d = pool.entry(id)?;
+        (d.available() && d.cfg.weight > 0 && !pool.entry_overloaded(d)).then_some(id)
+    }
+}
