@@ -139,8 +139,12 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-        if let Ok(msg) = Msg::deserialize(&bytes) {
+        if let Ok(mut msg) = Msg::deserialize(&bytes) {
             // Whatever parsed must emit without panicking, to its own length.
+            // `serialize` trusts the header's length field, so it is made
+            // consistent with the payload first, as netlink-packet-core
+            // requires of every message it emits.
+            msg.finalize();
             let mut out = vec![0; msg.buffer_len()];
             msg.serialize(&mut out);
         }
@@ -154,7 +158,8 @@ proptest! {
         let mut bytes: Vec<u8> = (0..line.len()).step_by(2).map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap()).collect();
         let at = pos % bytes.len();
         bytes[at] = byte;
-        if let Ok(msg) = Msg::deserialize(&bytes) {
+        if let Ok(mut msg) = Msg::deserialize(&bytes) {
+            msg.finalize();
             let mut out = vec![0; msg.buffer_len()];
             msg.serialize(&mut out);
         }
