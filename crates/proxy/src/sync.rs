@@ -278,6 +278,27 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
             .chain(desired.services.keys().copied())
             .chain(cache.draining.iter().copied())
             .collect();
+        // A real server about to leave is re-read from the dataplane: the
+        // cached connection counts are as old as the last sync, and they
+        // decide between deleting it and draining it at weight 0.
+        for key in &keys {
+            let Some(o) = cache.observed.get_mut(key) else {
+                continue;
+            };
+            let leaving = match desired.services.get(key) {
+                Some(want) => o
+                    .destinations
+                    .iter()
+                    .any(|d| !want.destinations.contains_key(&d.destination.addr)),
+                None => false,
+            };
+            if leaving {
+                match self.admin.destinations(key) {
+                    Ok(dests) => o.destinations = dests,
+                    Err(e) => tracing::debug!(%key, error = %e, "re-reading real servers"),
+                }
+            }
+        }
         let observed: Vec<Observed> = keys
             .iter()
             .filter_map(|k| cache.observed.get(k).cloned())
