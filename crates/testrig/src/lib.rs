@@ -4,6 +4,8 @@
 //!   `qemu-system-x86_64 -accel tcg` with a busybox initramfs holding the
 //!   binaries under test, runs a shell script inside and hands its output
 //!   and exit code back through the serial console.
+//! * [`backend`]: named TCP/UDP servers on loopback addresses for
+//!   userspace end-to-end tests.
 //! * [`netns`]: fresh network namespaces on the host kernel (for ipset,
 //!   iptables and nftables tests), removed even when a test fails.
 //!
@@ -13,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backend;
 mod cpio;
 mod host;
 pub mod image;

@@ -1,0 +1,252 @@
+//! End-to-end tests of `rvsd` with real sockets on loopback: programmed
+//! through its admin socket (the protocol `rvsadm --target unix:PATH`
+//! speaks), it round-robins TCP and UDP across backends, honours weights,
+//! keeps a drained (weight 0) destination's open connections, reschedules
+//! away from a dead backend, counts traffic, and stops cleanly on SIGTERM.
+//! Every loop is bounded in count and time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rvs_admin::{Admin, AdminClient};
+use rvs_model::admin::Op;
+use rvs_model::{Destination, Protocol, Scheduler, Service, ServiceKey};
+use rvs_testrig::backend::{Backend, Probe, ask_once, ask_udp};
+
+const STEP: Duration = Duration::from_secs(5);
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Rvsd {
+    child: Child,
+    socket: PathBuf,
+    _dir: TempDir,
+}
+
+impl Rvsd {
+    fn start(tag: &str) -> Rvsd {
+        let dir = std::env::temp_dir().join(format!("rvsd-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("admin.sock");
+        let child = Command::new(env!("CARGO_BIN_EXE_rvsd"))
+            .arg("--admin-socket")
+            .arg(&socket)
+            .args(["--workers", "2", "--grace", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + STEP;
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "rvsd did not create its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Rvsd {
+            child,
+            socket,
+            _dir: TempDir(dir),
+        }
+    }
+
+    fn admin(&self) -> AdminClient {
+        AdminClient::connect(&self.socket).unwrap()
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + STEP;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "rvsd did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Rvsd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+fn tcp_key(vip: SocketAddr) -> ServiceKey {
+    ServiceKey::Addr {
+        protocol: Protocol::Tcp,
+        addr: vip,
+    }
+}
+
+/// Asks until the VIP answers (listeners start right after programming).
+fn ask_retrying(vip: SocketAddr) -> String {
+    let deadline = Instant::now() + STEP;
+    loop {
+        match ask_once(vip, STEP) {
+            Ok(name) => return name,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{vip} never answered: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+#[test]
+fn tcp_round_robin_weights_drain_and_dead_backends() {
+    let a = Backend::tcp(addr("127.0.61.1:0"), "a").unwrap();
+    let b = Backend::tcp(addr("127.0.61.2:0"), "b").unwrap();
+    let rvsd = Rvsd::start("tcp");
+    let mut admin = rvsd.admin();
+    let vip = addr("127.0.60.1:18080");
+    let key = tcp_key(vip);
+    admin
+        .apply(&Op::AddService(Service::new(key, Scheduler::RoundRobin)))
+        .unwrap();
+    for backend in [&a, &b] {
+        admin
+            .apply(&Op::AddDestination(
+                key,
+                Destination::masquerade(backend.addr()),
+            ))
+            .unwrap();
+    }
+    let mut names = vec![ask_retrying(vip)];
+    for _ in 0..9 {
+        names.push(ask_once(vip, STEP).unwrap());
+    }
+    for pair in names.windows(2) {
+        assert_ne!(pair[0], pair[1], "rr alternates: {names:?}");
+    }
+
+    // Weighted round robin 3:1.
+    admin
+        .apply(&Op::EditService(Service::new(
+            key,
+            Scheduler::WeightedRoundRobin,
+        )))
+        .unwrap();
+    let mut heavy = Destination::masquerade(a.addr());
+    heavy.weight = 3;
+    admin.apply(&Op::EditDestination(key, heavy)).unwrap();
+    let picks: Vec<String> = (0..40).map(|_| ask_once(vip, STEP).unwrap()).collect();
+    let to_a = picks.iter().filter(|n| *n == "a").count();
+    assert_eq!(to_a, 30, "wrr 3:1 over 40 connections: {picks:?}");
+
+    // Drain b: an open connection to b keeps working, new ones go to a.
+    admin
+        .apply(&Op::EditService(Service::new(key, Scheduler::RoundRobin)))
+        .unwrap();
+    let mut held = None;
+    for _ in 0..4 {
+        let mut probe = Probe::connect(vip, STEP).unwrap();
+        if probe.ask().unwrap() == "b" {
+            held = Some(probe);
+            break;
+        }
+    }
+    let mut held = held.expect("one of four rr connections reaches b");
+    let mut quiet = Destination::masquerade(b.addr());
+    quiet.weight = 0;
+    admin.apply(&Op::EditDestination(key, quiet)).unwrap();
+    for _ in 0..6 {
+        assert_eq!(ask_once(vip, STEP).unwrap(), "a");
+    }
+    assert_eq!(
+        held.ask().unwrap(),
+        "b",
+        "the drained destination's connection lives on"
+    );
+    let dests = admin.destinations(&key).unwrap();
+    let b_status = dests
+        .iter()
+        .find(|d| d.destination.addr == b.addr())
+        .unwrap();
+    assert_eq!(b_status.active_conns, 1, "{dests:?}");
+    drop(held);
+
+    // A dead destination is skipped: every new connection still succeeds.
+    let dead = addr("127.0.61.3:9");
+    admin
+        .apply(&Op::AddDestination(key, Destination::masquerade(dead)))
+        .unwrap();
+    for _ in 0..6 {
+        assert_eq!(ask_once(vip, STEP).unwrap(), "a");
+    }
+
+    let service = admin.service(&key).unwrap();
+    assert!(service.stats.conns >= 60, "{:?}", service.stats);
+    assert!(service.stats.inbytes >= 60 * 4, "{:?}", service.stats);
+    assert!(service.stats.outbytes >= 60 * 2, "{:?}", service.stats);
+    assert!(!admin.connections().unwrap().is_empty());
+
+    let status = rvsd.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn udp_flows_reach_backends_and_the_socket_goes_away_on_sigterm() {
+    let a = Backend::udp(addr("127.0.63.1:0"), "ua").unwrap();
+    let b = Backend::udp(addr("127.0.63.2:0"), "ub").unwrap();
+    let rvsd = Rvsd::start("udp");
+    let socket = rvsd.socket.clone();
+    let mut admin = rvsd.admin();
+    let vip = addr("127.0.62.1:15353");
+    let key = ServiceKey::Addr {
+        protocol: Protocol::Udp,
+        addr: vip,
+    };
+    admin
+        .apply(&Op::AddService(Service::new(key, Scheduler::RoundRobin)))
+        .unwrap();
+    for backend in [&a, &b] {
+        admin
+            .apply(&Op::AddDestination(
+                key,
+                Destination::masquerade(backend.addr()),
+            ))
+            .unwrap();
+    }
+    let deadline = Instant::now() + STEP;
+    let mut names = Vec::new();
+    let mut port = 41000;
+    while names.len() < 6 {
+        assert!(Instant::now() < deadline, "UDP VIP answered only {names:?}");
+        port += 1;
+        let from = addr(&format!("127.0.64.1:{port}"));
+        if let Ok(name) = ask_udp(from, vip, Duration::from_millis(500)) {
+            names.push(name);
+        }
+    }
+    assert!(
+        names.iter().any(|n| n == "ua") && names.iter().any(|n| n == "ub"),
+        "{names:?}"
+    );
+    let status = rvsd.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists(), "rvsd removes its admin socket");
+}

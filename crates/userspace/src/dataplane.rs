@@ -1,0 +1,188 @@
+//! The running userspace dataplane.
+//!
+//! This module owns the dataplane's lifetime: the multi-threaded tokio
+//! runtime the forwarder runs on, the housekeeping task (expiring
+//! connections and running the rate estimator through the core's
+//! `poll`, retrying listeners that could not bind) and shutdown.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rvs_forwarder::Protocol;
+use rvs_forwarder::listen::ListenOptions;
+use rvs_forwarder::tcp::TcpOptions;
+use rvs_lb::Core;
+
+use crate::admin::DataplaneAdmin;
+use crate::listeners::{ListenerOptions, ListenerState, Listeners};
+use crate::sched::Sched;
+
+/// How often housekeeping runs at most.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// Why the dataplane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum UserspaceError {
+    /// The runtime could not be built.
+    #[error("starting the userspace dataplane's {workers} worker threads")]
+    Runtime {
+        /// Worker threads asked for.
+        workers: usize,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How the dataplane runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Worker threads forwarding traffic (and TCP listeners per virtual
+    /// address). 0 means one per CPU.
+    pub workers: usize,
+    /// Socket options of the listeners.
+    pub listen: ListenOptions,
+    /// TCP forwarding options.
+    pub tcp: TcpOptions,
+}
+
+/// What the dataplane's handles share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) sched: Sched,
+    pub(crate) listeners: Mutex<Listeners>,
+}
+
+impl Shared {
+    pub(crate) fn sync_listeners(&self) -> usize {
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sync()
+    }
+}
+
+/// The userspace dataplane: forwarding threads plus the core they
+/// schedule with. Dropping it stops forwarding.
+#[derive(Debug)]
+pub struct Dataplane {
+    runtime: Option<tokio::runtime::Runtime>,
+    shared: Arc<Shared>,
+}
+
+impl Dataplane {
+    /// Starts an empty dataplane.
+    pub fn start(opts: Options) -> Result<Dataplane, UserspaceError> {
+        let workers = match opts.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        raise_fd_limit();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("rvs-forward")
+            .enable_all()
+            .build()
+            .map_err(|source| UserspaceError::Runtime { workers, source })?;
+        let sched = Sched::new(Core::new());
+        let listeners = Listeners::new(
+            runtime.handle().clone(),
+            sched.clone(),
+            ListenerOptions {
+                tcp_per_vip: workers,
+                listen: opts.listen,
+                tcp: opts.tcp,
+            },
+        );
+        let shared = Arc::new(Shared {
+            sched,
+            listeners: Mutex::new(listeners),
+        });
+        runtime.spawn(housekeeping(Arc::downgrade(&shared)));
+        tracing::info!(workers, "userspace dataplane started");
+        Ok(Dataplane {
+            runtime: Some(runtime),
+            shared,
+        })
+    }
+
+    /// A handle that programs and reads this dataplane.
+    pub fn admin(&self) -> DataplaneAdmin {
+        DataplaneAdmin::new(Arc::clone(&self.shared))
+    }
+
+    /// The core, for callers that need more than the `Admin` surface.
+    pub fn sched(&self) -> &Sched {
+        &self.shared.sched
+    }
+
+    /// Every listener the services want, and whether it runs.
+    pub fn listeners(&self) -> BTreeMap<(Protocol, SocketAddr), ListenerState> {
+        self.shared
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .states()
+    }
+
+    /// Stops forwarding, giving open connections up to `grace` to finish.
+    pub fn shutdown(mut self, grace: Duration) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(grace);
+        }
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Every virtual service holds listening sockets and every connection
+/// two more, so the soft descriptor limit (often 1,024) is raised to the
+/// hard one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "could not raise the open-file limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the open-file limit"),
+    }
+}
+
+/// Expires connections, runs the rate estimator and retries listeners,
+/// until the dataplane is gone.
+async fn housekeeping(shared: std::sync::Weak<Shared>) {
+    loop {
+        let wait = match shared.upgrade() {
+            None => return,
+            Some(shared) => {
+                let now = Instant::now();
+                let next = shared.sched.with(|core| {
+                    core.poll(now);
+                    core.next_timeout()
+                });
+                let retry = shared
+                    .listeners
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .has_failures();
+                if retry {
+                    shared.sync_listeners();
+                }
+                next.map_or(HOUSEKEEPING, |t| {
+                    t.saturating_duration_since(now).min(HOUSEKEEPING)
+                })
+            }
+        };
+        tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
+    }
+}

@@ -1,0 +1,33 @@
+//! The userspace dataplane.
+//!
+//! This crate puts the two halves of userspace IPVS together: the sans-IO
+//! core of `rvs-lb` (virtual services, schedulers, connection table,
+//! counters) and the sockets of `rvs-forwarder` (listeners on virtual
+//! addresses, TCP and UDP forwarding). It owns
+//!
+//! * the tokio runtime the forwarder runs on and the listeners that match
+//!   the core's virtual services ([`Dataplane`], [`listeners`]);
+//! * the seam the forwarder schedules through ([`sched::Sched`], the
+//!   core behind a lock, with the wall clock passed in);
+//! * the [`rvs_model::admin::Admin`] implementation ([`DataplaneAdmin`])
+//!   that `rvsd`'s and `rvs-proxy`'s admin sockets expose and that the
+//!   proxy's reconciler drives, so the kernel and userspace dataplanes are
+//!   programmed and read the same way.
+//!
+//! Virtual addresses must be bindable: 127.0.0.0/8 and `::1` without
+//! privileges, addresses the host has, or any address once someone with
+//! `CAP_NET_ADMIN` adds it to a device. A listener that cannot bind is
+//! reported and retried every second; the service stays programmed.
+//! Fwmark and SCTP services are kept in the table (so listings match
+//! what was programmed) but cannot be served in userspace.
+
+#![forbid(unsafe_code)]
+
+mod admin;
+mod dataplane;
+pub mod listeners;
+pub mod sched;
+
+pub use admin::DataplaneAdmin;
+pub use dataplane::{Dataplane, Options, UserspaceError};
+pub use listeners::ListenerState;
