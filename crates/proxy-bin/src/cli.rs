@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
-use rvs_model::Scheduler;
+use rvs_model::{Scheduler, Timeouts};
 
 /// Which dataplane carries the traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -56,6 +56,19 @@ pub(crate) struct Cli {
     #[arg(long, default_value = "0s", value_parser = parse_go_duration)]
     pub(crate) ipvs_min_sync_period: Duration,
 
+    /// IPVS idle timeout of established TCP connections (0: leave the
+    /// dataplane's as it is).
+    #[arg(long, default_value = "0s", value_parser = parse_go_duration)]
+    pub(crate) ipvs_tcp_timeout: Duration,
+
+    /// IPVS timeout of TCP connections after a FIN (0: leave it).
+    #[arg(long, default_value = "0s", value_parser = parse_go_duration)]
+    pub(crate) ipvs_tcpfin_timeout: Duration,
+
+    /// IPVS timeout of UDP flows (0: leave it).
+    #[arg(long, default_value = "0s", value_parser = parse_go_duration)]
+    pub(crate) ipvs_udp_timeout: Duration,
+
     /// CIDRs whose virtual servers are never touched.
     #[arg(long, value_delimiter = ',', value_parser = parse_cidr)]
     pub(crate) ipvs_exclude_cidrs: Vec<IpNet>,
@@ -83,6 +96,23 @@ pub(crate) struct Cli {
     #[arg(long)]
     pub(crate) dry_run: bool,
 
+    /// Serve the admin protocol on this unix socket, so
+    /// `rvsadm --target unix:PATH` reads and programs the userspace
+    /// dataplane (the kernel's is read by `rvsadm` directly).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) admin_socket: Option<PathBuf>,
+
+    /// Userspace dataplane: forwarding worker threads (0: one per CPU).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) workers: usize,
+
+    /// Userspace dataplane: also bind virtual addresses to `kube-ipvs0`
+    /// (needs CAP_NET_ADMIN), so any cluster IP can be served. Without
+    /// it only addresses the host already has (127.0.0.0/8, node
+    /// addresses) are served.
+    #[arg(long)]
+    pub(crate) bind_addresses: bool,
+
     /// Sync once and exit (for tests and one-shot runs).
     #[arg(long)]
     pub(crate) once: bool,
@@ -93,6 +123,22 @@ pub(crate) struct Cli {
 }
 
 impl Cli {
+    /// The IPVS timeouts to set at start, as `ipvsadm --set` takes them
+    /// (whole seconds; 0 leaves a value unchanged), or `None` when all
+    /// three flags are unset, as kube-proxy skips the call then.
+    pub(crate) fn timeouts(&self) -> anyhow::Result<Option<Timeouts>> {
+        let secs = |flag: &str, d: Duration| -> anyhow::Result<u32> {
+            u32::try_from(d.as_secs())
+                .map_err(|_| anyhow::anyhow!("--{flag}: {} s is too long", d.as_secs()))
+        };
+        let t = Timeouts {
+            tcp: secs("ipvs-tcp-timeout", self.ipvs_tcp_timeout)?,
+            tcp_fin: secs("ipvs-tcpfin-timeout", self.ipvs_tcpfin_timeout)?,
+            udp: secs("ipvs-udp-timeout", self.ipvs_udp_timeout)?,
+        };
+        Ok((t != Timeouts::default()).then_some(t))
+    }
+
     /// The default scheduler, checked.
     pub(crate) fn scheduler(&self) -> anyhow::Result<Scheduler> {
         self.ipvs_scheduler
@@ -181,6 +227,33 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("unknown IPVS scheduler \"fastest\"")
+        );
+    }
+
+    #[test]
+    fn timeouts_are_set_only_when_asked() {
+        let cli = Cli::try_parse_from(["rvs-proxy"]).unwrap();
+        assert_eq!(cli.timeouts().unwrap(), None);
+        let cli = Cli::try_parse_from([
+            "rvs-proxy",
+            "--ipvs-tcpfin-timeout=1m",
+            "--ipvs-udp-timeout=5s",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.timeouts().unwrap(),
+            Some(Timeouts {
+                tcp: 0,
+                tcp_fin: 60,
+                udp: 5
+            })
+        );
+        let long = Cli::try_parse_from(["rvs-proxy", "--ipvs-tcp-timeout=2000000h"]).unwrap();
+        assert!(
+            long.timeouts()
+                .unwrap_err()
+                .to_string()
+                .contains("--ipvs-tcp-timeout")
         );
     }
 }

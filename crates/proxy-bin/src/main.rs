@@ -1,8 +1,9 @@
 //! `rvs-proxy`: kube-proxy's IPVS mode, in Rust.
 //!
 //! This binary wires the pieces of the `rvs-proxy` library to a source
-//! (a manifests directory; the API-server source is to come) and a
-//! dataplane (the kernel's IPVS plus `kube-ipvs0`), and runs the sync
+//! (a manifests directory or the API server) and a dataplane (the
+//! kernel's IPVS plus `kube-ipvs0`, or the userspace dataplane in this
+//! process, optionally exposed on an admin socket), and runs the sync
 //! loop: a sync when the source changes (no more often than
 //! `--ipvs-min-sync-period`), a full sync every `--ipvs-sync-period`, a
 //! quicker re-check while real servers drain, and retries with backoff
@@ -17,15 +18,15 @@ mod source;
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use rvs_ipvs::IpvsClient;
 use rvs_model::admin::Admin;
-use rvs_proxy::sync::{AddressBinder, Syncer, describe};
+use rvs_proxy::sync::{AddressBinder, NoBinder, Syncer, describe};
 use rvs_proxy::{ClusterState, ProxyConfig};
 
 use crate::cli::{Cli, Dataplane};
@@ -181,16 +182,85 @@ fn run() -> anyhow::Result<()> {
         },
         None => source::api(cli.kubeconfig.as_deref(), cli.master.as_deref(), &config)?,
     };
-    if cli.dataplane == Dataplane::Userspace {
-        bail!("--dataplane=userspace is not built yet; use --dataplane=kernel");
+    match cli.dataplane {
+        Dataplane::Kernel => {
+            if cli.admin_socket.is_some() {
+                bail!(
+                    "--admin-socket serves the userspace dataplane; read the kernel's with rvsadm directly"
+                );
+            }
+            let admin = IpvsClient::connect()
+                .context("connecting to the kernel's IPVS (is the ip_vs module loaded?)")?;
+            let binder = kernel::KubeIpvs0::new().context("opening rtnetlink")?;
+            drive(
+                &cli,
+                &mut source,
+                Syncer::new(admin, binder, config),
+                |binder| binder.remove_device().context("removing kube-ipvs0"),
+            )
+        }
+        Dataplane::Userspace => {
+            if cli.cleanup {
+                tracing::info!(
+                    "the userspace dataplane keeps no state beyond its process: nothing to clean up"
+                );
+                return Ok(());
+            }
+            let dataplane = rvs_userspace::Dataplane::start(rvs_userspace::Options {
+                workers: cli.workers,
+                ..rvs_userspace::Options::default()
+            })?;
+            let server = match &cli.admin_socket {
+                None => None,
+                Some(path) => {
+                    let listener = rvs_admin::bind(path)
+                        .with_context(|| format!("creating the admin socket {}", path.display()))?;
+                    let shared: rvs_admin::SharedAdmin = Arc::new(Mutex::new(dataplane.admin()));
+                    let server = rvs_admin::Server::new(listener, shared)
+                        .and_then(rvs_admin::Server::spawn)
+                        .context("starting the admin server")?;
+                    tracing::info!(socket = %path.display(), "admin socket ready");
+                    Some((server, path.clone()))
+                }
+            };
+            let admin = dataplane.admin();
+            let result = if cli.bind_addresses {
+                let binder = kernel::KubeIpvs0::new().context("opening rtnetlink")?;
+                drive(
+                    &cli,
+                    &mut source,
+                    Syncer::new(admin, binder, config),
+                    |_| Ok(()),
+                )
+            } else {
+                drive(
+                    &cli,
+                    &mut source,
+                    Syncer::new(admin, NoBinder::default(), config),
+                    |_| Ok(()),
+                )
+            };
+            if let Some((server, path)) = server {
+                if let Err(e) = server.stop() {
+                    tracing::warn!(error = %e, "admin server stopped with an error");
+                }
+                let _ = std::fs::remove_file(path);
+            }
+            dataplane.shutdown(Duration::from_secs(2));
+            result
+        }
     }
-    let admin = IpvsClient::connect()
-        .context("connecting to the kernel's IPVS (is the ip_vs module loaded?)")?;
-    let binder = kernel::KubeIpvs0::new().context("opening rtnetlink")?;
-    let mut syncer = Syncer::new(admin, binder, config);
+}
 
+/// Runs the chosen mode (plan, cleanup or the sync loop) on a dataplane.
+fn drive<A: Admin, B: AddressBinder>(
+    cli: &Cli,
+    source: &mut Source,
+    mut syncer: Syncer<A, B>,
+    remove_device: impl FnOnce(&mut B) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     if cli.dry_run {
-        let cluster = wait_for_view(&mut source, &syncer.config)?;
+        let cluster = wait_for_view(source, &syncer.config)?;
         let (_, plan, _) = syncer.plan(&cluster)?;
         let mut out = std::io::stdout().lock();
         out.write_all(describe(&plan.ops).as_bytes())
@@ -198,12 +268,9 @@ fn run() -> anyhow::Result<()> {
         return Ok(());
     }
     if cli.cleanup {
-        let cluster = wait_for_view(&mut source, &syncer.config).unwrap_or_default();
+        let cluster = wait_for_view(source, &syncer.config).unwrap_or_default();
         let report = syncer.cleanup(&cluster)?;
-        syncer
-            .binder
-            .remove_device()
-            .context("removing kube-ipvs0")?;
+        remove_device(&mut syncer.binder)?;
         tracing::info!(
             deleted = report.applied,
             failed = report.failed,
@@ -211,9 +278,21 @@ fn run() -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if let Some(timeouts) = cli.timeouts()? {
+        syncer
+            .admin
+            .apply(&rvs_model::admin::Op::SetTimeouts(timeouts))
+            .context("setting the IPVS timeouts (--ipvs-tcp-timeout, --ipvs-tcpfin-timeout, --ipvs-udp-timeout)")?;
+        tracing::info!(
+            tcp = timeouts.tcp,
+            tcpfin = timeouts.tcp_fin,
+            udp = timeouts.udp,
+            "IPVS timeouts set"
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_watch(Arc::clone(&stop))?;
-    run_loop(&cli, &mut source, &mut syncer, &stop)
+    run_loop(cli, source, &mut syncer, &stop)
 }
 
 /// The first complete view (the API source needs its initial lists).

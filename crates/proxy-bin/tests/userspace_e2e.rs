@@ -1,0 +1,244 @@
+//! End-to-end test of `rvs-proxy --dataplane userspace` on loopback, no
+//! root needed: manifests in a directory, real backends on 127.0.0.0/8,
+//! real client connections through the cluster IP and the node port;
+//! scaling endpoints down drains (an open connection to the removed
+//! endpoint lives on, new ones avoid it) and up again, an idle endpoint
+//! is removed at once; kube-proxy's timeout flags apply; the admin socket
+//! shows the state; SIGTERM stops the proxy cleanly. Bounded throughout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rvs_admin::{Admin, AdminClient};
+use rvs_model::{Protocol, ServiceKey};
+use rvs_testrig::backend::{Backend, Probe, ask_once, ask_udp};
+
+const STEP: Duration = Duration::from_secs(10);
+const NODE: &str = "e2e-node";
+const CLUSTER_IP: &str = "127.0.70.1";
+const DNS_IP: &str = "127.0.70.53";
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+fn manifests(web_endpoints: &[&str]) -> String {
+    let endpoints: Vec<String> = web_endpoints
+        .iter()
+        .map(|ip| {
+            format!(r#"{{"addresses":["{ip}"],"conditions":{{"ready":true}},"nodeName":"{NODE}"}}"#)
+        })
+        .collect();
+    format!(
+        r#"{{"apiVersion":"v1","kind":"List","items":[
+{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{NODE}"}},
+  "status":{{"addresses":[{{"type":"InternalIP","address":"127.0.0.1"}}]}}}},
+{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"web","namespace":"default"}},
+  "spec":{{"type":"NodePort","clusterIP":"{CLUSTER_IP}",
+    "ports":[{{"name":"http","port":18081,"targetPort":18091,"nodePort":31881,"protocol":"TCP"}}]}}}},
+{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
+  "metadata":{{"name":"web-1","namespace":"default","labels":{{"kubernetes.io/service-name":"web"}}}},
+  "addressType":"IPv4","ports":[{{"name":"http","port":18091,"protocol":"TCP"}}],
+  "endpoints":[{}]}},
+{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"dns","namespace":"kube-system"}},
+  "spec":{{"clusterIP":"{DNS_IP}","ports":[{{"name":"dns","port":15354,"targetPort":15355,"protocol":"UDP"}}]}}}},
+{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
+  "metadata":{{"name":"dns-1","namespace":"kube-system","labels":{{"kubernetes.io/service-name":"dns"}}}},
+  "addressType":"IPv4","ports":[{{"name":"dns","port":15355,"protocol":"UDP"}}],
+  "endpoints":[{{"addresses":["127.0.72.1"],"conditions":{{"ready":true}}}}]}}
+]}}"#,
+        endpoints.join(",")
+    )
+}
+
+/// Replaces the manifest file in one step, as a `kubectl` dump would.
+fn write_manifests(dir: &Path, text: &str) {
+    let tmp = dir.join(".cluster.json.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join("cluster.json")).unwrap();
+}
+
+struct Proxy {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until `check` holds, or fails with `what`.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + STEP;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn userspace_proxy_serves_services_from_manifests() {
+    let a = Backend::tcp(addr("127.0.71.1:18091"), "a").unwrap();
+    let _b = Backend::tcp(addr("127.0.71.2:18091"), "b").unwrap();
+    let _dns = Backend::udp(addr("127.0.72.1:15355"), "dns").unwrap();
+
+    let dir = std::env::temp_dir().join(format!("rvs-userspace-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    let manifest_dir = dir.join("manifests");
+    write_manifests(&manifest_dir, &manifests(&["127.0.71.1", "127.0.71.2"]));
+    let socket = dir.join("admin.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_rvs-proxy"))
+        .arg("--manifests")
+        .arg(&manifest_dir)
+        .args(["--dataplane", "userspace", "--hostname-override", NODE])
+        .args(["--workers", "2"])
+        .args(["--ipvs-tcpfin-timeout", "7s"])
+        .arg("--admin-socket")
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let proxy = Proxy { child, dir };
+
+    let vip = addr(&format!("{CLUSTER_IP}:18081"));
+    eventually("the cluster IP answers", || ask_once(vip, STEP).is_ok());
+    let names: Vec<String> = (0..10).map(|_| ask_once(vip, STEP).unwrap()).collect();
+    for pair in names.windows(2) {
+        assert_ne!(pair[0], pair[1], "rr alternates: {names:?}");
+    }
+    let node_port = addr("127.0.0.1:31881");
+    let via_node_port: Vec<String> = (0..4).map(|_| ask_once(node_port, STEP).unwrap()).collect();
+    assert!(via_node_port.iter().any(|n| n == "a") && via_node_port.iter().any(|n| n == "b"));
+    let dns = addr(&format!("{DNS_IP}:15354"));
+    assert_eq!(
+        ask_udp(addr("127.0.73.1:0"), dns, Duration::from_secs(2)).unwrap(),
+        "dns"
+    );
+
+    // Scale down to `a` while a connection to `b` is open.
+    let mut held = None;
+    for _ in 0..4 {
+        let mut probe = Probe::connect(vip, STEP).unwrap();
+        if probe.ask().unwrap() == "b" {
+            held = Some(probe);
+            break;
+        }
+    }
+    let mut held = held.expect("one of four rr connections reaches b");
+    write_manifests(&manifest_dir, &manifests(&["127.0.71.1"]));
+    eventually("new connections avoid the removed endpoint", || {
+        (0..4).all(|_| ask_once(vip, STEP).unwrap() == "a")
+    });
+    for _ in 0..10 {
+        assert_eq!(ask_once(vip, STEP).unwrap(), "a");
+    }
+    assert_eq!(held.ask().unwrap(), "b", "the draining connection lives on");
+
+    let mut admin = AdminClient::connect(&socket).unwrap();
+    let key = ServiceKey::Addr {
+        protocol: Protocol::Tcp,
+        addr: vip,
+    };
+    let dests = admin.destinations(&key).unwrap();
+    let draining = dests
+        .iter()
+        .find(|d| d.destination.addr == addr("127.0.71.2:18091"))
+        .expect("the removed endpoint drains at weight 0");
+    assert_eq!(draining.destination.weight, 0, "{dests:?}");
+    drop(held);
+    // Closed connections sit in TIME_WAIT (inactive) for 120 s, as in the
+    // kernel, and kube-proxy deletes a real server only when active and
+    // inactive counts are both 0: the endpoint stays at weight 0 meanwhile.
+    eventually("the held connection is no longer active", || {
+        let dests = admin.destinations(&key).unwrap();
+        dests.iter().any(|d| {
+            d.destination.addr == addr("127.0.71.2:18091")
+                && d.destination.weight == 0
+                && d.active_conns == 0
+                && d.inactive_conns > 0
+        })
+    });
+
+    // Scale up again: the draining endpoint gets its weight back.
+    let before = a.served();
+    write_manifests(&manifest_dir, &manifests(&["127.0.71.1", "127.0.71.2"]));
+    eventually("both endpoints serve again", || {
+        let names: Vec<String> = (0..4).map(|_| ask_once(vip, STEP).unwrap()).collect();
+        names.iter().any(|n| n == "b")
+    });
+    assert!(a.served() > before);
+    assert!(
+        admin
+            .destinations(&key)
+            .unwrap()
+            .iter()
+            .all(|d| d.destination.weight == 1)
+    );
+
+    // An endpoint that never had a connection is deleted at once.
+    let c = addr("127.0.71.3:18091");
+    write_manifests(
+        &manifest_dir,
+        &manifests(&["127.0.71.1", "127.0.71.2", "127.0.71.3"]),
+    );
+    eventually("the third endpoint is added", || {
+        admin
+            .destinations(&key)
+            .unwrap()
+            .iter()
+            .any(|d| d.destination.addr == c)
+    });
+    write_manifests(&manifest_dir, &manifests(&["127.0.71.1", "127.0.71.2"]));
+    eventually("the idle endpoint is deleted", || {
+        !admin
+            .destinations(&key)
+            .unwrap()
+            .iter()
+            .any(|d| d.destination.addr == c)
+    });
+    assert_eq!(
+        admin.timeouts().unwrap().tcp_fin,
+        7,
+        "--ipvs-tcpfin-timeout"
+    );
+    let services = admin.services().unwrap();
+    assert_eq!(
+        services.len(),
+        3,
+        "cluster IP, node port, dns: {services:?}"
+    );
+
+    let pid = proxy.child.id().to_string();
+    let mut proxy = proxy;
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + STEP;
+    let status = loop {
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rvs-proxy did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists(), "the admin socket is removed on exit");
+}
