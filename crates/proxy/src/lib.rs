@@ -21,6 +21,7 @@
 pub mod cluster;
 pub mod config;
 pub mod desired;
+pub mod ipsets;
 pub mod reconcile;
 pub mod source;
 pub mod sync;

@@ -1,0 +1,663 @@
+//! Desired ipset members: a pure function of the cluster view and the
+//! config, following kube-proxy's IPVS mode (`syncProxyRules`).
+//!
+//! For one IP family it yields the members of each of kube-proxy's sets,
+//! keyed by the set's IPv4 name (`KUBE-CLUSTER-IP`; the netfilter side
+//! turns it into `KUBE-6-…` for IPv6) and written in kube-proxy's entry
+//! format (`10.96.0.10,tcp:53`, `10.244.1.5,tcp:8080,10.244.1.5`,
+//! `192.0.2.10,tcp:443,203.0.113.0/24`, `30080`), which is also what
+//! `rvs_netfilter::ipset::Entry::parse` reads:
+//!
+//! * `KUBE-CLUSTER-IP`: each cluster IP of the family with each port;
+//! * `KUBE-LOOP-BACK`: each endpoint on this node (any condition) as
+//!   `ip,proto:targetPort,ip`, for hairpin masquerade;
+//! * `KUBE-EXTERNAL-IP` / `KUBE-EXTERNAL-IP-LOCAL`: external IPs by
+//!   `externalTrafficPolicy`;
+//! * `KUBE-LOAD-BALANCER` (+ `-LOCAL` for `Local` policy): ingress IPs;
+//!   with `loadBalancerSourceRanges`, also `KUBE-LOAD-BALANCER-FW`, one
+//!   `KUBE-LOAD-BALANCER-SOURCE-CIDR` member per range, and either
+//!   `KUBE-LOAD-BALANCER-SOURCE-IP` (`lb,proto:port,lb`, when a range
+//!   holds the node IP) or an entry in [`IpsetEntries::lb_no_node_access`]
+//!   (the KUBE-IPVS-OUT-FILTER DROP rules, kube-proxy #119656);
+//! * `KUBE-NODE-PORT-TCP`/`-UDP` (bitmap ports) and
+//!   `KUBE-NODE-PORT-SCTP-HASH` (`nodeIP,sctp:port` per node address),
+//!   plus the `-LOCAL` variants for `Local` policy — only when the node
+//!   has addresses of the family that serve node ports;
+//! * `KUBE-HEALTH-CHECK-NODE-PORT`: `healthCheckNodePort`s;
+//! * `KUBE-IPVS-IPS`: the addresses bound to kube-ipvs0 (cluster IPs,
+//!   and external/ingress IPs that are not node addresses).
+//!
+//! [`ClusterState`] does not carry `loadBalancerSourceRanges` and
+//! `healthCheckNodePort` yet; callers pass them in [`ServiceExtras`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use rvs_model::Protocol;
+
+use crate::cluster::{ClusterState, ObjectName, ServiceInfo};
+use crate::config::ProxyConfig;
+
+/// An IP family (kube-proxy runs one proxier per family).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IpFamily {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl IpFamily {
+    /// Whether `addr` is of this family.
+    pub fn has(self, addr: &IpAddr) -> bool {
+        addr.is_ipv6() == (self == IpFamily::V6)
+    }
+}
+
+/// Per-Service fields [`ServiceInfo`] does not carry (yet).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceExtras {
+    /// `spec.loadBalancerSourceRanges`.
+    pub source_ranges: Vec<IpNet>,
+    /// `spec.healthCheckNodePort` (LoadBalancer with
+    /// `externalTrafficPolicy: Local`).
+    pub health_check_node_port: Option<u16>,
+}
+
+/// kube-proxy's set names (IPv4 spelling).
+pub mod names {
+    /// `hash:ip,port,ip`.
+    pub const LOOP_BACK: &str = "KUBE-LOOP-BACK";
+    /// `hash:ip,port`.
+    pub const CLUSTER_IP: &str = "KUBE-CLUSTER-IP";
+    /// `hash:ip,port`.
+    pub const EXTERNAL_IP: &str = "KUBE-EXTERNAL-IP";
+    /// `hash:ip,port`.
+    pub const EXTERNAL_IP_LOCAL: &str = "KUBE-EXTERNAL-IP-LOCAL";
+    /// `hash:ip,port`.
+    pub const LOAD_BALANCER: &str = "KUBE-LOAD-BALANCER";
+    /// `hash:ip,port`.
+    pub const LOAD_BALANCER_FW: &str = "KUBE-LOAD-BALANCER-FW";
+    /// `hash:ip,port`.
+    pub const LOAD_BALANCER_LOCAL: &str = "KUBE-LOAD-BALANCER-LOCAL";
+    /// `hash:ip,port,ip`.
+    pub const LOAD_BALANCER_SOURCE_IP: &str = "KUBE-LOAD-BALANCER-SOURCE-IP";
+    /// `hash:ip,port,net`.
+    pub const LOAD_BALANCER_SOURCE_CIDR: &str = "KUBE-LOAD-BALANCER-SOURCE-CIDR";
+    /// `bitmap:port`.
+    pub const NODE_PORT_TCP: &str = "KUBE-NODE-PORT-TCP";
+    /// `bitmap:port`.
+    pub const NODE_PORT_LOCAL_TCP: &str = "KUBE-NODE-PORT-LOCAL-TCP";
+    /// `bitmap:port`.
+    pub const NODE_PORT_UDP: &str = "KUBE-NODE-PORT-UDP";
+    /// `bitmap:port`.
+    pub const NODE_PORT_LOCAL_UDP: &str = "KUBE-NODE-PORT-LOCAL-UDP";
+    /// `hash:ip,port`.
+    pub const NODE_PORT_SCTP: &str = "KUBE-NODE-PORT-SCTP-HASH";
+    /// `hash:ip,port`.
+    pub const NODE_PORT_LOCAL_SCTP: &str = "KUBE-NODE-PORT-LOCAL-SCTP-HASH";
+    /// `bitmap:port`.
+    pub const HEALTH_CHECK_NODE_PORT: &str = "KUBE-HEALTH-CHECK-NODE-PORT";
+    /// `hash:ip`.
+    pub const IPVS_IPS: &str = "KUBE-IPVS-IPS";
+}
+
+/// The desired members of kube-proxy's sets for one family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpsetEntries {
+    /// The family.
+    pub family: IpFamily,
+    /// Members by set name ([`names`]); sets without members are absent.
+    pub sets: BTreeMap<&'static str, BTreeSet<String>>,
+    /// Load-balancer `ip,proto:port`s the node itself must not reach:
+    /// they have source ranges and none holds the node IP.
+    pub lb_no_node_access: BTreeSet<String>,
+}
+
+impl IpsetEntries {
+    fn new(family: IpFamily) -> IpsetEntries {
+        IpsetEntries {
+            family,
+            sets: BTreeMap::new(),
+            lb_no_node_access: BTreeSet::new(),
+        }
+    }
+
+    fn add(&mut self, set: &'static str, entry: String) {
+        self.sets.entry(set).or_default().insert(entry);
+    }
+
+    /// The members of `set` (empty if none).
+    pub fn get(&self, set: &str) -> Vec<&str> {
+        self.sets
+            .get(set)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+fn proto(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
+    }
+}
+
+/// Computes the desired ipset members of `family`. Pure.
+pub fn desired_ipsets(
+    cluster: &ClusterState,
+    config: &ProxyConfig,
+    extras: &BTreeMap<ObjectName, ServiceExtras>,
+    family: IpFamily,
+) -> IpsetEntries {
+    use names::*;
+
+    let mut out = IpsetEntries::new(family);
+    let node = cluster.node.as_ref();
+    let node_name = node
+        .map(|n| n.name.as_str())
+        .unwrap_or(config.node_name.as_str());
+    let node_addrs: Vec<IpAddr> = node
+        .iter()
+        .flat_map(|n| n.addresses.iter().copied())
+        .filter(|a| family.has(a))
+        .collect();
+    // kube-proxy's nodeIP: the node's primary address of the family.
+    let node_ip = node_addrs.first().copied();
+    // Node addresses that serve node ports.
+    let node_port_ips: Vec<IpAddr> = node_addrs
+        .iter()
+        .copied()
+        .filter(|a| {
+            config.nodeport_addresses.is_empty()
+                || config.nodeport_addresses.iter().any(|n| n.contains(a))
+        })
+        .filter(|a| !a.is_loopback())
+        .collect();
+
+    for svc in cluster.services.values() {
+        // One proxier per family: a Service takes part through its cluster
+        // IP of that family.
+        let Some(cluster_ip) = svc.cluster_ips.iter().copied().find(|a| family.has(a)) else {
+            continue;
+        };
+        let extra = extras.get(&svc.name).cloned().unwrap_or_default();
+        out.add(IPVS_IPS, cluster_ip.to_string());
+        for ip in svc
+            .external_ips
+            .iter()
+            .chain(&svc.load_balancer_ips)
+            .filter(|a| family.has(a) && !node_addrs.contains(a))
+        {
+            out.add(IPVS_IPS, ip.to_string());
+        }
+        for port in &svc.ports {
+            service_port(
+                &mut out,
+                svc,
+                port,
+                cluster_ip,
+                &extra,
+                cluster,
+                node_name,
+                node_ip,
+                &node_port_ips,
+            );
+        }
+    }
+    out
+}
+
+/// The members one Service port contributes.
+#[allow(clippy::too_many_arguments)]
+fn service_port(
+    out: &mut IpsetEntries,
+    svc: &ServiceInfo,
+    port: &crate::cluster::ServicePort,
+    cluster_ip: IpAddr,
+    extra: &ServiceExtras,
+    cluster: &ClusterState,
+    node_name: &str,
+    node_ip: Option<IpAddr>,
+    node_port_ips: &[IpAddr],
+) {
+    use names::*;
+
+    let family = out.family;
+    let p = proto(port.protocol);
+    let ip_port = |ip: &IpAddr| format!("{ip},{p}:{}", port.port);
+
+    // Hairpin: every endpoint on this node, whatever its conditions.
+    for slice in cluster.slices.values().filter(|s| s.service == svc.name) {
+        let Some(target) = slice
+            .ports
+            .iter()
+            .find(|sp| sp.name == port.name && sp.protocol == port.protocol)
+        else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            if family.has(&ep.addr) && ep.node_name.as_deref() == Some(node_name) {
+                out.add(
+                    LOOP_BACK,
+                    format!("{},{p}:{},{}", ep.addr, target.port, ep.addr),
+                );
+            }
+        }
+    }
+
+    out.add(CLUSTER_IP, ip_port(&cluster_ip));
+
+    for ip in svc.external_ips.iter().filter(|a| family.has(a)) {
+        let set = if svc.external_local {
+            EXTERNAL_IP_LOCAL
+        } else {
+            EXTERNAL_IP
+        };
+        out.add(set, ip_port(ip));
+    }
+
+    let ranges: Vec<IpNet> = extra
+        .source_ranges
+        .iter()
+        .filter(|n| family.has(&n.addr()))
+        .map(IpNet::trunc)
+        .collect();
+    for ip in svc.load_balancer_ips.iter().filter(|a| family.has(a)) {
+        out.add(LOAD_BALANCER, ip_port(ip));
+        if svc.external_local {
+            out.add(LOAD_BALANCER_LOCAL, ip_port(ip));
+        }
+        if ranges.is_empty() {
+            continue;
+        }
+        out.add(LOAD_BALANCER_FW, ip_port(ip));
+        for net in &ranges {
+            out.add(LOAD_BALANCER_SOURCE_CIDR, format!("{},{net}", ip_port(ip)));
+        }
+        let from_node = node_ip.is_some_and(|n| ranges.iter().any(|r| r.contains(&n)));
+        if from_node {
+            out.add(LOAD_BALANCER_SOURCE_IP, format!("{},{ip}", ip_port(ip)));
+        } else {
+            out.lb_no_node_access.insert(ip_port(ip));
+        }
+    }
+
+    // kube-proxy skips the rest of the port (health check node port
+    // included) when the family has no node-port address.
+    if node_port_ips.is_empty() {
+        return;
+    }
+    if let Some(node_port) = port.node_port {
+        let (set, local_set) = match port.protocol {
+            Protocol::Tcp => (NODE_PORT_TCP, NODE_PORT_LOCAL_TCP),
+            Protocol::Udp => (NODE_PORT_UDP, NODE_PORT_LOCAL_UDP),
+            Protocol::Sctp => (NODE_PORT_SCTP, NODE_PORT_LOCAL_SCTP),
+        };
+        let entries: Vec<String> = match port.protocol {
+            Protocol::Sctp => node_port_ips
+                .iter()
+                .map(|ip| format!("{ip},sctp:{node_port}"))
+                .collect(),
+            _ => vec![node_port.to_string()],
+        };
+        for e in &entries {
+            out.add(set, e.clone());
+            if svc.external_local {
+                out.add(local_set, e.clone());
+            }
+        }
+    }
+    if let Some(hc) = extra.health_check_node_port {
+        out.add(HEALTH_CHECK_NODE_PORT, hc.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code
+
+    use super::names::*;
+    use super::*;
+    use crate::cluster::{EndpointInfo, NodeInfo, ServicePort, SliceInfo, SlicePort};
+
+    fn name(n: &str) -> ObjectName {
+        ObjectName {
+            namespace: "default".into(),
+            name: n.into(),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn service(
+        n: &str,
+        cluster_ips: &[&str],
+        ports: &[(Protocol, u16, Option<u16>)],
+    ) -> ServiceInfo {
+        ServiceInfo {
+            name: name(n),
+            cluster_ips: cluster_ips.iter().map(|s| ip(s)).collect(),
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            ports: ports
+                .iter()
+                .enumerate()
+                .map(|(i, (protocol, port, node_port))| ServicePort {
+                    name: format!("p{i}"),
+                    protocol: *protocol,
+                    port: *port,
+                    node_port: *node_port,
+                })
+                .collect(),
+            affinity_timeout: None,
+            external_local: false,
+            internal_local: false,
+            scheduler: None,
+            topology_aware: false,
+        }
+    }
+
+    fn endpoint(addr: &str, node: &str, ready: bool) -> EndpointInfo {
+        EndpointInfo {
+            addr: ip(addr),
+            ready,
+            serving: ready,
+            terminating: false,
+            node_name: Some(node.into()),
+            zone_hints: None,
+            node_hints: None,
+        }
+    }
+
+    fn cluster(services: Vec<ServiceInfo>, slices: Vec<SliceInfo>, node: &[&str]) -> ClusterState {
+        ClusterState {
+            services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            slices: slices
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (name(&format!("slice-{i}")), s))
+                .collect(),
+            node: Some(NodeInfo {
+                name: "node-a".into(),
+                addresses: node.iter().map(|s| ip(s)).collect(),
+                zone: None,
+            }),
+        }
+    }
+
+    struct Case {
+        what: &'static str,
+        cluster: ClusterState,
+        extras: BTreeMap<ObjectName, ServiceExtras>,
+        config: ProxyConfig,
+        family: IpFamily,
+        want: Vec<(&'static str, Vec<&'static str>)>,
+        no_node_access: Vec<&'static str>,
+    }
+
+    fn check(case: Case) {
+        let got = desired_ipsets(&case.cluster, &case.config, &case.extras, case.family);
+        let want: BTreeMap<&str, BTreeSet<String>> = case
+            .want
+            .iter()
+            .map(|(set, members)| (*set, members.iter().map(|m| (*m).to_owned()).collect()))
+            .collect();
+        assert_eq!(got.sets, want, "{}", case.what);
+        let nna: BTreeSet<String> = case
+            .no_node_access
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        assert_eq!(got.lb_no_node_access, nna, "{}", case.what);
+    }
+
+    fn dns() -> (ServiceInfo, SliceInfo) {
+        let svc = service(
+            "dns",
+            &["10.96.0.10", "fd00:96::a"],
+            &[(Protocol::Udp, 53, None), (Protocol::Tcp, 53, None)],
+        );
+        let slice = SliceInfo {
+            service: name("dns"),
+            ports: vec![
+                SlicePort {
+                    name: "p0".into(),
+                    protocol: Protocol::Udp,
+                    port: 5353,
+                },
+                SlicePort {
+                    name: "p1".into(),
+                    protocol: Protocol::Tcp,
+                    port: 5353,
+                },
+            ],
+            endpoints: vec![
+                endpoint("10.244.1.5", "node-a", true),
+                endpoint("10.244.2.7", "node-b", true),
+                endpoint("10.244.1.6", "node-a", false),
+            ],
+        };
+        (svc, slice)
+    }
+
+    #[test]
+    fn cluster_ips_and_local_endpoints_for_hairpin() {
+        let (svc, slice) = dns();
+        check(Case {
+            what: "ClusterIP with local and remote endpoints",
+            cluster: cluster(vec![svc], vec![slice], &["172.18.0.2"]),
+            extras: BTreeMap::new(),
+            config: ProxyConfig::default(),
+            family: IpFamily::V4,
+            want: vec![
+                (CLUSTER_IP, vec!["10.96.0.10,tcp:53", "10.96.0.10,udp:53"]),
+                (
+                    LOOP_BACK,
+                    vec![
+                        "10.244.1.5,tcp:5353,10.244.1.5",
+                        "10.244.1.5,udp:5353,10.244.1.5",
+                        "10.244.1.6,tcp:5353,10.244.1.6",
+                        "10.244.1.6,udp:5353,10.244.1.6",
+                    ],
+                ),
+                (IPVS_IPS, vec!["10.96.0.10"]),
+            ],
+            no_node_access: vec![],
+        });
+    }
+
+    #[test]
+    fn ipv6_takes_the_ipv6_cluster_ip_only() {
+        let (svc, _) = dns();
+        check(Case {
+            what: "dual-stack Service, IPv6 proxier",
+            cluster: cluster(vec![svc], vec![], &["172.18.0.2", "fc00::2"]),
+            extras: BTreeMap::new(),
+            config: ProxyConfig::default(),
+            family: IpFamily::V6,
+            want: vec![
+                (CLUSTER_IP, vec!["fd00:96::a,tcp:53", "fd00:96::a,udp:53"]),
+                (IPVS_IPS, vec!["fd00:96::a"]),
+            ],
+            no_node_access: vec![],
+        });
+    }
+
+    #[test]
+    fn external_ips_by_traffic_policy() {
+        let mut cluster_policy = service("a", &["10.96.0.1"], &[(Protocol::Tcp, 80, None)]);
+        cluster_policy.external_ips = vec![ip("192.0.2.1"), ip("172.18.0.2")];
+        let mut local_policy = service("b", &["10.96.0.2"], &[(Protocol::Tcp, 81, None)]);
+        local_policy.external_ips = vec![ip("192.0.2.2")];
+        local_policy.external_local = true;
+        check(Case {
+            what: "external IPs; one is a node address and is not bound",
+            cluster: cluster(vec![cluster_policy, local_policy], vec![], &["172.18.0.2"]),
+            extras: BTreeMap::new(),
+            config: ProxyConfig::default(),
+            family: IpFamily::V4,
+            want: vec![
+                (CLUSTER_IP, vec!["10.96.0.1,tcp:80", "10.96.0.2,tcp:81"]),
+                (EXTERNAL_IP, vec!["172.18.0.2,tcp:80", "192.0.2.1,tcp:80"]),
+                (EXTERNAL_IP_LOCAL, vec!["192.0.2.2,tcp:81"]),
+                (
+                    IPVS_IPS,
+                    vec!["10.96.0.1", "10.96.0.2", "192.0.2.1", "192.0.2.2"],
+                ),
+            ],
+            no_node_access: vec![],
+        });
+    }
+
+    #[test]
+    fn load_balancers_with_source_ranges_and_local_policy() {
+        let mut lb = service("lb", &["10.96.0.3"], &[(Protocol::Tcp, 443, Some(30443))]);
+        lb.load_balancer_ips = vec![ip("192.0.2.10")];
+        lb.external_local = true;
+        let mut open = service("open", &["10.96.0.4"], &[(Protocol::Tcp, 80, Some(30080))]);
+        open.load_balancer_ips = vec![ip("192.0.2.11")];
+        let mut fenced = service(
+            "fenced",
+            &["10.96.0.5"],
+            &[(Protocol::Tcp, 22, Some(30022))],
+        );
+        fenced.load_balancer_ips = vec![ip("192.0.2.12")];
+        let extras = BTreeMap::from([
+            (
+                name("lb"),
+                ServiceExtras {
+                    // Includes the node: the node may reach the LB IP.
+                    source_ranges: vec![
+                        "172.18.0.0/16".parse().unwrap(),
+                        "203.0.113.7/24".parse().unwrap(),
+                    ],
+                    health_check_node_port: Some(32000),
+                },
+            ),
+            (
+                name("fenced"),
+                ServiceExtras {
+                    source_ranges: vec!["198.51.100.0/24".parse().unwrap()],
+                    health_check_node_port: None,
+                },
+            ),
+        ]);
+        check(Case {
+            what: "load balancers",
+            cluster: cluster(vec![lb, open, fenced], vec![], &["172.18.0.2"]),
+            extras,
+            config: ProxyConfig::default(),
+            family: IpFamily::V4,
+            want: vec![
+                (
+                    CLUSTER_IP,
+                    vec!["10.96.0.3,tcp:443", "10.96.0.4,tcp:80", "10.96.0.5,tcp:22"],
+                ),
+                (
+                    LOAD_BALANCER,
+                    vec![
+                        "192.0.2.10,tcp:443",
+                        "192.0.2.11,tcp:80",
+                        "192.0.2.12,tcp:22",
+                    ],
+                ),
+                (LOAD_BALANCER_LOCAL, vec!["192.0.2.10,tcp:443"]),
+                (
+                    LOAD_BALANCER_FW,
+                    vec!["192.0.2.10,tcp:443", "192.0.2.12,tcp:22"],
+                ),
+                (
+                    LOAD_BALANCER_SOURCE_CIDR,
+                    vec![
+                        "192.0.2.10,tcp:443,172.18.0.0/16",
+                        "192.0.2.10,tcp:443,203.0.113.0/24",
+                        "192.0.2.12,tcp:22,198.51.100.0/24",
+                    ],
+                ),
+                (
+                    LOAD_BALANCER_SOURCE_IP,
+                    vec!["192.0.2.10,tcp:443,192.0.2.10"],
+                ),
+                (NODE_PORT_TCP, vec!["30022", "30080", "30443"]),
+                (NODE_PORT_LOCAL_TCP, vec!["30443"]),
+                (HEALTH_CHECK_NODE_PORT, vec!["32000"]),
+                (
+                    IPVS_IPS,
+                    vec![
+                        "10.96.0.3",
+                        "10.96.0.4",
+                        "10.96.0.5",
+                        "192.0.2.10",
+                        "192.0.2.11",
+                        "192.0.2.12",
+                    ],
+                ),
+            ],
+            no_node_access: vec!["192.0.2.12,tcp:22"],
+        });
+    }
+
+    #[test]
+    fn node_ports_per_protocol_and_node_port_addresses() {
+        let mut svc = service(
+            "np",
+            &["10.96.0.6"],
+            &[
+                (Protocol::Udp, 53, Some(30053)),
+                (Protocol::Sctp, 9, Some(30009)),
+            ],
+        );
+        svc.external_local = true;
+        let config = ProxyConfig {
+            nodeport_addresses: vec!["172.18.0.0/24".parse().unwrap()],
+            ..ProxyConfig::default()
+        };
+        check(Case {
+            what: "UDP bitmap and SCTP hash:ip,port, only on node-port addresses",
+            cluster: cluster(vec![svc], vec![], &["172.18.0.2", "10.0.0.9"]),
+            extras: BTreeMap::new(),
+            config,
+            family: IpFamily::V4,
+            want: vec![
+                (CLUSTER_IP, vec!["10.96.0.6,sctp:9", "10.96.0.6,udp:53"]),
+                (NODE_PORT_UDP, vec!["30053"]),
+                (NODE_PORT_LOCAL_UDP, vec!["30053"]),
+                (NODE_PORT_SCTP, vec!["172.18.0.2,sctp:30009"]),
+                (NODE_PORT_LOCAL_SCTP, vec!["172.18.0.2,sctp:30009"]),
+                (IPVS_IPS, vec!["10.96.0.6"]),
+            ],
+            no_node_access: vec![],
+        });
+    }
+
+    #[test]
+    fn no_node_port_address_of_the_family_skips_node_ports_and_health_checks() {
+        let svc = service("np", &["fd00:96::6"], &[(Protocol::Tcp, 80, Some(30080))]);
+        let extras = BTreeMap::from([(
+            name("np"),
+            ServiceExtras {
+                source_ranges: vec![],
+                health_check_node_port: Some(32001),
+            },
+        )]);
+        check(Case {
+            what: "IPv6 Service on an IPv4-only node",
+            cluster: cluster(vec![svc], vec![], &["172.18.0.2"]),
+            extras,
+            config: ProxyConfig::default(),
+            family: IpFamily::V6,
+            want: vec![
+                (CLUSTER_IP, vec!["fd00:96::6,tcp:80"]),
+                (IPVS_IPS, vec!["fd00:96::6"]),
+            ],
+            no_node_access: vec![],
+        });
+    }
+}
