@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Service as K8sService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use rvs_model::{Protocol, Scheduler};
@@ -92,6 +93,12 @@ pub struct ServiceInfo {
     pub scheduler: Option<Scheduler>,
     /// `spec.trafficDistribution` asks for topology-aware routing.
     pub topology_aware: bool,
+    /// `spec.loadBalancerSourceRanges` (trimmed, host bits kept as
+    /// written; empty when the Service is not of type LoadBalancer).
+    pub source_ranges: Vec<IpNet>,
+    /// `spec.healthCheckNodePort`, for a LoadBalancer Service with
+    /// `externalTrafficPolicy: Local` (the only Services that need one).
+    pub health_check_node_port: Option<u16>,
 }
 
 /// One endpoint address of an EndpointSlice.
@@ -283,6 +290,35 @@ pub fn service_info(
         }
     }
     let node_ports_allowed = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+    let load_balancer = spec.type_.as_deref() == Some("LoadBalancer");
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    // kube-proxy reads the ranges of LoadBalancer Services only (the API
+    // server rejects them on other types), trimming blanks.
+    let mut source_ranges = Vec::new();
+    if load_balancer {
+        for (i, text) in spec
+            .load_balancer_source_ranges
+            .iter()
+            .flatten()
+            .enumerate()
+        {
+            let text = text.trim();
+            let net = text.parse::<IpNet>().map_err(|_| {
+                ctx.err(
+                    format!("spec.loadBalancerSourceRanges[{i}]"),
+                    format!("{text:?} is not a CIDR"),
+                )
+            })?;
+            source_ranges.push(net);
+        }
+    }
+    // kube-proxy's NeedsHealthCheck: LoadBalancer with the Local policy.
+    let health_check_node_port = match spec.health_check_node_port {
+        Some(p) if load_balancer && external_local && p != 0 => {
+            Some(ctx.port("spec.healthCheckNodePort", p)?)
+        }
+        _ => None,
+    };
     let mut ports = Vec::new();
     for (i, p) in spec.ports.iter().flatten().enumerate() {
         let node_port = match p.node_port {
@@ -346,13 +382,15 @@ pub fn service_info(
         load_balancer_ips,
         ports,
         affinity_timeout,
-        external_local: spec.external_traffic_policy.as_deref() == Some("Local"),
+        external_local,
         internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
         scheduler,
         topology_aware: matches!(
             spec.traffic_distribution.as_deref(),
             Some("PreferClose" | "PreferSameZone" | "PreferSameNode")
         ),
+        source_ranges,
+        health_check_node_port,
     }))
 }
 

@@ -27,8 +27,10 @@
 //! * `KUBE-IPVS-IPS`: the addresses bound to kube-ipvs0 (cluster IPs,
 //!   and external/ingress IPs that are not node addresses).
 //!
-//! [`ClusterState`] does not carry `loadBalancerSourceRanges` and
-//! `healthCheckNodePort` yet; callers pass them in [`ServiceExtras`].
+//! Every member comes from exactly one Service, so the sets are also
+//! kept per Service ([`IpsetTracker`]): a partial sync recomputes the
+//! changed Services only and gets the members to add and delete, with
+//! reference counts for members two Services share.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -36,7 +38,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use rvs_model::Protocol;
 
-use crate::cluster::{ClusterState, ObjectName, ServiceInfo};
+use crate::cluster::{ClusterState, ObjectName, ServiceInfo, SliceInfo};
 use crate::config::ProxyConfig;
 
 /// An IP family (kube-proxy runs one proxier per family).
@@ -53,16 +55,6 @@ impl IpFamily {
     pub fn has(self, addr: &IpAddr) -> bool {
         addr.is_ipv6() == (self == IpFamily::V6)
     }
-}
-
-/// Per-Service fields [`ServiceInfo`] does not carry (yet).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ServiceExtras {
-    /// `spec.loadBalancerSourceRanges`.
-    pub source_ranges: Vec<IpNet>,
-    /// `spec.healthCheckNodePort` (LoadBalancer with
-    /// `externalTrafficPolicy: Local`).
-    pub health_check_node_port: Option<u16>,
 }
 
 /// kube-proxy's set names (IPv4 spelling).
@@ -139,6 +131,226 @@ impl IpsetEntries {
     }
 }
 
+/// How the aggregate members of one family changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IpsetDelta {
+    /// Members to add: (set, member).
+    pub add: Vec<(&'static str, String)>,
+    /// Members to delete: (set, member).
+    pub del: Vec<(&'static str, String)>,
+    /// A set became empty or non-empty, or
+    /// [`IpsetEntries::lb_no_node_access`] changed: the iptables rules
+    /// depend on both.
+    pub rules_input_changed: bool,
+}
+
+impl IpsetDelta {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.del.is_empty() && !self.rules_input_changed
+    }
+}
+
+/// The members of one family's sets, kept per Service with reference
+/// counts, so that a partial sync costs work in proportion to the
+/// Services that changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpsetTracker {
+    family: IpFamily,
+    per_service: BTreeMap<ObjectName, IpsetEntries>,
+    /// How many Services hold each member; sets without members absent.
+    counts: BTreeMap<&'static str, BTreeMap<String, u32>>,
+    lb_counts: BTreeMap<String, u32>,
+}
+
+fn count_up<K: Ord>(map: &mut BTreeMap<K, u32>, key: K) -> bool {
+    let n = map.entry(key).or_insert(0);
+    *n += 1;
+    *n == 1
+}
+
+fn count_down<K: Ord>(map: &mut BTreeMap<K, u32>, key: &K) -> bool {
+    match map.get_mut(key) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            false
+        }
+        Some(_) => {
+            map.remove(key);
+            true
+        }
+        None => false,
+    }
+}
+
+impl IpsetTracker {
+    /// No Services.
+    pub fn new(family: IpFamily) -> IpsetTracker {
+        IpsetTracker {
+            family,
+            per_service: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            lb_counts: BTreeMap::new(),
+        }
+    }
+
+    /// Every Service of the cluster view (a full sync).
+    pub fn build(cluster: &ClusterState, config: &ProxyConfig, family: IpFamily) -> IpsetTracker {
+        let mut tracker = IpsetTracker::new(family);
+        tracker.update_services(cluster, config, None);
+        tracker
+    }
+
+    /// The family.
+    pub fn family(&self) -> IpFamily {
+        self.family
+    }
+
+    /// Recomputes the Services in `only` (`None`: all of them) from the
+    /// cluster view; Services gone from the view lose their members.
+    /// Returns the aggregate change.
+    pub fn update_services(
+        &mut self,
+        cluster: &ClusterState,
+        config: &ProxyConfig,
+        only: Option<&BTreeSet<ObjectName>>,
+    ) -> IpsetDelta {
+        let wanted = |name: &ObjectName| only.is_none_or(|set| set.contains(name));
+        let ctx = FamilyContext::new(cluster, config, self.family);
+        let mut slices: BTreeMap<&ObjectName, Vec<&SliceInfo>> = BTreeMap::new();
+        for slice in cluster.slices.values().filter(|s| wanted(&s.service)) {
+            slices.entry(&slice.service).or_default().push(slice);
+        }
+        let names: Vec<ObjectName> = match only {
+            Some(set) => set.iter().cloned().collect(),
+            None => self
+                .per_service
+                .keys()
+                .chain(cluster.services.keys())
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        };
+        let mut delta = IpsetDelta::default();
+        for name in names {
+            let new = cluster.services.get(&name).map(|svc| {
+                let own = slices.get(&name).map(Vec::as_slice).unwrap_or_default();
+                service_ipsets(svc, own, &ctx)
+            });
+            self.replace(&name, new, &mut delta);
+        }
+        delta
+    }
+
+    /// Replaces what `name` contributes (`None`: nothing), adding the
+    /// aggregate change to `delta`.
+    fn replace(&mut self, name: &ObjectName, new: Option<IpsetEntries>, delta: &mut IpsetDelta) {
+        let old = match new {
+            Some(new) if new.sets.is_empty() && new.lb_no_node_access.is_empty() => {
+                self.per_service.remove(name)
+            }
+            Some(new) => {
+                if self.per_service.get(name) == Some(&new) {
+                    return;
+                }
+                let old = self.per_service.remove(name);
+                for (set, members) in &new.sets {
+                    let counts = self.counts.entry(set).or_default();
+                    let was_empty = counts.is_empty();
+                    for m in members {
+                        let had = old
+                            .as_ref()
+                            .and_then(|o| o.sets.get(set))
+                            .is_some_and(|o| o.contains(m));
+                        if !had && count_up(counts, m.clone()) {
+                            delta.add.push((set, m.clone()));
+                        }
+                    }
+                    delta.rules_input_changed |= was_empty && !counts.is_empty();
+                }
+                for m in &new.lb_no_node_access {
+                    let had = old
+                        .as_ref()
+                        .is_some_and(|o| o.lb_no_node_access.contains(m));
+                    if !had {
+                        delta.rules_input_changed |= count_up(&mut self.lb_counts, m.clone());
+                    }
+                }
+                // What the old contribution had and the new one lacks.
+                if let Some(old) = &old {
+                    self.release(old, Some(&new), delta);
+                }
+                self.per_service.insert(name.clone(), new);
+                return;
+            }
+            None => self.per_service.remove(name),
+        };
+        if let Some(old) = old {
+            self.release(&old, None, delta);
+        }
+    }
+
+    /// Drops the members of `old` that `new` does not hold.
+    fn release(&mut self, old: &IpsetEntries, new: Option<&IpsetEntries>, delta: &mut IpsetDelta) {
+        for (set, members) in &old.sets {
+            let kept = new.and_then(|n| n.sets.get(set));
+            let Some(counts) = self.counts.get_mut(set) else {
+                continue;
+            };
+            for m in members {
+                if kept.is_some_and(|k| k.contains(m)) {
+                    continue;
+                }
+                if count_down(counts, m) {
+                    delta.del.push((set, m.clone()));
+                }
+            }
+            if counts.is_empty() {
+                self.counts.remove(set);
+                delta.rules_input_changed = true;
+            }
+        }
+        for m in &old.lb_no_node_access {
+            if new.is_some_and(|n| n.lb_no_node_access.contains(m)) {
+                continue;
+            }
+            delta.rules_input_changed |= count_down(&mut self.lb_counts, m);
+        }
+    }
+
+    /// The members of `set` (IPv4 name, see [`names`]).
+    pub fn members(&self, set: &str) -> impl Iterator<Item = &str> {
+        self.counts
+            .get(set)
+            .into_iter()
+            .flat_map(|m| m.keys().map(String::as_str))
+    }
+
+    /// Whether `set` has members.
+    pub fn is_empty(&self, set: &str) -> bool {
+        !self.counts.contains_key(set)
+    }
+
+    /// Load-balancer `ip,proto:port`s the node itself must not reach.
+    pub fn lb_no_node_access(&self) -> impl Iterator<Item = &str> {
+        self.lb_counts.keys().map(String::as_str)
+    }
+
+    /// The aggregate, as [`desired_ipsets`] computes it.
+    pub fn entries(&self) -> IpsetEntries {
+        IpsetEntries {
+            family: self.family,
+            sets: self
+                .counts
+                .iter()
+                .map(|(set, m)| (*set, m.keys().cloned().collect()))
+                .collect(),
+            lb_no_node_access: self.lb_counts.keys().cloned().collect(),
+        }
+    }
+}
+
 fn proto(p: Protocol) -> &'static str {
     match p {
         Protocol::Tcp => "tcp",
@@ -147,92 +359,141 @@ fn proto(p: Protocol) -> &'static str {
     }
 }
 
-/// Computes the desired ipset members of `family`. Pure.
-pub fn desired_ipsets(
-    cluster: &ClusterState,
-    config: &ProxyConfig,
-    extras: &BTreeMap<ObjectName, ServiceExtras>,
+/// What the sets of one family depend on besides the Service itself:
+/// this node's name and addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FamilyContext {
     family: IpFamily,
-) -> IpsetEntries {
-    use names::*;
+    node_name: String,
+    /// The node's addresses of the family.
+    node_addrs: Vec<IpAddr>,
+    /// kube-proxy's nodeIP: the node's primary address of the family.
+    node_ip: Option<IpAddr>,
+    /// Node addresses that serve node ports.
+    node_port_ips: Vec<IpAddr>,
+}
 
-    let mut out = IpsetEntries::new(family);
-    let node = cluster.node.as_ref();
-    let node_name = node
-        .map(|n| n.name.as_str())
-        .unwrap_or(config.node_name.as_str());
-    let node_addrs: Vec<IpAddr> = node
-        .iter()
-        .flat_map(|n| n.addresses.iter().copied())
-        .filter(|a| family.has(a))
-        .collect();
-    // kube-proxy's nodeIP: the node's primary address of the family.
-    let node_ip = node_addrs.first().copied();
-    // Node addresses that serve node ports.
-    let node_port_ips: Vec<IpAddr> = node_addrs
-        .iter()
-        .copied()
-        .filter(|a| {
-            config.nodeport_addresses.is_empty()
-                || config.nodeport_addresses.iter().any(|n| n.contains(a))
-        })
-        .filter(|a| !a.is_loopback())
-        .collect();
-
-    for svc in cluster.services.values() {
-        // One proxier per family: a Service takes part through its cluster
-        // IP of that family.
-        let Some(cluster_ip) = svc.cluster_ips.iter().copied().find(|a| family.has(a)) else {
-            continue;
-        };
-        let extra = extras.get(&svc.name).cloned().unwrap_or_default();
-        out.add(IPVS_IPS, cluster_ip.to_string());
-        for ip in svc
-            .external_ips
+impl FamilyContext {
+    /// The context of `family` for this cluster view and config.
+    pub fn new(cluster: &ClusterState, config: &ProxyConfig, family: IpFamily) -> FamilyContext {
+        let node = cluster.node.as_ref();
+        let node_name = node
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| config.node_name.clone());
+        let node_addrs: Vec<IpAddr> = node
             .iter()
-            .chain(&svc.load_balancer_ips)
-            .filter(|a| family.has(a) && !node_addrs.contains(a))
-        {
-            out.add(IPVS_IPS, ip.to_string());
+            .flat_map(|n| n.addresses.iter().copied())
+            .filter(|a| family.has(a))
+            .collect();
+        let node_port_ips = node_addrs
+            .iter()
+            .copied()
+            .filter(|a| {
+                config.nodeport_addresses.is_empty()
+                    || config.nodeport_addresses.iter().any(|n| n.contains(a))
+            })
+            .filter(|a| !a.is_loopback())
+            .collect();
+        FamilyContext {
+            family,
+            node_name,
+            node_ip: node_addrs.first().copied(),
+            node_addrs,
+            node_port_ips,
         }
-        for port in &svc.ports {
-            service_port(
-                &mut out,
-                svc,
-                port,
-                cluster_ip,
-                &extra,
-                cluster,
-                node_name,
-                node_ip,
-                &node_port_ips,
-            );
-        }
+    }
+
+    /// The family.
+    pub fn family(&self) -> IpFamily {
+        self.family
+    }
+}
+
+/// The EndpointSlices of each Service, for hairpin members.
+pub fn slices_by_service(cluster: &ClusterState) -> BTreeMap<&ObjectName, Vec<&SliceInfo>> {
+    let mut out: BTreeMap<&ObjectName, Vec<&SliceInfo>> = BTreeMap::new();
+    for slice in cluster.slices.values() {
+        out.entry(&slice.service).or_default().push(slice);
     }
     out
 }
 
+/// Computes the desired ipset members of `family`. Pure.
+pub fn desired_ipsets(
+    cluster: &ClusterState,
+    config: &ProxyConfig,
+    family: IpFamily,
+) -> IpsetEntries {
+    let ctx = FamilyContext::new(cluster, config, family);
+    let slices = slices_by_service(cluster);
+    let mut out = IpsetEntries::new(family);
+    for svc in cluster.services.values() {
+        let own = slices.get(&svc.name).map(Vec::as_slice).unwrap_or_default();
+        service_members(&mut out, svc, own, &ctx);
+    }
+    out
+}
+
+/// The members one Service contributes to the sets of `ctx`'s family,
+/// given its EndpointSlices. Pure.
+pub fn service_ipsets(
+    svc: &ServiceInfo,
+    slices: &[&SliceInfo],
+    ctx: &FamilyContext,
+) -> IpsetEntries {
+    let mut out = IpsetEntries::new(ctx.family);
+    service_members(&mut out, svc, slices, ctx);
+    out
+}
+
+fn service_members(
+    out: &mut IpsetEntries,
+    svc: &ServiceInfo,
+    slices: &[&SliceInfo],
+    ctx: &FamilyContext,
+) {
+    use names::*;
+
+    let family = ctx.family;
+    // One proxier per family: a Service takes part through its cluster
+    // IP of that family.
+    let Some(cluster_ip) = svc.cluster_ips.iter().copied().find(|a| family.has(a)) else {
+        return;
+    };
+    out.add(IPVS_IPS, cluster_ip.to_string());
+    for ip in svc
+        .external_ips
+        .iter()
+        .chain(&svc.load_balancer_ips)
+        .filter(|a| family.has(a) && !ctx.node_addrs.contains(a))
+    {
+        out.add(IPVS_IPS, ip.to_string());
+    }
+    for port in &svc.ports {
+        service_port(out, svc, port, cluster_ip, slices, ctx);
+    }
+}
+
 /// The members one Service port contributes.
-#[allow(clippy::too_many_arguments)]
 fn service_port(
     out: &mut IpsetEntries,
     svc: &ServiceInfo,
     port: &crate::cluster::ServicePort,
     cluster_ip: IpAddr,
-    extra: &ServiceExtras,
-    cluster: &ClusterState,
-    node_name: &str,
-    node_ip: Option<IpAddr>,
-    node_port_ips: &[IpAddr],
+    slices: &[&SliceInfo],
+    ctx: &FamilyContext,
 ) {
     use names::*;
 
     let family = out.family;
+    let node_name = ctx.node_name.as_str();
+    let node_ip = ctx.node_ip;
+    let node_port_ips = ctx.node_port_ips.as_slice();
     let p = proto(port.protocol);
     let ip_port = |ip: &IpAddr| format!("{ip},{p}:{}", port.port);
 
     // Hairpin: every endpoint on this node, whatever its conditions.
-    for slice in cluster.slices.values().filter(|s| s.service == svc.name) {
+    for slice in slices {
         let Some(target) = slice
             .ports
             .iter()
@@ -261,7 +522,7 @@ fn service_port(
         out.add(set, ip_port(ip));
     }
 
-    let ranges: Vec<IpNet> = extra
+    let ranges: Vec<IpNet> = svc
         .source_ranges
         .iter()
         .filter(|n| family.has(&n.addr()))
@@ -312,7 +573,7 @@ fn service_port(
             }
         }
     }
-    if let Some(hc) = extra.health_check_node_port {
+    if let Some(hc) = svc.health_check_node_port {
         out.add(HEALTH_CHECK_NODE_PORT, hc.to_string());
     }
 }
@@ -361,6 +622,8 @@ mod tests {
             internal_local: false,
             scheduler: None,
             topology_aware: false,
+            source_ranges: vec![],
+            health_check_node_port: None,
         }
     }
 
@@ -395,7 +658,6 @@ mod tests {
     struct Case {
         what: &'static str,
         cluster: ClusterState,
-        extras: BTreeMap<ObjectName, ServiceExtras>,
         config: ProxyConfig,
         family: IpFamily,
         want: Vec<(&'static str, Vec<&'static str>)>,
@@ -403,7 +665,10 @@ mod tests {
     }
 
     fn check(case: Case) {
-        let got = desired_ipsets(&case.cluster, &case.config, &case.extras, case.family);
+        let got = desired_ipsets(&case.cluster, &case.config, case.family);
+        // The per-Service tracker agrees with the whole-view function.
+        let tracker = IpsetTracker::build(&case.cluster, &case.config, case.family);
+        assert_eq!(tracker.entries(), got, "{}", case.what);
         let want: BTreeMap<&str, BTreeSet<String>> = case
             .want
             .iter()
@@ -453,7 +718,6 @@ mod tests {
         check(Case {
             what: "ClusterIP with local and remote endpoints",
             cluster: cluster(vec![svc], vec![slice], &["172.18.0.2"]),
-            extras: BTreeMap::new(),
             config: ProxyConfig::default(),
             family: IpFamily::V4,
             want: vec![
@@ -479,7 +743,6 @@ mod tests {
         check(Case {
             what: "dual-stack Service, IPv6 proxier",
             cluster: cluster(vec![svc], vec![], &["172.18.0.2", "fc00::2"]),
-            extras: BTreeMap::new(),
             config: ProxyConfig::default(),
             family: IpFamily::V6,
             want: vec![
@@ -500,7 +763,6 @@ mod tests {
         check(Case {
             what: "external IPs; one is a node address and is not bound",
             cluster: cluster(vec![cluster_policy, local_policy], vec![], &["172.18.0.2"]),
-            extras: BTreeMap::new(),
             config: ProxyConfig::default(),
             family: IpFamily::V4,
             want: vec![
@@ -529,30 +791,16 @@ mod tests {
             &[(Protocol::Tcp, 22, Some(30022))],
         );
         fenced.load_balancer_ips = vec![ip("192.0.2.12")];
-        let extras = BTreeMap::from([
-            (
-                name("lb"),
-                ServiceExtras {
-                    // Includes the node: the node may reach the LB IP.
-                    source_ranges: vec![
-                        "172.18.0.0/16".parse().unwrap(),
-                        "203.0.113.7/24".parse().unwrap(),
-                    ],
-                    health_check_node_port: Some(32000),
-                },
-            ),
-            (
-                name("fenced"),
-                ServiceExtras {
-                    source_ranges: vec!["198.51.100.0/24".parse().unwrap()],
-                    health_check_node_port: None,
-                },
-            ),
-        ]);
+        // Includes the node: the node may reach the LB IP.
+        lb.source_ranges = vec![
+            "172.18.0.0/16".parse().unwrap(),
+            "203.0.113.7/24".parse().unwrap(),
+        ];
+        lb.health_check_node_port = Some(32000);
+        fenced.source_ranges = vec!["198.51.100.0/24".parse().unwrap()];
         check(Case {
             what: "load balancers",
             cluster: cluster(vec![lb, open, fenced], vec![], &["172.18.0.2"]),
-            extras,
             config: ProxyConfig::default(),
             family: IpFamily::V4,
             want: vec![
@@ -622,7 +870,6 @@ mod tests {
         check(Case {
             what: "UDP bitmap and SCTP hash:ip,port, only on node-port addresses",
             cluster: cluster(vec![svc], vec![], &["172.18.0.2", "10.0.0.9"]),
-            extras: BTreeMap::new(),
             config,
             family: IpFamily::V4,
             want: vec![
@@ -639,18 +886,11 @@ mod tests {
 
     #[test]
     fn no_node_port_address_of_the_family_skips_node_ports_and_health_checks() {
-        let svc = service("np", &["fd00:96::6"], &[(Protocol::Tcp, 80, Some(30080))]);
-        let extras = BTreeMap::from([(
-            name("np"),
-            ServiceExtras {
-                source_ranges: vec![],
-                health_check_node_port: Some(32001),
-            },
-        )]);
+        let mut svc = service("np", &["fd00:96::6"], &[(Protocol::Tcp, 80, Some(30080))]);
+        svc.health_check_node_port = Some(32001);
         check(Case {
             what: "IPv6 Service on an IPv4-only node",
             cluster: cluster(vec![svc], vec![], &["172.18.0.2"]),
-            extras,
             config: ProxyConfig::default(),
             family: IpFamily::V6,
             want: vec![

@@ -98,6 +98,9 @@ pub struct SyncReport {
     pub apply_time: Duration,
     /// Of which binding and unbinding addresses.
     pub bind_time: Duration,
+    /// The Services a partial sync recomputed; `None` after a full sync.
+    /// Layers synced after IPVS (ipsets) follow the same scope.
+    pub changed: Option<BTreeSet<ObjectName>>,
 }
 
 /// Reads every virtual server with its real servers.
@@ -262,7 +265,10 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
                 changed.insert(name.clone());
             }
         }
-        let mut report = SyncReport::default();
+        let mut report = SyncReport {
+            changed: Some(changed.clone()),
+            ..SyncReport::default()
+        };
         if changed.is_empty() {
             cache.cluster = cluster.clone();
             self.cache = Some(cache);

@@ -138,6 +138,8 @@ fn cluster(spec: &[(bool, bool, u8)]) -> ClusterState {
                 internal_local: false,
                 scheduler: None,
                 topology_aware: false,
+                source_ranges: vec![],
+                health_check_node_port: None,
             },
         );
         let endpoints = (0..6u8)
