@@ -1,0 +1,304 @@
+//! The HTTP servers: `/metrics` on the metrics address, `/healthz` and
+//! `/livez` on the healthz address, each a small hyper HTTP/1 server on a
+//! background thread's tokio runtime, so the synchronous sync loop only
+//! holds a [`Running`] handle.
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use socket2::{Domain, Socket, Type};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use crate::service_health::ServiceHealthServer;
+use crate::{HealthState, Metrics, ObserveError};
+
+/// One reply of a handler.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: String,
+}
+
+impl Reply {
+    fn json(status: u16, body: String) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body,
+        }
+    }
+
+    fn text(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.to_owned(),
+        }
+    }
+
+    fn not_found() -> Reply {
+        Reply::text(404, "404 page not found\n")
+    }
+}
+
+/// Answers a request path.
+pub(crate) type Handler = Arc<dyn Fn(&str) -> Reply + Send + Sync>;
+
+fn response(reply: Reply) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(reply.body)));
+    *resp.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// Opens a listening socket. `0.0.0.0` listens on every IPv4 and IPv6
+/// address where the host has IPv6, as Go (and so kube-proxy) does.
+pub(crate) fn bind(addr: SocketAddr, what: &str) -> Result<std::net::TcpListener, ObserveError> {
+    let err = |source| ObserveError::Listen {
+        addr,
+        what: what.to_owned(),
+        source,
+    };
+    if addr.ip() == Ipv4Addr::UNSPECIFIED {
+        let any6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), addr.port());
+        if let Ok(l) = listen(any6, Some(false)) {
+            return Ok(l);
+        }
+    }
+    listen(addr, None).map_err(err)
+}
+
+fn listen(addr: SocketAddr, only_v6: Option<bool>) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if let Some(v6) = only_v6 {
+        socket.set_only_v6(v6)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Serves `handler` on `listener` until `stop` fires or is dropped; then
+/// closes the listener and every open connection.
+pub(crate) async fn run_server(
+    listener: std::net::TcpListener,
+    handler: Handler,
+    mut stop: oneshot::Receiver<()>,
+    what: String,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(server = what, error = %e, "cannot serve");
+            return;
+        }
+    };
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(server = what, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let handler = Arc::clone(&handler);
+        conns.spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let reply = handler(req.uri().path());
+                async move { Ok::<_, Infallible>(response(reply)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+    tracing::debug!(server = what, "closed");
+}
+
+/// Where to serve; `None` turns a server off (kube-proxy: an empty
+/// `--metrics-bind-address` / `--healthz-bind-address`).
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// `/metrics` (kube-proxy default `127.0.0.1:10249`).
+    pub metrics_addr: Option<SocketAddr>,
+    /// `/healthz` and `/livez` (kube-proxy default `0.0.0.0:10256`).
+    pub healthz_addr: Option<SocketAddr>,
+    /// What `/proxyMode` on the metrics address answers (`ipvs`).
+    pub proxy_mode: String,
+}
+
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions {
+            metrics_addr: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 10249))),
+            healthz_addr: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 10256))),
+            proxy_mode: "ipvs".to_owned(),
+        }
+    }
+}
+
+/// The running servers. Dropping it (or [`Running::stop`]) closes them.
+#[derive(Debug)]
+pub struct Running {
+    runtime: tokio::runtime::Handle,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    metrics_addr: Option<SocketAddr>,
+    healthz_addr: Option<SocketAddr>,
+    health: HealthState,
+}
+
+/// Starts the metrics and healthz servers on a background thread.
+///
+/// Binding happens before this returns, so an address in use is an error
+/// here (kube-proxy logs and retries; the caller may do either).
+pub fn serve(
+    options: &ServeOptions,
+    metrics: &Metrics,
+    health: &HealthState,
+) -> Result<Running, ObserveError> {
+    let metrics_listener = options
+        .metrics_addr
+        .map(|a| bind(a, "metrics"))
+        .transpose()?;
+    let healthz_listener = options
+        .healthz_addr
+        .map(|a| bind(a, "healthz"))
+        .transpose()?;
+    let local = |l: &Option<std::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+    let metrics_addr = local(&metrics_listener);
+    let healthz_addr = local(&healthz_listener);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ObserveError::Runtime)?;
+    let handle = runtime.handle().clone();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let mut server_stops = Vec::new();
+    if let Some(listener) = metrics_listener {
+        let (tx, rx) = oneshot::channel();
+        server_stops.push(tx);
+        let m = metrics.clone();
+        let mode = options.proxy_mode.clone();
+        let handler: Handler = Arc::new(move |path| match path {
+            "/metrics" => Reply {
+                status: 200,
+                content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                body: m.encode(),
+            },
+            "/healthz" => Reply::text(200, "ok"),
+            "/proxyMode" => Reply::text(200, &mode),
+            _ => Reply::not_found(),
+        });
+        handle.spawn(run_server(listener, handler, rx, "metrics".to_owned()));
+        tracing::info!(address = ?metrics_addr, "serving metrics");
+    }
+    if let Some(listener) = healthz_listener {
+        let (tx, rx) = oneshot::channel();
+        server_stops.push(tx);
+        let m = metrics.clone();
+        let h = health.clone();
+        let handler: Handler = Arc::new(move |path| match path {
+            "/healthz" => {
+                let r = h.healthz_at(SystemTime::now());
+                m.healthz_served(r.status);
+                Reply::json(r.status, r.body)
+            }
+            "/livez" => {
+                let r = h.livez_at(SystemTime::now());
+                m.livez_served(r.status);
+                Reply::json(r.status, r.body)
+            }
+            _ => Reply::not_found(),
+        });
+        handle.spawn(run_server(listener, handler, rx, "healthz".to_owned()));
+        tracing::info!(address = ?healthz_addr, "serving healthz");
+    }
+    let thread = std::thread::Builder::new()
+        .name("rvs-observe".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let _ = stop_rx.await;
+                drop(server_stops);
+            });
+            // Dropping the runtime cancels every server and connection.
+            drop(runtime);
+        })
+        .map_err(ObserveError::Runtime)?;
+    Ok(Running {
+        runtime: handle,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+        metrics_addr,
+        healthz_addr,
+        health: health.clone(),
+    })
+}
+
+impl Running {
+    /// The metrics server's bound address, if it runs.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The healthz server's bound address, if it runs.
+    pub fn healthz_addr(&self) -> Option<SocketAddr> {
+        self.healthz_addr
+    }
+
+    /// A manager of per-Service health check node port servers on this
+    /// runtime, listening on `addresses` (empty: every address, as
+    /// kube-proxy does without `--nodeport-addresses`), answering from the
+    /// health given to [`serve`].
+    pub fn service_health(&self, addresses: Vec<std::net::IpAddr>) -> ServiceHealthServer {
+        ServiceHealthServer::new(self.runtime.clone(), addresses, self.health.clone())
+    }
+
+    /// Closes every server and waits for the background thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
