@@ -3,17 +3,20 @@
 //! Kernel behaviour reproduced: a 256-bucket table where bucket `i` holds
 //! the `i mod n`-th destination of the list (weights play no part), rebuilt
 //! when a destination is added or deleted. A connection goes to the
-//! bucket `(ntohl(fold(daddr)) × 2654435761) & 255` of its *destination*
-//! (virtual) address; the bucket's destination is refused if it has weight
+//! bucket `hash_32(ntohl(fold(daddr)), 8)` of its *destination* (virtual)
+//! address (Linux 6.1 hashes with `hash_32`; older kernels multiplied by
+//! 2654435761 and masked, which the differential test against the VM's
+//! kernel told apart); the bucket's destination is refused if it has weight
 //! ≤ 0 or is overloaded (no fallback). For a userspace forwarder the
 //! destination address is the virtual address, so one service always maps
 //! to one destination.
 
-use super::hash::multiplicative;
+use super::hash::{fold, hash_32};
 use super::{Pool, Request};
 use crate::table::DestId;
 
-const TAB_SIZE: usize = 256;
+const TAB_BITS: u32 = 8;
+const TAB_SIZE: usize = 1 << TAB_BITS;
 
 #[derive(Debug)]
 pub(crate) struct Dh {
@@ -39,7 +42,7 @@ impl Dh {
     pub(crate) fn schedule(&mut self, pool: &Pool<'_>, req: &Request<'_>) -> Option<DestId> {
         let id = *self
             .buckets
-            .get(multiplicative(req.vip.ip(), (TAB_SIZE - 1) as u64))?;
+            .get(hash_32(fold(req.vip.ip()), TAB_BITS) as usize)?;
         let d = pool.entry(id)?;
         (d.available() && d.cfg.weight > 0 && !pool.entry_overloaded(d)).then_some(id)
     }

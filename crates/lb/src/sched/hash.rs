@@ -1,10 +1,9 @@
-//! The kernel's hash functions used by dh, sh, mh, lblc and lblcr.
+//! The kernel's hash functions used by dh, sh and mh.
 //!
 //! * address folding: an IPv4 address in host order; an IPv6 address as
 //!   the XOR of its four 32-bit words (`addr_fold`, then `ntohl`);
 //! * `hash_32(val, bits)`: multiplication by `GOLDEN_RATIO_32` keeping the
 //!   top `bits` bits (`include/linux/hash.h`);
-//! * the multiplicative hash `addr × 2654435761` of dh and lblc;
 //! * `hsiphash` on 64-bit kernels, which is SipHash-1-3 with a 64-bit
 //!   state and the 64-bit result folded to 32 bits (`lib/siphash.c`).
 
@@ -20,12 +19,6 @@ pub(crate) fn fold(ip: IpAddr) -> u32 {
             word(0) ^ word(4) ^ word(8) ^ word(12)
         }
     }
-}
-
-/// `(ntohl(addr_fold) * 2654435761UL) & mask` (dh, lblc, lblcr).
-pub(crate) fn multiplicative(ip: IpAddr, mask: u64) -> usize {
-    let h = u64::from(fold(ip)).wrapping_mul(2_654_435_761) & mask;
-    usize::try_from(h).unwrap_or(0)
 }
 
 /// `hash_32(val, bits)`.
