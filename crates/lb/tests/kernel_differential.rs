@@ -1,0 +1,798 @@
+//! Differential test of the schedulers against the real kernel's IPVS.
+//!
+//! Each scenario programs one virtual service (a scheduler, its flags,
+//! perhaps persistence) and its destinations, then opens and closes TCP
+//! connections from chosen client addresses and ports. In the test VM the
+//! kernel runs the scenario with `ipvsadm` and real connections: a client
+//! network namespace (clients bind to addresses of `10.1.0.0/16`, routed to
+//! it and accepted there as local) connects to the virtual address on the
+//! director, and backend namespaces `b1`..`b4` (`10.0.2.2` .. `10.0.5.2`)
+//! accept and hold the connections. The kernel's choice for each
+//! connection is read from `ipvsadm -Lnc` by the client's address and
+//! port. On the host the sans-IO [`Core`] is fed the same admin operations
+//! and the same connection events in the same order (a connection is
+//! scheduled and then opened, as the kernel sees the handshake complete
+//! before the next one starts; a close is the client's FIN and then the
+//! backend's), and must choose the same destination, or none, every time.
+//!
+//! This file is its own harness (`harness = false`): the same binary is the
+//! host test, the in-VM driver (`in-vm`), the backend (`backend NAME`) and
+//! the client (`connector`), so the VM needs nothing but this binary.
+//!
+//! Not compared here, because the core cannot see the kernel's clock: the
+//! expiry of closed entries (the kernel's `CLOSE` lasts 10 s, the core's
+//! `TIME_WAIT` 120 s) and everything that depends on it (threshold
+//! hysteresis when entries go, template expiry). Scenarios finish well
+//! within those times. `twos` is random and not in Linux 6.1.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rvs_lb::{Core, FlowId};
+use rvs_model::admin::Op;
+use rvs_model::{Destination, Netmask, Protocol, Scheduler, Service, ServiceFlags, ServiceKey};
+
+/// One step of a scenario.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// `ipvsadm -a`: backend `b` (1..=4) with weight, upper and lower
+    /// threshold.
+    Add(u8, i32, u32, u32),
+    /// `ipvsadm -e` of backend `b`.
+    Edit(u8, i32, u32, u32),
+    /// `ipvsadm -d` of backend `b`.
+    Del(u8),
+    /// A connection from `10.1.X.Y:PORT` that stays open.
+    Conn([u8; 2], u16),
+    /// The client closes that connection, then the backend does.
+    Close([u8; 2], u16),
+}
+
+use Step::{Add, Close, Conn, Del, Edit};
+
+/// A virtual service and what happens to it.
+#[derive(Debug)]
+struct Scenario {
+    name: &'static str,
+    sched: Scheduler,
+    /// `-b` flags (`sh-port`, `mh-fallback`, ...).
+    flags: &'static [&'static str],
+    /// `-p TIMEOUT -M NETMASK`.
+    persistent: Option<(u32, Ipv4Addr)>,
+    steps: Vec<Step>,
+}
+
+const BACKENDS: u8 = 4;
+const PORT: u16 = 80;
+
+fn backend_addr(b: u8) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, b + 1, 2)), PORT)
+}
+
+fn client_addr(c: [u8; 2], port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, c[0], c[1])), port)
+}
+
+/// Every scenario has its own virtual address, so no entry of one can
+/// match a flow of another.
+fn vip(index: usize) -> SocketAddr {
+    let n = u8::try_from(index + 1).unwrap();
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 0, n)), PORT)
+}
+
+/// `n` connections from distinct clients of `10.1.net.0/24`, ports from
+/// `port`.
+fn conns(net: u8, first: u8, n: u8, port: u16) -> Vec<Step> {
+    (0..n)
+        .map(|i| Conn([net, first + i], port + u16::from(i)))
+        .collect()
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let mut out = Vec::new();
+    let mut add = |name, sched, flags, persistent, steps: Vec<Vec<Step>>| {
+        out.push(Scenario {
+            name,
+            sched,
+            flags,
+            persistent,
+            steps: steps.concat(),
+        });
+    };
+    use Scheduler as S;
+    add(
+        "rr: order, quiescence, delete, add",
+        S::RoundRobin,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 1, 0, 0), Add(3, 1, 0, 0)],
+            conns(1, 1, 7, 20000),
+            vec![Edit(2, 0, 0, 0)],
+            conns(1, 20, 4, 20100),
+            vec![Del(1)],
+            conns(1, 40, 3, 20200),
+            vec![Add(4, 2, 0, 0), Edit(2, 1, 0, 0)],
+            conns(1, 60, 6, 20300),
+        ],
+    );
+    add(
+        "rr: upper threshold",
+        S::RoundRobin,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 1, 2, 0), Add(2, 1, 0, 0), Add(3, 1, 3, 1)],
+            conns(2, 1, 9, 21000),
+            vec![Close([2, 1], 21000), Close([2, 2], 21001)],
+            conns(2, 20, 4, 21100),
+        ],
+    );
+    add(
+        "wrr: weights 4 3 2 1, edits and deletes",
+        S::WeightedRoundRobin,
+        &[],
+        None,
+        vec![
+            vec![
+                Add(1, 4, 0, 0),
+                Add(2, 3, 0, 0),
+                Add(3, 2, 0, 0),
+                Add(4, 1, 0, 0),
+            ],
+            conns(3, 1, 23, 22000),
+            vec![Edit(1, 0, 0, 0)],
+            conns(3, 40, 8, 22100),
+            vec![Edit(1, 5, 0, 0), Del(3)],
+            conns(3, 60, 12, 22200),
+        ],
+    );
+    add(
+        "wrr: common divisor and thresholds",
+        S::WeightedRoundRobin,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 4, 0, 0), Add(2, 2, 0, 0), Add(3, 6, 3, 0)],
+            conns(4, 1, 14, 23000),
+            vec![Edit(2, 3, 0, 0)],
+            conns(4, 40, 8, 23100),
+        ],
+    );
+    add(
+        "lc: fewest connections, closes make them inactive",
+        S::LeastConnection,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 5, 0, 0), Add(3, 1, 0, 0)],
+            conns(5, 1, 6, 24000),
+            vec![
+                Close([5, 1], 24000),
+                Close([5, 2], 24001),
+                Close([5, 4], 24003),
+            ],
+            conns(5, 20, 5, 24100),
+            vec![Edit(3, 0, 0, 0)],
+            conns(5, 40, 3, 24200),
+        ],
+    );
+    add(
+        "wlc: load over weight",
+        S::WeightedLeastConnection,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 2, 0, 0), Add(3, 3, 0, 0)],
+            conns(6, 1, 9, 25000),
+            vec![
+                Close([6, 2], 25001),
+                Close([6, 3], 25002),
+                Close([6, 5], 25004),
+            ],
+            conns(6, 20, 6, 25100),
+            vec![Edit(2, 0, 0, 0), Add(4, 4, 0, 0)],
+            conns(6, 40, 6, 25200),
+        ],
+    );
+    add(
+        "sed: expected delay",
+        S::ShortestExpectedDelay,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 3, 0, 0), Add(3, 2, 0, 0)],
+            conns(7, 1, 9, 26000),
+            vec![Close([7, 1], 26000), Close([7, 2], 26001)],
+            conns(7, 20, 5, 26100),
+        ],
+    );
+    add(
+        "nq: idle first, then expected delay",
+        S::NeverQueue,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 3, 0, 0), Add(3, 2, 0, 0)],
+            conns(8, 1, 9, 27000),
+            vec![Close([8, 1], 27000), Close([8, 3], 27002)],
+            conns(8, 20, 5, 27100),
+        ],
+    );
+    add(
+        "fo: highest weight, then failover",
+        S::Failover,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 5, 2, 0), Add(2, 10, 3, 0), Add(3, 1, 0, 0)],
+            conns(9, 1, 7, 28000),
+            vec![Edit(3, 20, 0, 0)],
+            conns(9, 20, 2, 28100),
+            vec![Edit(3, 0, 0, 0)],
+            conns(9, 40, 2, 28200),
+        ],
+    );
+    add(
+        "ovf: overflow once active exceeds weight",
+        S::Overflow,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 2, 0, 0), Add(3, 2, 0, 0)],
+            conns(10, 1, 8, 29000),
+            vec![Close([10, 1], 29000)],
+            conns(10, 20, 3, 29100),
+        ],
+    );
+    add(
+        "dh: destination hashing",
+        S::DestinationHashing,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 1, 0, 0), Add(3, 1, 0, 0)],
+            conns(11, 1, 3, 30000),
+            vec![Del(1)],
+            conns(11, 20, 2, 30100),
+            vec![Add(4, 1, 0, 0)],
+            conns(11, 40, 2, 30200),
+        ],
+    );
+    add(
+        "dh: another virtual address, quiescence",
+        S::DestinationHashing,
+        &[],
+        None,
+        vec![
+            vec![
+                Add(1, 1, 0, 0),
+                Add(2, 1, 0, 0),
+                Add(3, 1, 0, 0),
+                Add(4, 1, 0, 0),
+            ],
+            conns(12, 1, 2, 31000),
+            vec![Edit(1, 0, 0, 0), Edit(2, 0, 0, 0), Edit(3, 0, 0, 0)],
+            conns(12, 20, 2, 31100),
+        ],
+    );
+    let mut sh = vec![
+        vec![Add(1, 1, 0, 0), Add(2, 2, 0, 0), Add(3, 1, 0, 0)],
+        conns(13, 1, 16, 32000),
+        vec![Del(2)],
+        conns(13, 1, 16, 32100),
+        vec![Add(2, 3, 0, 0), Edit(1, 0, 0, 0)],
+        conns(13, 1, 16, 32200),
+    ];
+    sh.push(conns(14, 100, 16, 32300));
+    add("sh: source hashing", S::SourceHashing, &[], None, sh);
+    add(
+        "sh: sh-port and sh-fallback",
+        S::SourceHashing,
+        &["sh-port", "sh-fallback"],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 1, 0, 0), Add(3, 1, 0, 0)],
+            (0..16).map(|i| Conn([15, 1], 33000 + i * 7)).collect(),
+            vec![Edit(2, 0, 0, 0)],
+            (0..16).map(|i| Conn([15, 1], 33200 + i * 7)).collect(),
+        ],
+    );
+    add(
+        "mh: maglev hashing",
+        S::Maglev,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 1, 0, 0), Add(3, 1, 0, 0)],
+            conns(16, 1, 16, 34000),
+            vec![Del(3)],
+            conns(16, 1, 16, 34100),
+            vec![Add(3, 1, 0, 0), Add(4, 3, 0, 0), Edit(1, 0, 0, 0)],
+            conns(16, 1, 16, 34200),
+            vec![Edit(1, 2, 0, 0)],
+            conns(16, 1, 16, 34300),
+        ],
+    );
+    add(
+        "mh: mh-port and mh-fallback",
+        S::Maglev,
+        &["mh-port", "mh-fallback"],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 2, 0, 0), Add(3, 1, 0, 0)],
+            (0..16).map(|i| Conn([17, 1], 35000 + i * 11)).collect(),
+            vec![Edit(2, 0, 0, 0)],
+            (0..16).map(|i| Conn([17, 1], 35300 + i * 11)).collect(),
+        ],
+    );
+    add(
+        "lblc: locality, then least connection",
+        S::LocalityLeastConnection,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 2, 0, 0), Add(3, 1, 0, 0)],
+            conns(18, 1, 8, 36000),
+            vec![Edit(2, 0, 0, 0)],
+            conns(18, 20, 3, 36100),
+        ],
+    );
+    add(
+        "lblcr: locality with replication",
+        S::LocalityLeastConnectionReplication,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 2, 0, 0), Add(3, 1, 0, 0)],
+            conns(19, 1, 10, 37000),
+            vec![Edit(1, 0, 0, 0)],
+            conns(19, 20, 4, 37100),
+        ],
+    );
+    add(
+        "rr persistent: -p 300 -M 255.255.255.0",
+        S::RoundRobin,
+        &[],
+        Some((300, Ipv4Addr::new(255, 255, 255, 0))),
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 1, 0, 0), Add(3, 1, 0, 0)],
+            vec![
+                Conn([20, 1], 38000),
+                Conn([21, 1], 38001),
+                Conn([20, 2], 38002),
+                Conn([22, 9], 38003),
+                Conn([21, 7], 38004),
+                Conn([20, 1], 38005),
+            ],
+            vec![Edit(1, 0, 0, 0), Del(2)],
+            vec![
+                Conn([20, 3], 38100),
+                Conn([21, 3], 38101),
+                Conn([23, 3], 38102),
+                Conn([22, 3], 38103),
+            ],
+        ],
+    );
+    add(
+        "wlc persistent: -p 300",
+        S::WeightedLeastConnection,
+        &[],
+        Some((300, Ipv4Addr::BROADCAST)),
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 2, 0, 0)],
+            conns(24, 1, 5, 39000),
+            conns(24, 1, 5, 39100),
+            vec![Del(2)],
+            conns(24, 1, 5, 39200),
+        ],
+    );
+    out
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("backend") => backend(&args[2]),
+        Some("connector") => connector(),
+        Some("in-vm") => in_vm(),
+        _ if args.iter().any(|a| a == "--list") => println!("kernel_differential: test"),
+        _ if !selected(&args[1..]) => {}
+        _ => host(),
+    }
+}
+
+/// Honours libtest's filters: skipped when only ignored tests are asked
+/// for, or when name filters are given and none matches this test.
+fn selected(args: &[String]) -> bool {
+    if args.iter().any(|a| a == "--ignored") {
+        return false;
+    }
+    let exact = args.iter().any(|a| a == "--exact");
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    filters.is_empty()
+        || filters.iter().any(|f| {
+            if exact {
+                f.as_str() == "kernel_differential"
+            } else {
+                "kernel_differential".contains(f.as_str())
+            }
+        })
+}
+
+// ---------------------------------------------------------------- host
+
+fn host() {
+    const TEST: &str = "kernel_differential";
+    let Some(vm) = rvs_testrig::Vm::or_skip(TEST) else {
+        return;
+    };
+    let exe = std::env::current_exe().unwrap();
+    let job = rvs_testrig::VmJob::new(VM_SCRIPT)
+        .binary("self", exe)
+        .timeout(Duration::from_secs(600));
+    let out = vm.run(&job).unwrap();
+    assert!(
+        out.success(),
+        "in-VM driver failed ({}):\n{}",
+        out.exit_code,
+        out.output
+    );
+    let kernel = parse_kernel(&out.output);
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for (index, scenario) in scenarios().iter().enumerate() {
+        let core = run_core(index, scenario);
+        let Some(theirs) = kernel.get(&index) else {
+            failures.push(format!("{}: no kernel results", scenario.name));
+            continue;
+        };
+        if theirs.len() != core.len() {
+            failures.push(format!(
+                "{}: {} kernel results, {} core results",
+                scenario.name,
+                theirs.len(),
+                core.len()
+            ));
+            continue;
+        }
+        let mut lines = Vec::new();
+        for ((step, client, k), (_, _, c)) in theirs.iter().zip(&core) {
+            compared += 1;
+            let mark = if k == c { " " } else { "≠" };
+            lines.push(format!(
+                "  {mark} step {step:>2} {client:<18} kernel {k:<14} core {c}"
+            ));
+        }
+        if theirs.iter().zip(&core).any(|(a, b)| a.2 != b.2) {
+            failures.push(format!("{}:\n{}", scenario.name, lines.join("\n")));
+        }
+    }
+    eprintln!(
+        "kernel_differential: {compared} connections in {} scenarios compared with Linux {}",
+        scenarios().len(),
+        vm.kernel_release()
+    );
+    assert!(
+        failures.is_empty(),
+        "the core chose differently from the kernel:\n{}\n--- VM output ---\n{}",
+        failures.join("\n"),
+        out.output
+    );
+}
+
+/// `K scenario step client dest` lines: what the kernel chose.
+type Choices = HashMap<usize, Vec<(usize, String, String)>>;
+
+fn parse_kernel(output: &str) -> Choices {
+    let mut map: Choices = HashMap::new();
+    for line in output.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() == 5 && f[0] == "K" {
+            let (Ok(scenario), Ok(step)) = (f[1].parse(), f[2].parse()) else {
+                continue;
+            };
+            map.entry(scenario)
+                .or_default()
+                .push((step, f[3].to_owned(), f[4].to_owned()));
+        }
+    }
+    map
+}
+
+fn service_of(index: usize, scenario: &Scenario) -> Service {
+    let mut svc = Service::new(ServiceKey::tcp(vip(index)), scenario.sched);
+    for flag in scenario.flags {
+        let bit = if flag.ends_with("-fallback") {
+            ServiceFlags::SCHED1
+        } else {
+            ServiceFlags::SCHED2
+        };
+        svc.flags = svc.flags.with(bit, true);
+    }
+    if let Some((timeout, mask)) = scenario.persistent {
+        svc = svc.persistent(timeout);
+        svc.netmask = Netmask(u32::from(mask));
+    }
+    svc
+}
+
+fn destination(b: u8, weight: i32, upper: u32, lower: u32) -> Destination {
+    let mut d = Destination::masquerade(backend_addr(b));
+    d.weight = weight;
+    d.upper_threshold = upper;
+    d.lower_threshold = lower;
+    d
+}
+
+/// The core's choices for a scenario, in the kernel's output format.
+fn run_core(index: usize, scenario: &Scenario) -> Vec<(usize, String, String)> {
+    let mut now = Instant::now();
+    let mut core = Core::new();
+    let svc = service_of(index, scenario);
+    let key = svc.key;
+    core.apply(&Op::AddService(svc), now).unwrap();
+    let mut open: HashMap<SocketAddr, SocketAddr> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, step) in scenario.steps.iter().enumerate() {
+        now += Duration::from_millis(20);
+        let flow = |c, port| FlowId {
+            protocol: Protocol::Tcp,
+            client: client_addr(c, port),
+            vip: vip(index),
+        };
+        match *step {
+            Add(b, w, x, y) => core
+                .apply(&Op::AddDestination(key, destination(b, w, x, y)), now)
+                .unwrap(),
+            Edit(b, w, x, y) => core
+                .apply(&Op::EditDestination(key, destination(b, w, x, y)), now)
+                .unwrap(),
+            Del(b) => core
+                .apply(&Op::DeleteDestination(key, backend_addr(b)), now)
+                .unwrap(),
+            Conn(c, port) => {
+                let flow = flow(c, port);
+                let chosen = core.schedule(&flow, &[], now);
+                if let Some(d) = chosen {
+                    core.opened(&flow, d, now);
+                    open.insert(flow.client, d);
+                }
+                out.push((
+                    i,
+                    flow.client.to_string(),
+                    chosen.map_or("none".to_owned(), |d| d.to_string()),
+                ));
+            }
+            Close(c, port) => {
+                let flow = flow(c, port);
+                let d = open.remove(&flow.client).unwrap();
+                core.half_closed(&flow, d, true, now);
+                core.half_closed(&flow, d, false, now);
+            }
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------- in the VM
+
+const VM_SCRIPT: &str = r#"
+set -e
+. /usr/lib/rvs/topo.sh
+topo_forwarding
+topo_host cli 1
+for b in 1 2 3 4; do topo_host b$b $((b + 1)); done
+$IP -n cli route add local 10.1.0.0/16 dev lo
+$IP route add 10.1.0.0/16 via 10.0.1.2
+for n in $(seq 1 30); do topo_vip 10.96.0.$n/32; done
+self in-vm
+"#;
+
+struct Connector {
+    _child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Connector {
+    fn ask(&mut self, line: &str) -> String {
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut reply = String::new();
+        self.stdout.read_line(&mut reply).unwrap();
+        reply.trim().to_owned()
+    }
+}
+
+fn netns_spawn(ns: &str, args: &[&str]) -> Child {
+    Command::new("/usr/sbin/ip")
+        .args(["netns", "exec", ns, "/rvs/bin/self"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn ipvsadm(args: &[String]) {
+    let out = Command::new("ipvsadm").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ipvsadm {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn kernel_dest(client: SocketAddr, vip: SocketAddr) -> Option<String> {
+    let out = Command::new("ipvsadm").arg("-Lnc").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (client, vip) = (client.to_string(), vip.to_string());
+    text.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() >= 6 && f[3] == client && f[4] == vip).then(|| f[5].to_owned())
+    })
+}
+
+fn in_vm() {
+    let mut backends = Vec::new();
+    for b in 1..=BACKENDS {
+        let mut child = netns_spawn(&format!("b{b}"), &["backend", &backend_addr(b).to_string()]);
+        let mut ready = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready.trim(), "ready", "backend b{b}");
+        backends.push(child);
+    }
+    let mut child = netns_spawn("cli", &["connector"]);
+    let stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut connector = Connector {
+        _child: child,
+        stdin,
+        stdout,
+    };
+    for (index, scenario) in scenarios().iter().enumerate() {
+        let vip = vip(index);
+        let v = vip.to_string();
+        println!("== {index}: {}", scenario.name);
+        let mut add = vec!["-A".into(), "-t".into(), v.clone()];
+        add.extend(["-s".into(), scenario.sched.name().into()]);
+        if !scenario.flags.is_empty() {
+            add.extend(["-b".into(), scenario.flags.join(",")]);
+        }
+        if let Some((timeout, mask)) = scenario.persistent {
+            add.extend(["-p".into(), timeout.to_string()]);
+            add.extend(["-M".into(), mask.to_string()]);
+        }
+        ipvsadm(&add);
+        for (i, step) in scenario.steps.iter().enumerate() {
+            let dest_args = |op: &str, b: u8, w: i32, x: u32, y: u32| -> Vec<String> {
+                let mut a = vec![op.into(), "-t".into(), v.clone(), "-r".into()];
+                a.push(backend_addr(b).to_string());
+                a.extend(["-m".into(), "-w".into(), w.to_string()]);
+                a.extend(["-x".into(), x.to_string(), "-y".into(), y.to_string()]);
+                a
+            };
+            match *step {
+                Add(b, w, x, y) => ipvsadm(&dest_args("-a", b, w, x, y)),
+                Edit(b, w, x, y) => ipvsadm(&dest_args("-e", b, w, x, y)),
+                Del(b) => ipvsadm(&["-d".into(), "-t".into(), v.clone(), "-r".into(), {
+                    backend_addr(b).to_string()
+                }]),
+                Conn(c, port) => {
+                    let client = client_addr(c, port);
+                    let reply = connector.ask(&format!("open {client} {vip}"));
+                    let dest = kernel_dest(client, vip);
+                    match (reply.as_str(), &dest) {
+                        (r, Some(d)) if r.starts_with("ok ") => {
+                            // The backend names itself: the listing agrees.
+                            assert_eq!(&r[3..], d, "{client}: backend vs ipvsadm -Lnc");
+                        }
+                        (r, None) if r.starts_with("err") => {}
+                        (r, d) => panic!("{client}: connector said {r}, ipvsadm -Lnc {d:?}"),
+                    }
+                    let dest = dest.unwrap_or_else(|| "none".to_owned());
+                    println!("K {index} {i} {client} {dest}");
+                }
+                Close(c, port) => {
+                    let client = client_addr(c, port);
+                    let reply = connector.ask(&format!("close {client}"));
+                    assert_eq!(reply, "closed", "{client}");
+                }
+            }
+        }
+        let listing = Command::new("ipvsadm")
+            .args(["-Ln", "-t", &v])
+            .output()
+            .unwrap();
+        print!("{}", String::from_utf8_lossy(&listing.stdout));
+        assert_eq!(connector.ask("reset"), "reset");
+    }
+    for mut b in backends {
+        let _ = b.kill();
+    }
+}
+
+/// Accepts connections on `addr`, greets each with its own address, and
+/// closes each once the client has closed.
+fn backend(addr: &str) {
+    let listener = TcpListener::bind(addr).unwrap();
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let name = addr.to_owned();
+        std::thread::spawn(move || {
+            let _ = writeln!(stream, "{name}");
+            let mut buf = [0u8; 64];
+            while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+        });
+    }
+}
+
+/// Reads `open CLIENT VIP`, `close CLIENT` and `reset` lines; keeps the
+/// connections it opens.
+fn connector() {
+    let mut open: HashMap<String, TcpStream> = HashMap::new();
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    for line in stdin.lock().lines() {
+        let line = line.unwrap();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let reply = match f.as_slice() {
+            ["open", client, vip] => match connect(client, vip) {
+                Ok((stream, greeting)) => {
+                    open.insert((*client).to_owned(), stream);
+                    format!("ok {greeting}")
+                }
+                Err(e) => format!("err {e}"),
+            },
+            ["close", client] => match open.remove(*client) {
+                Some(mut stream) => {
+                    let _ = stream.shutdown(std::net::Shutdown::Write);
+                    let mut rest = Vec::new();
+                    let _ = stream.read_to_end(&mut rest);
+                    "closed".to_owned()
+                }
+                None => "unknown".to_owned(),
+            },
+            ["reset"] => {
+                open.clear();
+                "reset".to_owned()
+            }
+            _ => format!("err bad command {line}"),
+        };
+        writeln!(stdout, "{reply}").unwrap();
+        stdout.flush().unwrap();
+    }
+}
+
+fn connect(client: &str, vip: &str) -> std::io::Result<(TcpStream, String)> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let client: SocketAddr = client.parse().map_err(std::io::Error::other)?;
+    let vip: SocketAddr = vip.parse().map_err(std::io::Error::other)?;
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SockAddr::from(client))?;
+    socket.connect_timeout(&SockAddr::from(vip), Duration::from_secs(3))?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok((stream, greeting.trim().to_owned()))
+}
