@@ -86,7 +86,7 @@ impl Op {
                     vec![
                         name,
                         IpsetAttr::TypeName(spec.set_type.name().into()),
-                        IpsetAttr::Revision(spec.set_type.revision()),
+                        IpsetAttr::Revision(spec.revision),
                         IpsetAttr::Family(spec.nfproto()),
                         IpsetAttr::Data(spec.create_data()),
                     ],

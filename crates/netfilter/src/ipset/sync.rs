@@ -2,7 +2,11 @@
 //! kernel lists, the adds and dels that make them equal, and nothing
 //! else. A set whose creation parameters changed (e.g. `maxelem`) is
 //! rebuilt under a temporary name and swapped in, so iptables rules that
-//! reference it never see it missing.
+//! reference it never see it missing. Sets are created with the newest
+//! revision the kernel has, up to [`SetType::revision`] (Linux 6.1 lacks
+//! `hash:ip` 6 and `hash:ip,port` 7, which came with 6.3's bitmask).
+//!
+//! [`SetType::revision`]: super::types::SetType::revision
 
 use std::collections::BTreeSet;
 
@@ -106,6 +110,29 @@ fn same_params(spec: &SetSpec, listed: &ListedSet) -> Result<bool, IpsetError> {
     Ok(range == (Some(spec.port_range.0), Some(spec.port_range.1)))
 }
 
+/// `IPSET_ERR_FIND_TYPE`: the kernel lacks the type or its revision.
+const ERR_FIND_TYPE: i32 = 4098;
+
+/// Creates `spec` (fine if an identical set exists), stepping the
+/// revision down while the kernel does not know it. Returns the
+/// revision created.
+pub fn create(client: &mut IpsetClient, spec: &SetSpec, exist_ok: bool) -> Result<u8, IpsetError> {
+    let mut spec = spec.clone();
+    loop {
+        match client.apply(&[Op::Create {
+            spec: spec.clone(),
+            exist_ok,
+        }]) {
+            Ok(()) => return Ok(spec.revision),
+            Err(IpsetError::Kernel {
+                code: ERR_FIND_TYPE,
+                ..
+            }) if spec.revision > 0 => spec.revision -= 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The temporary name a set is rebuilt under.
 fn temp_name(name: &str) -> String {
     let mut tmp = format!("RVS-TMP-{name}");
@@ -126,13 +153,9 @@ pub fn sync_set(
     let mut report = SyncReport::default();
     match client.get(&spec.name)? {
         None => {
-            let mut ops = vec![Op::Create {
-                spec: spec.clone(),
-                exist_ok: true,
-            }];
+            create(client, spec, true)?;
             let diff = SetDiff::between(desired, []);
-            ops.extend(diff.ops(&spec.name));
-            client.apply(&ops)?;
+            client.apply(&diff.ops(&spec.name))?;
             report.created = true;
             report.added = diff.add.len();
         }
@@ -147,11 +170,8 @@ pub fn sync_set(
             client.destroy_if_exists(&tmp)?;
             let mut tmp_spec = spec.clone();
             tmp_spec.name.clone_from(&tmp);
-            let mut ops = vec![Op::Create {
-                spec: tmp_spec,
-                exist_ok: false,
-            }];
-            ops.extend(SetDiff::between(desired, []).ops(&tmp));
+            create(client, &tmp_spec, false)?;
+            let mut ops = SetDiff::between(desired, []).ops(&tmp);
             ops.push(Op::Swap(tmp.clone(), spec.name.clone()));
             ops.push(Op::Destroy(tmp));
             client.apply(&ops)?;

@@ -139,6 +139,10 @@ pub struct SetSpec {
     pub port_range: (u16, u16),
     /// Whether members may carry comments (`comment` extension).
     pub comment: bool,
+    /// The set-type revision to create ([`SetType::revision`] by
+    /// default; [`crate::ipset::sync::create`] steps down on kernels that
+    /// lack it).
+    pub revision: u8,
 }
 
 impl SetSpec {
@@ -153,6 +157,7 @@ impl SetSpec {
             maxelem: 65536,
             port_range: (0, 65535),
             comment: false,
+            revision: set_type.revision(),
         }
     }
 

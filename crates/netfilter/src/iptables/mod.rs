@@ -13,7 +13,7 @@ pub mod restore;
 pub mod rules;
 
 pub use exec::{Backend, Iptables};
-pub use rules::{LocalDetect, RuleSet, RulesConfig, Table, render};
+pub use rules::{LocalDetect, RuleSet, RulesConfig, RulesInput, Table, render, render_input};
 
 /// Errors of iptables programming.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,8 @@
 //! input per table (declaring a chain with `:` flushes it, so each apply
 //! rewrites our chains whole and leaves every other chain alone).
 
+use std::collections::BTreeSet;
+
 use ipnet::IpNet;
 
 use crate::ipset::{Entry, Family, KubeSet, KubeSets};
@@ -343,8 +345,46 @@ const SET_RULES: [SetRule; 12] = [
     ),
 ];
 
+/// All the rule set depends on besides the options: which sets have
+/// members, and the load-balancer entries the node itself must not
+/// reach. Callers that keep set members elsewhere (incrementally) build
+/// this without a [`KubeSets`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RulesInput {
+    /// The family.
+    pub family: Family,
+    /// Sets with at least one member.
+    pub non_empty: BTreeSet<KubeSet>,
+    /// `hash:ip,port` members for the KUBE-IPVS-OUT-FILTER DROP rules.
+    pub lb_no_node_access: BTreeSet<Entry>,
+}
+
+impl RulesInput {
+    /// The input `sets` gives.
+    pub fn of(sets: &KubeSets) -> RulesInput {
+        RulesInput {
+            family: sets.family,
+            non_empty: KubeSet::ALL
+                .into_iter()
+                .filter(|s| !sets.is_empty(*s))
+                .collect(),
+            lb_no_node_access: sets.lb_no_node_access.clone(),
+        }
+    }
+
+    fn is_empty(&self, set: KubeSet) -> bool {
+        !self.non_empty.contains(&set)
+    }
+}
+
 /// Renders the rule set for `sets` (one family) with `cfg`.
 pub fn render(sets: &KubeSets, cfg: &RulesConfig) -> Result<RuleSet, IptablesError> {
+    render_input(&RulesInput::of(sets), cfg)
+}
+
+/// Renders the rule set for `sets` (one family's [`RulesInput`]) with
+/// `cfg`.
+pub fn render_input(sets: &RulesInput, cfg: &RulesConfig) -> Result<RuleSet, IptablesError> {
     if cfg.masquerade_bit > 31 {
         return Err(IptablesError::Config {
             field: "masquerade_bit",
