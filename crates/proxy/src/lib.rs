@@ -20,6 +20,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod config_file;
 pub mod desired;
 pub mod ipsets;
 pub mod reconcile;

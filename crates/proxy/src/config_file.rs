@@ -1,0 +1,1010 @@
+//! kube-proxy's configuration file (`--config`): a
+//! `KubeProxyConfiguration` of `kubeproxy.config.k8s.io/v1alpha1`, in YAML
+//! or JSON, with kube-proxy's field names and zero-value defaulting.
+//!
+//! The result, [`FileConfig`], holds one `Option` per setting: `None` when
+//! the file leaves it unset (absent, `null`, or the zero value kube-proxy
+//! replaces with its default), so the caller decides precedence against
+//! its flags. Unknown fields and invalid values are errors naming the field
+//! (`ipvs.syncPeriod`); fields kube-proxy has but rvs-proxy does not
+//! implement are accepted and, when set to anything but their zero value,
+//! listed in [`FileConfig::ignored`] (and logged) rather than rejected.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rvs_model::Scheduler;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The only `apiVersion` accepted.
+pub const API_VERSION: &str = "kubeproxy.config.k8s.io/v1alpha1";
+/// The only `kind` accepted.
+pub const KIND: &str = "KubeProxyConfiguration";
+/// kube-proxy's healthz port (`ports.ProxyHealthzPort`).
+pub const HEALTHZ_PORT: u16 = 10256;
+/// kube-proxy's metrics port (`ports.ProxyStatusPort`).
+pub const METRICS_PORT: u16 = 10249;
+
+/// Why a configuration file was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The text is not YAML (or JSON).
+    #[error("{origin}: not YAML or JSON: {message}")]
+    Syntax {
+        /// The file name.
+        origin: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A field is unknown, of the wrong type, or has an invalid value.
+    #[error("{origin}: {field}: {message}")]
+    Field {
+        /// The file name.
+        origin: String,
+        /// The field's path, such as `ipvs.syncPeriod`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The settings a `KubeProxyConfiguration` gives, one `Option` per
+/// setting; the comment names the kube-proxy flag it stands for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileConfig {
+    /// `hostnameOverride` (`--hostname-override`).
+    pub hostname_override: Option<String>,
+    /// `bindAddress` (`--bind-address`): the node's primary IP hint; its
+    /// family picks the healthz and metrics defaults (see
+    /// [`default_bind_addresses`]).
+    pub bind_address: Option<IpAddr>,
+    /// `healthzBindAddress` (`--healthz-bind-address`); a bare IP gets port
+    /// 10256.
+    pub healthz_bind_address: Option<SocketAddr>,
+    /// `metricsBindAddress` (`--metrics-bind-address`); a bare IP gets port
+    /// 10249.
+    pub metrics_bind_address: Option<SocketAddr>,
+    /// `mode` (`--proxy-mode`): only `ipvs` is accepted; empty means the
+    /// default, which for rvs-proxy is `ipvs`.
+    pub mode: Option<String>,
+    /// `clientConnection.kubeconfig` (`--kubeconfig`).
+    pub kubeconfig: Option<PathBuf>,
+    /// `clusterCIDR` (`--cluster-cidr`): one CIDR, or a comma-separated
+    /// pair of one per family.
+    pub cluster_cidrs: Option<Vec<IpNet>>,
+    /// `nodePortAddresses` (`--nodeport-addresses`), with the keywords
+    /// `all` and `localhost` expanded to their CIDRs.
+    pub nodeport_addresses: Option<Vec<IpNet>>,
+    /// `ipvs.scheduler` (`--ipvs-scheduler`).
+    pub ipvs_scheduler: Option<Scheduler>,
+    /// `ipvs.syncPeriod` (`--ipvs-sync-period`); 0 means the default.
+    pub ipvs_sync_period: Option<Duration>,
+    /// `ipvs.minSyncPeriod` (`--ipvs-min-sync-period`).
+    pub ipvs_min_sync_period: Option<Duration>,
+    /// `ipvs.excludeCIDRs` (`--ipvs-exclude-cidrs`).
+    pub ipvs_exclude_cidrs: Option<Vec<IpNet>>,
+    /// `ipvs.strictARP` (`--ipvs-strict-arp`).
+    pub ipvs_strict_arp: Option<bool>,
+    /// `ipvs.tcpTimeout` (`--ipvs-tcp-timeout`; 0 leaves the kernel's).
+    pub ipvs_tcp_timeout: Option<Duration>,
+    /// `ipvs.tcpFinTimeout` (`--ipvs-tcpfin-timeout`).
+    pub ipvs_tcpfin_timeout: Option<Duration>,
+    /// `ipvs.udpTimeout` (`--ipvs-udp-timeout`).
+    pub ipvs_udp_timeout: Option<Duration>,
+    /// `iptables.masqueradeAll` (`--masquerade-all`).
+    pub masquerade_all: Option<bool>,
+    /// `iptables.masqueradeBit` (`--iptables-masquerade-bit`), 0–31.
+    pub masquerade_bit: Option<u8>,
+    /// `logging.verbosity` (`-v`).
+    pub verbosity: Option<u8>,
+    /// Fields set to a non-zero value that rvs-proxy accepts but does not
+    /// implement, by path (`conntrack.maxPerCore`, …).
+    pub ignored: Vec<String>,
+}
+
+/// kube-proxy's healthz and metrics defaults for a `bindAddress`:
+/// `0.0.0.0:10256` and `127.0.0.1:10249`, or `[::]:10256` and
+/// `[::1]:10249` when the bind address is IPv6.
+pub fn default_bind_addresses(bind_address: Option<IpAddr>) -> (SocketAddr, SocketAddr) {
+    match bind_address {
+        Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => (
+            SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), HEALTHZ_PORT),
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), METRICS_PORT),
+        ),
+        _ => (
+            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), HEALTHZ_PORT),
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), METRICS_PORT),
+        ),
+    }
+}
+
+/// Reads and checks a configuration file; logs each ignored field.
+pub fn load(path: &Path) -> Result<FileConfig, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let config = parse(&text, &path.display().to_string())?;
+    for field in &config.ignored {
+        tracing::warn!(
+            config = %path.display(),
+            field,
+            "kube-proxy configuration field not implemented by rvs-proxy; ignored"
+        );
+    }
+    Ok(config)
+}
+
+// The file as written. Sections rvs-proxy implements deny unknown fields;
+// sections it ignores are kept as raw values and only checked for being
+// set.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Raw {
+    api_version: Option<String>,
+    kind: Option<String>,
+    feature_gates: Option<Value>,
+    client_connection: Option<RawClientConnection>,
+    logging: Option<RawLogging>,
+    hostname_override: Option<String>,
+    bind_address: Option<String>,
+    healthz_bind_address: Option<String>,
+    metrics_bind_address: Option<String>,
+    bind_address_hard_fail: Option<Value>,
+    enable_profiling: Option<Value>,
+    show_hidden_metrics_for_version: Option<Value>,
+    mode: Option<String>,
+    iptables: Option<RawIptables>,
+    ipvs: Option<RawIpvs>,
+    nftables: Option<Value>,
+    winkernel: Option<Value>,
+    detect_local_mode: Option<String>,
+    detect_local: Option<Value>,
+    #[serde(rename = "clusterCIDR")]
+    cluster_cidr: Option<String>,
+    node_port_addresses: Option<Vec<String>>,
+    oom_score_adj: Option<Value>,
+    conntrack: Option<Value>,
+    config_sync_period: Option<Value>,
+    port_range: Option<Value>,
+    windows_run_as_service: Option<Value>,
+    // Removed from v1alpha1 but still in configs written by older kubeadm
+    // releases; kube-proxy decodes them leniently.
+    udp_idle_timeout: Option<Value>,
+    resource_container: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawClientConnection {
+    kubeconfig: Option<String>,
+    accept_content_types: Option<Value>,
+    content_type: Option<Value>,
+    qps: Option<Value>,
+    burst: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawLogging {
+    verbosity: Option<i64>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawIptables {
+    masquerade_bit: Option<i64>,
+    masquerade_all: Option<bool>,
+    localhost_node_ports: Option<Value>,
+    #[serde(rename = "snatNodeInternalIP")]
+    snat_node_internal_ip: Option<Value>,
+    sync_period: Option<Value>,
+    min_sync_period: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawIpvs {
+    sync_period: Option<String>,
+    min_sync_period: Option<String>,
+    scheduler: Option<String>,
+    #[serde(rename = "excludeCIDRs")]
+    exclude_cidrs: Option<Vec<String>>,
+    #[serde(rename = "strictARP")]
+    strict_arp: Option<bool>,
+    tcp_timeout: Option<String>,
+    tcp_fin_timeout: Option<String>,
+    udp_timeout: Option<String>,
+}
+
+/// Whether a value is its type's zero value (kubeadm writes every field,
+/// most as zeros: those are not settings).
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty() || s == "0" || parse_go_duration(s) == Ok(Duration::ZERO),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.values().all(is_zero),
+    }
+}
+
+/// Collects the non-zero leaves under `prefix` into `out`.
+fn note_set(prefix: &str, v: Option<&Value>, out: &mut Vec<String>) {
+    let Some(v) = v else { return };
+    match v {
+        Value::Object(o) if !o.is_empty() => {
+            for (k, v) in o {
+                note_set(&format!("{prefix}.{k}"), Some(v), out);
+            }
+        }
+        v if !is_zero(v) => out.push(prefix.to_owned()),
+        _ => {}
+    }
+}
+
+/// Parses a configuration file's text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<FileConfig, ConfigFileError> {
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+    };
+    let value: Value = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        ConfigFileError::Syntax {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        }
+    })?;
+    let field_err = |field: &str, message: String| ConfigFileError::Field {
+        origin: origin.to_owned(),
+        field: field.to_owned(),
+        message,
+    };
+    if !value.is_object() {
+        return Err(field_err(
+            ".",
+            "expected a KubeProxyConfiguration mapping".to_owned(),
+        ));
+    }
+    let raw: Raw = serde_path_to_error::deserialize(value)
+        .map_err(|e| field_err(&e.path().to_string(), e.inner().to_string()))?;
+    convert(raw).map_err(|(field, message)| field_err(&field, message))
+}
+
+type FieldResult<T> = Result<T, (String, String)>;
+
+fn bad<T>(field: &str, message: impl Into<String>) -> FieldResult<T> {
+    Err((field.to_owned(), message.into()))
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+fn duration(field: &str, text: Option<String>) -> FieldResult<Option<Duration>> {
+    let Some(text) = non_empty(text) else {
+        return Ok(None);
+    };
+    if text.starts_with('-') {
+        return bad(
+            field,
+            format!("{text:?}: must be greater than or equal to 0"),
+        );
+    }
+    parse_go_duration(&text)
+        .map(Some)
+        .map_err(|e| (field.to_owned(), e))
+}
+
+fn cidr(field: &str, text: &str) -> FieldResult<IpNet> {
+    text.trim().parse().map_err(|_| {
+        (
+            field.to_owned(),
+            format!("{text:?} is not a CIDR such as 10.0.0.0/8"),
+        )
+    })
+}
+
+fn host_port(
+    field: &str,
+    text: Option<String>,
+    default_port: u16,
+) -> FieldResult<Option<SocketAddr>> {
+    let Some(text) = non_empty(text) else {
+        return Ok(None);
+    };
+    // kube-proxy appends the default port to a bare IP.
+    if let Ok(ip) = text
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<IpAddr>()
+    {
+        return Ok(Some(SocketAddr::new(ip, default_port)));
+    }
+    text.parse::<SocketAddr>().map(Some).map_err(|_| {
+        (
+            field.to_owned(),
+            format!("{text:?} is not an IP:port such as 0.0.0.0:{default_port}"),
+        )
+    })
+}
+
+fn convert(raw: Raw) -> FieldResult<FileConfig> {
+    match raw.api_version.as_deref() {
+        Some(API_VERSION) => {}
+        Some(other) => {
+            return bad(
+                "apiVersion",
+                format!("{other:?} is not supported; expected {API_VERSION:?}"),
+            );
+        }
+        None => return bad("apiVersion", format!("missing; expected {API_VERSION:?}")),
+    }
+    match raw.kind.as_deref() {
+        Some(KIND) => {}
+        Some(other) => return bad("kind", format!("{other:?}; expected {KIND:?}")),
+        None => return bad("kind", format!("missing; expected {KIND:?}")),
+    }
+
+    let mut out = FileConfig::default();
+    let ignored = &mut out.ignored;
+
+    note_set("featureGates", raw.feature_gates.as_ref(), ignored);
+    if let Some(cc) = raw.client_connection {
+        out.kubeconfig = non_empty(cc.kubeconfig).map(PathBuf::from);
+        note_set(
+            "clientConnection.acceptContentTypes",
+            cc.accept_content_types.as_ref(),
+            ignored,
+        );
+        note_set(
+            "clientConnection.contentType",
+            cc.content_type.as_ref(),
+            ignored,
+        );
+        note_set("clientConnection.qps", cc.qps.as_ref(), ignored);
+        note_set("clientConnection.burst", cc.burst.as_ref(), ignored);
+    }
+    if let Some(logging) = raw.logging {
+        if let Some(v) = logging.verbosity {
+            out.verbosity = Some(u8::try_from(v).map_err(|_| {
+                (
+                    "logging.verbosity".to_owned(),
+                    format!("{v}: must be 0–255"),
+                )
+            })?);
+        }
+        for (k, v) in &logging.rest {
+            note_set(&format!("logging.{k}"), Some(v), ignored);
+        }
+    }
+    out.hostname_override = non_empty(raw.hostname_override);
+    out.bind_address = match non_empty(raw.bind_address) {
+        None => None,
+        Some(text) => Some(text.parse::<IpAddr>().map_err(|_| {
+            (
+                "bindAddress".to_owned(),
+                format!("{text:?} is not an IP address"),
+            )
+        })?),
+    };
+    out.healthz_bind_address =
+        host_port("healthzBindAddress", raw.healthz_bind_address, HEALTHZ_PORT)?;
+    out.metrics_bind_address =
+        host_port("metricsBindAddress", raw.metrics_bind_address, METRICS_PORT)?;
+    note_set(
+        "bindAddressHardFail",
+        raw.bind_address_hard_fail.as_ref(),
+        ignored,
+    );
+    note_set("enableProfiling", raw.enable_profiling.as_ref(), ignored);
+    note_set(
+        "showHiddenMetricsForVersion",
+        raw.show_hidden_metrics_for_version.as_ref(),
+        ignored,
+    );
+
+    out.mode = match non_empty(raw.mode) {
+        None => None,
+        Some(mode) if mode == "ipvs" => Some(mode),
+        Some(mode) if ["iptables", "nftables", "kernelspace"].contains(&mode.as_str()) => {
+            return bad(
+                "mode",
+                format!("{mode:?}: rvs-proxy implements only the \"ipvs\" mode"),
+            );
+        }
+        Some(mode) => {
+            return bad(
+                "mode",
+                format!("{mode:?} is not a proxy mode (iptables, ipvs, nftables)"),
+            );
+        }
+    };
+
+    if let Some(ipt) = raw.iptables {
+        out.masquerade_all = ipt.masquerade_all;
+        out.masquerade_bit = match ipt.masquerade_bit {
+            None => None,
+            Some(bit @ 0..=31) => u8::try_from(bit).ok(),
+            Some(bit) => {
+                return bad(
+                    "iptables.masqueradeBit",
+                    format!("{bit}: must be within [0, 31]"),
+                );
+            }
+        };
+        note_set(
+            "iptables.localhostNodePorts",
+            ipt.localhost_node_ports.as_ref(),
+            ignored,
+        );
+        note_set(
+            "iptables.snatNodeInternalIP",
+            ipt.snat_node_internal_ip.as_ref(),
+            ignored,
+        );
+        // The ipvs mode syncs on ipvs.syncPeriod; these only matter to the
+        // iptables mode.
+        note_set("iptables.syncPeriod", ipt.sync_period.as_ref(), ignored);
+        note_set(
+            "iptables.minSyncPeriod",
+            ipt.min_sync_period.as_ref(),
+            ignored,
+        );
+    }
+
+    if let Some(ipvs) = raw.ipvs {
+        out.ipvs_sync_period =
+            duration("ipvs.syncPeriod", ipvs.sync_period)?.filter(|d| !d.is_zero());
+        out.ipvs_min_sync_period = duration("ipvs.minSyncPeriod", ipvs.min_sync_period)?;
+        let sync = out.ipvs_sync_period.unwrap_or(Duration::from_secs(30));
+        if let Some(min) = out.ipvs_min_sync_period
+            && min > sync
+        {
+            return bad(
+                "ipvs.minSyncPeriod",
+                format!("{min:?} must be less than or equal to ipvs.syncPeriod ({sync:?})"),
+            );
+        }
+        out.ipvs_scheduler = match non_empty(ipvs.scheduler) {
+            None => None,
+            Some(s) => Some(
+                s.parse::<Scheduler>()
+                    .map_err(|e| ("ipvs.scheduler".to_owned(), e.to_string()))?,
+            ),
+        };
+        out.ipvs_exclude_cidrs = match ipvs.exclude_cidrs {
+            None => None,
+            Some(list) if list.is_empty() => None,
+            Some(list) => Some(
+                list.iter()
+                    .enumerate()
+                    .map(|(i, c)| cidr(&format!("ipvs.excludeCIDRs[{i}]"), c))
+                    .collect::<FieldResult<Vec<_>>>()?,
+            ),
+        };
+        out.ipvs_strict_arp = ipvs.strict_arp;
+        out.ipvs_tcp_timeout = duration("ipvs.tcpTimeout", ipvs.tcp_timeout)?;
+        out.ipvs_tcpfin_timeout = duration("ipvs.tcpFinTimeout", ipvs.tcp_fin_timeout)?;
+        out.ipvs_udp_timeout = duration("ipvs.udpTimeout", ipvs.udp_timeout)?;
+    }
+
+    note_set("nftables", raw.nftables.as_ref(), ignored);
+    note_set("winkernel", raw.winkernel.as_ref(), ignored);
+    // rvs-proxy tells local traffic by clusterCIDR, kube-proxy's default.
+    match non_empty(raw.detect_local_mode) {
+        None => {}
+        Some(m) if m == "ClusterCIDR" => {}
+        Some(m) if ["NodeCIDR", "BridgeInterface", "InterfaceNamePrefix"].contains(&m.as_str()) => {
+            ignored.push("detectLocalMode".to_owned());
+        }
+        Some(m) => {
+            return bad(
+                "detectLocalMode",
+                format!(
+                    "{m:?} is not one of ClusterCIDR, NodeCIDR, BridgeInterface, InterfaceNamePrefix"
+                ),
+            );
+        }
+    }
+    note_set("detectLocal", raw.detect_local.as_ref(), ignored);
+
+    out.cluster_cidrs = match non_empty(raw.cluster_cidr) {
+        None => None,
+        Some(text) => {
+            let cidrs = text
+                .split(',')
+                .map(|c| cidr("clusterCIDR", c))
+                .collect::<FieldResult<Vec<_>>>()?;
+            let v4 = cidrs.iter().filter(|c| matches!(c, IpNet::V4(_))).count();
+            if cidrs.len() > 2 || v4 > 1 || cidrs.len() - v4 > 1 {
+                return bad(
+                    "clusterCIDR",
+                    format!("{text:?}: at most one CIDR per IP family"),
+                );
+            }
+            Some(cidrs)
+        }
+    };
+
+    out.nodeport_addresses = match raw.node_port_addresses {
+        None => None,
+        Some(list) if list.is_empty() => None,
+        Some(list) => {
+            let mut cidrs = Vec::new();
+            for (i, entry) in list.iter().enumerate() {
+                let field = format!("nodePortAddresses[{i}]");
+                match entry.trim() {
+                    "all" => cidrs.extend(["0.0.0.0/0", "::/0"].map(|c| cidr(&field, c))),
+                    "localhost" => {
+                        cidrs.extend(["127.0.0.0/8", "::1/128"].map(|c| cidr(&field, c)))
+                    }
+                    "primary" => {
+                        return bad(
+                            &field,
+                            "\"primary\" is not supported by rvs-proxy; list the node's CIDRs",
+                        );
+                    }
+                    other => cidrs.push(cidr(&field, other)),
+                }
+            }
+            Some(cidrs.into_iter().collect::<FieldResult<Vec<_>>>()?)
+        }
+    };
+
+    match raw.oom_score_adj.as_ref() {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|v| (-1000..=1000).contains(&v)) => {
+            // kube-proxy's default is -999; any value is left to the
+            // container runtime or the systemd unit (OOMScoreAdjust=).
+            ignored.push("oomScoreAdj".to_owned());
+        }
+        Some(v) => return bad("oomScoreAdj", format!("{v}: must be within [-1000, 1000]")),
+    }
+    note_set("conntrack", raw.conntrack.as_ref(), ignored);
+    note_set("configSyncPeriod", raw.config_sync_period.as_ref(), ignored);
+    note_set("portRange", raw.port_range.as_ref(), ignored);
+    note_set(
+        "windowsRunAsService",
+        raw.windows_run_as_service.as_ref(),
+        ignored,
+    );
+    note_set("udpIdleTimeout", raw.udp_idle_timeout.as_ref(), ignored);
+    note_set(
+        "resourceContainer",
+        raw.resource_container.as_ref(),
+        ignored,
+    );
+    Ok(out)
+}
+
+/// Parses a Go duration (`time.ParseDuration`): `300ms`, `1.5h`, `1m30s`,
+/// `0`; units `ns`, `us` (`µs`), `ms`, `s`, `m`, `h`.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration such as 30s, 500ms or 1m30s");
+    let rest = text.strip_prefix('+').unwrap_or(text);
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = rest;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += Duration::try_from_secs_f64(value * scale).map_err(|_| bad())?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `kubectl -n kube-system get cm kube-proxy` on a kubeadm cluster
+    /// (`config.conf`), with the ipvs mode chosen.
+    const KUBEADM: &str = r#"apiVersion: kubeproxy.config.k8s.io/v1alpha1
+bindAddress: 0.0.0.0
+bindAddressHardFail: false
+clientConnection:
+  acceptContentTypes: ""
+  burst: 0
+  contentType: ""
+  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf
+  qps: 0
+clusterCIDR: 10.244.0.0/16
+configSyncPeriod: 0s
+conntrack:
+  maxPerCore: null
+  min: null
+  tcpBeLiberal: false
+  tcpCloseWaitTimeout: null
+  tcpEstablishedTimeout: null
+  udpStreamTimeout: 0s
+  udpTimeout: 0s
+detectLocal:
+  bridgeInterface: ""
+  interfaceNamePrefix: ""
+detectLocalMode: ""
+enableProfiling: false
+healthzBindAddress: ""
+hostnameOverride: ""
+iptables:
+  localhostNodePorts: null
+  masqueradeAll: false
+  masqueradeBit: null
+  minSyncPeriod: 0s
+  syncPeriod: 0s
+ipvs:
+  excludeCIDRs: null
+  minSyncPeriod: 0s
+  scheduler: ""
+  strictARP: true
+  syncPeriod: 0s
+  tcpFinTimeout: 0s
+  tcpTimeout: 0s
+  udpTimeout: 0s
+kind: KubeProxyConfiguration
+logging:
+  flushFrequency: 0
+  options:
+    json:
+      infoBufferSize: "0"
+    text:
+      infoBufferSize: "0"
+  verbosity: 0
+metricsBindAddress: ""
+mode: ipvs
+nftables:
+  masqueradeAll: false
+  masqueradeBit: null
+  minSyncPeriod: 0s
+  syncPeriod: 0s
+nodePortAddresses: null
+oomScoreAdj: null
+portRange: ""
+showHiddenMetricsForVersion: ""
+winkernel:
+  enableDSR: false
+  forwardHealthCheckVip: false
+  networkName: ""
+  rootHnsEndpointName: ""
+  sourceVip: ""
+"#;
+
+    const HEAD: &str =
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n";
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn kubeadms_config_reads_as_its_few_real_settings() {
+        let c = parse(KUBEADM, "config.conf").unwrap();
+        assert_eq!(
+            c,
+            FileConfig {
+                bind_address: Some(Ipv4Addr::UNSPECIFIED.into()),
+                mode: Some("ipvs".to_owned()),
+                kubeconfig: Some("/var/lib/kube-proxy/kubeconfig.conf".into()),
+                cluster_cidrs: Some(vec![net("10.244.0.0/16")]),
+                ipvs_min_sync_period: Some(Duration::ZERO),
+                ipvs_strict_arp: Some(true),
+                ipvs_tcp_timeout: Some(Duration::ZERO),
+                ipvs_tcpfin_timeout: Some(Duration::ZERO),
+                ipvs_udp_timeout: Some(Duration::ZERO),
+                masquerade_all: Some(false),
+                verbosity: Some(0),
+                ..FileConfig::default()
+            }
+        );
+        assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+    }
+
+    #[test]
+    fn json_is_read_too() {
+        let c = parse(
+            r#"{"apiVersion":"kubeproxy.config.k8s.io/v1alpha1","kind":"KubeProxyConfiguration",
+                "ipvs":{"scheduler":"wlc","syncPeriod":"1m"},"metricsBindAddress":"0.0.0.0:10249"}"#,
+            "c.json",
+        )
+        .unwrap();
+        assert_eq!(c.ipvs_scheduler, Some(Scheduler::WeightedLeastConnection));
+        assert_eq!(c.ipvs_sync_period, Some(Duration::from_secs(60)));
+        assert_eq!(
+            c.metrics_bind_address,
+            Some("0.0.0.0:10249".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn settings_map_to_their_fields() {
+        type Check = fn(&FileConfig) -> bool;
+        let cases: &[(&str, Check)] = &[
+            ("hostnameOverride: node-a", |c| {
+                c.hostname_override.as_deref() == Some("node-a")
+            }),
+            ("healthzBindAddress: 0.0.0.0", |c| {
+                c.healthz_bind_address == Some("0.0.0.0:10256".parse().unwrap())
+            }),
+            ("healthzBindAddress: \"[::]:9999\"", |c| {
+                c.healthz_bind_address == Some("[::]:9999".parse().unwrap())
+            }),
+            ("metricsBindAddress: \"::1\"", |c| {
+                c.metrics_bind_address == Some("[::1]:10249".parse().unwrap())
+            }),
+            ("clusterCIDR: 10.244.0.0/16,fd00:10:244::/56", |c| {
+                c.cluster_cidrs == Some(vec![net("10.244.0.0/16"), net("fd00:10:244::/56")])
+            }),
+            ("nodePortAddresses: [192.168.0.0/24, localhost]", |c| {
+                c.nodeport_addresses
+                    == Some(vec![
+                        net("192.168.0.0/24"),
+                        net("127.0.0.0/8"),
+                        net("::1/128"),
+                    ])
+            }),
+            ("nodePortAddresses: []", |c| c.nodeport_addresses.is_none()),
+            ("ipvs: {excludeCIDRs: [10.0.0.0/8]}", |c| {
+                c.ipvs_exclude_cidrs == Some(vec![net("10.0.0.0/8")])
+            }),
+            ("ipvs: {syncPeriod: 1m30s, minSyncPeriod: 500ms}", |c| {
+                c.ipvs_sync_period == Some(Duration::from_secs(90))
+                    && c.ipvs_min_sync_period == Some(Duration::from_millis(500))
+            }),
+            ("ipvs: {syncPeriod: 0s}", |c| c.ipvs_sync_period.is_none()),
+            (
+                "ipvs: {tcpTimeout: 15m, tcpFinTimeout: 2m, udpTimeout: 1.5h}",
+                |c| {
+                    c.ipvs_tcp_timeout == Some(Duration::from_secs(900))
+                        && c.ipvs_tcpfin_timeout == Some(Duration::from_secs(120))
+                        && c.ipvs_udp_timeout == Some(Duration::from_secs(5400))
+                },
+            ),
+            ("iptables: {masqueradeAll: true, masqueradeBit: 31}", |c| {
+                c.masquerade_all == Some(true) && c.masquerade_bit == Some(31)
+            }),
+            ("logging: {verbosity: 4, format: text}", |c| {
+                c.verbosity == Some(4)
+            }),
+            ("mode: \"\"", |c| c.mode.is_none()),
+            ("detectLocalMode: ClusterCIDR", |c| c.ignored.is_empty()),
+            ("bindAddress: \"::\"", |c| {
+                c.bind_address == Some(Ipv6Addr::UNSPECIFIED.into())
+            }),
+        ];
+        for (yaml, check) in cases {
+            let c =
+                parse(&format!("{HEAD}{yaml}\n"), "t").unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            assert!(check(&c), "{yaml}: {c:?}");
+        }
+    }
+
+    #[test]
+    fn unimplemented_fields_are_accepted_and_listed() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "conntrack: {maxPerCore: 0, min: 131072}",
+                &["conntrack.min"],
+            ),
+            ("featureGates: {SomeGate: true}", &["featureGates.SomeGate"]),
+            ("oomScoreAdj: -999", &["oomScoreAdj"]),
+            ("configSyncPeriod: 15m", &["configSyncPeriod"]),
+            ("detectLocalMode: NodeCIDR", &["detectLocalMode"]),
+            (
+                "detectLocal: {bridgeInterface: cbr0}",
+                &["detectLocal.bridgeInterface"],
+            ),
+            (
+                "iptables: {localhostNodePorts: true, syncPeriod: 30s}",
+                &["iptables.localhostNodePorts", "iptables.syncPeriod"],
+            ),
+            (
+                "logging: {format: json, options: {json: {infoBufferSize: \"0\"}}}",
+                &["logging.format"],
+            ),
+            (
+                "clientConnection: {qps: 50, burst: 100}",
+                &["clientConnection.qps", "clientConnection.burst"],
+            ),
+            ("enableProfiling: true", &["enableProfiling"]),
+            ("udpIdleTimeout: 250ms", &["udpIdleTimeout"]),
+            ("winkernel: {enableDSR: false}", &[]),
+        ];
+        for (yaml, want) in cases {
+            let c =
+                parse(&format!("{HEAD}{yaml}\n"), "t").unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            assert_eq!(&c.ignored, want, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("ipvs: {syncPeriod: 30}", "ipvs.syncPeriod", "invalid type"),
+            (
+                "ipvs: {syncPeriod: soon}",
+                "ipvs.syncPeriod",
+                "not a duration",
+            ),
+            (
+                "ipvs: {syncPeriod: -1s}",
+                "ipvs.syncPeriod",
+                "greater than or equal to 0",
+            ),
+            (
+                "ipvs: {syncPeriod: 10s, minSyncPeriod: 1m}",
+                "ipvs.minSyncPeriod",
+                "less than",
+            ),
+            ("ipvs: {scheduler: fastest}", "ipvs.scheduler", "fastest"),
+            ("ipvs: {strictArp: true}", "ipvs.strictArp", "unknown field"),
+            (
+                "ipvs: {excludeCIDRs: [10.0.0.0/8, 10.1.0.0]}",
+                "ipvs.excludeCIDRs[1]",
+                "not a CIDR",
+            ),
+            ("ipvs: {strictARP: yes}", "ipvs.strictARP", "invalid type"),
+            ("syncPeriod: 30s", "syncPeriod", "unknown field"),
+            (
+                "clientConnection: {kubeConfig: /x}",
+                "clientConnection.kubeConfig",
+                "unknown field",
+            ),
+            (
+                "iptables: {masqueradeBit: 32}",
+                "iptables.masqueradeBit",
+                "[0, 31]",
+            ),
+            ("mode: iptables", "mode", "only the \"ipvs\" mode"),
+            ("mode: userspace", "mode", "not a proxy mode"),
+            ("bindAddress: node-a", "bindAddress", "not an IP"),
+            (
+                "healthzBindAddress: \"localhost:10256\"",
+                "healthzBindAddress",
+                "not an IP:port",
+            ),
+            (
+                "clusterCIDR: 10.0.0.0/8,10.1.0.0/16",
+                "clusterCIDR",
+                "one CIDR per IP family",
+            ),
+            ("clusterCIDR: 10.0.0.0", "clusterCIDR", "not a CIDR"),
+            (
+                "nodePortAddresses: [primary]",
+                "nodePortAddresses[0]",
+                "primary",
+            ),
+            ("oomScoreAdj: -2000", "oomScoreAdj", "[-1000, 1000]"),
+            ("detectLocalMode: Magic", "detectLocalMode", "not one of"),
+            ("logging: {verbosity: -1}", "logging.verbosity", "0–255"),
+        ];
+        for (yaml, field, message) in cases {
+            let err = parse(&format!("{HEAD}{yaml}\n"), "f.yaml").unwrap_err();
+            match &err {
+                ConfigFileError::Field {
+                    origin,
+                    field: f,
+                    message: m,
+                } => {
+                    assert_eq!(origin, "f.yaml");
+                    assert_eq!(f, field, "{yaml}: {err}");
+                    assert!(m.contains(message), "{yaml}: {err}");
+                }
+                other => panic!("{yaml}: {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_header_and_syntax_are_checked() {
+        let e = parse("kind: KubeProxyConfiguration\n", "f").unwrap_err();
+        assert!(e.to_string().contains("apiVersion: missing"), "{e}");
+        let e = parse(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha2\nkind: KubeProxyConfiguration\n",
+            "f",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("apiVersion: \"kubeproxy.config.k8s.io/v1alpha2\""),
+            "{e}"
+        );
+        let e = parse(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeletConfiguration\n",
+            "f",
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("f: kind: "), "{e}");
+        let e = parse(&format!("{HEAD}mode: ipvs\nmode: ipvs\n"), "f").unwrap_err();
+        assert!(matches!(e, ConfigFileError::Syntax { .. }), "{e}");
+        let e = parse("ipvs: [\n", "f").unwrap_err();
+        assert!(matches!(e, ConfigFileError::Syntax { .. }), "{e}");
+        let e = parse("- 1\n", "f").unwrap_err();
+        assert!(e.to_string().contains("mapping"), "{e}");
+    }
+
+    #[test]
+    fn default_addresses_follow_the_bind_address_family() {
+        let (h, m) = default_bind_addresses(None);
+        assert_eq!(
+            (h.to_string(), m.to_string()),
+            ("0.0.0.0:10256".into(), "127.0.0.1:10249".into())
+        );
+        let (h, m) = default_bind_addresses(Some(Ipv6Addr::UNSPECIFIED.into()));
+        assert_eq!(
+            (h.to_string(), m.to_string()),
+            ("[::]:10256".into(), "[::1]:10249".into())
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        for (text, want) in [
+            ("30s", Duration::from_secs(30)),
+            ("1m30s", Duration::from_secs(90)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("250ms", Duration::from_millis(250)),
+            ("2us", Duration::from_micros(2)),
+            ("2µs", Duration::from_micros(2)),
+            ("0", Duration::ZERO),
+            ("0s", Duration::ZERO),
+        ] {
+            assert_eq!(parse_go_duration(text), Ok(want), "{text}");
+        }
+        for text in ["", "30", "s", "5 minutes", "1d", "1.2.3s"] {
+            assert!(parse_go_duration(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn load_reads_a_file_and_names_it() {
+        let dir = std::env::temp_dir().join(format!("rvs-config-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.conf");
+        std::fs::write(&path, KUBEADM).unwrap();
+        assert_eq!(load(&path).unwrap().mode.as_deref(), Some("ipvs"));
+        std::fs::write(&path, format!("{HEAD}ipvs: {{udpTimeout: x}}\n")).unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("config.conf: ipvs.udpTimeout"), "{e}");
+        let e = load(&dir.join("missing")).unwrap_err().to_string();
+        assert!(e.starts_with("reading "), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
