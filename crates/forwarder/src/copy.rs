@@ -7,11 +7,16 @@
 //! ends too. An error in either direction shuts both sockets down so the
 //! other direction ends as well.
 //!
-//! Bytes move with `splice(2)` through a pipe per direction (socket →
-//! pipe → socket, no copy to userspace), driven by tokio's readiness
-//! (`readable`/`writable` + `try_io`), with a buffered `try_read` /
-//! `try_write` copy as fallback when splice is disabled, a pipe cannot be
-//! made or the kernel refuses to splice these sockets.
+//! Each direction starts with a buffered `try_read` / `try_write` copy
+//! through a small buffer, driven by tokio's readiness
+//! (`readable`/`writable` + `try_io`). Once it has moved
+//! [`CopyOptions::splice_after`] bytes it is a bulk transfer and switches
+//! to `splice(2)` through a pipe (socket → pipe → socket, no copy to
+//! userspace). Short request/response flows thus never pay for a pipe
+//! (`pipe2`, two `fcntl`s, two `close`s per direction), and pipes come
+//! from a per-thread pool of empty ones, as HAProxy keeps them. The
+//! buffered copy stays when splice is disabled, a pipe cannot be made or
+//! the kernel refuses to splice these sockets.
 //!
 //! Packet counts: neither nix 0.30 nor socket2 0.6 expose `TCP_INFO`
 //! (`tcpi_segs_in`/`tcpi_segs_out`) without `unsafe`, so the forwarder
@@ -19,6 +24,7 @@
 //! `TCP_MAXSEG` ([`estimate_segments`]). Pure ACKs and retransmissions
 //! are not counted.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
@@ -32,8 +38,11 @@ use tokio::net::TcpStream;
 /// How the duplex copy moves bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopyOptions {
-    /// Try `splice(2)` first.
+    /// Use `splice(2)` for bulk transfers.
     pub splice: bool,
+    /// Bytes a direction moves through the buffer before it switches to
+    /// splice (0: splice from the first byte).
+    pub splice_after: u64,
     /// Pipe capacity to ask for (`F_SETPIPE_SZ`); `None` keeps the
     /// kernel's default (64 KiB).
     pub pipe_size: Option<usize>,
@@ -45,8 +54,9 @@ impl Default for CopyOptions {
     fn default() -> CopyOptions {
         CopyOptions {
             splice: true,
+            splice_after: 64 << 10,
             pipe_size: Some(256 << 10),
-            buffer_size: 64 << 10,
+            buffer_size: 16 << 10,
         }
     }
 }
@@ -127,22 +137,40 @@ async fn pump(
     opts: &CopyOptions,
     report: &mut DirectionReport,
 ) -> io::Result<()> {
-    if opts.splice {
-        match Pipe::new(opts.pipe_size) {
-            Ok(pipe) => {
-                report.zero_copy = true;
-                match splice_pump(from, to, &pipe, report).await {
-                    Err(e) if report.bytes == 0 && splice_unsupported(&e) => {
-                        tracing::debug!(error = %e, "splice refused; copying through a buffer");
-                        report.zero_copy = false;
-                    }
-                    other => return other,
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "no pipe for splice; copying through a buffer"),
-        }
+    let limit = if opts.splice {
+        Some(opts.splice_after)
+    } else {
+        None
+    };
+    if limit != Some(0) && buffered_pump(from, to, opts.buffer_size.max(1), limit, report).await? {
+        return Ok(());
     }
-    buffered_pump(from, to, opts.buffer_size.max(1), report).await
+    // A bulk transfer (or splice from the start): move to a pipe.
+    let pipe = match Pipe::take(opts.pipe_size) {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            tracing::debug!(error = %e, "no pipe for splice; copying through a buffer");
+            buffered_pump(from, to, opts.buffer_size.max(1), None, report).await?;
+            return Ok(());
+        }
+    };
+    let before = report.bytes;
+    report.zero_copy = true;
+    match splice_pump(from, to, &pipe, report).await {
+        Ok(()) => {
+            // The loop ends with the pipe drained: another flow may use it.
+            pipe.give_back();
+            Ok(())
+        }
+        Err(e) if report.bytes == before && splice_unsupported(&e) => {
+            tracing::debug!(error = %e, "splice refused; copying through a buffer");
+            report.zero_copy = false;
+            buffered_pump(from, to, opts.buffer_size.max(1), None, report).await?;
+            Ok(())
+        }
+        // The pipe may still hold bytes: it is dropped, not reused.
+        Err(e) => Err(e),
+    }
 }
 
 fn splice_unsupported(e: &io::Error) -> bool {
@@ -159,7 +187,33 @@ struct Pipe {
     capacity: usize,
 }
 
+/// Empty pipes kept per thread; a bound keeps an idle forwarder's
+/// descriptors in check.
+const POOLED_PIPES: usize = 64;
+
+thread_local! {
+    static PIPES: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+}
+
 impl Pipe {
+    /// An empty pipe from this thread's pool, or a new one.
+    fn take(size: Option<usize>) -> io::Result<Pipe> {
+        match PIPES.with(|p| p.borrow_mut().pop()) {
+            Some(pipe) => Ok(pipe),
+            None => Pipe::new(size),
+        }
+    }
+
+    /// Returns an empty pipe to this thread's pool.
+    fn give_back(self) {
+        PIPES.with(|p| {
+            let mut pool = p.borrow_mut();
+            if pool.len() < POOLED_PIPES {
+                pool.push(self);
+            }
+        });
+    }
+
     fn new(size: Option<usize>) -> io::Result<Pipe> {
         let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
         if let Some(size) = size
@@ -224,17 +278,29 @@ async fn splice_pump(
     }
 }
 
+/// Copies through a userspace buffer until end of stream (`Ok(true)`)
+/// or, with a `limit`, until at least that many bytes moved in all
+/// (`Ok(false)`: the caller goes on with splice; nothing is left in the
+/// buffer).
 async fn buffered_pump(
     from: &TcpStream,
     to: &TcpStream,
     buffer_size: usize,
+    limit: Option<u64>,
     report: &mut DirectionReport,
-) -> io::Result<()> {
-    let mut buf = vec![0u8; buffer_size];
+) -> io::Result<bool> {
+    let mut buf = Vec::new();
     loop {
+        if limit.is_some_and(|l| report.bytes >= l) {
+            return Ok(false);
+        }
         from.readable().await?;
+        if buf.is_empty() {
+            // Allocated on first data: idle directions cost nothing.
+            buf = vec![0u8; buffer_size];
+        }
         let n = match from.try_read(&mut buf) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(true),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

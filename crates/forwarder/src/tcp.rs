@@ -120,13 +120,23 @@ pub async fn forward_connection<B: Balancer + ?Sized>(
     }
 }
 
+/// The smallest MSS IPv4 allows: up to this many bytes fit one segment
+/// whatever the socket's MSS, so short flows skip the `getsockopt`.
+const MIN_MSS: u64 = 536;
+
 fn counters(report: &DuplexReport, client: &TcpStream, upstream: &TcpStream) -> Counters {
-    let mss = |s: &TcpStream| SockRef::from(s).tcp_mss().unwrap_or(1460);
+    let segments = |bytes: u64, s: &TcpStream| {
+        if bytes <= MIN_MSS {
+            u64::from(bytes > 0)
+        } else {
+            estimate_segments(bytes, SockRef::from(s).tcp_mss().unwrap_or(1460))
+        }
+    };
     Counters {
         in_bytes: report.inbound.bytes,
         out_bytes: report.outbound.bytes,
-        in_packets: estimate_segments(report.inbound.bytes, mss(client)),
-        out_packets: estimate_segments(report.outbound.bytes, mss(upstream)),
+        in_packets: segments(report.inbound.bytes, client),
+        out_packets: segments(report.outbound.bytes, upstream),
     }
 }
 
@@ -161,7 +171,12 @@ pub async fn serve_tcp<B: Balancer + ?Sized>(
                 continue;
             }
         };
-        let vip = client.local_addr().unwrap_or(bound);
+        // A listener on one address needs no getsockname per connection.
+        let vip = if bound.ip().is_unspecified() {
+            client.local_addr().unwrap_or(bound)
+        } else {
+            bound
+        };
         let flow = Flow {
             protocol: Protocol::Tcp,
             client: peer,

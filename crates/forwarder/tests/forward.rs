@@ -327,6 +327,38 @@ async fn large_transfers_are_intact_with_splice() {
 }
 
 #[tokio::test]
+async fn short_flows_stay_buffered_and_splice_from_the_first_byte_works() {
+    bounded(async {
+        // A request/response under the threshold never takes a pipe.
+        let (mut client, s1, c2, mut server) = two_pairs().await;
+        let copier = tokio::spawn(async move { duplex(&s1, &c2, &CopyOptions::default()).await });
+        client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut request = Vec::new();
+        server.read_to_end(&mut request).await.unwrap();
+        assert_eq!(request, b"GET / HTTP/1.0\r\n\r\n");
+        server
+            .write_all(b"HTTP/1.0 200 OK\r\n\r\nok\n")
+            .await
+            .unwrap();
+        server.shutdown().await.unwrap();
+        let mut response = Vec::new();
+        client.read_to_end(&mut response).await.unwrap();
+        assert_eq!(response, b"HTTP/1.0 200 OK\r\n\r\nok\n");
+        let report = copier.await.unwrap();
+        assert!(!report.inbound.zero_copy && !report.outbound.zero_copy);
+
+        let opts = CopyOptions {
+            splice_after: 0,
+            ..CopyOptions::default()
+        };
+        let report = large_transfer(opts).await;
+        assert!(report.inbound.zero_copy && report.outbound.zero_copy);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn large_transfers_are_intact_with_the_buffered_fallback() {
     bounded(async {
         let opts = CopyOptions {

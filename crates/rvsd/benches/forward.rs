@@ -152,7 +152,7 @@ fn nginx(dir: &Path) -> Proc {
 
 fn haproxy(dir: &Path) -> Proc {
     let conf = format!(
-        "global\n  nbthread 1\n  maxconn 20000\n\
+        "global\n  nbthread 1\n  maxconn 8000\n\
          defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
          frontend fe\n  bind {HAPROXY}\n  default_backend be\n\
          backend be\n  balance roundrobin\n  server a {}\n  server b {}\n",
