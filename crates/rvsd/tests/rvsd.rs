@@ -250,3 +250,41 @@ fn udp_flows_reach_backends_and_the_socket_goes_away_on_sigterm() {
     assert!(status.success(), "{status:?}");
     assert!(!socket.exists(), "rvsd removes its admin socket");
 }
+
+#[test]
+fn ipv6_loopback_and_source_hashing() {
+    let v6 = "[::1]:0".parse::<SocketAddr>().unwrap();
+    let Ok(six) = Backend::tcp(v6, "six") else {
+        eprintln!("skipping: this host has no ::1");
+        return;
+    };
+    let seven = Backend::tcp(v6, "seven").unwrap();
+    let rvsd = Rvsd::start("v6");
+    let mut admin = rvsd.admin();
+    let vip = addr("[::1]:18098");
+    let key = tcp_key(vip);
+    admin
+        .apply(&Op::AddService(Service::new(key, Scheduler::SourceHashing)))
+        .unwrap();
+    for backend in [&six, &seven] {
+        admin
+            .apply(&Op::AddDestination(
+                key,
+                Destination::masquerade(backend.addr()),
+            ))
+            .unwrap();
+    }
+    // sh hashes the client address only: every connection from ::1 lands
+    // on the same destination.
+    let first = ask_retrying(vip);
+    for _ in 0..8 {
+        assert_eq!(
+            ask_once(vip, STEP).unwrap(),
+            first,
+            "sh is sticky per client"
+        );
+    }
+    let status = admin.service(&key).unwrap();
+    assert_eq!(status.stats.conns, 9, "{status:?}");
+    assert!(rvsd.terminate().success());
+}
