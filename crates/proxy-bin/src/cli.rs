@@ -4,9 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 use rvs_model::{Scheduler, Timeouts};
+use rvs_netfilter::iptables::{Backend, LocalDetect};
 
 /// Which dataplane carries the traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -15,6 +17,33 @@ pub(crate) enum Dataplane {
     Kernel,
     /// The userspace forwarder in this process.
     Userspace,
+}
+
+/// Which iptables binaries program the rules (an rvs addition;
+/// kube-proxy's images pick one with a wrapper script).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum IptablesBackend {
+    /// `iptables-restore`, whatever the system's alternatives choose.
+    System,
+    /// `iptables-legacy-restore` (x_tables).
+    Legacy,
+    /// `iptables-nft-restore` (nf_tables).
+    Nft,
+}
+
+/// How traffic from this node's pods is told apart, for masquerading
+/// traffic to cluster IPs from outside the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DetectLocalMode {
+    /// Pods are in `--cluster-cidr` (no detection when it is unset).
+    #[value(name = "ClusterCIDR")]
+    ClusterCidr,
+    /// Pods attach to the bridge `--pod-bridge-interface`.
+    #[value(name = "BridgeInterface")]
+    BridgeInterface,
+    /// Pod interfaces start with `--pod-interface-name-prefix`.
+    #[value(name = "InterfaceNamePrefix")]
+    InterfaceNamePrefix,
 }
 
 /// rvs-proxy: kube-proxy's IPVS mode, in Rust.
@@ -68,6 +97,47 @@ pub(crate) struct Cli {
     /// IPVS timeout of UDP flows (0: leave it).
     #[arg(long, default_value = "0s", value_parser = parse_go_duration)]
     pub(crate) ipvs_udp_timeout: Duration,
+
+    /// Masquerade (SNAT) all traffic to cluster IPs, not only traffic
+    /// from outside the cluster.
+    #[arg(long)]
+    pub(crate) masquerade_all: bool,
+
+    /// The cluster's pod CIDRs (one per family, comma-separated): traffic
+    /// to cluster IPs from elsewhere is masqueraded.
+    #[arg(long, value_delimiter = ',', value_parser = parse_cidr)]
+    pub(crate) cluster_cidr: Vec<IpNet>,
+
+    /// How local (pod) traffic is detected.
+    #[arg(long, value_enum, default_value = "ClusterCIDR")]
+    pub(crate) detect_local_mode: DetectLocalMode,
+
+    /// The pods' bridge, with `--detect-local-mode=BridgeInterface`.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) pod_bridge_interface: Option<String>,
+
+    /// The pods' interface name prefix, with
+    /// `--detect-local-mode=InterfaceNamePrefix`.
+    #[arg(long, value_name = "PREFIX")]
+    pub(crate) pod_interface_name_prefix: Option<String>,
+
+    /// The fwmark bit (0–31) that marks packets to masquerade.
+    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u8).range(0..=31))]
+    pub(crate) iptables_masquerade_bit: u8,
+
+    /// Set arp_ignore=1 and arp_announce=2 so the node does not answer
+    /// ARP for addresses on kube-ipvs0.
+    #[arg(long)]
+    pub(crate) ipvs_strict_arp: bool,
+
+    /// `maxelem` of kube-proxy's ipsets (an rvs addition; kube-proxy
+    /// always uses 65536).
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) ipset_maxelem: u32,
+
+    /// Which iptables binaries to run (an rvs addition).
+    #[arg(long, value_enum, default_value = "system")]
+    pub(crate) iptables_backend: IptablesBackend,
 
     /// CIDRs whose virtual servers are never touched.
     #[arg(long, value_delimiter = ',', value_parser = parse_cidr)]
@@ -137,6 +207,52 @@ impl Cli {
             udp: secs("ipvs-udp-timeout", self.ipvs_udp_timeout)?,
         };
         Ok((t != Timeouts::default()).then_some(t))
+    }
+
+    /// Local-traffic detection for IPv4 and IPv6, checked.
+    pub(crate) fn local_detect(&self) -> anyhow::Result<[LocalDetect; 2]> {
+        match self.detect_local_mode {
+            DetectLocalMode::ClusterCidr => {
+                let mut out = [LocalDetect::None, LocalDetect::None];
+                for net in &self.cluster_cidr {
+                    let slot = &mut out[usize::from(net.addr().is_ipv6())];
+                    if *slot != LocalDetect::None {
+                        bail!("--cluster-cidr: more than one CIDR of the family of {net}");
+                    }
+                    *slot = LocalDetect::Cidr(*net);
+                }
+                Ok(out)
+            }
+            DetectLocalMode::BridgeInterface => {
+                let Some(name) = self.pod_bridge_interface.clone().filter(|n| !n.is_empty()) else {
+                    bail!("--detect-local-mode=BridgeInterface needs --pod-bridge-interface");
+                };
+                let d = LocalDetect::BridgeInterface(name);
+                Ok([d.clone(), d])
+            }
+            DetectLocalMode::InterfaceNamePrefix => {
+                let Some(prefix) = self
+                    .pod_interface_name_prefix
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                else {
+                    bail!(
+                        "--detect-local-mode=InterfaceNamePrefix needs --pod-interface-name-prefix"
+                    );
+                };
+                let d = LocalDetect::InterfaceNamePrefix(prefix);
+                Ok([d.clone(), d])
+            }
+        }
+    }
+
+    /// The iptables backend.
+    pub(crate) fn backend(&self) -> Backend {
+        match self.iptables_backend {
+            IptablesBackend::System => Backend::System,
+            IptablesBackend::Legacy => Backend::Legacy,
+            IptablesBackend::Nft => Backend::Nft,
+        }
     }
 
     /// The default scheduler, checked.
@@ -228,6 +344,57 @@ mod tests {
                 .to_string()
                 .contains("unknown IPVS scheduler \"fastest\"")
         );
+    }
+
+    #[test]
+    fn netfilter_flags_parse() {
+        let cli = Cli::try_parse_from(["rvs-proxy"]).unwrap();
+        assert_eq!(cli.iptables_masquerade_bit, 14);
+        assert_eq!(cli.ipset_maxelem, 65536);
+        assert!(!cli.masquerade_all && !cli.ipvs_strict_arp);
+        assert_eq!(
+            cli.local_detect().unwrap(),
+            [LocalDetect::None, LocalDetect::None]
+        );
+        let cli = Cli::try_parse_from([
+            "rvs-proxy",
+            "--masquerade-all",
+            "--cluster-cidr=10.244.0.0/16,fd00:244::/56",
+            "--iptables-masquerade-bit=3",
+            "--ipvs-strict-arp",
+            "--ipset-maxelem=1000000",
+            "--iptables-backend=legacy",
+        ])
+        .unwrap();
+        assert!(cli.masquerade_all && cli.ipvs_strict_arp);
+        assert_eq!(cli.iptables_masquerade_bit, 3);
+        assert_eq!(cli.ipset_maxelem, 1_000_000);
+        assert_eq!(cli.backend(), Backend::Legacy);
+        assert_eq!(
+            cli.local_detect().unwrap(),
+            [
+                LocalDetect::Cidr("10.244.0.0/16".parse().unwrap()),
+                LocalDetect::Cidr("fd00:244::/56".parse().unwrap())
+            ]
+        );
+        assert!(Cli::try_parse_from(["rvs-proxy", "--iptables-masquerade-bit=32"]).is_err());
+        assert!(Cli::try_parse_from(["rvs-proxy", "--ipset-maxelem=0"]).is_err());
+        let two_v4 =
+            Cli::try_parse_from(["rvs-proxy", "--cluster-cidr=10.0.0.0/8,10.1.0.0/16"]).unwrap();
+        assert!(two_v4.local_detect().is_err());
+        let bridge = Cli::try_parse_from([
+            "rvs-proxy",
+            "--detect-local-mode=BridgeInterface",
+            "--pod-bridge-interface=cbr0",
+        ])
+        .unwrap();
+        assert_eq!(
+            bridge.local_detect().unwrap()[1],
+            LocalDetect::BridgeInterface("cbr0".into())
+        );
+        let missing =
+            Cli::try_parse_from(["rvs-proxy", "--detect-local-mode=InterfaceNamePrefix"]).unwrap();
+        assert!(missing.local_detect().is_err());
     }
 
     #[test]

@@ -8,13 +8,17 @@
 //! `--ipvs-min-sync-period`), a full sync every `--ipvs-sync-period`, a
 //! quicker re-check while real servers drain, and retries with backoff
 //! after failures. `--dry-run` prints the plan; `--cleanup` removes what
-//! the proxy owns and nothing else.
+//! the proxy owns and nothing else. On the kernel dataplane each sync is
+//! followed by kube-proxy's ipsets and iptables rules ([`netfilter`]),
+//! and kube-proxy's sysctls are set at start ([`sysctl`]).
 
 #![forbid(unsafe_code)]
 
 mod cli;
 mod kernel;
+mod netfilter;
 mod source;
+mod sysctl;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -30,6 +34,7 @@ use rvs_proxy::sync::{AddressBinder, NoBinder, Syncer, describe};
 use rvs_proxy::{ClusterState, ProxyConfig};
 
 use crate::cli::{Cli, Dataplane};
+use crate::netfilter::{Netfilter, NetfilterOptions, NetfilterReport};
 use crate::source::Source;
 
 /// How often a draining real server is re-checked.
@@ -60,10 +65,62 @@ fn node_name(cli: &Cli) -> String {
     })
 }
 
+/// What the kernel dataplane programs besides IPVS and kube-ipvs0.
+#[derive(Debug)]
+struct KernelSide {
+    netfilter: Netfilter,
+    sysctls: Vec<sysctl::Sysctl>,
+    /// Setting a sysctl failed: full syncs try again.
+    sysctls_failed: bool,
+}
+
+impl KernelSide {
+    fn new(cli: &Cli) -> anyhow::Result<KernelSide> {
+        let local_detect = cli.local_detect()?;
+        let options = NetfilterOptions {
+            maxelem: cli.ipset_maxelem,
+            rules: rvs_netfilter::iptables::RulesConfig {
+                masquerade_all: cli.masquerade_all,
+                masquerade_bit: cli.iptables_masquerade_bit,
+                ..rvs_netfilter::iptables::RulesConfig::default()
+            },
+            local_detect,
+            backend: cli.backend(),
+            families: netfilter::kernel_families(),
+        };
+        Ok(KernelSide {
+            netfilter: Netfilter::new(options),
+            sysctls: sysctl::kube_proxy_sysctls(&sysctl::kernel_release(), cli.ipvs_strict_arp),
+            sysctls_failed: false,
+        })
+    }
+
+    fn ensure_sysctls(&mut self) -> usize {
+        let (_, failed) = sysctl::ensure(std::path::Path::new("/proc/sys"), &self.sysctls);
+        self.sysctls_failed = failed > 0;
+        failed
+    }
+
+    /// After an IPVS sync: the sets and rules, in the same scope.
+    fn after_sync(
+        &mut self,
+        cluster: &ClusterState,
+        config: &ProxyConfig,
+        changed: Option<&std::collections::BTreeSet<rvs_proxy::cluster::ObjectName>>,
+    ) -> NetfilterReport {
+        let mut report = self.netfilter.sync(cluster, config, changed);
+        if changed.is_none() && self.sysctls_failed {
+            report.failures += self.ensure_sysctls();
+        }
+        report
+    }
+}
+
 fn run_loop<A: Admin, B: AddressBinder>(
     cli: &Cli,
     source: &mut Source,
     syncer: &mut Syncer<A, B>,
+    kernel_side: &mut Option<KernelSide>,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let mut last_sync: Option<Instant> = None;
@@ -95,13 +152,19 @@ fn run_loop<A: Admin, B: AddressBinder>(
                         } else {
                             syncer.sync_changes(&cluster)?
                         };
-                        Ok(Some((load_ms, report)))
+                        let nf = kernel_side
+                            .as_mut()
+                            .map(|k| {
+                                k.after_sync(&cluster, &syncer.config, report.changed.as_ref())
+                            })
+                            .unwrap_or_default();
+                        Ok(Some((load_ms, report, nf)))
                     }
                 });
             changed = false;
             match outcome {
                 Ok(None) => tracing::debug!("waiting for the first complete list before syncing"),
-                Ok(Some((load_ms, report))) => {
+                Ok(Some((load_ms, report, nf))) => {
                     last_sync = Some(now);
                     if full {
                         next_full = now + cli.ipvs_sync_period;
@@ -118,10 +181,15 @@ fn run_loop<A: Admin, B: AddressBinder>(
                         addresses = report.addresses_changed,
                         draining = report.draining,
                         elapsed_ms = report.elapsed.as_millis() as u64,
+                        set_members = nf.members_changed,
+                        restores = nf.restores,
+                        netfilter_failures = nf.failures,
+                        ipset_ms = nf.ipset_time.as_millis() as u64,
+                        iptables_ms = nf.iptables_time.as_millis() as u64,
                         "synced"
                     );
                     draining = report.draining > 0;
-                    if report.failed + report.address_failures > 0 {
+                    if report.failed + report.address_failures + nf.failures > 0 {
                         retry_at = Some(now + backoff);
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                     } else {
@@ -192,10 +260,12 @@ fn run() -> anyhow::Result<()> {
             let admin = IpvsClient::connect()
                 .context("connecting to the kernel's IPVS (is the ip_vs module loaded?)")?;
             let binder = kernel::KubeIpvs0::new().context("opening rtnetlink")?;
+            let side = KernelSide::new(&cli)?;
             drive(
                 &cli,
                 &mut source,
                 Syncer::new(admin, binder, config),
+                Some(side),
                 |binder| binder.remove_device().context("removing kube-ipvs0"),
             )
         }
@@ -230,6 +300,7 @@ fn run() -> anyhow::Result<()> {
                     &cli,
                     &mut source,
                     Syncer::new(admin, binder, config),
+                    None,
                     |_| Ok(()),
                 )
             } else {
@@ -237,6 +308,7 @@ fn run() -> anyhow::Result<()> {
                     &cli,
                     &mut source,
                     Syncer::new(admin, NoBinder::default(), config),
+                    None,
                     |_| Ok(()),
                 )
             };
@@ -257,6 +329,7 @@ fn drive<A: Admin, B: AddressBinder>(
     cli: &Cli,
     source: &mut Source,
     mut syncer: Syncer<A, B>,
+    mut kernel_side: Option<KernelSide>,
     remove_device: impl FnOnce(&mut B) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     if cli.dry_run {
@@ -271,12 +344,28 @@ fn drive<A: Admin, B: AddressBinder>(
         let cluster = wait_for_view(source, &syncer.config).unwrap_or_default();
         let report = syncer.cleanup(&cluster)?;
         remove_device(&mut syncer.binder)?;
+        // Rules before sets: the kernel keeps sets that rules reference.
+        let nf_failures = if kernel_side.is_some() {
+            netfilter::cleanup(cli.backend(), &netfilter::kernel_families())
+        } else {
+            0
+        };
         tracing::info!(
             deleted = report.applied,
             failed = report.failed,
+            netfilter_failures = nf_failures,
             "cleaned up"
         );
+        if report.failed + nf_failures > 0 {
+            bail!(
+                "cleanup incomplete: {} IPVS deletions and {nf_failures} netfilter steps failed (see the log)",
+                report.failed
+            );
+        }
         return Ok(());
+    }
+    if let Some(side) = kernel_side.as_mut() {
+        side.ensure_sysctls();
     }
     if let Some(timeouts) = cli.timeouts()? {
         syncer
@@ -292,7 +381,7 @@ fn drive<A: Admin, B: AddressBinder>(
     }
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_watch(Arc::clone(&stop))?;
-    run_loop(cli, source, &mut syncer, &stop)
+    run_loop(cli, source, &mut syncer, &mut kernel_side, &stop)
 }
 
 /// The first complete view (the API source needs its initial lists).

@@ -240,10 +240,14 @@ echo "== live"
 ) &
 loader=$!
 sleep 1
-grep -v "10.0.3.2" /tmp/original.yaml > /etc/rvs/m/cluster.yaml
+# Manifests are replaced atomically, as kubectl-driven tooling would: a
+# file caught half-written is a different cluster.
+grep -v "10.0.3.2" /tmp/original.yaml > /tmp/down.yaml
+mv /tmp/down.yaml /etc/rvs/m/cluster.yaml
 sleep 1
 echo "down: $(ipvsadm -S -n | grep -c 'r 10.0.3.2:80 -m -w 1' || true)"
-cp /tmp/original.yaml /etc/rvs/m/cluster.yaml
+cp /tmp/original.yaml /tmp/up.yaml
+mv /tmp/up.yaml /etc/rvs/m/cluster.yaml
 sleep 1
 echo "up: $(ipvsadm -S -n | grep -c 'r 10.0.3.2:80 -m -w 1' || true)"
 kill $pid; wait $pid || true

@@ -70,6 +70,8 @@ pub const MODULES: &[&str] = &[
     "xt_comment",
     "xt_conntrack",
     "xt_addrtype",
+    // External-IP rules match `-m physdev ! --physdev-is-in`.
+    "xt_physdev",
     "xt_multiport",
     "xt_nat",
     "xt_tcpudp",
