@@ -102,6 +102,13 @@ pub struct FileConfig {
     pub ipvs_tcpfin_timeout: Option<Duration>,
     /// `ipvs.udpTimeout` (`--ipvs-udp-timeout`).
     pub ipvs_udp_timeout: Option<Duration>,
+    /// `detectLocalMode` (`--detect-local-mode`): `ClusterCIDR`,
+    /// `BridgeInterface` or `InterfaceNamePrefix`.
+    pub detect_local_mode: Option<String>,
+    /// `detectLocal.bridgeInterface` (`--pod-bridge-interface`).
+    pub pod_bridge_interface: Option<String>,
+    /// `detectLocal.interfaceNamePrefix` (`--pod-interface-name-prefix`).
+    pub pod_interface_name_prefix: Option<String>,
     /// `iptables.masqueradeAll` (`--masquerade-all`).
     pub masquerade_all: Option<bool>,
     /// `iptables.masqueradeBit` (`--iptables-masquerade-bit`), 0–31.
@@ -171,7 +178,7 @@ struct Raw {
     nftables: Option<Value>,
     winkernel: Option<Value>,
     detect_local_mode: Option<String>,
-    detect_local: Option<Value>,
+    detect_local: Option<RawDetectLocal>,
     #[serde(rename = "clusterCIDR")]
     cluster_cidr: Option<String>,
     node_port_addresses: Option<Vec<String>>,
@@ -214,6 +221,13 @@ struct RawIptables {
     snat_node_internal_ip: Option<Value>,
     sync_period: Option<Value>,
     min_sync_period: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawDetectLocal {
+    bridge_interface: Option<String>,
+    interface_name_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -505,12 +519,20 @@ fn convert(raw: Raw) -> FieldResult<FileConfig> {
 
     note_set("nftables", raw.nftables.as_ref(), ignored);
     note_set("winkernel", raw.winkernel.as_ref(), ignored);
-    // rvs-proxy tells local traffic by clusterCIDR, kube-proxy's default.
-    match non_empty(raw.detect_local_mode) {
-        None => {}
-        Some(m) if m == "ClusterCIDR" => {}
-        Some(m) if ["NodeCIDR", "BridgeInterface", "InterfaceNamePrefix"].contains(&m.as_str()) => {
-            ignored.push("detectLocalMode".to_owned());
+    out.detect_local_mode = match non_empty(raw.detect_local_mode) {
+        None => None,
+        Some(m)
+            if ["ClusterCIDR", "BridgeInterface", "InterfaceNamePrefix"].contains(&m.as_str()) =>
+        {
+            Some(m)
+        }
+        // kube-proxy takes the pod CIDR from the Node object; rvs-proxy
+        // would silently masquerade differently, so say so instead.
+        Some(m) if m == "NodeCIDR" => {
+            return bad(
+                "detectLocalMode",
+                "\"NodeCIDR\" is not supported by rvs-proxy; use ClusterCIDR with clusterCIDR, BridgeInterface or InterfaceNamePrefix",
+            );
         }
         Some(m) => {
             return bad(
@@ -520,8 +542,26 @@ fn convert(raw: Raw) -> FieldResult<FileConfig> {
                 ),
             );
         }
+    };
+    if let Some(dl) = raw.detect_local {
+        out.pod_bridge_interface = non_empty(dl.bridge_interface);
+        out.pod_interface_name_prefix = non_empty(dl.interface_name_prefix);
     }
-    note_set("detectLocal", raw.detect_local.as_ref(), ignored);
+    match out.detect_local_mode.as_deref() {
+        Some("BridgeInterface") if out.pod_bridge_interface.is_none() => {
+            return bad(
+                "detectLocal.bridgeInterface",
+                "must be set with detectLocalMode BridgeInterface",
+            );
+        }
+        Some("InterfaceNamePrefix") if out.pod_interface_name_prefix.is_none() => {
+            return bad(
+                "detectLocal.interfaceNamePrefix",
+                "must be set with detectLocalMode InterfaceNamePrefix",
+            );
+        }
+        _ => {}
+    }
 
     out.cluster_cidrs = match non_empty(raw.cluster_cidr) {
         None => None,
@@ -804,7 +844,20 @@ winkernel:
                 c.verbosity == Some(4)
             }),
             ("mode: \"\"", |c| c.mode.is_none()),
-            ("detectLocalMode: ClusterCIDR", |c| c.ignored.is_empty()),
+            ("detectLocalMode: ClusterCIDR", |c| {
+                c.detect_local_mode.as_deref() == Some("ClusterCIDR") && c.ignored.is_empty()
+            }),
+            (
+                "detectLocalMode: BridgeInterface\ndetectLocal: {bridgeInterface: cbr0}",
+                |c| {
+                    c.detect_local_mode.as_deref() == Some("BridgeInterface")
+                        && c.pod_bridge_interface.as_deref() == Some("cbr0")
+                },
+            ),
+            (
+                "detectLocalMode: InterfaceNamePrefix\ndetectLocal: {interfaceNamePrefix: veth}",
+                |c| c.pod_interface_name_prefix.as_deref() == Some("veth"),
+            ),
             ("bindAddress: \"::\"", |c| {
                 c.bind_address == Some(Ipv6Addr::UNSPECIFIED.into())
             }),
@@ -826,11 +879,6 @@ winkernel:
             ("featureGates: {SomeGate: true}", &["featureGates.SomeGate"]),
             ("oomScoreAdj: -999", &["oomScoreAdj"]),
             ("configSyncPeriod: 15m", &["configSyncPeriod"]),
-            ("detectLocalMode: NodeCIDR", &["detectLocalMode"]),
-            (
-                "detectLocal: {bridgeInterface: cbr0}",
-                &["detectLocal.bridgeInterface"],
-            ),
             (
                 "iptables: {localhostNodePorts: true, syncPeriod: 30s}",
                 &["iptables.localhostNodePorts", "iptables.syncPeriod"],
@@ -913,6 +961,21 @@ winkernel:
             ),
             ("oomScoreAdj: -2000", "oomScoreAdj", "[-1000, 1000]"),
             ("detectLocalMode: Magic", "detectLocalMode", "not one of"),
+            (
+                "detectLocalMode: NodeCIDR",
+                "detectLocalMode",
+                "not supported",
+            ),
+            (
+                "detectLocalMode: BridgeInterface",
+                "detectLocal.bridgeInterface",
+                "must be set",
+            ),
+            (
+                "detectLocal: {bridge: cbr0}",
+                "detectLocal.bridge",
+                "unknown field",
+            ),
             ("logging: {verbosity: -1}", "logging.verbosity", "0–255"),
         ];
         for (yaml, field, message) in cases {
