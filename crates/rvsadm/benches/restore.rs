@@ -54,21 +54,30 @@ fn restore_file(n: usize) -> String {
 /// with the guest's monotonic clock: nanoseconds from `date +%s%N` where
 /// busybox has it, else `/proc/uptime`'s 10 ms. iproute2's `ip` goes by
 /// its full path: busybox's ash would run its own `ip` applet, which has
-/// no `netns`.
+/// no `netns`. Each result line also carries the restore's user and
+/// system CPU time, which says where the time goes: parsing and talking
+/// in user space, or the kernel's netlink and IPVS work.
 const SCRIPT: &str = r#"
 set -e
 IP=/usr/sbin/ip
 mkdir -p /tmp/rv; ln -sf /rvs/bin/rvsadm /tmp/rv/ipvsadm
 cat > /tmp/timed <<'EOS'
 #!/bin/sh
-# timed BIN FILE: the microseconds `BIN -R < FILE` takes; its exit code.
+# timed BIN FILE: the microseconds `BIN -R < FILE` takes, and its exit code.
 if date +%s%N | grep -q '^[0-9]*$'; then
     us() { echo $(( $(date +%s%N) / 1000 )); }
 else
     us() { awk '{printf "%d\n", $1 * 1000000}' /proc/uptime; }
 fi
-t0=$(us); "$1" -R < "$2"; rc=$?; t1=$(us)
-echo $((t1 - t0)); exit $rc
+# Then the CPU milliseconds it spent in user space and in the kernel
+# (the shell's `times` for its children, before and after).
+t0=$(us); times > /tmp/times0; "$1" -R < "$2"; rc=$?; times > /tmp/times1; t1=$(us)
+cpu=$(awk 'FNR == 2 {
+    split($1, u, "m"); split($2, k, "m")
+    user = (u[1] * 60 + u[2]) * 1000; sys = (k[1] * 60 + k[2]) * 1000
+    if (FNR == NR) { u0 = user; k0 = sys } else { printf "%d %d\n", user - u0, sys - k0 }
+}' /tmp/times0 /tmp/times1)
+echo "$((t1 - t0)) $cpu"; exit $rc
 EOS
 chmod +x /tmp/timed
 i=0
@@ -86,6 +95,9 @@ echo "$PLAN" | while read -r size tool; do
     echo "result $size $tool $took $n"
 done
 "#;
+
+/// One restore: wall-clock microseconds, user and system CPU milliseconds.
+type Took = (u64, u64, u64);
 
 fn median(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
@@ -135,17 +147,17 @@ fn main() {
     if !out.success() {
         std::process::exit(1);
     }
-    let mut times: BTreeMap<(usize, String), Vec<u64>> = BTreeMap::new();
+    let mut times: BTreeMap<(usize, String), Vec<Took>> = BTreeMap::new();
     for line in out.output.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
-        if let ["result", size, tool, us, dests] = f[..] {
-            let (size, us, dests): (usize, u64, usize) = (
-                size.parse().unwrap(),
-                us.parse().unwrap(),
-                dests.parse().unwrap(),
-            );
+        if let ["result", size, tool, us, user, sys, dests] = f[..] {
+            let (size, dests): (usize, usize) = (size.parse().unwrap(), dests.parse().unwrap());
             assert_eq!(dests, size * DESTS, "{tool} restored {dests} real servers");
-            times.entry((size, tool.to_owned())).or_default().push(us);
+            times.entry((size, tool.to_owned())).or_default().push((
+                us.parse().unwrap(),
+                user.parse().unwrap(),
+                sys.parse().unwrap(),
+            ));
         }
     }
     println!(
@@ -156,6 +168,7 @@ fn main() {
         "{:>7} {:>14} {:>14} {:>7}",
         "N", "ipvsadm -R", "rvsadm -R", "ratio"
     );
+    let mut cpu = String::new();
     for n in sizes {
         let get = |tool: &str| {
             times
@@ -165,12 +178,23 @@ fn main() {
         };
         let (i, r) = (get("ipvsadm"), get("rvsadm"));
         assert_eq!((i.len(), r.len()), (rounds, rounds), "missing results");
-        let (mi, mr) = (median(i.clone()), median(r.clone()));
+        let wall = |v: &[Took]| v.iter().map(|t| t.0).collect::<Vec<_>>();
+        let (iw, rw) = (wall(&i), wall(&r));
+        let (mi, mr) = (median(iw.clone()), median(rw.clone()));
         println!(
-            "{n:>7} {:>11.1} ms {:>11.1} ms {:>6.1}x   (ipvsadm {i:?} us, rvsadm {r:?} us)",
+            "{n:>7} {:>11.1} ms {:>11.1} ms {:>6.1}x   (ipvsadm {iw:?} us, rvsadm {rw:?} us)",
             mi as f64 / 1000.0,
             mr as f64 / 1000.0,
             mi as f64 / mr.max(1) as f64
         );
+        for (tool, v) in [("ipvsadm", &i), ("rvsadm", &r)] {
+            let user = median(v.iter().map(|t| t.1).collect());
+            let sys = median(v.iter().map(|t| t.2).collect());
+            let _ = writeln!(
+                cpu,
+                "{n:>7} {tool:>8}: user {user:>6} ms, system {sys:>6} ms (medians)"
+            );
+        }
     }
+    println!("CPU time of the restoring process:\n{cpu}");
 }
