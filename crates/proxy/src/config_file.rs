@@ -778,6 +778,29 @@ winkernel:
     }
 
     #[test]
+    fn the_shipped_configs_parse_without_ignored_fields() {
+        let daemonset = parse(
+            include_str!("../../../deploy/kubernetes/config.conf"),
+            "deploy/kubernetes/config.conf",
+        )
+        .unwrap();
+        assert_eq!(daemonset.mode.as_deref(), Some("ipvs"));
+        assert_eq!(
+            daemonset.kubeconfig.as_deref(),
+            Some(Path::new("/var/lib/rvs-proxy/kubeconfig.conf"))
+        );
+        assert_eq!(daemonset.masquerade_bit, Some(14));
+        assert!(daemonset.ignored.is_empty(), "{:?}", daemonset.ignored);
+        let host = parse(
+            include_str!("../../../deploy/systemd/config.yaml"),
+            "deploy/systemd/config.yaml",
+        )
+        .unwrap();
+        assert_eq!(host.ipvs_scheduler, Some(Scheduler::RoundRobin));
+        assert!(host.ignored.is_empty(), "{:?}", host.ignored);
+    }
+
+    #[test]
     fn json_is_read_too() {
         let c = parse(
             r#"{"apiVersion":"kubeproxy.config.k8s.io/v1alpha1","kind":"KubeProxyConfiguration",
