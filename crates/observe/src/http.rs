@@ -142,6 +142,34 @@ pub(crate) async fn run_server(
     tracing::debug!(server = what, "closed");
 }
 
+/// Binds `addr` and serves `handler` until `stop`. Binding failures are
+/// retried every `retry`, as kube-proxy does when
+/// `bindAddressHardFail` is off, so a port still held by a terminating
+/// kube-proxy is taken over once it is free.
+async fn bind_and_serve(
+    addr: SocketAddr,
+    handler: Handler,
+    mut stop: oneshot::Receiver<()>,
+    what: String,
+    retry: Duration,
+) {
+    loop {
+        match bind(addr, &what) {
+            Ok(listener) => {
+                tracing::info!(server = what, address = %addr, "serving");
+                return run_server(listener, handler, stop, what).await;
+            }
+            Err(e) => {
+                tracing::warn!(server = what, error = %e, retry_in_ms = retry.as_millis() as u64, "cannot listen yet");
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            () = tokio::time::sleep(retry) => {}
+        }
+    }
+}
+
 /// Where to serve; `None` turns a server off (kube-proxy: an empty
 /// `--metrics-bind-address` / `--healthz-bind-address`).
 #[derive(Clone, Debug)]
@@ -152,6 +180,13 @@ pub struct ServeOptions {
     pub healthz_addr: Option<SocketAddr>,
     /// What `/proxyMode` on the metrics address answers (`ipvs`).
     pub proxy_mode: String,
+    /// kube-proxy's `bindAddressHardFail`: an address that cannot be
+    /// bound is an error from [`serve`] instead of being retried every
+    /// [`ServeOptions::bind_retry`] in the background.
+    pub bind_hard_fail: bool,
+    /// How long to wait before trying a busy address again (kube-proxy:
+    /// 5 s).
+    pub bind_retry: Duration,
 }
 
 impl Default for ServeOptions {
@@ -160,6 +195,8 @@ impl Default for ServeOptions {
             metrics_addr: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 10249))),
             healthz_addr: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 10256))),
             proxy_mode: "ipvs".to_owned(),
+            bind_hard_fail: false,
+            bind_retry: Duration::from_secs(5),
         }
     }
 }
@@ -177,22 +214,35 @@ pub struct Running {
 
 /// Starts the metrics and healthz servers on a background thread.
 ///
-/// Binding happens before this returns, so an address in use is an error
-/// here (kube-proxy logs and retries; the caller may do either).
+/// Each address is bound before this returns when it can be; one that
+/// cannot is an error with [`ServeOptions::bind_hard_fail`], else it is
+/// logged and retried every [`ServeOptions::bind_retry`] in the
+/// background.
 pub fn serve(
     options: &ServeOptions,
     metrics: &Metrics,
     health: &HealthState,
 ) -> Result<Running, ObserveError> {
-    let metrics_listener = options
-        .metrics_addr
-        .map(|a| bind(a, "metrics"))
-        .transpose()?;
-    let healthz_listener = options
-        .healthz_addr
-        .map(|a| bind(a, "healthz"))
-        .transpose()?;
-    let local = |l: &Option<std::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+    let first_bind = |addr: Option<SocketAddr>, what: &str| -> Result<_, ObserveError> {
+        let Some(addr) = addr else {
+            return Ok(None);
+        };
+        match bind(addr, what) {
+            Ok(l) => Ok(Some(Ok(l))),
+            Err(e) if options.bind_hard_fail => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen yet; retrying in the background");
+                Ok(Some(Err(addr)))
+            }
+        }
+    };
+    let metrics_listener = first_bind(options.metrics_addr, "metrics")?;
+    let healthz_listener = first_bind(options.healthz_addr, "healthz")?;
+    let local = |l: &Option<Result<std::net::TcpListener, SocketAddr>>| {
+        l.as_ref()
+            .and_then(|l| l.as_ref().ok())
+            .and_then(|l| l.local_addr().ok())
+    };
     let metrics_addr = local(&metrics_listener);
     let healthz_addr = local(&healthz_listener);
 
@@ -203,45 +253,57 @@ pub fn serve(
     let handle = runtime.handle().clone();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let mut server_stops = Vec::new();
-    if let Some(listener) = metrics_listener {
+    let mut start = |listener: Option<Result<std::net::TcpListener, SocketAddr>>,
+                     handler: Handler,
+                     what: &str| {
+        let Some(listener) = listener else { return };
         let (tx, rx) = oneshot::channel();
         server_stops.push(tx);
-        let m = metrics.clone();
-        let mode = options.proxy_mode.clone();
-        let handler: Handler = Arc::new(move |path| match path {
-            "/metrics" => Reply {
-                status: 200,
-                content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                body: m.encode(),
-            },
-            "/healthz" => Reply::text(200, "ok"),
-            "/proxyMode" => Reply::text(200, &mode),
-            _ => Reply::not_found(),
-        });
-        handle.spawn(run_server(listener, handler, rx, "metrics".to_owned()));
-        tracing::info!(address = ?metrics_addr, "serving metrics");
-    }
-    if let Some(listener) = healthz_listener {
-        let (tx, rx) = oneshot::channel();
-        server_stops.push(tx);
-        let m = metrics.clone();
-        let h = health.clone();
-        let handler: Handler = Arc::new(move |path| match path {
-            "/healthz" => {
-                let r = h.healthz_at(SystemTime::now());
-                m.healthz_served(r.status);
-                Reply::json(r.status, r.body)
+        match listener {
+            Ok(l) => {
+                tracing::info!(server = what, address = ?l.local_addr().ok(), "serving");
+                handle.spawn(run_server(l, handler, rx, what.to_owned()));
             }
-            "/livez" => {
-                let r = h.livez_at(SystemTime::now());
-                m.livez_served(r.status);
-                Reply::json(r.status, r.body)
+            Err(addr) => {
+                handle.spawn(bind_and_serve(
+                    addr,
+                    handler,
+                    rx,
+                    what.to_owned(),
+                    options.bind_retry,
+                ));
             }
-            _ => Reply::not_found(),
-        });
-        handle.spawn(run_server(listener, handler, rx, "healthz".to_owned()));
-        tracing::info!(address = ?healthz_addr, "serving healthz");
-    }
+        }
+    };
+    let m = metrics.clone();
+    let mode = options.proxy_mode.clone();
+    let metrics_handler: Handler = Arc::new(move |path| match path {
+        "/metrics" => Reply {
+            status: 200,
+            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body: m.encode(),
+        },
+        "/healthz" => Reply::text(200, "ok"),
+        "/proxyMode" => Reply::text(200, &mode),
+        _ => Reply::not_found(),
+    });
+    start(metrics_listener, metrics_handler, "metrics");
+    let m = metrics.clone();
+    let h = health.clone();
+    let healthz_handler: Handler = Arc::new(move |path| match path {
+        "/healthz" => {
+            let r = h.healthz_at(SystemTime::now());
+            m.healthz_served(r.status);
+            Reply::json(r.status, r.body)
+        }
+        "/livez" => {
+            let r = h.livez_at(SystemTime::now());
+            m.livez_served(r.status);
+            Reply::json(r.status, r.body)
+        }
+        _ => Reply::not_found(),
+    });
+    start(healthz_listener, healthz_handler, "healthz");
     let thread = std::thread::Builder::new()
         .name("rvs-observe".into())
         .spawn(move || {
@@ -264,12 +326,13 @@ pub fn serve(
 }
 
 impl Running {
-    /// The metrics server's bound address, if it runs.
+    /// The metrics server's bound address, if it is listening (`None`
+    /// while a busy address is being retried).
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
     }
 
-    /// The healthz server's bound address, if it runs.
+    /// The healthz server's bound address, if it is listening.
     pub fn healthz_addr(&self) -> Option<SocketAddr> {
         self.healthz_addr
     }

@@ -44,7 +44,7 @@ fn local() -> ServeOptions {
     ServeOptions {
         metrics_addr: Some(any),
         healthz_addr: Some(any),
-        proxy_mode: "ipvs".to_owned(),
+        ..ServeOptions::default()
     }
 }
 
@@ -377,6 +377,7 @@ fn an_address_in_use_is_an_error_naming_it() {
     let options = ServeOptions {
         metrics_addr: Some(addr),
         healthz_addr: None,
+        bind_hard_fail: true,
         ..local()
     };
     let err = serve(&options, &metrics, &health).unwrap_err().to_string();
@@ -384,6 +385,34 @@ fn an_address_in_use_is_an_error_naming_it() {
         err.contains(&addr.to_string()) && err.contains("metrics"),
         "{err}"
     );
+}
+
+#[test]
+fn a_busy_address_is_retried_until_it_is_free() {
+    // A terminating kube-proxy may still hold the port when rvs-proxy starts.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let metrics = Metrics::new(&[IpFamily::V4]);
+    let health = HealthState::new(Duration::from_secs(60), &[IpFamily::V4]);
+    let options = ServeOptions {
+        metrics_addr: None,
+        healthz_addr: Some(addr),
+        bind_retry: Duration::from_millis(50),
+        ..local()
+    };
+    let running = serve(&options, &metrics, &health).unwrap();
+    assert_eq!(running.healthz_addr(), None);
+    drop(taken);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(got) = get(addr, "/livez") {
+            assert_eq!(got.status, 200);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    running.stop();
 }
 
 #[test]

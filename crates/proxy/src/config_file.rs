@@ -75,6 +75,10 @@ pub struct FileConfig {
     /// `metricsBindAddress` (`--metrics-bind-address`); a bare IP gets port
     /// 10249.
     pub metrics_bind_address: Option<SocketAddr>,
+    /// `bindAddressHardFail` (`--bind-address-hard-fail`): an unusable
+    /// healthz or metrics address stops the start instead of being
+    /// retried.
+    pub bind_address_hard_fail: Option<bool>,
     /// `mode` (`--proxy-mode`): only `ipvs` is accepted; empty means the
     /// default, which for rvs-proxy is `ipvs`.
     pub mode: Option<String>,
@@ -169,7 +173,7 @@ struct Raw {
     bind_address: Option<String>,
     healthz_bind_address: Option<String>,
     metrics_bind_address: Option<String>,
-    bind_address_hard_fail: Option<Value>,
+    bind_address_hard_fail: Option<bool>,
     enable_profiling: Option<Value>,
     show_hidden_metrics_for_version: Option<Value>,
     mode: Option<String>,
@@ -420,11 +424,7 @@ fn convert(raw: Raw) -> FieldResult<FileConfig> {
         host_port("healthzBindAddress", raw.healthz_bind_address, HEALTHZ_PORT)?;
     out.metrics_bind_address =
         host_port("metricsBindAddress", raw.metrics_bind_address, METRICS_PORT)?;
-    note_set(
-        "bindAddressHardFail",
-        raw.bind_address_hard_fail.as_ref(),
-        ignored,
-    );
+    out.bind_address_hard_fail = raw.bind_address_hard_fail;
     note_set("enableProfiling", raw.enable_profiling.as_ref(), ignored);
     note_set(
         "showHiddenMetricsForVersion",
@@ -761,6 +761,7 @@ winkernel:
             c,
             FileConfig {
                 bind_address: Some(Ipv4Addr::UNSPECIFIED.into()),
+                bind_address_hard_fail: Some(false),
                 mode: Some("ipvs".to_owned()),
                 kubeconfig: Some("/var/lib/kube-proxy/kubeconfig.conf".into()),
                 cluster_cidrs: Some(vec![net("10.244.0.0/16")]),
@@ -867,6 +868,9 @@ winkernel:
                 c.verbosity == Some(4)
             }),
             ("mode: \"\"", |c| c.mode.is_none()),
+            ("bindAddressHardFail: true", |c| {
+                c.bind_address_hard_fail == Some(true) && c.ignored.is_empty()
+            }),
             ("detectLocalMode: ClusterCIDR", |c| {
                 c.detect_local_mode.as_deref() == Some("ClusterCIDR") && c.ignored.is_empty()
             }),
