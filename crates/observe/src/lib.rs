@@ -11,6 +11,55 @@
 //! * [`ServiceHealthServer`]: the per-Service `healthCheckNodePort`
 //!   servers of `externalTrafficPolicy: Local` Services, opened and closed
 //!   by [`ServiceHealthServer::sync`].
+//!
+//! How a sync loop drives them (kube-proxy calls the same points
+//! `QueuedUpdate`, `Updated` and `SyncNode`):
+//!
+//! ```no_run
+//! use std::collections::BTreeMap;
+//! use std::time::{Duration, Instant};
+//! use rvs_observe::*;
+//!
+//! # fn main() -> Result<(), ObserveError> {
+//! let families = [IpFamily::V4, IpFamily::V6];
+//! let sync_period = Duration::from_secs(30);
+//! let metrics = Metrics::new(&families);
+//! // kube-proxy's health timeout is twice the sync period.
+//! let health = HealthState::new(2 * sync_period, &families);
+//! let running = serve(&ServeOptions::default(), &metrics, &health)?;
+//! // Empty: listen on every address (no --nodeport-addresses).
+//! let mut health_checks = running.service_health(Vec::new());
+//! health.updated(); // the sync loop starts
+//! metrics.sync_loop_started();
+//!
+//! // A Service or EndpointSlice event arrived:
+//! health.queued();
+//! metrics.sync_queued();
+//! metrics.endpoint_changes(1, 1);
+//!
+//! // A sync:
+//! let start = Instant::now();
+//! metrics.changes_taken();
+//! let ok = true; // … program the dataplane …
+//! metrics.sync_finished(SyncKind::Partial, start.elapsed(), ok);
+//! if ok {
+//!     health.updated();
+//! }
+//! let mut wanted = BTreeMap::new();
+//! wanted.insert(
+//!     ServiceName::new("default", "web"),
+//!     ServiceHealth { port: 30_123, local_endpoints: 2 },
+//! );
+//! for error in health_checks.sync(&wanted) {
+//!     tracing::warn!(%error, "health check not served");
+//! }
+//!
+//! // The Node got a deletion timestamp:
+//! health.set_node_eligible(HealthState::node_eligible_from(true, []));
+//! running.stop();
+//! # Ok(())
+//! # }
+//! ```
 
 #![forbid(unsafe_code)]
 
