@@ -9,9 +9,10 @@
 //!
 //! * NodePort through the node IP: masqueraded (the pod sees the node),
 //!   unless `externalTrafficPolicy: Local` (the pod sees the client);
+//! * an external IP, masqueraded;
 //! * a LoadBalancer IP with source ranges: the allowed client gets
 //!   through, the stranger is dropped; a partial sync that widens the
-//!   ranges lets it in;
+//!   ranges lets it in, adding one set member and restoring no rules;
 //! * hairpin: a pod reaching its own Service through the cluster IP;
 //! * a cluster IP from the node itself;
 //! * a VIP port that is no Service is rejected by KUBE-IPVS-FILTER;
@@ -70,6 +71,20 @@ status:
 ---
 kind: EndpointSlice
 metadata: {name: lb-1, namespace: default, labels: {kubernetes.io/service-name: lb}}
+addressType: IPv4
+ports: [{name: http, port: 80, protocol: TCP}]
+endpoints:
+- {addresses: [10.0.3.2], nodeName: node-a}
+---
+kind: Service
+metadata: {name: ext, namespace: default}
+spec:
+  clusterIP: 10.96.0.24
+  externalIPs: [198.51.100.5]
+  ports: [{name: http, port: 80}]
+---
+kind: EndpointSlice
+metadata: {name: ext-1, namespace: default, labels: {kubernetes.io/service-name: ext}}
 addressType: IPv4
 ports: [{name: http, port: 80, protocol: TCP}]
 endpoints:
@@ -146,6 +161,7 @@ echo "nodeport-local: $(seen client 10.0.1.1 30081)"
 echo "lb-allowed: $(seen client 192.0.2.10 80)"
 echo "lb-stranger: $(seen stranger 192.0.2.10 80)"
 echo "lb-dropped: $(counter filter KUBE-SOURCE-RANGES-FIREWALL '-j DROP')"
+echo "external-ip: $(seen client 198.51.100.5 80)"
 echo "hairpin: $(seen b1 10.96.0.20 80)"
 echo "from-node: $(seen node 10.96.0.20 80)"
 echo "non-service-port: $(seen client 10.96.0.20 81)"
@@ -252,6 +268,7 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
     assert_eq!(value(&traffic, "lb-allowed"), "10.0.3.1", "{o}");
     assert_eq!(value(&traffic, "lb-stranger"), "-", "{o}");
     assert_ne!(value(&traffic, "lb-dropped"), "0", "{o}");
+    assert_eq!(value(&traffic, "external-ip"), "10.0.3.1", "{o}");
     // Hairpin: the pod reaches itself, masqueraded.
     assert_eq!(value(&traffic, "hairpin"), "10.0.2.1", "{o}");
     assert_ne!(value(&traffic, "from-node"), "-", "{o}");
@@ -263,6 +280,18 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
         value(&widen, "lb-stranger"),
         "10.0.3.1",
         "a partial sync widened the source ranges: {o}"
+    );
+
+    // The widening was a partial sync: one member added, no restore.
+    let partial: Vec<&str> = o
+        .lines()
+        .filter(|l| l.contains(" synced ") && l.contains("full=false"))
+        .collect();
+    assert!(
+        partial
+            .iter()
+            .any(|l| l.contains(" set_members=1 ") && l.contains(" restores=0 ")),
+        "{partial:?}"
     );
 
     let cleaned = section(o, "cleanup");
