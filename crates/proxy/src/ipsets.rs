@@ -15,7 +15,8 @@
 //!   `externalTrafficPolicy`;
 //! * `KUBE-LOAD-BALANCER` (+ `-LOCAL` for `Local` policy): ingress IPs;
 //!   with `loadBalancerSourceRanges`, also `KUBE-LOAD-BALANCER-FW`, one
-//!   `KUBE-LOAD-BALANCER-SOURCE-CIDR` member per range, and either
+//!   `KUBE-LOAD-BALANCER-SOURCE-CIDR` member per range (two `/1`s for a
+//!   `/0`, which ipset cannot store — where kube-proxy fails), and either
 //!   `KUBE-LOAD-BALANCER-SOURCE-IP` (`lb,proto:port,lb`, when a range
 //!   holds the node IP) or an entry in [`IpsetEntries::lb_no_node_access`]
 //!   (the KUBE-IPVS-OUT-FILTER DROP rules, kube-proxy #119656);
@@ -474,6 +475,17 @@ fn service_members(
     }
 }
 
+/// A source range as `hash:ip,port,net` members: truncated to its
+/// prefix, and a `/0` (which ipset cannot store) as its two `/1` halves,
+/// which allow the same sources.
+fn ipset_ranges(net: IpNet) -> Vec<IpNet> {
+    let net = net.trunc();
+    if net.prefix_len() > 0 {
+        return vec![net];
+    }
+    net.subnets(1).map(|s| s.collect()).unwrap_or_default()
+}
+
 /// The members one Service port contributes.
 fn service_port(
     out: &mut IpsetEntries,
@@ -526,7 +538,7 @@ fn service_port(
         .source_ranges
         .iter()
         .filter(|n| family.has(&n.addr()))
-        .map(IpNet::trunc)
+        .flat_map(|n| ipset_ranges(*n))
         .collect();
     for ip in svc.load_balancer_ips.iter().filter(|a| family.has(a)) {
         out.add(LOAD_BALANCER, ip_port(ip));
@@ -849,6 +861,37 @@ mod tests {
                 ),
             ],
             no_node_access: vec!["192.0.2.12,tcp:22"],
+        });
+    }
+
+    #[test]
+    fn an_everything_range_is_stored_as_two_halves() {
+        let mut lb = service("lb", &["10.96.0.7"], &[(Protocol::Tcp, 80, None)]);
+        lb.load_balancer_ips = vec![ip("192.0.2.20")];
+        lb.source_ranges = vec!["0.0.0.0/0".parse().unwrap()];
+        check(Case {
+            what: "0.0.0.0/0 as 0.0.0.0/1 and 128.0.0.0/1",
+            cluster: cluster(vec![lb], vec![], &["172.18.0.2"]),
+            config: ProxyConfig::default(),
+            family: IpFamily::V4,
+            want: vec![
+                (CLUSTER_IP, vec!["10.96.0.7,tcp:80"]),
+                (LOAD_BALANCER, vec!["192.0.2.20,tcp:80"]),
+                (LOAD_BALANCER_FW, vec!["192.0.2.20,tcp:80"]),
+                (
+                    LOAD_BALANCER_SOURCE_CIDR,
+                    vec![
+                        "192.0.2.20,tcp:80,0.0.0.0/1",
+                        "192.0.2.20,tcp:80,128.0.0.0/1",
+                    ],
+                ),
+                (
+                    LOAD_BALANCER_SOURCE_IP,
+                    vec!["192.0.2.20,tcp:80,192.0.2.20"],
+                ),
+                (IPVS_IPS, vec!["10.96.0.7", "192.0.2.20"]),
+            ],
+            no_node_access: vec![],
         });
     }
 
