@@ -13,13 +13,21 @@
 //!   and comes back, counters and connections included, when it is added
 //!   again to the same service (`ip_vs_trash_get_dest`); it is freed when
 //!   its last connection goes;
+//! * the overload flag (`ip_vs_dest_update_overload`): set when a
+//!   destination's connections reach its upper threshold, cleared when
+//!   they fall below the lower one (3/4 of the upper, rounded up, without
+//!   one), and re-evaluated at once when an edit changes the thresholds,
+//!   as Debian's 6.1 kernel does (a stable fix; older kernels only
+//!   cleared the flag on edits that raised or removed the upper
+//!   threshold). The differential test against the VM's kernel found the
+//!   difference;
 //! * refusals: `EEXIST` for an existing service or destination, `ESRCH`
 //!   for a missing service, `ENOENT` for a missing destination or an
 //!   unknown persistence engine, `ERANGE` for a negative weight or a lower
-//!   threshold above the upper one, `EINVAL` for a bad IPv6 prefix, a
-//!   destination of another family that is not tunnelled, a GUE tunnel
-//!   without port, a non-unicast destination address, or timeouts above
-//!   `INT_MAX / HZ`.
+//!   threshold above the upper one, `EINVAL` for an upper threshold above
+//!   `INT_MAX`, a bad IPv6 prefix, a destination of another family that is
+//!   not tunnelled, a GUE tunnel without port, a non-unicast destination
+//!   address, or timeouts above `INT_MAX / HZ`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -88,10 +96,26 @@ impl DestEntry {
         } else {
             self.inactive = self.inactive.saturating_add(1);
         }
-        if self.cfg.upper_threshold != 0
-            && self.total_conns() >= u64::from(self.cfg.upper_threshold)
-        {
+        self.update_overload();
+    }
+
+    /// `ip_vs_dest_update_overload`: the flag is set once the connections
+    /// reach the upper threshold and cleared once they fall below the
+    /// lower one (by default `u - u/4`, i.e. 3/4 of the upper one rounded
+    /// up); in between it stays as it was. No upper threshold, no flag.
+    fn update_overload(&mut self) {
+        let upper = u64::from(self.cfg.upper_threshold);
+        let total = self.total_conns();
+        if upper != 0 && total >= upper {
             self.overloaded = true;
+            return;
+        }
+        let lower = match self.cfg.lower_threshold {
+            0 => upper - (upper >> 2),
+            l => u64::from(l),
+        };
+        if upper == 0 || total < lower {
+            self.overloaded = false;
         }
     }
 
@@ -104,17 +128,8 @@ impl DestEntry {
         } else {
             self.active = self.active.saturating_sub(1);
         }
-        let total = self.total_conns();
-        if self.cfg.lower_threshold != 0 {
-            if total < u64::from(self.cfg.lower_threshold) {
-                self.overloaded = false;
-            }
-        } else if self.cfg.upper_threshold != 0 {
-            if total * 4 < u64::from(self.cfg.upper_threshold) * 3 {
-                self.overloaded = false;
-            }
-        } else {
-            self.overloaded = false;
+        if self.overloaded {
+            self.update_overload();
         }
     }
 
@@ -375,6 +390,9 @@ impl Table {
         if dest.weight < 0 || dest.lower_threshold > dest.upper_threshold {
             return Err(refused(kind, errno::ERANGE));
         }
+        if dest.upper_threshold > i32::MAX as u32 {
+            return Err(refused(kind, errno::EINVAL));
+        }
         if dest.tunnel.kind == TunnelType::Gue && dest.tunnel.port == 0 {
             return Err(refused(kind, errno::EINVAL));
         }
@@ -431,15 +449,21 @@ impl Table {
     }
 
     /// `__ip_vs_update_dest`: weight, `last_weight`, thresholds and the
-    /// overload flag.
+    /// overload flag. Changed thresholds re-evaluate the flag against the
+    /// destination's connections at once (the stable-kernel fix Debian's
+    /// 6.1 carries: lowering the upper threshold below the current
+    /// connections overloads the destination; older kernels only ever
+    /// cleared the flag here).
     fn update_dest(d: &mut DestEntry, udest: &Destination, add: bool) {
         if add || udest.weight != 0 {
             d.last_weight = udest.weight;
         }
-        if udest.upper_threshold == 0 || udest.upper_threshold > d.cfg.upper_threshold {
-            d.overloaded = false;
-        }
+        let thresholds_changed = d.cfg.upper_threshold != udest.upper_threshold
+            || d.cfg.lower_threshold != udest.lower_threshold;
         d.cfg = udest.clone();
+        if thresholds_changed {
+            d.update_overload();
+        }
     }
 
     fn edit_dest(
