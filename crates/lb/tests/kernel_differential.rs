@@ -548,6 +548,112 @@ fn scenarios() -> Vec<Scenario> {
                 .collect(),
         ],
     );
+    add(
+        "lc: a deleted destination comes back with its connections",
+        S::LeastConnection,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 1, 0, 0), Add(3, 1, 0, 0)],
+            conns(31, 1, 6, 47000),
+            vec![Del(1)],
+            conns(31, 20, 2, 47100),
+            vec![Add(1, 1, 0, 0)],
+            conns(31, 30, 5, 47200),
+        ],
+    );
+    add(
+        "wrr: all overloaded, then recovery",
+        S::WeightedRoundRobin,
+        &[],
+        None,
+        vec![
+            vec![Set(900, 2, 300)],
+            vec![Add(1, 2, 2, 0), Add(2, 1, 1, 0), Add(3, 3, 3, 0)],
+            conns(32, 1, 8, 48000),
+            vec![ServerClose(1, 2), ServerClose(3, 1), Wait(4)],
+            conns(32, 20, 5, 48100),
+            vec![Set(900, 120, 300)],
+        ],
+    );
+    add(
+        "sh: sh-fallback around an overloaded destination",
+        S::SourceHashing,
+        &["sh-fallback"],
+        None,
+        vec![
+            vec![Add(1, 1, 2, 0), Add(2, 1, 0, 0), Add(3, 2, 3, 0)],
+            conns(33, 1, 16, 49000),
+        ],
+    );
+    add(
+        "mh: mh-fallback around an overloaded destination",
+        S::Maglev,
+        &["mh-fallback"],
+        None,
+        vec![
+            vec![Add(1, 1, 2, 0), Add(2, 1, 0, 0), Add(3, 2, 3, 0)],
+            conns(34, 1, 16, 50000),
+        ],
+    );
+    add(
+        "rr persistent: templates expire, deleted destinations invalidate them",
+        S::RoundRobin,
+        &[],
+        Some((3, 24)),
+        vec![
+            vec![Set(900, 2, 300)],
+            vec![Add(1, 1, 0, 0), Add(2, 1, 0, 0), Add(3, 1, 0, 0)],
+            vec![
+                Conn([35, 1], 51000),
+                Conn([36, 1], 51001),
+                Conn([35, 2], 51002),
+                Conn([37, 1], 51003),
+            ],
+            vec![ServerClose(1, 9), ServerClose(2, 9), ServerClose(3, 9)],
+            vec![Wait(9)],
+            vec![
+                Conn([36, 3], 51100),
+                Conn([35, 3], 51101),
+                Conn([37, 3], 51102),
+            ],
+            vec![Edit(2, 0, 0, 0), Del(3)],
+            vec![
+                Conn([36, 4], 51200),
+                Conn([35, 4], 51201),
+                Conn([37, 4], 51202),
+            ],
+            vec![Set(900, 120, 300)],
+        ],
+    );
+    add(
+        "rr: raising the upper threshold clears the overload",
+        S::RoundRobin,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 1, 2, 0), Add(2, 1, 0, 0)],
+            conns(38, 1, 6, 52000),
+            vec![Edit(1, 1, 5, 0)],
+            conns(38, 20, 4, 52100),
+            vec![Edit(1, 1, 3, 0)],
+            conns(38, 30, 3, 52200),
+        ],
+    );
+    add(
+        "rr: thresholds set below the connections overload at once",
+        S::RoundRobin,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 1, 0, 0)],
+            conns(39, 1, 6, 53000),
+            vec![Edit(1, 1, 2, 0)],
+            conns(39, 20, 4, 53100),
+            vec![Edit(1, 1, 8, 6)],
+            conns(39, 30, 4, 53200),
+        ],
+    );
     out
 }
 
