@@ -31,8 +31,10 @@
 //! What the core cannot reproduce and is left out: timing finer than the
 //! waits (the kernel's timers run on jiffies, so waits leave a margin of
 //! seconds), `twos` (random, and not in Linux 6.1), and the 24-hour
-//! lblc/lblcr expiry. Everything compared matches Linux 6.1; the one
-//! difference found, dh's hash, is fixed in `sched/dh.rs`.
+//! lblc/lblcr expiry. Everything compared matches the VM's Linux 6.1
+//! (Debian's `linux-image-cloud-amd64`). The differences this test found
+//! are fixed: dh's hash (`sched/dh.rs`) and the overload flag on
+//! threshold edits (`table.rs`).
 
 #![allow(
     clippy::unwrap_used,

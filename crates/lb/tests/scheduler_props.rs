@@ -250,6 +250,9 @@ enum Event {
     Close(usize),
     /// Time passes (past `TIME_WAIT`, so closed entries go).
     Advance,
+    /// The `n`-th destination gets new upper and lower thresholds (the
+    /// lower one capped at the upper).
+    Thresholds(usize, u32, u32),
 }
 
 fn events(max: usize) -> impl Strategy<Value = Vec<Event>> {
@@ -261,6 +264,29 @@ fn events(max: usize) -> impl Strategy<Value = Vec<Event>> {
         ],
         1..max,
     )
+}
+
+fn events_with_edits(max: usize) -> impl Strategy<Value = Vec<Event>> {
+    prop::collection::vec(
+        prop_oneof![
+            6 => any::<bool>().prop_map(|open| Event::Connect { open }),
+            3 => any::<usize>().prop_map(Event::Close),
+            1 => Just(Event::Advance),
+            1 => (any::<usize>(), 0u32..6, 0u32..6)
+                .prop_map(|(d, u, l)| Event::Thresholds(d, u, l.min(u))),
+        ],
+        1..max,
+    )
+}
+
+/// The overload flag after a change, as `ip_vs_dest_update_overload`
+/// decides it from the connections and the thresholds.
+fn overload_after(over: bool, total: u32, upper: u32, lower: u32) -> bool {
+    if upper != 0 && total >= upper {
+        return true;
+    }
+    let lower = if lower != 0 { lower } else { upper - upper / 4 };
+    over && upper != 0 && total >= lower
 }
 
 proptest! {
@@ -365,9 +391,10 @@ proptest! {
 
     /// Upper and lower thresholds: a destination is skipped from the
     /// moment its connections reach the upper threshold until they fall
-    /// below the lower one (3/4 of the upper one without a lower one).
-    /// lblc and lblcr are left out: like the kernel, they keep using their
-    /// cached destination without looking at the flag.
+    /// below the lower one (3/4 of the upper one without a lower one); an
+    /// edit of the thresholds re-evaluates the flag at once. lblc and
+    /// lblcr are left out: like the kernel, they keep using their cached
+    /// destination without looking at the flag.
     #[test]
     fn overloaded_destinations_are_skipped(
         sched in any_scheduler().prop_filter("lblc keeps its cache", |s| !matches!(
@@ -375,9 +402,9 @@ proptest! {
             Scheduler::LocalityLeastConnection | Scheduler::LocalityLeastConnectionReplication
         )),
         dests in prop::collection::vec((1i32..4, 0u32..6, 0u32..6), 1..5),
-        events in events(60),
+        events in events_with_edits(60),
     ) {
-        let dests: Vec<(i32, u32, u32)> = dests
+        let mut dests: Vec<(i32, u32, u32)> = dests
             .into_iter()
             .map(|(w, u, l)| (w, u, if u == 0 { 0 } else { l.min(u) }))
             .collect();
@@ -399,9 +426,7 @@ proptest! {
                     if let Some(d) = pick {
                         prop_assert!(!over[d], "{:?} picked overloaded {} ({:?})", sched, d, dests);
                         total[d] += 1;
-                        if dests[d].1 != 0 && total[d] >= dests[d].1 {
-                            over[d] = true;
-                        }
+                        over[d] = overload_after(over[d], total[d], dests[d].1, dests[d].2);
                         if open {
                             rig.core.opened(&flow, dest_addr(d), rig.now);
                             live.push((flow, d));
@@ -434,6 +459,9 @@ proptest! {
                     rig.advance(Duration::from_secs(121));
                     for d in closing.drain(..) {
                         total[d] -= 1;
+                        // Unbinding keeps the kernel's older arithmetic:
+                        // below the lower threshold, or below 3/4 of the
+                        // upper one without a lower one.
                         let (_, u, l) = dests[d];
                         let below = if l != 0 {
                             total[d] < l
@@ -446,6 +474,17 @@ proptest! {
                     }
                 }
                 Event::Advance => {}
+                Event::Thresholds(d, u, l) => {
+                    let d = d % n;
+                    let (w, old_u, old_l) = dests[d];
+                    rig.core
+                        .apply(&Op::EditDestination(rig.key, dest(d, w, u, l)), rig.now)
+                        .unwrap();
+                    dests[d] = (w, u, l);
+                    if (old_u, old_l) != (u, l) {
+                        over[d] = overload_after(over[d], total[d], u, l);
+                    }
+                }
             }
             for s in rig.statuses() {
                 let i = index_of(s.destination.addr).unwrap();
@@ -495,6 +534,7 @@ proptest! {
                 }
                 Event::Close(_) => {}
                 Event::Advance => rig.advance(Duration::from_secs(121)),
+                Event::Thresholds(..) => {}
             }
         }
     }

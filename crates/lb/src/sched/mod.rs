@@ -17,6 +17,12 @@
 //! Userspace addition: destinations the driver already failed to connect
 //! to for this flow (`tried`) are treated as overloaded for this one
 //! decision.
+//!
+//! `tests/kernel_differential.rs` runs the same services, destinations and
+//! connection sequences in the test VM's kernel and in the core and
+//! requires the same choice for every connection (all schedulers but
+//! `twos`, IPv4 and IPv6, thresholds, persistence); `tests/scheduler_props.rs`
+//! checks the schedulers' invariants for arbitrary weights and histories.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
