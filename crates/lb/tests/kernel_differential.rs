@@ -76,9 +76,11 @@ enum Step {
     Wait(u64),
     /// `ipvsadm --set TCP TCPFIN UDP`.
     Set(u32, u32, u32),
+    /// `ipvsadm -E`: another scheduler and `-b` flags (not persistent).
+    Resched(Scheduler, &'static [&'static str]),
 }
 
-use Step::{Add, Close, Conn, Del, Edit, ServerClose, Set, Wait};
+use Step::{Add, Close, Conn, Del, Edit, Resched, ServerClose, Set, Wait};
 
 /// A virtual service and what happens to it.
 #[derive(Debug)]
@@ -656,6 +658,26 @@ fn scenarios() -> Vec<Scenario> {
             conns(39, 30, 4, 53200),
         ],
     );
+    add(
+        "ipvsadm -E: the scheduler changes under open connections",
+        S::RoundRobin,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 2, 0, 0), Add(3, 3, 0, 0)],
+            conns(40, 1, 4, 54000),
+            vec![Resched(S::WeightedRoundRobin, &[])],
+            conns(40, 10, 7, 54100),
+            vec![Resched(S::SourceHashing, &["sh-port"])],
+            conns(40, 20, 5, 54200),
+            vec![Resched(S::Maglev, &["mh-fallback"]), Edit(3, 0, 0, 0)],
+            conns(40, 30, 5, 54300),
+            vec![Resched(S::WeightedLeastConnection, &[])],
+            conns(40, 40, 5, 54400),
+            vec![Resched(S::WeightedRoundRobin, &[])],
+            conns(40, 50, 6, 54500),
+        ],
+    );
     out
 }
 
@@ -769,9 +791,9 @@ fn parse_kernel(output: &str) -> Choices {
     map
 }
 
-fn service_of(index: usize, scenario: &Scenario) -> Service {
-    let mut svc = Service::new(ServiceKey::tcp(vip(index, scenario.v6)), scenario.sched);
-    for flag in scenario.flags {
+/// A service with `-b` flags (`sh-port`, `mh-fallback`, ...).
+fn with_flags(mut svc: Service, flags: &[&str]) -> Service {
+    for flag in flags {
         let bit = if flag.ends_with("-fallback") {
             ServiceFlags::SCHED1
         } else {
@@ -779,6 +801,12 @@ fn service_of(index: usize, scenario: &Scenario) -> Service {
         };
         svc.flags = svc.flags.with(bit, true);
     }
+    svc
+}
+
+fn service_of(index: usize, scenario: &Scenario) -> Service {
+    let key = ServiceKey::tcp(vip(index, scenario.v6));
+    let mut svc = with_flags(Service::new(key, scenario.sched), scenario.flags);
     if let Some((timeout, prefix)) = scenario.persistent {
         svc = svc.persistent(timeout);
         svc.netmask = Netmask(if scenario.v6 {
@@ -882,6 +910,10 @@ fn run_core(index: usize, scenario: &Scenario) -> Vec<(usize, String, String)> {
             Set(tcp, tcp_fin, udp) => core
                 .apply(&Op::SetTimeouts(Timeouts { tcp, tcp_fin, udp }), now)
                 .unwrap(),
+            Resched(sched, flags) => {
+                let svc = with_flags(Service::new(key, sched), flags);
+                core.apply(&Op::EditService(svc), now).unwrap();
+            }
         }
     }
     out
@@ -1044,6 +1076,14 @@ fn in_vm() {
                     fin.to_string(),
                     udp.to_string(),
                 ]),
+                Resched(sched, flags) => {
+                    let mut edit = vec!["-E".into(), "-t".into(), v.clone()];
+                    edit.extend(["-s".into(), sched.name().into()]);
+                    if !flags.is_empty() {
+                        edit.extend(["-b".into(), flags.join(",")]);
+                    }
+                    ipvsadm(&edit);
+                }
             }
         }
         let listing = Command::new("ipvsadm")
