@@ -637,7 +637,10 @@ proptest! {
     /// mh: quiescing a destination moves no flow of another destination
     /// (the table keeps its last weight); with mh-fallback the quiesced
     /// destination's flows go elsewhere. Removing one moves all of its
-    /// flows and only a few others (Maglev's minimal disruption).
+    /// flows and only a few others: Maglev's disruption is minimal, not
+    /// zero, because the table is refilled without the removed
+    /// destination (about 1 % of the other flows with the kernel's
+    /// 4093-slot table and 3 to 16 destinations; 10 % is allowed here).
     #[test]
     fn mh_is_stable_under_unrelated_changes(
         weights in prop::collection::vec(1i32..4, 2..8),
@@ -681,7 +684,7 @@ proptest! {
                 moved_others += usize::from(now != before[k]);
             }
         }
-        prop_assert!(moved_others * 5 <= others, "{} of {} other flows moved", moved_others, others);
+        prop_assert!(moved_others * 10 <= others, "{} of {} other flows moved", moved_others, others);
     }
 }
 
