@@ -147,6 +147,9 @@ impl Netfilter {
     ) -> NetfilterReport {
         let full = changed.is_none() || self.needs_full;
         let mut report = NetfilterReport::default();
+        if !full && changed.is_some_and(BTreeSet::is_empty) {
+            return report;
+        }
         for i in 0..self.families.len() {
             self.sync_family(
                 i,
@@ -188,9 +191,16 @@ impl Netfilter {
         report.ipset_time += started.elapsed();
 
         let started = Instant::now();
-        let Some(tracker) = self.families[index].tracker.as_ref() else {
+        let state = &self.families[index];
+        let Some(tracker) = state.tracker.as_ref() else {
             return;
         };
+        // A partial sync whose sets kept their emptiness (and the same
+        // no-node-access entries) writes the rules last applied: nothing
+        // to render or restore.
+        if changed.is_some() && !rules_changed && state.applied.is_some() {
+            return;
+        }
         let input = rules_input(tracker, nf, report);
         let mut cfg = self.options.rules.clone();
         cfg.local_detect = self.options.local_detect[usize::from(family == IpFamily::V6)].clone();
@@ -203,9 +213,7 @@ impl Netfilter {
             }
         };
         let state = &mut self.families[index];
-        // A partial sync whose sets kept their emptiness writes the
-        // same rules: nothing to restore.
-        if changed.is_some() && !rules_changed && state.applied.as_ref() == Some(&rules) {
+        if changed.is_some() && state.applied.as_ref() == Some(&rules) {
             return;
         }
         // Between full syncs the jumps into our chains stay from the last
