@@ -22,7 +22,10 @@
 //! * a server close is the backend's FIN alone (`FIN_WAIT`, the `tcpfin`
 //!   timeout, which scenarios shorten with `--set` to watch entries expire
 //!   and thresholds recover); waits are real in the VM and simulated in
-//!   the core.
+//!   the core. The core's clock only moves 20 ms per step, the VM's real
+//!   one more, so scenarios keep seconds of margin: whatever happens
+//!   between a close and the next wait takes well under the `tcpfin`
+//!   timeout, and waits outlast it by seconds.
 //!
 //! This file is its own harness (`harness = false`): the same binary is the
 //! host test, the in-VM driver (`in-vm`), the backend (`backend ADDR...`)
@@ -474,12 +477,12 @@ fn scenarios() -> Vec<Scenario> {
         &[],
         None,
         vec![
-            vec![Set(900, 2, 300)],
+            vec![Set(900, 5, 300)],
             vec![Add(1, 1, 0, 0), Add(2, 1, 0, 0), Add(3, 2, 0, 0)],
             conns(26, 1, 8, 41000),
             vec![ServerClose(3, 3), ServerClose(1, 1)],
             conns(26, 20, 3, 41100),
-            vec![Wait(4)],
+            vec![Wait(8)],
             conns(26, 30, 5, 41200),
             vec![Set(900, 120, 300)],
         ],
@@ -490,12 +493,12 @@ fn scenarios() -> Vec<Scenario> {
         &[],
         None,
         vec![
-            vec![Set(900, 2, 300)],
+            vec![Set(900, 5, 300)],
             vec![Add(1, 1, 0, 0), Add(2, 1, 0, 0), Add(3, 2, 0, 0)],
             conns(27, 1, 6, 42000),
             vec![ServerClose(2, 2)],
             conns(27, 20, 2, 42100),
-            vec![Wait(4)],
+            vec![Wait(8)],
             conns(27, 30, 4, 42200),
             vec![Set(900, 120, 300)],
         ],
@@ -604,7 +607,7 @@ fn scenarios() -> Vec<Scenario> {
         "rr persistent: templates expire, deleted destinations invalidate them",
         S::RoundRobin,
         &[],
-        Some((3, 24)),
+        Some((6, 24)),
         vec![
             vec![Set(900, 2, 300)],
             vec![Add(1, 1, 0, 0), Add(2, 1, 0, 0), Add(3, 1, 0, 0)],
@@ -615,7 +618,7 @@ fn scenarios() -> Vec<Scenario> {
                 Conn([37, 1], 51003),
             ],
             vec![ServerClose(1, 9), ServerClose(2, 9), ServerClose(3, 9)],
-            vec![Wait(9)],
+            vec![Wait(12)],
             vec![
                 Conn([36, 3], 51100),
                 Conn([35, 3], 51101),
