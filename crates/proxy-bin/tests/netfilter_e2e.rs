@@ -16,7 +16,8 @@
 //! * hairpin: a pod reaching its own Service through the cluster IP;
 //! * a cluster IP from the node itself;
 //! * a VIP port that is no Service is rejected by KUBE-IPVS-FILTER;
-//! * kube-proxy's sysctls;
+//! * kube-proxy's sysctls; a new `--ipset-maxelem` rebuilding the sets
+//!   in place;
 //! * `--cleanup` removes our virtual servers, sets, chains and
 //!   kube-ipvs0, and leaves a foreign virtual server, chain and set;
 //! * the legacy iptables backend as well as nft.
@@ -140,7 +141,8 @@ echo 0 > /proc/sys/net/ipv4/ip_forward
 
 exec 2>>/tmp/proxy.log
 trap 'echo "== log"; cat /tmp/proxy.log' EXIT
-P="rvs-proxy --manifests /etc/rvs/m --hostname-override node-a --cluster-cidr 10.0.2.0/23 --ipvs-strict-arp --ipset-maxelem 4096"
+P0="rvs-proxy --manifests /etc/rvs/m --hostname-override node-a --cluster-cidr 10.0.2.0/23 --ipvs-strict-arp"
+P="$P0 --ipset-maxelem 4096"
 $P & pid=$!
 wait_for "ipset list KUBE-LOAD-BALANCER-FW 2>/dev/null | grep -q 192.0.2.10 &&
     iptables-save -t filter | grep -q KUBE-SOURCE-RANGES-FIREWALL"
@@ -173,6 +175,12 @@ mv /tmp/wide.yaml /etc/rvs/m/cluster.yaml
 wait_for "ipset list KUBE-LOAD-BALANCER-SOURCE-CIDR | grep -q 10.0.4.0/24"
 echo "lb-stranger: $(seen stranger 192.0.2.10 80)"
 kill $pid; wait $pid || true
+
+echo "== maxelem"
+# A new maxelem rebuilds the sets in place (swapped in under the rules).
+$P0 --once --ipset-maxelem 8192
+ipset list KUBE-LOAD-BALANCER-SOURCE-CIDR | grep -E '^(Header|192)' | sed 's/ bucketsize.*//' | sort
+echo "lb-stranger: $(seen stranger 192.0.2.10 80)"
 
 echo "== cleanup"
 $P --cleanup
@@ -292,6 +300,18 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
             .iter()
             .any(|l| l.contains(" set_members=1 ") && l.contains(" restores=0 ")),
         "{partial:?}"
+    );
+
+    let maxelem = section(o, "maxelem");
+    assert_eq!(
+        maxelem,
+        [
+            "192.0.2.10,tcp:80,10.0.1.0/24",
+            "192.0.2.10,tcp:80,10.0.4.0/24",
+            "Header: family inet hashsize 1024 maxelem 8192",
+            "lb-stranger: 10.0.3.1",
+        ],
+        "{o}"
     );
 
     let cleaned = section(o, "cleanup");
