@@ -278,3 +278,39 @@ spec:
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].field, "spec.loadBalancerSourceRanges[0]");
 }
+
+/// The API server's JSON (what the watchers decode) carries both fields
+/// the same way.
+#[test]
+fn source_ranges_and_health_check_ports_from_api_json() {
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "lb", "namespace": "prod", "resourceVersion": "7"},
+        "spec": {
+            "type": "LoadBalancer",
+            "clusterIP": "10.96.0.30",
+            "clusterIPs": ["10.96.0.30", "fd00:96::30"],
+            "externalTrafficPolicy": "Local",
+            "healthCheckNodePort": 31999,
+            "loadBalancerSourceRanges": ["198.51.100.0/24", "2001:db8::/32"],
+            "ports": [{"port": 443, "nodePort": 30443, "protocol": "TCP"}]
+        },
+        "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.60"}]}}
+    }))
+    .unwrap();
+    let (c, errors) = ClusterState::build(&[svc], &[], &[], "node-a", None);
+    assert!(errors.is_empty(), "{errors:?}");
+    let info = c.services.values().next().unwrap();
+    assert_eq!(info.health_check_node_port, Some(31999));
+    assert_eq!(info.source_ranges.len(), 2);
+    let config = ProxyConfig::default();
+    let v6 = desired_ipsets(&c, &config, IpFamily::V6);
+    // No IPv6 load-balancer IP: the IPv6 range has nothing to fence.
+    assert!(v6.get("KUBE-LOAD-BALANCER-SOURCE-CIDR").is_empty());
+    let v4 = desired_ipsets(&c, &config, IpFamily::V4);
+    assert_eq!(
+        v4.get("KUBE-LOAD-BALANCER-SOURCE-CIDR"),
+        ["192.0.2.60,tcp:443,198.51.100.0/24"]
+    );
+    // No node address: the node cannot be inside a range.
+    assert_eq!(v4.lb_no_node_access.len(), 1);
+}
