@@ -1,8 +1,9 @@
 //! Differential test of the schedulers against the real kernel's IPVS.
 //!
 //! Each scenario programs one virtual service (a scheduler, its flags,
-//! perhaps persistence; IPv4 or IPv6) and its destinations, then opens and
-//! closes TCP connections from chosen client addresses and ports. In the
+//! perhaps persistence; IPv4 or IPv6; TCP or UDP) and its destinations,
+//! then opens and closes TCP connections or sends UDP datagrams from
+//! chosen client addresses and ports. In the
 //! test VM the kernel runs the scenario with `ipvsadm` and real
 //! connections: a client network namespace (clients bind to addresses of
 //! `10.1.0.0/16` or `fd01::/64`, routed to it and accepted there as local)
@@ -19,6 +20,10 @@
 //!   one starts;
 //! * a client close is the client's FIN and then the backend's
 //!   (`CLOSE_WAIT`, then `TIME_WAIT` in both);
+//! * a UDP datagram is scheduled (one-packet scheduling, `-o`) or finds
+//!   its entry; the backend that answers is the kernel's choice, and
+//!   `ipvsadm -Lnc` must show an entry for it exactly when the service is
+//!   not one-packet;
 //! * a server close is the backend's FIN alone (`FIN_WAIT`, the `tcpfin`
 //!   timeout, which scenarios shorten with `--set` to watch entries expire
 //!   and thresholds recover); waits are real in the VM and simulated in
@@ -81,9 +86,12 @@ enum Step {
     Set(u32, u32, u32),
     /// `ipvsadm -E`: another scheduler and `-b` flags (not persistent).
     Resched(Scheduler, &'static [&'static str]),
+    /// A UDP datagram from `10.1.X.Y:PORT`; the backend that answers is
+    /// the kernel's choice (UDP scenarios only).
+    Datagram([u8; 2], u16),
 }
 
-use Step::{Add, Close, Conn, Del, Edit, Resched, ServerClose, Set, Wait};
+use Step::{Add, Close, Conn, Datagram, Del, Edit, Resched, ServerClose, Set, Wait};
 
 /// A virtual service and what happens to it.
 #[derive(Debug)]
@@ -96,6 +104,9 @@ struct Scenario {
     persistent: Option<(u32, u8)>,
     /// IPv6 service, destinations and clients.
     v6: bool,
+    /// A UDP service; with one-packet scheduling (`-o`) when its flags
+    /// say `ops`.
+    udp: bool,
     steps: Vec<Step>,
 }
 
@@ -160,6 +171,7 @@ fn scenarios() -> Vec<Scenario> {
             flags,
             persistent,
             v6: name.contains("IPv6"),
+            udp: name.contains("UDP"),
             steps: steps.concat(),
         });
     };
@@ -681,6 +693,49 @@ fn scenarios() -> Vec<Scenario> {
             conns(40, 50, 6, 54500),
         ],
     );
+    let datagrams = |net: u8, first: u8, n: u8, port: u16| -> Vec<Step> {
+        (0..n)
+            .map(|i| Datagram([net, first + i], port + u16::from(i)))
+            .collect()
+    };
+    add(
+        "UDP wrr: entries pin each flow",
+        S::WeightedRoundRobin,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 2, 0, 0), Add(3, 1, 0, 0)],
+            datagrams(41, 1, 6, 56000),
+            datagrams(41, 1, 6, 56000),
+            vec![Edit(2, 0, 0, 0)],
+            datagrams(41, 1, 6, 56000),
+            datagrams(41, 20, 4, 56100),
+        ],
+    );
+    add(
+        "UDP rr -o: one-packet scheduling, no entries",
+        S::RoundRobin,
+        &["ops"],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 1, 0, 0), Add(3, 1, 0, 0)],
+            (0..5).map(|_| Datagram([42, 1], 57000)).collect(),
+            (0..4).map(|_| Datagram([42, 2], 57001)).collect(),
+            vec![Del(2)],
+            (0..3).map(|_| Datagram([42, 1], 57000)).collect(),
+        ],
+    );
+    add(
+        "UDP sh -o: one-packet scheduling by source",
+        S::SourceHashing,
+        &["ops", "sh-port"],
+        None,
+        vec![
+            vec![Add(1, 1, 0, 0), Add(2, 1, 0, 0), Add(3, 1, 0, 0)],
+            datagrams(43, 1, 8, 58000),
+            datagrams(43, 1, 8, 58000),
+        ],
+    );
     out
 }
 
@@ -794,10 +849,13 @@ fn parse_kernel(output: &str) -> Choices {
     map
 }
 
-/// A service with `-b` flags (`sh-port`, `mh-fallback`, ...).
+/// A service with `-b` flags (`sh-port`, `mh-fallback`, ...), and `-o`
+/// for the pseudo-flag `ops`.
 fn with_flags(mut svc: Service, flags: &[&str]) -> Service {
     for flag in flags {
-        let bit = if flag.ends_with("-fallback") {
+        let bit = if *flag == "ops" {
+            ServiceFlags::ONEPACKET
+        } else if flag.ends_with("-fallback") {
             ServiceFlags::SCHED1
         } else {
             ServiceFlags::SCHED2
@@ -808,7 +866,12 @@ fn with_flags(mut svc: Service, flags: &[&str]) -> Service {
 }
 
 fn service_of(index: usize, scenario: &Scenario) -> Service {
-    let key = ServiceKey::tcp(vip(index, scenario.v6));
+    let addr = vip(index, scenario.v6);
+    let key = if scenario.udp {
+        ServiceKey::udp(addr)
+    } else {
+        ServiceKey::tcp(addr)
+    };
     let mut svc = with_flags(Service::new(key, scenario.sched), scenario.flags);
     if let Some((timeout, prefix)) = scenario.persistent {
         svc = svc.persistent(timeout);
@@ -866,8 +929,13 @@ fn run_core(index: usize, scenario: &Scenario) -> Vec<(usize, String, String)> {
     core.apply(&Op::AddService(svc), now).unwrap();
     let mut open = Open::default();
     let mut out = Vec::new();
+    let protocol = if scenario.udp {
+        Protocol::Udp
+    } else {
+        Protocol::Tcp
+    };
     let flow = |client| FlowId {
-        protocol: Protocol::Tcp,
+        protocol,
         client,
         vip,
     };
@@ -916,6 +984,25 @@ fn run_core(index: usize, scenario: &Scenario) -> Vec<(usize, String, String)> {
             Resched(sched, flags) => {
                 let svc = with_flags(Service::new(key, sched), flags);
                 core.apply(&Op::EditService(svc), now).unwrap();
+            }
+            Datagram(c, port) => {
+                // Every datagram is scheduled (one-packet) or finds its
+                // entry; the driver reports it as traffic either way.
+                let flow = flow(client_addr(c, port, v6));
+                let chosen = core.schedule(&flow, &[], now);
+                if let Some(d) = chosen {
+                    let one = rvs_lb::Traffic {
+                        in_bytes: 5,
+                        in_packets: 1,
+                        ..Default::default()
+                    };
+                    core.traffic(&flow, d, &one, now);
+                }
+                out.push((
+                    i,
+                    flow.client.to_string(),
+                    chosen.map_or("none".to_owned(), |d| d.to_string()),
+                ));
             }
         }
     }
@@ -974,6 +1061,19 @@ fn ipvsadm(args: &[String]) {
     );
 }
 
+/// `ipvsadm` arguments for scheduler flags: `-b ...`, and `-o` for `ops`.
+fn sched_flags(flags: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let b: Vec<&str> = flags.iter().copied().filter(|f| *f != "ops").collect();
+    if !b.is_empty() {
+        out.extend(["-b".to_owned(), b.join(",")]);
+    }
+    if flags.contains(&"ops") {
+        out.push("-o".to_owned());
+    }
+    out
+}
+
 /// The destination of the entry for `client` → `vip` in `ipvsadm -Lnc`.
 fn kernel_dest(client: SocketAddr, vip: SocketAddr) -> Option<SocketAddr> {
     let out = Command::new("ipvsadm").arg("-Lnc").output().unwrap();
@@ -1015,11 +1115,10 @@ fn in_vm() {
         let vip = vip(index, v6);
         let v = vip.to_string();
         println!("== {index}: {}", scenario.name);
-        let mut add = vec!["-A".into(), "-t".into(), v.clone()];
+        let t = if scenario.udp { "-u" } else { "-t" };
+        let mut add = vec!["-A".into(), t.into(), v.clone()];
         add.extend(["-s".into(), scenario.sched.name().into()]);
-        if !scenario.flags.is_empty() {
-            add.extend(["-b".into(), scenario.flags.join(",")]);
-        }
+        add.extend(sched_flags(scenario.flags));
         if let Some((timeout, prefix)) = scenario.persistent {
             add.extend(["-p".into(), timeout.to_string(), "-M".into()]);
             add.push(if v6 {
@@ -1032,7 +1131,7 @@ fn in_vm() {
         let mut open = Open::default();
         for (i, step) in scenario.steps.iter().enumerate() {
             let dest_args = |op: &str, b: u8, w: i32, x: u32, y: u32| -> Vec<String> {
-                let mut a = vec![op.into(), "-t".into(), v.clone(), "-r".into()];
+                let mut a = vec![op.into(), t.into(), v.clone(), "-r".into()];
                 a.push(backend_addr(b, v6).to_string());
                 a.extend(["-m".into(), "-w".into(), w.to_string()]);
                 a.extend(["-x".into(), x.to_string(), "-y".into(), y.to_string()]);
@@ -1043,7 +1142,7 @@ fn in_vm() {
                 Edit(b, w, x, y) => ipvsadm(&dest_args("-e", b, w, x, y)),
                 Del(b) => {
                     let real = backend_addr(b, v6).to_string();
-                    ipvsadm(&["-d".into(), "-t".into(), v.clone(), "-r".into(), real]);
+                    ipvsadm(&["-d".into(), t.into(), v.clone(), "-r".into(), real]);
                 }
                 Conn(c, port) => {
                     let client = client_addr(c, port, v6);
@@ -1080,17 +1179,36 @@ fn in_vm() {
                     udp.to_string(),
                 ]),
                 Resched(sched, flags) => {
-                    let mut edit = vec!["-E".into(), "-t".into(), v.clone()];
+                    let mut edit = vec!["-E".into(), t.into(), v.clone()];
                     edit.extend(["-s".into(), sched.name().into()]);
-                    if !flags.is_empty() {
-                        edit.extend(["-b".into(), flags.join(",")]);
-                    }
+                    edit.extend(sched_flags(flags));
                     ipvsadm(&edit);
+                }
+                Datagram(c, port) => {
+                    let client = client_addr(c, port, v6);
+                    let reply = connector.ask(&format!("udp {client} {vip}"));
+                    let entry = kernel_dest(client, vip);
+                    let dest = match reply.strip_prefix("ok ") {
+                        Some(name) => {
+                            let d: SocketAddr = name.parse().unwrap();
+                            let one_packet = scenario.flags.contains(&"ops");
+                            // One-packet scheduling leaves no entry; a
+                            // UDP entry names the backend that answered.
+                            let expected = (!one_packet).then_some(d);
+                            assert_eq!(entry, expected, "{client}: -Lnc entry");
+                            d.to_string()
+                        }
+                        None => {
+                            println!("# {client}: {reply}");
+                            "none".to_owned()
+                        }
+                    };
+                    println!("K {index} {i} {client} {dest}");
                 }
             }
         }
         let listing = Command::new("ipvsadm")
-            .args(["-Ln", "-t", &v])
+            .args(["-Ln", t, &v])
             .output()
             .unwrap();
         print!("{}", String::from_utf8_lossy(&listing.stdout));
@@ -1109,6 +1227,17 @@ fn backend(addrs: &[String]) {
         .iter()
         .map(|a| TcpListener::bind(a).unwrap())
         .collect();
+    // UDP on the same addresses: answer every datagram with our name.
+    for a in addrs {
+        let socket = std::net::UdpSocket::bind(a).unwrap();
+        std::thread::spawn(move || {
+            let name = socket.local_addr().unwrap().to_string();
+            let mut buf = [0u8; 64];
+            while let Ok((_, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(name.as_bytes(), from);
+            }
+        });
+    }
     println!("ready");
     std::io::stdout().flush().unwrap();
     let threads: Vec<_> = listeners
@@ -1178,6 +1307,10 @@ fn connector() {
                 }
                 None => "unknown".to_owned(),
             },
+            ["udp", client, vip] => match datagram(client, vip) {
+                Ok(name) => format!("ok {name}"),
+                Err(e) => format!("err {e}"),
+            },
             ["reset"] => {
                 open.clear();
                 "reset".to_owned()
@@ -1187,6 +1320,28 @@ fn connector() {
         writeln!(stdout, "{reply}").unwrap();
         stdout.flush().unwrap();
     }
+}
+
+/// Sends one datagram from `client` to `vip` and returns who answered.
+/// The socket is not connected: with one-packet scheduling the kernel
+/// keeps no entry to translate the answer, which then comes straight from
+/// the backend's address.
+fn datagram(client: &str, vip: &str) -> std::io::Result<String> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let client: SocketAddr = client.parse().map_err(std::io::Error::other)?;
+    let vip: SocketAddr = vip.parse().map_err(std::io::Error::other)?;
+    let socket = Socket::new(Domain::for_address(vip), Type::DGRAM, None)?;
+    socket.set_reuse_address(true)?;
+    if client.is_ipv6() {
+        socket.set_freebind_v6(true)?;
+    }
+    socket.bind(&SockAddr::from(client))?;
+    let socket: std::net::UdpSocket = socket.into();
+    socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+    socket.send_to(b"hello", vip)?;
+    let mut buf = [0u8; 64];
+    let (n, _) = socket.recv_from(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 fn connect(client: &str, vip: &str) -> std::io::Result<(TcpStream, String)> {
