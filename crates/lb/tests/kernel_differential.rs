@@ -736,6 +736,38 @@ fn scenarios() -> Vec<Scenario> {
             datagrams(43, 1, 8, 58000),
         ],
     );
+    add(
+        "lblc: thresholds, the cached destination deleted and re-added",
+        S::LocalityLeastConnection,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 2, 3, 0), Add(2, 2, 3, 0), Add(3, 1, 0, 0)],
+            conns(44, 1, 8, 59000),
+            vec![Del(1)],
+            conns(44, 20, 3, 59000 + 100),
+            vec![Add(1, 2, 0, 0)],
+            conns(44, 30, 3, 59000 + 200),
+            vec![Del(2), Edit(3, 3, 0, 0)],
+            conns(44, 40, 4, 59000 + 300),
+        ],
+    );
+    add(
+        "lblcr: thresholds, set members deleted and re-added",
+        S::LocalityLeastConnectionReplication,
+        &[],
+        None,
+        vec![
+            vec![Add(1, 2, 3, 0), Add(2, 2, 3, 0), Add(3, 1, 0, 0)],
+            conns(45, 1, 8, 60000),
+            vec![Del(1)],
+            conns(45, 20, 3, 60000 + 100),
+            vec![Add(1, 2, 0, 0)],
+            conns(45, 30, 3, 60000 + 200),
+            vec![Del(2), Edit(3, 3, 0, 0)],
+            conns(45, 40, 4, 60000 + 300),
+        ],
+    );
     out
 }
 
@@ -1021,7 +1053,7 @@ $IP -n cli route add local 10.1.0.0/16 dev lo
 $IP -n cli -6 route add local fd01::/64 dev lo
 $IP route add 10.1.0.0/16 via 10.0.1.2
 $IP -6 route add fd01::/64 via fd00:1::2
-for n in $(seq 1 40); do topo_vip 10.96.0.$n/32; topo_vip fd00:96::$(printf %x $n)/128; done
+for n in $(seq 1 50); do topo_vip 10.96.0.$n/32; topo_vip fd00:96::$(printf %x $n)/128; done
 self in-vm
 "#;
 
