@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use rvs_model::ServiceKey;
-use rvs_model::admin::{Admin, AdminError, Op};
+use rvs_model::admin::{Admin, AdminError, Op, OpKind};
 
 use crate::cluster::{ClusterState, ObjectName};
 use crate::config::ProxyConfig;
@@ -101,6 +101,39 @@ pub struct SyncReport {
     /// The Services a partial sync recomputed; `None` after a full sync.
     /// Layers synced after IPVS (ipsets) follow the same scope.
     pub changed: Option<BTreeSet<ObjectName>>,
+    /// Operations applied and refused, by kind (for metrics).
+    pub by_kind: Vec<KindCount>,
+}
+
+/// Operations of one kind a sync applied and the dataplane refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KindCount {
+    /// The kind.
+    pub kind: OpKind,
+    /// Applied.
+    pub applied: usize,
+    /// Refused.
+    pub failed: usize,
+}
+
+impl SyncReport {
+    fn count(&mut self, kind: OpKind, ok: bool) {
+        if !self.by_kind.iter().any(|k| k.kind == kind) {
+            self.by_kind.push(KindCount {
+                kind,
+                applied: 0,
+                failed: 0,
+            });
+        }
+        let Some(entry) = self.by_kind.iter_mut().find(|k| k.kind == kind) else {
+            return;
+        };
+        if ok {
+            entry.applied += 1;
+        } else {
+            entry.failed += 1;
+        }
+    }
 }
 
 /// Reads every virtual server with its real servers.
@@ -388,10 +421,12 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
             match result {
                 Ok(()) => {
                     report.applied += 1;
+                    report.count(op.kind(), true);
                     applied.push(op.clone());
                 }
                 Err(err) => {
                     report.failed += 1;
+                    report.count(op.kind(), false);
                     tracing::warn!(op = ?op, error = %err, "dataplane refused an operation; the next sync retries");
                 }
             }
