@@ -1,6 +1,7 @@
 //! The command line, with kube-proxy's flag names and value formats
 //! (Go durations such as `30s` or `1m30s`, comma-separated CIDR lists).
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -187,12 +188,43 @@ pub(crate) struct Cli {
     #[arg(long)]
     pub(crate) once: bool,
 
+    /// A kube-proxy `KubeProxyConfiguration` file
+    /// (`kubeproxy.config.k8s.io/v1alpha1`); flags given explicitly win
+    /// over its values.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Where `/metrics` is served (`IP:PORT`, or a bare IP for port
+    /// 10249; empty turns the server off).
+    #[arg(long, default_value = "127.0.0.1:10249", value_name = "IP:PORT")]
+    pub(crate) metrics_bind_address: String,
+
+    /// Where `/healthz` and `/livez` are served (`IP:PORT`, or a bare IP
+    /// for port 10256; empty turns the server off).
+    #[arg(long, default_value = "0.0.0.0:10256", value_name = "IP:PORT")]
+    pub(crate) healthz_bind_address: String,
+
+    /// Exit when the healthz or metrics address cannot be bound, instead
+    /// of retrying in the background.
+    #[arg(long)]
+    pub(crate) bind_address_hard_fail: bool,
+
     /// Log verbosity, as kube-proxy's `-v` (0–1 info, 2–3 debug, 4+ trace).
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub(crate) verbosity: u8,
 }
 
 impl Cli {
+    /// The metrics server's address, or `None` when turned off.
+    pub(crate) fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        parse_bind("--metrics-bind-address", &self.metrics_bind_address, 10249)
+    }
+
+    /// The healthz server's address, or `None` when turned off.
+    pub(crate) fn healthz_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        parse_bind("--healthz-bind-address", &self.healthz_bind_address, 10256)
+    }
+
     /// The IPVS timeouts to set at start, as `ipvsadm --set` takes them
     /// (whole seconds; 0 leaves a value unchanged), or `None` when all
     /// three flags are unset, as kube-proxy skips the call then.
@@ -260,6 +292,21 @@ impl Cli {
         self.ipvs_scheduler
             .parse()
             .map_err(|e| anyhow::anyhow!("--ipvs-scheduler: {e}"))
+    }
+}
+
+/// `IP:PORT`, `[IPv6]:PORT`, a bare IP (the default port), or empty (off).
+fn parse_bind(flag: &str, text: &str, default_port: u16) -> anyhow::Result<Option<SocketAddr>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Some(addr));
+    }
+    match text.parse::<IpAddr>() {
+        Ok(ip) => Ok(Some(SocketAddr::new(ip, default_port))),
+        Err(_) => bail!("{flag}: {text:?} is not an address such as 0.0.0.0:{default_port}"),
     }
 }
 

@@ -15,8 +15,10 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod config;
 mod kernel;
 mod netfilter;
+mod observe;
 mod source;
 mod sysctl;
 
@@ -27,7 +29,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use rvs_ipvs::IpvsClient;
 use rvs_model::admin::Admin;
 use rvs_proxy::sync::{AddressBinder, NoBinder, Syncer, describe};
@@ -35,6 +36,7 @@ use rvs_proxy::{ClusterState, ProxyConfig};
 
 use crate::cli::{Cli, Dataplane};
 use crate::netfilter::{Netfilter, NetfilterOptions, NetfilterReport};
+use crate::observe::Observer;
 use crate::source::Source;
 
 /// How often a draining real server is re-checked.
@@ -121,6 +123,7 @@ fn run_loop<A: Admin, B: AddressBinder>(
     source: &mut Source,
     syncer: &mut Syncer<A, B>,
     kernel_side: &mut Option<KernelSide>,
+    mut observer: Option<&mut Observer>,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let mut last_sync: Option<Instant> = None;
@@ -158,13 +161,23 @@ fn run_loop<A: Admin, B: AddressBinder>(
                                 k.after_sync(&cluster, &syncer.config, report.changed.as_ref())
                             })
                             .unwrap_or_default();
-                        Ok(Some((load_ms, report, nf)))
+                        Ok(Some((load_ms, report, nf, cluster)))
                     }
                 });
             changed = false;
             match outcome {
                 Ok(None) => tracing::debug!("waiting for the first complete list before syncing"),
-                Ok(Some((load_ms, report, nf))) => {
+                Ok(Some((load_ms, report, nf, cluster))) => {
+                    if let Some(o) = observer.as_deref_mut() {
+                        o.synced(
+                            full,
+                            now.elapsed(),
+                            Some(&report),
+                            nf.failures,
+                            Some(&cluster),
+                        );
+                        o.netfilter_failed(nf.failures);
+                    }
                     last_sync = Some(now);
                     if full {
                         next_full = now + cli.ipvs_sync_period;
@@ -201,6 +214,9 @@ fn run_loop<A: Admin, B: AddressBinder>(
                     }
                 }
                 Err(e) => {
+                    if let Some(o) = observer.as_deref_mut() {
+                        o.synced(full, now.elapsed(), None, 0, None);
+                    }
                     last_sync = Some(now);
                     tracing::error!(
                         error = format!("{e:#}"),
@@ -215,15 +231,25 @@ fn run_loop<A: Admin, B: AddressBinder>(
                 }
             }
         }
-        changed |= source.wait_change(WAIT_SLICE);
+        if source.wait_change(WAIT_SLICE) {
+            changed = true;
+            if let Some(o) = observer.as_deref_mut() {
+                o.queued();
+            }
+        }
+        if let Some(o) = observer.as_deref_mut() {
+            o.poll_counters(&mut syncer.admin);
+        }
     }
-    tracing::info!("stopping; the dataplane keeps its state for the next start to adopt");
     Ok(())
 }
 
 fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let (cli, ignored) = config::parse_args()?;
     init_logging(cli.verbosity);
+    for field in ignored {
+        tracing::warn!(%field, "--config: field accepted but not implemented by rvs-proxy");
+    }
     if cli.proxy_mode != "ipvs" {
         bail!(
             "--proxy-mode={}: rvs-proxy implements only the ipvs mode",
@@ -381,7 +407,28 @@ fn drive<A: Admin, B: AddressBinder>(
     }
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_watch(Arc::clone(&stop))?;
-    run_loop(cli, source, &mut syncer, &mut kernel_side, &stop)
+    let mut observer = if cli.once {
+        None
+    } else {
+        Some(Observer::start(cli)?)
+    };
+    let result = run_loop(
+        cli,
+        source,
+        &mut syncer,
+        &mut kernel_side,
+        observer.as_mut(),
+        &stop,
+    );
+    if let Some(o) = observer {
+        o.stop();
+    }
+    if kernel_side.is_some() {
+        tracing::info!("stopped; the kernel keeps its state for the next start to adopt");
+    } else {
+        tracing::info!("stopped");
+    }
+    result
 }
 
 /// The first complete view (the API source needs its initial lists).

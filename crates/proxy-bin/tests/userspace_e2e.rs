@@ -21,6 +21,30 @@ const STEP: Duration = Duration::from_secs(10);
 const NODE: &str = "e2e-node";
 const CLUSTER_IP: &str = "127.0.70.1";
 const DNS_IP: &str = "127.0.70.53";
+const LB_IP: &str = "127.0.70.2";
+const HEALTH_CHECK_PORT: u16 = 31899;
+const METRICS: &str = "127.0.74.1:10249";
+const HEALTHZ: &str = "127.0.74.1:10256";
+
+/// A plain HTTP/1.0 GET: the status code and the body.
+fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), STEP)?;
+    stream.set_read_timeout(Some(STEP))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
 
 fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
@@ -44,6 +68,14 @@ fn manifests(web_endpoints: &[&str]) -> String {
   "metadata":{{"name":"web-1","namespace":"default","labels":{{"kubernetes.io/service-name":"web"}}}},
   "addressType":"IPv4","ports":[{{"name":"http","port":18091,"protocol":"TCP"}}],
   "endpoints":[{}]}},
+{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"lb","namespace":"default"}},
+  "spec":{{"type":"LoadBalancer","clusterIP":"{LB_IP}","externalTrafficPolicy":"Local",
+    "healthCheckNodePort":{HEALTH_CHECK_PORT},
+    "ports":[{{"name":"http","port":18082,"targetPort":18091,"nodePort":31882,"protocol":"TCP"}}]}}}},
+{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
+  "metadata":{{"name":"lb-1","namespace":"default","labels":{{"kubernetes.io/service-name":"lb"}}}},
+  "addressType":"IPv4","ports":[{{"name":"http","port":18091,"protocol":"TCP"}}],
+  "endpoints":[{}]}},
 {{"apiVersion":"v1","kind":"Service","metadata":{{"name":"dns","namespace":"kube-system"}},
   "spec":{{"clusterIP":"{DNS_IP}","ports":[{{"name":"dns","port":15354,"targetPort":15355,"protocol":"UDP"}}]}}}},
 {{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
@@ -51,6 +83,7 @@ fn manifests(web_endpoints: &[&str]) -> String {
   "addressType":"IPv4","ports":[{{"name":"dns","port":15355,"protocol":"UDP"}}],
   "endpoints":[{{"addresses":["127.0.72.1"],"conditions":{{"ready":true}}}}]}}
 ]}}"#,
+        endpoints.join(","),
         endpoints.join(",")
     )
 }
@@ -102,6 +135,8 @@ fn userspace_proxy_serves_services_from_manifests() {
         .args(["--dataplane", "userspace", "--hostname-override", NODE])
         .args(["--workers", "2"])
         .args(["--ipvs-tcpfin-timeout", "7s"])
+        .args(["--metrics-bind-address", METRICS])
+        .args(["--healthz-bind-address", HEALTHZ])
         .arg("--admin-socket")
         .arg(&socket)
         .stdin(Stdio::null())
@@ -117,6 +152,32 @@ fn userspace_proxy_serves_services_from_manifests() {
     for pair in names.windows(2) {
         assert_ne!(pair[0], pair[1], "rr alternates: {names:?}");
     }
+    // kube-proxy's health and metrics endpoints.
+    eventually("healthz answers", || http_get(HEALTHZ, "/healthz").is_ok());
+    let (status, body) = http_get(HEALTHZ, "/healthz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("lastUpdated") && body.contains("currentTime"),
+        "{body}"
+    );
+    assert_eq!(http_get(HEALTHZ, "/livez").unwrap().0, 200);
+    let (status, metrics) = http_get(METRICS, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for name in [
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket",
+        "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+        "rvs_reconciler_operations_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+    }
+    // The Local-policy LoadBalancer's health check node port: both
+    // endpoints are on this node.
+    eventually("the health check node port answers", || {
+        http_get(&format!("127.0.0.1:{HEALTH_CHECK_PORT}"), "/").is_ok_and(|(s, _)| s == 200)
+    });
+    let (_, body) = http_get(&format!("127.0.0.1:{HEALTH_CHECK_PORT}"), "/").unwrap();
+    assert!(body.contains("\"localEndpoints\": 2"), "{body}");
+
     let node_port = addr("127.0.0.1:31881");
     let via_node_port: Vec<String> = (0..4).map(|_| ask_once(node_port, STEP).unwrap()).collect();
     assert!(via_node_port.iter().any(|n| n == "a") && via_node_port.iter().any(|n| n == "b"));
@@ -215,8 +276,8 @@ fn userspace_proxy_serves_services_from_manifests() {
     let services = admin.services().unwrap();
     assert_eq!(
         services.len(),
-        3,
-        "cluster IP, node port, dns: {services:?}"
+        5,
+        "web's cluster IP and node port, lb's cluster IP and node port, dns: {services:?}"
     );
 
     let pid = proxy.child.id().to_string();
