@@ -9,7 +9,9 @@
 //!   `CLOSE_WAIT` (60 s), a server FIN to `FIN_WAIT` (the `tcpfin`
 //!   timeout), both to `TIME_WAIT` (120 s); a reset or refused connect
 //!   to `CLOSE` (10 s). UDP entries are always inactive in state `UDP`
-//!   (the `udp` timeout). Templates show state `NONE`;
+//!   (the `udp` timeout). Templates show state `NONE` until a connection
+//!   they control is established (TCP) or answered (UDP), then `ASSURED`
+//!   (`ip_vs_control_assure_ct`);
 //! * every packet restarts the entry's timer with the state's timeout;
 //! * `--set tcp tcpfin udp` changes the `ESTABLISHED`, `FIN_WAIT` and UDP
 //!   timeouts (defaults 900, 120, 300 s), as `ip_vs_set_timeout` does;
@@ -125,6 +127,10 @@ pub(crate) enum Kind {
         key: TemplateKey,
         /// Cleared when invalidated (ports shown as 65535).
         valid: bool,
+        /// `IP_VS_CTPL_S_ASSURED`: a connection it controls was
+        /// established (TCP) or answered (UDP); shown as `ASSURED`
+        /// instead of `NONE`.
+        assured: bool,
     },
 }
 
@@ -206,7 +212,7 @@ impl ConnTable {
     /// (`ip_vs_check_template`'s invalidation).
     pub(crate) fn invalidate(&mut self, id: ConnId) {
         if let Some(c) = self.conns.get_mut(&id)
-            && let Kind::Template { key, valid } = &mut c.kind
+            && let Kind::Template { key, valid, .. } = &mut c.kind
         {
             *valid = false;
             if self.templates.get(key) == Some(&id) {

@@ -144,9 +144,17 @@ impl Core {
             .map(|c| {
                 let expires = u32::try_from(c.expires.saturating_duration_since(now).as_secs())
                     .unwrap_or(u32::MAX);
+                let mut state = c.state.name();
                 let (protocol, client, virtual_addr, destination) = match c.kind {
                     Kind::Flow(flow) => (flow.protocol, flow.client, flow.vip, c.daddr),
-                    Kind::Template { key, valid } => {
+                    Kind::Template {
+                        key,
+                        valid,
+                        assured,
+                    } => {
+                        if assured {
+                            state = "ASSURED";
+                        }
                         let (mut vip, mut daddr) = (key.vip, c.daddr);
                         if !valid {
                             vip.set_port(INVALID_PORT);
@@ -160,7 +168,7 @@ impl Core {
                     client,
                     virtual_addr,
                     destination,
-                    state: c.state.name().to_owned(),
+                    state: state.to_owned(),
                     expires,
                     pe: None,
                 }
@@ -287,7 +295,11 @@ impl Core {
                     d.bind(true);
                 }
                 let tid = self.conns.insert(Conn {
-                    kind: Kind::Template { key, valid: true },
+                    kind: Kind::Template {
+                        key,
+                        valid: true,
+                        assured: false,
+                    },
                     dest,
                     daddr: SocketAddr::new(daddr.ip(), dport),
                     state: State::Template,
@@ -415,9 +427,23 @@ impl Core {
                 d.set_active(active);
             }
         }
+        let assure = (active && c.state != state).then_some(c.control).flatten();
         c.state = state;
         let timeout = self.timeouts.of(state);
         self.conns.rearm(id, timeout, now);
+        if let Some(t) = assure {
+            self.assure(t);
+        }
+    }
+
+    /// `ip_vs_control_assure_ct`: the template now controls an
+    /// established (or answered) connection.
+    fn assure(&mut self, template: ConnId) {
+        if let Some(t) = self.conns.conns.get_mut(&template)
+            && let Kind::Template { assured, .. } = &mut t.kind
+        {
+            *assured = true;
+        }
     }
 
     /// Connecting to `dest` failed: the entry closes (`CLOSE`, 10 s). The
@@ -468,11 +494,18 @@ impl Core {
         self.expire(now);
         let did = match self.conn_of(flow, dest) {
             Some(id) => {
-                let (did, timeout) = match self.conns.conns.get(&id) {
-                    Some(c) => (c.dest, c.timeout),
+                let (did, timeout, control) = match self.conns.conns.get(&id) {
+                    Some(c) => (c.dest, c.timeout, c.control),
                     None => return,
                 };
                 self.conns.rearm(id, timeout, now);
+                // A UDP answer assures the template (`udp_state_transition`).
+                if flow.protocol == Protocol::Udp
+                    && delta.out_packets > 0
+                    && let Some(t) = control
+                {
+                    self.assure(t);
+                }
                 Some(did)
             }
             None => self

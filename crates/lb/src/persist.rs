@@ -100,3 +100,32 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod assured_tests {
+    use crate::sched::testkit::Bench;
+    use rvs_model::{Scheduler, Service, ServiceKey};
+
+    fn template_states(b: &Bench) -> Vec<String> {
+        b.core
+            .connections(b.now)
+            .into_iter()
+            .filter(|c| c.client.port() == 0)
+            .map(|c| c.state)
+            .collect()
+    }
+
+    #[test]
+    fn a_template_is_assured_once_a_connection_it_controls_is_established() {
+        let svc = Service::new(
+            ServiceKey::tcp("10.96.0.1:80".parse().unwrap()),
+            Scheduler::RoundRobin,
+        )
+        .persistent(300);
+        let mut b = Bench::with_service(svc, &[1, 1]);
+        b.picks(1);
+        assert_eq!(template_states(&b), vec!["NONE"]);
+        b.open_all();
+        assert_eq!(template_states(&b), vec!["ASSURED"]);
+    }
+}
