@@ -820,10 +820,22 @@ fn host() {
         out.output
     );
     let kernel = parse_kernel(&out.output);
+    let tables = parse_tables(&out.output);
     let mut failures = Vec::new();
     let mut compared = 0;
+    let mut entries = 0;
     for (index, scenario) in scenarios().iter().enumerate() {
-        let core = run_core(index, scenario);
+        let (core, core_table) = run_core(index, scenario);
+        let kernel_table = tables.get(&index).cloned().unwrap_or_default();
+        entries += kernel_table.len();
+        if kernel_table != core_table {
+            failures.push(format!(
+                "{}: connection tables differ at the end\n  kernel:\n    {}\n  core:\n    {}",
+                scenario.name,
+                kernel_table.join("\n    "),
+                core_table.join("\n    ")
+            ));
+        }
         let Some(theirs) = kernel.get(&index) else {
             failures.push(format!("{}: no kernel results", scenario.name));
             continue;
@@ -850,7 +862,8 @@ fn host() {
         }
     }
     eprintln!(
-        "kernel_differential: {compared} connections in {} scenarios compared with Linux {}",
+        "kernel_differential: {compared} connections in {} scenarios compared with Linux {}, \
+         and {entries} entries of the final connection tables",
         scenarios().len(),
         vm.kernel_release()
     );
@@ -877,6 +890,24 @@ fn parse_kernel(output: &str) -> Choices {
                 .or_default()
                 .push((step, f[3].to_owned(), f[4].to_owned()));
         }
+    }
+    map
+}
+
+/// `T scenario PROTO CLIENT VIRTUAL DEST STATE` lines: the kernel's
+/// connection entries of a scenario's service when it ended, sorted.
+fn parse_tables(output: &str) -> HashMap<usize, Vec<String>> {
+    let mut map: HashMap<usize, Vec<String>> = HashMap::new();
+    for line in output.lines() {
+        if let Some(rest) = line.strip_prefix("T ")
+            && let Some((index, entry)) = rest.split_once(' ')
+            && let Ok(index) = index.parse()
+        {
+            map.entry(index).or_default().push(entry.to_owned());
+        }
+    }
+    for table in map.values_mut() {
+        table.sort();
     }
     map
 }
@@ -950,8 +981,10 @@ impl Open {
     }
 }
 
-/// The core's choices for a scenario, in the kernel's output format.
-fn run_core(index: usize, scenario: &Scenario) -> Vec<(usize, String, String)> {
+/// The core's choices for a scenario, in the kernel's output format, and
+/// its connection table at the end (`PROTO CLIENT VIRTUAL DEST STATE`,
+/// sorted).
+fn run_core(index: usize, scenario: &Scenario) -> (Vec<(usize, String, String)>, Vec<String>) {
     let v6 = scenario.v6;
     let vip = vip(index, v6);
     let mut now = Instant::now();
@@ -1038,7 +1071,19 @@ fn run_core(index: usize, scenario: &Scenario) -> Vec<(usize, String, String)> {
             }
         }
     }
-    out
+    let mut table: Vec<String> = core
+        .connections(now)
+        .into_iter()
+        .filter(|c| c.virtual_addr.ip() == vip.ip())
+        .map(|c| {
+            format!(
+                "{} {} {} {} {}",
+                c.protocol, c.client, c.virtual_addr, c.destination, c.state
+            )
+        })
+        .collect();
+    table.sort();
+    (out, table)
 }
 
 // ------------------------------------------------------------- in the VM
@@ -1104,6 +1149,24 @@ fn sched_flags(flags: &[&str]) -> Vec<String> {
         out.push("-o".to_owned());
     }
     out
+}
+
+/// The kernel's entries (templates included) for the virtual address of
+/// `vip`, as `PROTO CLIENT VIRTUAL DEST STATE`.
+fn kernel_table(vip: SocketAddr) -> Vec<String> {
+    let out = Command::new("ipvsadm").arg("-Lnc").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let parse = |s: &str| s.parse::<SocketAddr>().ok();
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 6 {
+                return None;
+            }
+            let (client, virt, dest) = (parse(f[3])?, parse(f[4])?, parse(f[5])?);
+            (virt.ip() == vip.ip()).then(|| format!("{} {client} {virt} {dest} {}", f[0], f[2]))
+        })
+        .collect()
 }
 
 /// The destination of the entry for `client` → `vip` in `ipvsadm -Lnc`.
@@ -1238,6 +1301,9 @@ fn in_vm() {
                     println!("K {index} {i} {client} {dest}");
                 }
             }
+        }
+        for entry in kernel_table(vip) {
+            println!("T {index} {entry}");
         }
         let listing = Command::new("ipvsadm")
             .args(["-Ln", t, &v])
