@@ -1,7 +1,8 @@
 //! rvs-proxy on the kernel dataplane, end to end in the test VM: manifests
-//! in, IPVS and `kube-ipvs0` programmed, real traffic from a client
-//! namespace to backend namespaces, endpoint changes, foreign state left
-//! alone, and `--cleanup` removing only what rvs-proxy owns.
+//! in, IPVS and `kube-ipvs0` programmed, real TCP and UDP traffic from a
+//! client namespace to backend namespaces (multi-port Services included),
+//! endpoint changes, foreign state left alone, and `--cleanup` removing
+//! only what rvs-proxy owns.
 
 use rvs_testrig::{Vm, VmJob};
 
@@ -285,4 +286,312 @@ fn live_traffic_survives_scaling_and_restarts() {
     assert_eq!(live, "ok=120 fail=0", "{o}");
     // The restarted proxy adopted the state: 2 services x 2 real servers.
     assert!(o.contains("after restart: 4"), "{o}");
+}
+
+const MULTI_MANIFESTS: &str = r#"
+kind: Node
+metadata: {name: node-a}
+status:
+  addresses: [{type: InternalIP, address: 10.0.1.1}]
+---
+kind: Service
+metadata: {name: multi, namespace: default}
+spec:
+  clusterIP: 10.96.0.20
+  ports:
+  - {name: http, port: 80, targetPort: 80}
+  - {name: alt, port: 8080, targetPort: alt-http}
+---
+kind: EndpointSlice
+metadata: {name: multi-1, namespace: default, labels: {kubernetes.io/service-name: multi}}
+addressType: IPv4
+# Not in the Service's order: ports are matched by name.
+ports:
+- {name: alt, port: 8081, protocol: TCP}
+- {name: http, port: 80, protocol: TCP}
+endpoints:
+- {addresses: [10.0.2.2]}
+- {addresses: [10.0.3.2]}
+"#;
+
+/// A kube-dns-like Service: the same port over UDP and TCP, also as one
+/// node port for both protocols.
+const DNS_MANIFESTS: &str = r#"
+kind: Service
+metadata: {name: dns, namespace: default}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.30
+  ports:
+  - {name: dns, port: 53, protocol: UDP, targetPort: 5353, nodePort: 30053}
+  - {name: dns-tcp, port: 53, protocol: TCP, targetPort: 5353, nodePort: 30053}
+---
+kind: EndpointSlice
+metadata: {name: dns-1, namespace: default, labels: {kubernetes.io/service-name: dns}}
+addressType: IPv4
+ports:
+- {name: dns, port: 5353, protocol: UDP}
+- {name: dns-tcp, port: 5353, protocol: TCP}
+endpoints:
+- {addresses: [10.0.2.2]}
+- {addresses: [10.0.3.2]}
+"#;
+
+const MULTI_SCRIPT: &str = r#"
+set -e
+. /usr/lib/rvs/topo.sh
+topo_forwarding
+topo_host client 1
+topo_host b1 2
+topo_host b2 3
+exec 2>>/tmp/proxy.log
+trap 'echo "== log"; cat /tmp/proxy.log' EXIT
+# This test binary, run in the guest, is the UDP server and client
+# (busybox nc has no UDP); its harness chatter goes to the log.
+T="kernel-e2e --ignored --exact --nocapture --test-threads 1"
+udp_serve() { # HOST TEXT
+    RVS_UDP_SERVE=$2 RVS_UDP_BIND=0.0.0.0:5353 $IP netns exec "$1" $T in_vm_udp_server >>/tmp/proxy.log 2>&1 &
+    for i in $(seq 100); do
+        $IP netns exec "$1" netstat -uln | grep -q ':5353 ' && return 0
+        sleep 0.1
+    done
+    echo "UDP server on $1 did not start"; return 1
+}
+udp_ask() { # ADDR:PORT "SOURCE-PORTS": one datagram from each source port
+    rm -f /tmp/udp.out
+    RVS_UDP_ASK=$1 RVS_UDP_PORTS=$2 RVS_UDP_OUT=/tmp/udp.out \
+        $IP netns exec client $T in_vm_udp_client >>/tmp/proxy.log 2>&1
+    cat /tmp/udp.out
+}
+for b in b1 b2; do
+    topo_http $b $b-80 80
+    topo_http $b $b-8081 8081
+    topo_http $b $b-dns-tcp 5353
+    udp_serve $b $b-dns
+done
+P="rvs-proxy --manifests /etc/rvs/m --hostname-override node-a"
+
+$P --once
+echo "== saved"
+ipvsadm -S -n
+echo "== udp listing"
+ipvsadm -L -n -u 10.96.0.30:53
+echo "== multi-port"
+for p in 80 80 8080 8080; do echo "$p: $(topo_get client 10.96.0.20 $p)"; done
+echo "== dns tcp"
+topo_get client 10.96.0.30 53
+topo_get client 10.0.1.1 30053
+echo "== udp cluster-ip"
+udp_ask 10.96.0.30:53 "40001 40002 40003 40004"
+echo "== udp node-port"
+udp_ask 10.0.1.1:30053 "40011 40012"
+echo "== udp connections"
+ipvsadm -L -n -c | grep '^UDP' || true
+echo "== udp scale down"
+sed -i '/10.0.3.2/d' /etc/rvs/m/dns.yaml
+$P --once
+ipvsadm -S -n | grep '^-a -u' || true
+echo "== udp after"
+# The same source ports again: flows that were on the removed backend
+# must move, not hang on to it.
+udp_ask 10.96.0.30:53 "40001 40002 40003 40004"
+echo "== end"
+"#;
+
+/// A multi-port Service reaches each port's target port, and UDP Services
+/// (ClusterIP and node port, beside TCP on the same port) carry real
+/// datagrams to UDP backends and their replies back through the VIP.
+#[test]
+fn multi_port_and_udp_services_reach_the_right_backends() {
+    let Some(vm) = Vm::or_skip("multi_port_and_udp_services_reach_the_right_backends") else {
+        return;
+    };
+    let exe = std::env::current_exe().expect("test binary");
+    let job = VmJob::new(MULTI_SCRIPT)
+        .binary("rvs-proxy", env!("CARGO_BIN_EXE_rvs-proxy"))
+        .binary("kernel-e2e", exe)
+        .file("etc/rvs/m/multi.yaml", MULTI_MANIFESTS)
+        .file("etc/rvs/m/dns.yaml", DNS_MANIFESTS);
+    let out = vm.run(&job).expect("VM run");
+    let o = &out.output;
+    assert!(out.success(), "script failed:\n{o}");
+    assert!(!o.contains(" ERROR "), "{o}");
+
+    let mut saved = section(o, "saved");
+    saved.sort_unstable();
+    let mut want = vec![
+        "-A -t 10.0.1.1:30053 -s rr",
+        "-A -u 10.0.1.1:30053 -s rr",
+        "-A -t 10.96.0.20:80 -s rr",
+        "-A -t 10.96.0.20:8080 -s rr",
+        "-A -t 10.96.0.30:53 -s rr",
+        "-A -u 10.96.0.30:53 -s rr",
+        "-a -t 10.0.1.1:30053 -r 10.0.2.2:5353 -m -w 1",
+        "-a -t 10.0.1.1:30053 -r 10.0.3.2:5353 -m -w 1",
+        "-a -u 10.0.1.1:30053 -r 10.0.2.2:5353 -m -w 1",
+        "-a -u 10.0.1.1:30053 -r 10.0.3.2:5353 -m -w 1",
+        "-a -t 10.96.0.20:80 -r 10.0.2.2:80 -m -w 1",
+        "-a -t 10.96.0.20:80 -r 10.0.3.2:80 -m -w 1",
+        "-a -t 10.96.0.20:8080 -r 10.0.2.2:8081 -m -w 1",
+        "-a -t 10.96.0.20:8080 -r 10.0.3.2:8081 -m -w 1",
+        "-a -t 10.96.0.30:53 -r 10.0.2.2:5353 -m -w 1",
+        "-a -t 10.96.0.30:53 -r 10.0.3.2:5353 -m -w 1",
+        "-a -u 10.96.0.30:53 -r 10.0.2.2:5353 -m -w 1",
+        "-a -u 10.96.0.30:53 -r 10.0.3.2:5353 -m -w 1",
+    ];
+    want.sort_unstable();
+    assert_eq!(saved, want, "{o}");
+
+    // `ipvsadm -Ln` of the UDP virtual server: its real servers, masqueraded.
+    let listing: Vec<Vec<&str>> = section(o, "udp listing")
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        listing
+            .iter()
+            .any(|l| l[..] == ["UDP", "10.96.0.30:53", "rr"]),
+        "{o}"
+    );
+    let reals: Vec<&str> = listing
+        .iter()
+        .filter(|l| l.first() == Some(&"->") && l.get(2) == Some(&"Masq"))
+        .map(|l| l[1])
+        .collect();
+    assert_eq!(reals, ["10.0.2.2:5353", "10.0.3.2:5353"], "{o}");
+
+    // Each service port reaches its own target port on both backends.
+    let mut multi = section(o, "multi-port");
+    multi.sort_unstable();
+    assert_eq!(
+        multi,
+        ["8080: b1-8081", "8080: b2-8081", "80: b1-80", "80: b2-80"],
+        "{o}"
+    );
+    let dns_tcp = section(o, "dns tcp");
+    assert_eq!(dns_tcp.len(), 2, "{o}");
+    assert!(dns_tcp.iter().all(|r| r.ends_with("-dns-tcp")), "{o}");
+
+    // UDP: every datagram answered by a UDP backend, the reply coming back
+    // from the address the client asked (IPVS reverses the NAT).
+    let udp = |name: &str| -> Vec<(String, String, String)> {
+        section(o, name)
+            .iter()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                assert_eq!(f.len(), 4, "port TEXT from ADDR: {l}\n{o}");
+                assert_eq!(f[2], "from", "{l}\n{o}");
+                (f[0].to_owned(), f[1].to_owned(), f[3].to_owned())
+            })
+            .collect()
+    };
+    let cluster = udp("udp cluster-ip");
+    assert_eq!(cluster.len(), 4, "{o}");
+    assert!(
+        cluster.iter().all(|(_, _, src)| src == "10.96.0.30:53"),
+        "{o}"
+    );
+    let ones = cluster.iter().filter(|(_, r, _)| r == "b1-dns").count();
+    let twos = cluster.iter().filter(|(_, r, _)| r == "b2-dns").count();
+    assert_eq!((ones, twos), (2, 2), "rr over both UDP backends: {o}");
+    let node_port = udp("udp node-port");
+    assert_eq!(node_port.len(), 2, "{o}");
+    assert!(
+        node_port
+            .iter()
+            .all(|(_, r, src)| r.ends_with("-dns") && src == "10.0.1.1:30053"),
+        "{o}"
+    );
+    let mut node_port_backends: Vec<&str> = node_port.iter().map(|(_, r, _)| &r[..]).collect();
+    node_port_backends.sort_unstable();
+    assert_eq!(node_port_backends, ["b1-dns", "b2-dns"], "{o}");
+
+    // The kernel's connection table agrees with who answered each flow.
+    let conns = section(o, "udp connections");
+    for (port, reply, _) in &cluster {
+        let backend = if reply == "b1-dns" {
+            "10.0.2.2:5353"
+        } else {
+            "10.0.3.2:5353"
+        };
+        let flow = ["10.0.1.2:", port, " 10.96.0.30:53 ", backend].concat();
+        assert!(
+            conns
+                .iter()
+                .any(|l| l.split_whitespace().skip(3).collect::<Vec<_>>().join(" ") == flow),
+            "no IPVS connection {flow}: {conns:?}\n{o}"
+        );
+    }
+
+    // A removed UDP endpoint goes at once, and its flows move to the rest.
+    assert_eq!(
+        section(o, "udp scale down"),
+        [
+            "-a -u 10.0.1.1:30053 -r 10.0.2.2:5353 -m -w 1",
+            "-a -u 10.96.0.30:53 -r 10.0.2.2:5353 -m -w 1"
+        ],
+        "{o}"
+    );
+    let after = udp("udp after");
+    assert_eq!(after.len(), 4, "{o}");
+    assert!(
+        after
+            .iter()
+            .all(|(_, r, src)| r == "b1-dns" && src == "10.96.0.30:53"),
+        "flows of the removed backend moved: {after:?}\n{o}"
+    );
+}
+
+/// In the guest only (`RVS_UDP_SERVE` set): a UDP server on
+/// `RVS_UDP_BIND` answering every datagram with `RVS_UDP_SERVE`, for at
+/// most a minute.
+#[test]
+#[ignore = "a helper the VM tests run in the guest"]
+fn in_vm_udp_server() {
+    let Ok(text) = std::env::var("RVS_UDP_SERVE") else {
+        return;
+    };
+    let bind = std::env::var("RVS_UDP_BIND").expect("RVS_UDP_BIND");
+    let socket = std::net::UdpSocket::bind(&bind).expect("bind");
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .expect("timeout");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut buf = [0u8; 512];
+    while std::time::Instant::now() < deadline {
+        if let Ok((_, peer)) = socket.recv_from(&mut buf) {
+            socket.send_to(text.as_bytes(), peer).expect("reply");
+        }
+    }
+}
+
+/// In the guest only (`RVS_UDP_ASK` set): one datagram to `RVS_UDP_ASK`
+/// from each of the source ports `RVS_UDP_PORTS`, writing `PORT TEXT from
+/// ADDR` per reply (or `PORT error …`) to `RVS_UDP_OUT`.
+#[test]
+#[ignore = "a helper the VM tests run in the guest"]
+fn in_vm_udp_client() {
+    let Ok(target) = std::env::var("RVS_UDP_ASK") else {
+        return;
+    };
+    let ports = std::env::var("RVS_UDP_PORTS").expect("RVS_UDP_PORTS");
+    let mut out = String::new();
+    for port in ports.split_whitespace() {
+        let ask = || -> std::io::Result<String> {
+            let socket = std::net::UdpSocket::bind(format!("0.0.0.0:{port}"))?;
+            socket.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+            socket.send_to(b"who", &target)?;
+            let mut buf = [0u8; 512];
+            let (n, from) = socket.recv_from(&mut buf)?;
+            Ok(format!(
+                "{} from {from}",
+                String::from_utf8_lossy(&buf[..n])
+            ))
+        };
+        match ask() {
+            Ok(reply) => out.push_str(&format!("{port} {reply}\n")),
+            Err(err) => out.push_str(&format!("{port} error {err}\n")),
+        }
+    }
+    std::fs::write(std::env::var("RVS_UDP_OUT").expect("RVS_UDP_OUT"), out).expect("write");
 }
