@@ -24,6 +24,10 @@
 //!   its entry; the backend that answers is the kernel's choice, and
 //!   `ipvsadm -Lnc` must show an entry for it exactly when the service is
 //!   not one-packet;
+//! * when a scenario ends, the destinations' persistent, active and
+//!   inactive counts (`ipvsadm -Ln --persistent-conn`) and the connection
+//!   table (`ipvsadm -Lnc`: protocol, addresses and state, templates
+//!   included) must be the same too;
 //! * a server close is the backend's FIN alone (`FIN_WAIT`, the `tcpfin`
 //!   timeout, which scenarios shorten with `--set` to watch entries expire
 //!   and thresholds recover); waits are real in the VM and simulated in
@@ -830,7 +834,7 @@ fn host() {
         entries += kernel_table.len();
         if kernel_table != core_table {
             failures.push(format!(
-                "{}: connection tables differ at the end\n  kernel:\n    {}\n  core:\n    {}",
+                "{}: destinations or connection tables differ at the end\n  kernel:\n    {}\n  core:\n    {}",
                 scenario.name,
                 kernel_table.join("\n    "),
                 core_table.join("\n    ")
@@ -863,7 +867,7 @@ fn host() {
     }
     eprintln!(
         "kernel_differential: {compared} connections in {} scenarios compared with Linux {}, \
-         and {entries} entries of the final connection tables",
+         and {entries} lines of the final destination counts and connection tables",
         scenarios().len(),
         vm.kernel_release()
     );
@@ -894,8 +898,10 @@ fn parse_kernel(output: &str) -> Choices {
     map
 }
 
-/// `T scenario PROTO CLIENT VIRTUAL DEST STATE` lines: the kernel's
-/// connection entries of a scenario's service when it ended, sorted.
+/// `T scenario PROTO CLIENT VIRTUAL DEST STATE` and `T scenario D ADDR
+/// WEIGHT PERSISTENT ACTIVE INACTIVE` lines: the kernel's connection
+/// entries and destination counts of a scenario's service when it ended,
+/// sorted.
 fn parse_tables(output: &str) -> HashMap<usize, Vec<String>> {
     let mut map: HashMap<usize, Vec<String>> = HashMap::new();
     for line in output.lines() {
@@ -1071,6 +1077,22 @@ fn run_core(index: usize, scenario: &Scenario) -> (Vec<(usize, String, String)>,
             }
         }
     }
+    let mut dests: Vec<String> = core
+        .destinations(&key, now)
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            format!(
+                "D {} {} {} {} {}",
+                d.destination.addr,
+                d.destination.weight,
+                d.persistent_conns,
+                d.active_conns,
+                d.inactive_conns
+            )
+        })
+        .collect();
+    dests.sort();
     let mut table: Vec<String> = core
         .connections(now)
         .into_iter()
@@ -1083,7 +1105,8 @@ fn run_core(index: usize, scenario: &Scenario) -> (Vec<(usize, String, String)>,
         })
         .collect();
     table.sort();
-    (out, table)
+    dests.extend(table);
+    (out, dests)
 }
 
 // ------------------------------------------------------------- in the VM
@@ -1165,6 +1188,25 @@ fn kernel_table(vip: SocketAddr) -> Vec<String> {
             }
             let (client, virt, dest) = (parse(f[3])?, parse(f[4])?, parse(f[5])?);
             (virt.ip() == vip.ip()).then(|| format!("{} {client} {virt} {dest} {}", f[0], f[2]))
+        })
+        .collect()
+}
+
+/// The service's destinations with their counts, from `ipvsadm -Ln
+/// --persistent-conn`: `ADDR WEIGHT PERSISTENT ACTIVE INACTIVE`.
+fn kernel_dests(t: &str, vip: &str) -> Vec<String> {
+    let out = Command::new("ipvsadm")
+        .args(["-Ln", "--persistent-conn", t, vip])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let addr: SocketAddr = f.get(1)?.parse().ok()?;
+            // `-> ADDR WEIGHT PERSISTCONN ACTIVECONN INACTCONN`
+            (f.len() == 6 && f[0] == "->")
+                .then(|| format!("{addr} {} {} {} {}", f[2], f[3], f[4], f[5]))
         })
         .collect()
 }
@@ -1304,6 +1346,9 @@ fn in_vm() {
         }
         for entry in kernel_table(vip) {
             println!("T {index} {entry}");
+        }
+        for dest in kernel_dests(t, &v) {
+            println!("T {index} D {dest}");
         }
         let listing = Command::new("ipvsadm")
             .args(["-Ln", t, &v])
