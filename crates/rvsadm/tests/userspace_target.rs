@@ -429,7 +429,18 @@ fn traffic_moves_stats_rates_and_the_connection_table() {
     for pair in names.windows(2) {
         assert_ne!(pair[0], pair[1], "rr alternates: {names:?}");
     }
-    let stats = rig.list("-L -n --stats --exact");
+    // A connection's bytes are counted when the forwarder sees it close,
+    // just after the client has its answer: wait until the last of the
+    // ten is in (bounded), then check every column.
+    let deadline = Instant::now() + STEP;
+    let stats = loop {
+        let stats = rig.list("-L -n --stats --exact");
+        let svc = numbers(&stats, &format!("TCP  {vip}"));
+        if svc.get(3).is_some_and(|b| *b >= 40) || Instant::now() >= deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(
         stats.starts_with(&format!("{HEADER}{STATS_TITLE}")),
         "{stats}"
