@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rvs_admin::{RunningServer, Server, SharedAdmin};
-use rvs_testrig::backend::{Backend, Probe, ask_once};
+use rvs_testrig::backend::{Backend, Probe, ask_once, ask_until_up};
 use rvs_userspace::{Dataplane, Options};
 
 const STEP: Duration = Duration::from_secs(5);
@@ -141,20 +141,6 @@ fn rvsadm(argv: &[String], env: &[(&str, &str)], stdin: &str) -> Out {
 
 fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
-}
-
-/// Asks until the VIP answers (its listener starts right after `-A`).
-fn ask_retrying(vip: SocketAddr) -> String {
-    let deadline = Instant::now() + STEP;
-    loop {
-        match ask_once(vip, STEP) {
-            Ok(name) => return name,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "{vip} never answered: {e}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
 }
 
 /// The numbers after the address column of the line starting with
@@ -422,7 +408,7 @@ fn traffic_moves_stats_rates_and_the_connection_table() {
     rig.ok(&format!("-a -t {vip} -r {} -m", b.addr()));
 
     // Round robin: 10 connections alternate.
-    let mut names = vec![ask_retrying(vip)];
+    let mut names = vec![ask_until_up(vip, STEP).unwrap()];
     for _ in 0..9 {
         names.push(ask_once(vip, STEP).unwrap());
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rvs_admin::{Admin, AdminClient};
 use rvs_model::admin::Op;
 use rvs_model::{Destination, Protocol, Scheduler, Service, ServiceKey};
-use rvs_testrig::backend::{Backend, Probe, ask_once, ask_udp};
+use rvs_testrig::backend::{Backend, Probe, ask_once, ask_udp, ask_until_up};
 
 const STEP: Duration = Duration::from_secs(5);
 
@@ -102,20 +102,6 @@ fn tcp_key(vip: SocketAddr) -> ServiceKey {
     }
 }
 
-/// Asks until the VIP answers (listeners start right after programming).
-fn ask_retrying(vip: SocketAddr) -> String {
-    let deadline = Instant::now() + STEP;
-    loop {
-        match ask_once(vip, STEP) {
-            Ok(name) => return name,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "{vip} never answered: {e}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
 #[test]
 fn tcp_round_robin_weights_drain_and_dead_backends() {
     let a = Backend::tcp(addr("127.0.61.1:0"), "a").unwrap();
@@ -135,7 +121,7 @@ fn tcp_round_robin_weights_drain_and_dead_backends() {
             ))
             .unwrap();
     }
-    let mut names = vec![ask_retrying(vip)];
+    let mut names = vec![ask_until_up(vip, STEP).unwrap()];
     for _ in 0..9 {
         names.push(ask_once(vip, STEP).unwrap());
     }
@@ -276,7 +262,7 @@ fn ipv6_loopback_and_source_hashing() {
     }
     // sh hashes the client address only: every connection from ::1 lands
     // on the same destination.
-    let first = ask_retrying(vip);
+    let first = ask_until_up(vip, STEP).unwrap();
     for _ in 0..8 {
         assert_eq!(
             ask_once(vip, STEP).unwrap(),

@@ -161,6 +161,19 @@ pub fn ask_once(addr: SocketAddr, timeout: Duration) -> io::Result<String> {
     Probe::connect(addr, timeout)?.ask()
 }
 
+/// [`ask_once`], retried every 20 ms until it answers (a listener that is
+/// still starting) or `timeout` has passed; then the last error.
+pub fn ask_until_up(addr: SocketAddr, timeout: Duration) -> io::Result<String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match ask_once(addr, timeout) {
+            Ok(name) => return Ok(name),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 /// One UDP datagram from `from` to `addr`: the name that answered.
 pub fn ask_udp(from: SocketAddr, addr: SocketAddr, timeout: Duration) -> io::Result<String> {
     let socket = UdpSocket::bind(from)?;
