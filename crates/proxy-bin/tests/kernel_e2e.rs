@@ -245,12 +245,15 @@ sleep 1
 # file caught half-written is a different cluster.
 grep -v "10.0.3.2" /tmp/original.yaml > /tmp/down.yaml
 mv /tmp/down.yaml /etc/rvs/m/cluster.yaml
-sleep 1
-echo "down: $(ipvsadm -S -n | grep -c 'r 10.0.3.2:80 -m -w 1' || true)"
+# Bounded waits, not fixed sleeps: under TCG on a loaded host one sync
+# can take most of a second.
+at_weight1() { ipvsadm -S -n | grep -c 'r 10.0.3.2:80 -m -w 1' || true; }
+for i in $(seq 100); do [ "$(at_weight1)" = 0 ] && break; sleep 0.1; done
+echo "down: $(at_weight1)"
 cp /tmp/original.yaml /tmp/up.yaml
 mv /tmp/up.yaml /etc/rvs/m/cluster.yaml
-sleep 1
-echo "up: $(ipvsadm -S -n | grep -c 'r 10.0.3.2:80 -m -w 1' || true)"
+for i in $(seq 100); do [ "$(at_weight1)" = 1 ] && break; sleep 0.1; done
+echo "up: $(at_weight1)"
 kill $pid; wait $pid || true
 $P & pid=$!
 sleep 1
