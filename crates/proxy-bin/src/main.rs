@@ -146,20 +146,18 @@ fn run_loop<A: Admin, B: AddressBinder>(
                 .load(&syncer.config)
                 .and_then(|cluster| match cluster {
                     None => Ok(None),
-                    Some(cluster) => {
+                    Some((cluster, changes)) => {
                         let load_ms = load_start.elapsed().as_millis() as u64;
                         // Timers and retries read the whole dataplane;
                         // source changes touch only what changed.
                         let report = if full {
-                            syncer.sync(&cluster)?
+                            syncer.sync(cluster)?
                         } else {
-                            syncer.sync_changes(&cluster)?
+                            syncer.sync_changes(cluster, &changes)?
                         };
                         let nf = kernel_side
                             .as_mut()
-                            .map(|k| {
-                                k.after_sync(&cluster, &syncer.config, report.changed.as_ref())
-                            })
+                            .map(|k| k.after_sync(cluster, &syncer.config, report.changed.as_ref()))
                             .unwrap_or_default();
                         Ok(Some((load_ms, report, nf, cluster)))
                     }
@@ -174,7 +172,7 @@ fn run_loop<A: Admin, B: AddressBinder>(
                             now.elapsed(),
                             Some(&report),
                             nf.failures,
-                            Some(&cluster),
+                            Some(cluster),
                         );
                         o.netfilter_failed(nf.failures);
                     }
@@ -273,6 +271,7 @@ fn run() -> anyhow::Result<()> {
                 &config.node_name,
                 config.service_proxy_name.as_deref(),
             ),
+            watch: source::watch(dir),
         },
         None => source::api(cli.kubeconfig.as_deref(), cli.master.as_deref(), &config)?,
     };
@@ -435,8 +434,8 @@ fn drive<A: Admin, B: AddressBinder>(
 fn wait_for_view(source: &mut Source, config: &ProxyConfig) -> anyhow::Result<ClusterState> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(cluster) = source.load(config)? {
-            return Ok(cluster);
+        if let Some((cluster, _)) = source.load(config)? {
+            return Ok(cluster.clone());
         }
         if Instant::now() > deadline {
             bail!("the source gave no complete view within 60 s");

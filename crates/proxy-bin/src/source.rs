@@ -1,10 +1,20 @@
 //! The binary's view of a source: something that says when it changed and
-//! yields a validated [`ClusterState`] once it has a complete view.
+//! yields a validated [`ClusterState`] once it has a complete view, with
+//! the Services that changed since the previous load.
+//!
+//! The manifests directory is watched with inotify: a file closed after
+//! writing, renamed in or out, or removed wakes the proxy at once (a
+//! Kubernetes ConfigMap volume's `..data` swap is a rename). Where inotify
+//! is unavailable the directory's fingerprint is polled instead.
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use rvs_proxy::cluster::Changes;
 use rvs_proxy::source::api::Store;
 use rvs_proxy::source::manifests::{self, Manifests};
 use rvs_proxy::{ClusterState, ProxyConfig};
@@ -15,10 +25,12 @@ pub(crate) enum Source {
     Manifests {
         /// The directory.
         dir: PathBuf,
-        /// Its fingerprint at the last load.
+        /// Its fingerprint at the last load (when polling).
         seen: Option<Vec<(PathBuf, u64, Option<std::time::SystemTime>)>>,
         /// Parsed files, re-parsed only when they change.
         cache: manifests::DirCache,
+        /// The directory's inotify watch; `None` falls back to polling.
+        watch: Option<Inotify>,
     },
     /// The API server, through watchers filling a store.
     Api {
@@ -26,20 +38,139 @@ pub(crate) enum Source {
         store: Arc<Store>,
         /// Its generation at the last load.
         seen: u64,
+        /// The view last loaded.
+        current: ClusterState,
         /// Keeps the watchers' runtime alive.
         _runtime: tokio::runtime::Runtime,
     },
 }
 
-/// How often the manifests directory is polled for changes.
+/// How often the manifests directory is polled for changes without
+/// inotify, and how long a file being modified (but not yet closed) must
+/// hold still before it is read.
 const POLL: Duration = Duration::from_millis(20);
+
+/// Events that mean a file is complete: closed after writing, renamed in
+/// or out, removed; or the directory itself moved or removed.
+fn settled() -> AddWatchFlags {
+    AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF
+        | AddWatchFlags::IN_Q_OVERFLOW
+        | AddWatchFlags::IN_IGNORED
+}
+
+/// Watches `dir` with inotify, or says why it cannot (the caller polls).
+pub(crate) fn watch(dir: &std::path::Path) -> Option<Inotify> {
+    let result = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).and_then(|ino| {
+        ino.add_watch(
+            dir,
+            settled() | AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE,
+        )
+        .map(|_| ino)
+    });
+    match result {
+        Ok(ino) => Some(ino),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the manifests directory with inotify; polling it");
+            None
+        }
+    }
+}
+
+/// Whether an event about `name` can concern a manifest: manifest files,
+/// and Kubernetes volume bookkeeping (`..data`) whose swap replaces them.
+fn relevant(name: Option<&std::ffi::OsStr>) -> bool {
+    let Some(name) = name.and_then(|n| n.to_str()) else {
+        return true;
+    };
+    name.starts_with("..")
+        || [".yaml", ".yml", ".json"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+}
+
+/// Waits up to `timeout` for the watched directory to change. `Err` when
+/// the watch broke (the caller falls back to polling).
+fn wait_inotify(ino: &Inotify, timeout: Duration) -> nix::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    // A file written in place but not closed yet: read it once it holds
+    // still for a poll period.
+    let mut pending: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let until = pending.map_or(deadline, |p| (p + POLL).min(deadline));
+        if now >= until {
+            return Ok(pending.is_some());
+        }
+        let wait = until - now;
+        let ms = u16::try_from(wait.as_millis().max(1)).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(ino.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(e),
+        }
+        let events = match ino.read_events() {
+            Ok(events) => events,
+            Err(nix::errno::Errno::EAGAIN) => continue,
+            Err(e) => return Err(e),
+        };
+        let mut done = false;
+        for event in events {
+            if event.mask.intersects(
+                AddWatchFlags::IN_IGNORED
+                    | AddWatchFlags::IN_DELETE_SELF
+                    | AddWatchFlags::IN_MOVE_SELF,
+            ) {
+                // The directory itself went away: the watch is gone.
+                return Err(nix::errno::Errno::ENOENT);
+            }
+            if !relevant(event.name.as_deref())
+                && !event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW)
+            {
+                continue;
+            }
+            if event.mask.intersects(settled()) {
+                done = true;
+            } else {
+                pending = Some(Instant::now());
+            }
+        }
+        if done {
+            // Take whatever else is already queued with this change.
+            while let Ok(more) = ino.read_events() {
+                if more.is_empty() {
+                    break;
+                }
+            }
+            return Ok(true);
+        }
+    }
+}
 
 impl Source {
     /// Waits up to `timeout` for a change; `true` when something changed
     /// since the last [`Source::load`].
     pub(crate) fn wait_change(&mut self, timeout: Duration) -> bool {
         match self {
-            Source::Manifests { dir, seen, .. } => {
+            Source::Manifests {
+                dir, seen, watch, ..
+            } => {
+                if let Some(ino) = watch {
+                    match wait_inotify(ino, timeout) {
+                        Ok(changed) => return changed,
+                        Err(e) => {
+                            tracing::warn!(dir = %dir.display(), error = %e, "the manifests directory's inotify watch broke; polling it");
+                            *watch = None;
+                            *seen = None;
+                            return true;
+                        }
+                    }
+                }
                 let step = timeout.min(POLL);
                 let mut waited = Duration::ZERO;
                 loop {
@@ -63,28 +194,48 @@ impl Source {
         }
     }
 
-    /// The current view, or `None` while it is incomplete (the API
-    /// source before every kind has been listed).
-    pub(crate) fn load(&mut self, config: &ProxyConfig) -> anyhow::Result<Option<ClusterState>> {
-        let objects = match self {
-            Source::Manifests { dir, seen, cache } => {
-                *seen = manifests::fingerprint(dir).ok();
-                let (cluster, errors) = cache.load(dir)?;
-                for e in &errors {
+    /// The current view and what changed since the previous load, or
+    /// `None` while the view is incomplete (the API source before every
+    /// kind has been listed).
+    pub(crate) fn load(
+        &mut self,
+        config: &ProxyConfig,
+    ) -> anyhow::Result<Option<(&ClusterState, Changes)>> {
+        match self {
+            Source::Manifests {
+                dir,
+                seen,
+                cache,
+                watch,
+            } => {
+                if watch.is_none() {
+                    *seen = manifests::fingerprint(dir).ok();
+                }
+                let loaded = cache.load(dir)?;
+                for e in &loaded.errors {
                     tracing::warn!(error = %e, "skipping a manifest document or object");
                 }
-                warn_without_node(&cluster, config);
-                return Ok(Some(cluster));
+                warn_without_node(loaded.state, config);
+                Ok(Some((loaded.state, loaded.changes)))
             }
-            Source::Api { store, seen, .. } => {
+            Source::Api {
+                store,
+                seen,
+                current,
+                ..
+            } => {
                 *seen = store.generation();
                 if !store.ready() {
                     return Ok(None);
                 }
-                store.snapshot()
+                // The store holds whole objects: the view is rebuilt and
+                // compared (O(cluster)); the sync after it is O(change).
+                let next = build(&store.snapshot(), config);
+                let changes = next.changes_since(current);
+                *current = next;
+                Ok(Some((current, changes)))
             }
-        };
-        Ok(Some(build(&objects, config)))
+        }
     }
 }
 
@@ -159,6 +310,7 @@ pub(crate) fn api(
     Ok(Source::Api {
         store,
         seen: u64::MAX,
+        current: ClusterState::default(),
         _runtime: runtime,
     })
 }

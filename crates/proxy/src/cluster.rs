@@ -7,7 +7,7 @@
 //! object that cannot be used is rejected with an [`ObjectError`] naming
 //! the object and the field, and the rest of the cluster still syncs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -494,7 +494,68 @@ pub fn node_info(node: &Node) -> Result<NodeInfo, ObjectError> {
     })
 }
 
+/// What differs between two views of the cluster, by Service: the unit a
+/// partial sync recomputes. Sources that know what they changed report it
+/// directly, so a change costs work in proportion to the change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Services added, removed or changed, or whose EndpointSlices were.
+    pub services: BTreeSet<ObjectName>,
+    /// This node's object changed (node ports and locality depend on it).
+    pub node: bool,
+}
+
+impl Changes {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && !self.node
+    }
+
+    /// Adds what `other` holds.
+    pub fn merge(&mut self, other: Changes) {
+        self.services.extend(other.services);
+        self.node |= other.node;
+    }
+}
+
 impl ClusterState {
+    /// What changed from `old` to this view, by comparing both whole: for
+    /// sources that cannot say what they changed.
+    pub fn changes_since(&self, old: &ClusterState) -> Changes {
+        let mut services = BTreeSet::new();
+        for (name, svc) in &self.services {
+            if old.services.get(name) != Some(svc) {
+                services.insert(name.clone());
+            }
+        }
+        for name in old.services.keys() {
+            if !self.services.contains_key(name) {
+                services.insert(name.clone());
+            }
+        }
+        for (name, slice) in &self.slices {
+            match old.slices.get(name) {
+                Some(o) if o == slice => {}
+                Some(o) => {
+                    services.insert(o.service.clone());
+                    services.insert(slice.service.clone());
+                }
+                None => {
+                    services.insert(slice.service.clone());
+                }
+            }
+        }
+        for (name, slice) in &old.slices {
+            if !self.slices.contains_key(name) {
+                services.insert(slice.service.clone());
+            }
+        }
+        Changes {
+            services,
+            node: self.node != old.node,
+        }
+    }
+
     /// Builds the state from objects, returning the errors of objects that
     /// were left out. `node_name` selects this node among the Nodes.
     pub fn build(

@@ -7,14 +7,14 @@
 //! of single operations are counted and logged with the operation, and do
 //! not stop the others; the next sync retries what is still off.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use rvs_model::ServiceKey;
 use rvs_model::admin::{Admin, AdminError, Op, OpKind};
 
-use crate::cluster::{ClusterState, ObjectName};
+use crate::cluster::{Changes, ClusterState, ObjectName};
 use crate::config::ProxyConfig;
 use crate::desired::{Desired, desired_for, desired_state};
 use crate::reconcile::{Observed, Ownership, Plan, plan, simulate};
@@ -154,14 +154,16 @@ pub fn observe(admin: &mut dyn Admin) -> Result<Vec<Observed>, AdminError> {
 /// change costs work in proportion to the change, not to the cluster.
 #[derive(Debug, Default)]
 struct Cache {
-    /// The cluster view the dataplane was last synced to.
-    cluster: ClusterState,
     /// The dataplane's virtual servers (as observed, plus what was applied).
     observed: BTreeMap<ServiceKey, Observed>,
     /// Which Service each desired virtual server came from.
     origin: BTreeMap<ServiceKey, ObjectName>,
+    /// The other way round: each Service's virtual servers.
+    by_origin: HashMap<ObjectName, BTreeSet<ServiceKey>>,
     /// Virtual addresses each Service needs bound.
     addresses: BTreeMap<ObjectName, BTreeSet<IpAddr>>,
+    /// How many Services need each address bound.
+    address_refs: HashMap<IpAddr, u32>,
     /// Addresses bound now.
     bound: BTreeSet<IpAddr>,
     /// Virtual servers with real servers still draining.
@@ -250,11 +252,16 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
             ..SyncReport::default()
         };
         report.plan_time = started.elapsed();
-        let (applied, bound_now) =
-            self.execute(&plan, &desired.addresses, &bound, &unbind, &mut report);
+        let mut bound_now = bound;
+        let applied = self.execute(
+            &plan,
+            &desired.addresses,
+            &mut bound_now,
+            &unbind,
+            &mut report,
+        );
         let after = simulate(&observed, &applied);
         let mut cache = Cache {
-            cluster: cluster.clone(),
             observed: after
                 .into_iter()
                 .map(|o| (o.status.service.key, o))
@@ -271,19 +278,25 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
         Ok(report)
     }
 
-    /// A partial sync: plans only the Services that changed since the last
-    /// sync (and virtual servers still draining), against the cached view
-    /// of the dataplane. Falls back to a full sync when nothing is cached
-    /// or this node's object changed (node ports and locality depend on it).
-    pub fn sync_changes(&mut self, cluster: &ClusterState) -> Result<SyncReport, SyncError> {
+    /// A partial sync: plans only the Services in `changes` (and virtual
+    /// servers still draining), against the cached view of the dataplane.
+    /// `changes` must hold every Service that differs from the view last
+    /// synced (see [`ClusterState::changes_since`]). Falls back to a full
+    /// sync when nothing is cached or this node's object changed (node
+    /// ports and locality depend on it).
+    pub fn sync_changes(
+        &mut self,
+        cluster: &ClusterState,
+        changes: &Changes,
+    ) -> Result<SyncReport, SyncError> {
         let started = Instant::now();
         let Some(mut cache) = self.cache.take() else {
             return self.sync(cluster);
         };
-        if cache.cluster.node != cluster.node {
+        if changes.node {
             return self.sync(cluster);
         }
-        let mut changed = changed_services(&cache.cluster, cluster);
+        let mut changed = changes.services.clone();
         // Re-read draining virtual servers: their connection counts decide.
         for key in cache.draining.clone() {
             match self.admin.destinations(&key) {
@@ -303,17 +316,16 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
             ..SyncReport::default()
         };
         if changed.is_empty() {
-            cache.cluster = cluster.clone();
             self.cache = Some(cache);
             report.elapsed = started.elapsed();
             return Ok(report);
         }
         let desired = desired_for(cluster, &self.config, Some(&changed));
-        let keys: BTreeSet<ServiceKey> = cache
-            .origin
+        let keys: BTreeSet<ServiceKey> = changed
             .iter()
-            .filter(|(_, name)| changed.contains(*name))
-            .map(|(k, _)| *k)
+            .filter_map(|name| cache.by_origin.get(name))
+            .flatten()
+            .copied()
             .chain(desired.services.keys().copied())
             .chain(cache.draining.iter().copied())
             .collect();
@@ -342,30 +354,49 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
             .iter()
             .filter_map(|k| cache.observed.get(k).cloned())
             .collect();
-        let ownership = self.ownership(cluster, &desired, &cache.bound);
-        let plan = plan(&observed, &desired, &ownership);
-        // Addresses: what the changed Services need now, against what the
-        // unchanged ones still hold.
-        let held: BTreeSet<IpAddr> = cache
-            .addresses
+        // Ownership of the virtual servers planned here only: the same
+        // answer as the full sync's, without copying every bound address.
+        let node_addresses: Vec<IpAddr> = cluster
+            .node
             .iter()
-            .filter(|(name, _)| !changed.contains(*name))
-            .flat_map(|(_, a)| a.iter().copied())
+            .flat_map(|n| n.addresses.iter().copied())
             .collect();
-        let released: Vec<IpAddr> = cache
-            .addresses
+        let ownership = Ownership {
+            addresses: keys
+                .iter()
+                .filter_map(|k| match k {
+                    ServiceKey::Addr { addr, .. } => Some(addr.ip()),
+                    ServiceKey::Fwmark { .. } => None,
+                })
+                .filter(|ip| {
+                    cache.bound.contains(ip)
+                        || desired.addresses.contains(ip)
+                        || node_addresses.contains(ip)
+                })
+                .collect(),
+            exclude: self.config.exclude_cidrs.clone(),
+        };
+        let plan = plan(&observed, &desired, &ownership);
+        // Addresses: what the changed Services needed, released when no
+        // other Service needs them and they are not needed any more.
+        let mut held_by_changed: BTreeMap<IpAddr, u32> = BTreeMap::new();
+        for name in &changed {
+            for a in cache.addresses.get(name).into_iter().flatten() {
+                *held_by_changed.entry(*a).or_default() += 1;
+            }
+        }
+        let released: Vec<IpAddr> = held_by_changed
             .iter()
-            .filter(|(name, _)| changed.contains(*name))
-            .flat_map(|(_, a)| a.iter().copied())
-            .filter(|a| !held.contains(a) && !desired.addresses.contains(a) && !self.excluded(a))
+            .filter(|(a, n)| cache.address_refs.get(a).copied().unwrap_or(0) <= **n)
+            .map(|(a, _)| *a)
+            .filter(|a| !desired.addresses.contains(a) && !self.excluded(a))
             .collect();
         report.services = desired.services.len();
         report.plan_time = started.elapsed();
-        let bound_before = cache.bound.clone();
-        let (applied, bound_now) = self.execute(
+        let applied = self.execute(
             &plan,
             &desired.addresses,
-            &bound_before,
+            &mut cache.bound,
             &released,
             &mut report,
         );
@@ -377,15 +408,15 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
         for o in simulate(&observed, &applied) {
             cache.observed.insert(o.status.service.key, o);
         }
-        cache.bound = bound_now;
-        cache.origin.retain(|_, name| !changed.contains(name));
+        for key in &keys {
+            cache.unrecord(key);
+        }
         for name in &changed {
-            cache.addresses.remove(name);
+            cache.forget(name);
         }
         cache.record(&desired);
         // Draining servers belong to Services recomputed here.
         cache.draining = draining_keys(&cache.observed, &desired);
-        cache.cluster = cluster.clone();
         report.draining = plan.draining;
         if report.failed + report.address_failures == 0 {
             self.cache = Some(cache);
@@ -394,22 +425,22 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
         Ok(report)
     }
 
-    /// Binds, applies, unbinds; returns the operations that succeeded and
-    /// the addresses bound afterwards.
+    /// Binds, applies, unbinds; returns the operations that succeeded.
+    /// `bound` holds the addresses bound before and is kept up to date.
     fn execute(
         &mut self,
         plan: &Plan,
         wanted: &BTreeSet<IpAddr>,
-        bound: &BTreeSet<IpAddr>,
+        bound: &mut BTreeSet<IpAddr>,
         unbind: &[IpAddr],
         report: &mut SyncReport,
-    ) -> (Vec<Op>, BTreeSet<IpAddr>) {
-        let mut bound_now = bound.clone();
+    ) -> Vec<Op> {
         // Bind new addresses first, so new virtual servers answer at once.
         let bind_start = Instant::now();
-        for addr in wanted.difference(bound) {
-            if self.bind_one(true, *addr, report) {
-                bound_now.insert(*addr);
+        let new: Vec<IpAddr> = wanted.difference(bound).copied().collect();
+        for addr in new {
+            if self.bind_one(true, addr, report) {
+                bound.insert(addr);
             }
         }
         report.bind_time = bind_start.elapsed();
@@ -435,12 +466,12 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
         let unbind_start = Instant::now();
         for addr in unbind {
             if self.bind_one(false, *addr, report) {
-                bound_now.remove(addr);
+                bound.remove(addr);
             }
         }
         report.bind_time += unbind_start.elapsed();
         report.draining = plan.draining;
-        (applied, bound_now)
+        applied
     }
 
     fn bind_one(&mut self, bind: bool, addr: IpAddr, report: &mut SyncReport) -> bool {
@@ -479,14 +510,47 @@ impl Cache {
     /// belongs to.
     fn record(&mut self, desired: &Desired) {
         for (key, d) in &desired.services {
+            self.unrecord(key);
             self.origin.insert(*key, d.origin.0.clone());
+            self.by_origin
+                .entry(d.origin.0.clone())
+                .or_default()
+                .insert(*key);
             if let ServiceKey::Addr { addr, .. } = key
                 && desired.addresses.contains(&addr.ip())
             {
-                self.addresses
+                let fresh = self
+                    .addresses
                     .entry(d.origin.0.clone())
                     .or_default()
                     .insert(addr.ip());
+                if fresh {
+                    *self.address_refs.entry(addr.ip()).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    /// Forgets which Service virtual server `key` came from.
+    fn unrecord(&mut self, key: &ServiceKey) {
+        if let Some(name) = self.origin.remove(key)
+            && let Some(keys) = self.by_origin.get_mut(&name)
+        {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_origin.remove(&name);
+            }
+        }
+    }
+
+    /// Forgets the addresses Service `name` needed.
+    fn forget(&mut self, name: &ObjectName) {
+        for addr in self.addresses.remove(name).into_iter().flatten() {
+            if let Some(n) = self.address_refs.get_mut(&addr) {
+                *n -= 1;
+                if *n == 0 {
+                    self.address_refs.remove(&addr);
+                }
             }
         }
     }
@@ -498,10 +562,11 @@ fn draining_keys(
     observed: &BTreeMap<ServiceKey, Observed>,
     desired: &Desired,
 ) -> BTreeSet<ServiceKey> {
-    observed
+    desired
+        .services
         .iter()
-        .filter(|(key, o)| {
-            desired.services.get(key).is_some_and(|d| {
+        .filter(|(key, d)| {
+            observed.get(key).is_some_and(|o| {
                 o.destinations
                     .iter()
                     .any(|x| !d.destinations.contains_key(&x.destination.addr))
@@ -509,39 +574,6 @@ fn draining_keys(
         })
         .map(|(key, _)| *key)
         .collect()
-}
-
-/// Services whose object or endpoints differ between two views.
-fn changed_services(old: &ClusterState, new: &ClusterState) -> BTreeSet<ObjectName> {
-    let mut changed = BTreeSet::new();
-    for (name, svc) in &new.services {
-        if old.services.get(name) != Some(svc) {
-            changed.insert(name.clone());
-        }
-    }
-    for name in old.services.keys() {
-        if !new.services.contains_key(name) {
-            changed.insert(name.clone());
-        }
-    }
-    for (name, slice) in &new.slices {
-        match old.slices.get(name) {
-            Some(o) if o == slice => {}
-            Some(o) => {
-                changed.insert(o.service.clone());
-                changed.insert(slice.service.clone());
-            }
-            None => {
-                changed.insert(slice.service.clone());
-            }
-        }
-    }
-    for (name, slice) in &old.slices {
-        if !new.slices.contains_key(name) {
-            changed.insert(slice.service.clone());
-        }
-    }
-    changed
 }
 
 /// The batch a plan applies, for `--dry-run` output: one line per op.

@@ -254,8 +254,9 @@ fn invalid_objects_are_reported_by_name_and_field() {
 fn the_example_manifests_load_and_plan() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/manifests");
     let mut cache = rvs_proxy::source::manifests::DirCache::new("demo-node", None);
-    let (cluster, errors) = cache.load(std::path::Path::new(dir)).unwrap();
-    assert!(errors.is_empty(), "{errors:?}");
+    let loaded = cache.load(std::path::Path::new(dir)).unwrap();
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let cluster = loaded.state.clone();
     let config = ProxyConfig {
         node_name: "demo-node".into(),
         ..ProxyConfig::default()

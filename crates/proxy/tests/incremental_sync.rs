@@ -20,7 +20,7 @@ use rvs_proxy::cluster::{
     EndpointInfo, NodeInfo, ObjectName, ServiceInfo, ServicePort, SliceInfo, SlicePort,
 };
 use rvs_proxy::reconcile::{Observed, simulate};
-use rvs_proxy::sync::{NoBinder, Syncer};
+use rvs_proxy::sync::{AddressBinder, NoBinder, Syncer};
 use rvs_proxy::{ClusterState, ProxyConfig, desired_state};
 
 #[derive(Debug, Default)]
@@ -125,12 +125,14 @@ fn cluster(spec: &[(bool, bool, u8)]) -> ClusterState {
             ServiceInfo {
                 name: name(i),
                 cluster_ips: vec![IpAddr::from([10, 96, 0, i + 1])],
-                external_ips: vec![],
+                // Services share external IPs (on their own ports): an
+                // address is unbound only when no Service needs it.
+                external_ips: vec![IpAddr::from([10, 97, 0, i % 2 + 1])],
                 load_balancer_ips: vec![],
                 ports: vec![ServicePort {
                     name: "http".into(),
                     protocol: Protocol::Tcp,
-                    port: 80,
+                    port: 80 + u16::from(i),
                     node_port: i.is_multiple_of(2).then_some(30000 + u16::from(i)),
                 }],
                 affinity_timeout: affinity.then_some(60),
@@ -223,16 +225,19 @@ proptest! {
         let c = cluster(&spec);
         syncer.sync(&c).unwrap();
         prop_assert_eq!(dataplane_view(&syncer.admin), desired_view(&c, &config, &foreign));
+        let mut previous = c;
         for (i, exists, affinity, ready) in steps {
             spec[i] = (exists, affinity, ready);
             let c = cluster(&spec);
             let before = syncer.admin.ops;
-            let report = syncer.sync_changes(&c).unwrap();
+            let report = syncer.sync_changes(&c, &c.changes_since(&previous)).unwrap();
+            previous = c.clone();
             prop_assert_eq!(report.failed, 0);
             prop_assert_eq!(dataplane_view(&syncer.admin), desired_view(&c, &config, &foreign));
+            prop_assert_eq!(syncer.binder.bound().unwrap(), desired_state(&c, &config).addresses);
             // Only the changed Service's virtual servers were touched: at
-            // most its two virtual servers and their six real servers each.
-            prop_assert!(syncer.admin.ops - before <= 2 * 7 * 2, "{} ops", syncer.admin.ops - before);
+            // most its three virtual servers and their six real servers each.
+            prop_assert!(syncer.admin.ops - before <= 3 * 7 * 2, "{} ops", syncer.admin.ops - before);
         }
         // A full sync afterwards finds nothing to do.
         let c = cluster(&spec);

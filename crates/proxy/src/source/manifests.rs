@@ -6,13 +6,14 @@
 //! is YAML). A document is a Service, an EndpointSlice, a Node, or a
 //! `List` (`ServiceList`, ...) of them; other kinds are ignored. A
 //! document that does not decode is reported with its file, position and
-//! the failing field, and the others still load. The directory is watched
-//! by polling a fingerprint of names, sizes and modification times, which
-//! needs no inotify and works on every file system. Scalars follow YAML
+//! the failing field, and the others still load. [`DirCache`] keeps the
+//! merged view and says which Services each load changed; `rvs-proxy`
+//! watches the directory with inotify, or polls its [`fingerprint`] of
+//! names, sizes and modification times where inotify is unavailable. Scalars follow YAML
 //! 1.2 (only `true`/`false` are booleans), so names such as `n` or `on`
 //! stay strings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -21,7 +22,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::cluster::ClusterState;
+use crate::cluster::{Changes, ClusterState, ObjectName};
 
 /// The objects found in a directory.
 #[derive(Clone, Debug, Default)]
@@ -80,14 +81,26 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, DirError> {
 }
 
 /// Remembers each file's objects, already reduced to the proxy's cluster
-/// view, by size and modification time: a change to one file of a large
-/// directory re-parses and re-validates only that file, and the raw
-/// Kubernetes objects are not kept (they are several times larger).
+/// view, by size and modification time, and keeps the merged view of the
+/// whole directory: a change to one file of a large directory re-parses
+/// and re-validates only that file, updates only the objects it defined
+/// or defines, and reports the Services that changed — work in proportion
+/// to the change, not to the directory. The raw Kubernetes objects are
+/// not kept (they are several times larger).
+///
+/// An object defined in several files takes its value from the last file
+/// in name order, as if the files were applied in order.
 #[derive(Debug)]
 pub struct DirCache {
     node_name: String,
     proxy_name: Option<String>,
     files: BTreeMap<PathBuf, CachedFile>,
+    /// The merged view of every file.
+    merged: ClusterState,
+    /// Files defining each Service and EndpointSlice, in name order
+    /// (nearly always one).
+    service_files: HashMap<ObjectName, Vec<PathBuf>>,
+    slice_files: HashMap<ObjectName, Vec<PathBuf>>,
 }
 
 #[derive(Debug)]
@@ -98,6 +111,18 @@ struct CachedFile {
     errors: Vec<String>,
 }
 
+/// What one [`DirCache::load`] found.
+#[derive(Debug)]
+pub struct Loaded<'a> {
+    /// The directory's merged view.
+    pub state: &'a ClusterState,
+    /// What changed since the previous load.
+    pub changes: Changes,
+    /// Every problem found (bad documents and invalid objects), file by
+    /// file.
+    pub errors: Vec<String>,
+}
+
 impl DirCache {
     /// A cache that builds views for node `node_name` (and
     /// `--service-proxy-name`, if any).
@@ -106,17 +131,33 @@ impl DirCache {
             node_name: node_name.to_owned(),
             proxy_name: proxy_name.map(str::to_owned),
             files: BTreeMap::new(),
+            merged: ClusterState::default(),
+            service_files: HashMap::new(),
+            slice_files: HashMap::new(),
         }
     }
 
-    /// Loads `dir` into a cluster view, re-reading only files added or
-    /// changed since the last call. Also returns every problem found (bad
-    /// documents and invalid objects), file by file.
-    pub fn load(&mut self, dir: &Path) -> Result<(ClusterState, Vec<String>), DirError> {
+    /// The merged view as of the last load.
+    pub fn state(&self) -> &ClusterState {
+        &self.merged
+    }
+
+    /// Loads `dir`, re-reading only files added or changed since the last
+    /// call (by size and modification time) and forgetting removed ones.
+    pub fn load(&mut self, dir: &Path) -> Result<Loaded<'_>, DirError> {
         let files = manifest_files(dir)?;
-        self.files.retain(|path, _| files.contains(path));
-        let mut merged = ClusterState::default();
-        let mut errors = Vec::new();
+        let mut replaced: Vec<(PathBuf, ClusterState)> = Vec::new();
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|path| files.binary_search(path).is_err())
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(old) = self.files.remove(&path) {
+                replaced.push((path, old.cluster));
+            }
+        }
         for file in files {
             let meta = std::fs::metadata(&file).ok();
             let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
@@ -125,62 +166,151 @@ impl DirCache {
                 .files
                 .get(&file)
                 .is_some_and(|c| c.len == len && c.modified == modified && modified.is_some());
-            if !fresh {
-                let mut objects = Manifests::default();
-                let mut doc_errors = Vec::new();
-                load_file(&file, &mut objects, &mut doc_errors);
-                if doc_errors.iter().any(|e| e.document == 0)
-                    && let Some(previous) = self.files.get_mut(&file)
-                {
-                    // The whole file is unreadable (say, caught mid-write
-                    // or mistyped): keep what it held before rather than
-                    // withdrawing its Services.
-                    previous.errors = doc_errors
-                        .iter()
-                        .map(|e| format!("{e} (keeping the file's previous objects)"))
-                        .collect();
-                    errors.extend(previous.errors.iter().cloned());
-                    merge(&mut merged, &previous.cluster);
-                    continue;
-                }
-                let (cluster, object_errors) = ClusterState::build(
-                    &objects.services,
-                    &objects.slices,
-                    &objects.nodes,
-                    &self.node_name,
-                    self.proxy_name.as_deref(),
-                );
-                let errors = doc_errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .chain(object_errors.iter().map(ToString::to_string))
-                    .collect();
-                self.files.insert(
-                    file.clone(),
-                    CachedFile {
-                        len,
-                        modified,
-                        cluster,
-                        errors,
-                    },
-                );
+            if fresh {
+                continue;
             }
-            if let Some(cached) = self.files.get(&file) {
-                merge(&mut merged, &cached.cluster);
-                errors.extend(cached.errors.iter().cloned());
+            let mut objects = Manifests::default();
+            let mut doc_errors = Vec::new();
+            load_file(&file, &mut objects, &mut doc_errors);
+            if doc_errors.iter().any(|e| e.document == 0)
+                && let Some(previous) = self.files.get_mut(&file)
+            {
+                // The whole file is unreadable (say, caught mid-write or
+                // mistyped): keep what it held before rather than
+                // withdrawing its Services.
+                previous.errors = doc_errors
+                    .iter()
+                    .map(|e| format!("{e} (keeping the file's previous objects)"))
+                    .collect();
+                continue;
+            }
+            let (cluster, object_errors) = ClusterState::build(
+                &objects.services,
+                &objects.slices,
+                &objects.nodes,
+                &self.node_name,
+                self.proxy_name.as_deref(),
+            );
+            let errors = doc_errors
+                .iter()
+                .map(ToString::to_string)
+                .chain(object_errors.iter().map(ToString::to_string))
+                .collect();
+            let old = self.files.insert(
+                file.clone(),
+                CachedFile {
+                    len,
+                    modified,
+                    cluster,
+                    errors,
+                },
+            );
+            replaced.push((file, old.map(|o| o.cluster).unwrap_or_default()));
+        }
+        let changes = self.remerge(&replaced);
+        let errors = self
+            .files
+            .values()
+            .flat_map(|f| f.errors.iter().cloned())
+            .collect();
+        Ok(Loaded {
+            state: &self.merged,
+            changes,
+            errors,
+        })
+    }
+
+    /// Brings the merged view up to date with files whose objects were
+    /// `replaced` (each with what it held before), returning what changed.
+    fn remerge(&mut self, replaced: &[(PathBuf, ClusterState)]) -> Changes {
+        let mut changes = Changes::default();
+        let mut services: BTreeSet<ObjectName> = BTreeSet::new();
+        let mut slices: BTreeSet<ObjectName> = BTreeSet::new();
+        let mut node = false;
+        for (path, old) in replaced {
+            let new = self.files.get(path).map(|f| &f.cluster);
+            for name in old.services.keys() {
+                unlink(&mut self.service_files, name, path);
+                services.insert(name.clone());
+            }
+            for name in old.slices.keys() {
+                unlink(&mut self.slice_files, name, path);
+                slices.insert(name.clone());
+            }
+            if let Some(new) = new {
+                for name in new.services.keys() {
+                    link(&mut self.service_files, name, path);
+                    services.insert(name.clone());
+                }
+                for name in new.slices.keys() {
+                    link(&mut self.slice_files, name, path);
+                    slices.insert(name.clone());
+                }
+            }
+            node |= old.node.is_some() || new.is_some_and(|n| n.node.is_some());
+        }
+        for name in services {
+            let value = self
+                .service_files
+                .get(&name)
+                .and_then(|paths| paths.last())
+                .and_then(|p| self.files.get(p))
+                .and_then(|f| f.cluster.services.get(&name));
+            if self.merged.services.get(&name) == value {
+                continue;
+            }
+            match value {
+                Some(v) => self.merged.services.insert(name.clone(), v.clone()),
+                None => self.merged.services.remove(&name),
+            };
+            changes.services.insert(name);
+        }
+        for name in slices {
+            let value = self
+                .slice_files
+                .get(&name)
+                .and_then(|paths| paths.last())
+                .and_then(|p| self.files.get(p))
+                .and_then(|f| f.cluster.slices.get(&name));
+            let before = self.merged.slices.get(&name);
+            if before == value {
+                continue;
+            }
+            changes.services.extend(before.map(|s| s.service.clone()));
+            changes.services.extend(value.map(|s| s.service.clone()));
+            match value {
+                Some(v) => self.merged.slices.insert(name, v.clone()),
+                None => self.merged.slices.remove(&name),
+            };
+        }
+        if node {
+            let value = self
+                .files
+                .values()
+                .rev()
+                .find_map(|f| f.cluster.node.as_ref());
+            if self.merged.node.as_ref() != value {
+                self.merged.node = value.cloned();
+                changes.node = true;
             }
         }
-        Ok((merged, errors))
+        changes
     }
 }
 
-fn merge(into: &mut ClusterState, from: &ClusterState) {
-    into.services
-        .extend(from.services.iter().map(|(k, v)| (k.clone(), v.clone())));
-    into.slices
-        .extend(from.slices.iter().map(|(k, v)| (k.clone(), v.clone())));
-    if from.node.is_some() {
-        into.node.clone_from(&from.node);
+fn link(index: &mut HashMap<ObjectName, Vec<PathBuf>>, name: &ObjectName, path: &Path) {
+    let paths = index.entry(name.clone()).or_default();
+    if let Err(at) = paths.binary_search_by(|p| p.as_path().cmp(path)) {
+        paths.insert(at, path.to_owned());
+    }
+}
+
+fn unlink(index: &mut HashMap<ObjectName, Vec<PathBuf>>, name: &ObjectName, path: &Path) {
+    if let Some(paths) = index.get_mut(name) {
+        paths.retain(|p| p != path);
+        if paths.is_empty() {
+            index.remove(name);
+        }
     }
 }
 
@@ -495,27 +625,40 @@ items:
         .unwrap();
         assert_ne!(fingerprint(&dir).unwrap(), before);
         assert_eq!(load_dir(&dir).unwrap().0.nodes.len(), 2);
-        // The cache re-reads only what changed, and notices removals.
+        // The cache re-reads only what changed, notices removals and says
+        // what changed.
         let mut cache = DirCache::new("n2", None);
-        let (view, errors) = cache.load(&dir).unwrap();
-        assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(view.node.map(|n| n.name).as_deref(), Some("n2"));
-        assert_eq!(view.services.len(), 1);
+        let loaded = cache.load(&dir).unwrap();
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        assert_eq!(
+            loaded.state.node.as_ref().map(|n| n.name.as_str()),
+            Some("n2")
+        );
+        assert_eq!(loaded.state.services.len(), 1);
+        assert!(loaded.changes.node);
+        assert_eq!(loaded.changes.services.len(), 1);
+        assert!(cache.load(&dir).unwrap().changes.is_empty());
         std::fs::write(
             dir.join("a.json"),
             r#"{"kind":"Node","metadata":{"name":"n3"}} "#,
         )
         .unwrap();
-        assert_eq!(cache.load(&dir).unwrap().0.node, None, "n2 is gone");
+        let loaded = cache.load(&dir).unwrap();
+        assert_eq!(loaded.state.node, None, "n2 is gone");
+        assert!(loaded.changes.node && loaded.changes.services.is_empty());
         std::fs::remove_file(dir.join("a.json")).unwrap();
-        assert_eq!(cache.load(&dir).unwrap().0.services.len(), 1);
+        let loaded = cache.load(&dir).unwrap();
+        assert_eq!(loaded.state.services.len(), 1);
+        assert!(loaded.changes.is_empty(), "{:?}", loaded.changes);
         // A file that stops parsing keeps its previous objects.
         std::fs::write(dir.join("b.yaml"), "kind: [half-written\n").unwrap();
-        let (view, errors) = cache.load(&dir).unwrap();
-        assert_eq!(view.services.len(), 1, "{errors:?}");
+        let loaded = cache.load(&dir).unwrap();
+        assert_eq!(loaded.state.services.len(), 1, "{:?}", loaded.errors);
+        assert!(loaded.changes.is_empty(), "{:?}", loaded.changes);
         assert!(
-            errors[0].contains("keeping the file's previous objects"),
-            "{errors:?}"
+            loaded.errors[0].contains("keeping the file's previous objects"),
+            "{:?}",
+            loaded.errors
         );
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(load_dir(&dir).is_err());
