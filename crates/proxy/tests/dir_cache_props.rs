@@ -73,7 +73,7 @@ fn write(path: &PathBuf, objs: &[Obj]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
     #[test]
     fn the_cache_matches_a_fresh_load(steps in proptest::collection::vec(step(), 1..14)) {
         let dir = std::env::temp_dir().join(format!(

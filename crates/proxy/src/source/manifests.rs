@@ -22,7 +22,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::cluster::{Changes, ClusterState, ObjectName};
+use crate::cluster::{Changes, ClusterState, NodeInfo, ObjectName};
 
 /// The objects found in a directory.
 #[derive(Clone, Debug, Default)]
@@ -80,16 +80,18 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, DirError> {
     Ok(files)
 }
 
-/// Remembers each file's objects, already reduced to the proxy's cluster
-/// view, by size and modification time, and keeps the merged view of the
-/// whole directory: a change to one file of a large directory re-parses
-/// and re-validates only that file, updates only the objects it defined
-/// or defines, and reports the Services that changed — work in proportion
-/// to the change, not to the directory. The raw Kubernetes objects are
-/// not kept (they are several times larger).
+/// Keeps the merged view of a directory and, per file, its size,
+/// modification time and the names of the objects it defines: a change to
+/// one file of a large directory re-parses and re-validates only that
+/// file, updates only the objects it defined or defines, and reports the
+/// Services that changed — work in proportion to the change, not to the
+/// directory. Objects are held once, reduced, in the merged view (neither
+/// the raw Kubernetes objects, several times larger, nor a second copy
+/// per file).
 ///
 /// An object defined in several files takes its value from the last file
-/// in name order, as if the files were applied in order.
+/// in name order, as if the files were applied in order; when that file
+/// drops it, the next file defining it is read again.
 #[derive(Debug)]
 pub struct DirCache {
     node_name: String,
@@ -103,11 +105,13 @@ pub struct DirCache {
     slice_files: HashMap<ObjectName, Vec<PathBuf>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct CachedFile {
     len: u64,
     modified: Option<SystemTime>,
-    cluster: ClusterState,
+    services: Vec<ObjectName>,
+    slices: Vec<ObjectName>,
+    node: Option<NodeInfo>,
     errors: Vec<String>,
 }
 
@@ -121,6 +125,15 @@ pub struct Loaded<'a> {
     /// Every problem found (bad documents and invalid objects), file by
     /// file.
     pub errors: Vec<String>,
+}
+
+/// A file read again in this load: its objects, and the names it defined
+/// before.
+struct Reread {
+    path: PathBuf,
+    cluster: ClusterState,
+    old_services: Vec<ObjectName>,
+    old_slices: Vec<ObjectName>,
 }
 
 impl DirCache {
@@ -142,11 +155,33 @@ impl DirCache {
         &self.merged
     }
 
+    /// Reads and validates one file: its objects, and every problem found.
+    fn read(&self, file: &Path) -> (ClusterState, Vec<String>, bool) {
+        let mut objects = Manifests::default();
+        let mut doc_errors = Vec::new();
+        load_file(file, &mut objects, &mut doc_errors);
+        let unreadable = doc_errors.iter().any(|e| e.document == 0);
+        let (cluster, object_errors) = ClusterState::build(
+            &objects.services,
+            &objects.slices,
+            &objects.nodes,
+            &self.node_name,
+            self.proxy_name.as_deref(),
+        );
+        let errors = doc_errors
+            .iter()
+            .map(ToString::to_string)
+            .chain(object_errors.iter().map(ToString::to_string))
+            .collect();
+        (cluster, errors, unreadable)
+    }
+
     /// Loads `dir`, re-reading only files added or changed since the last
     /// call (by size and modification time) and forgetting removed ones.
     pub fn load(&mut self, dir: &Path) -> Result<Loaded<'_>, DirError> {
         let files = manifest_files(dir)?;
-        let mut replaced: Vec<(PathBuf, ClusterState)> = Vec::new();
+        let mut reread: Vec<Reread> = Vec::new();
+        let mut node = false;
         let gone: Vec<PathBuf> = self
             .files
             .keys()
@@ -155,7 +190,13 @@ impl DirCache {
             .collect();
         for path in gone {
             if let Some(old) = self.files.remove(&path) {
-                replaced.push((path, old.cluster));
+                node |= old.node.is_some();
+                reread.push(Reread {
+                    path,
+                    cluster: ClusterState::default(),
+                    old_services: old.services,
+                    old_slices: old.slices,
+                });
             }
         }
         for file in files {
@@ -169,45 +210,45 @@ impl DirCache {
             if fresh {
                 continue;
             }
-            let mut objects = Manifests::default();
-            let mut doc_errors = Vec::new();
-            load_file(&file, &mut objects, &mut doc_errors);
-            if doc_errors.iter().any(|e| e.document == 0)
-                && let Some(previous) = self.files.get_mut(&file)
-            {
+            let (mut cluster, errors, unreadable) = self.read(&file);
+            if unreadable && let Some(previous) = self.files.get_mut(&file) {
                 // The whole file is unreadable (say, caught mid-write or
                 // mistyped): keep what it held before rather than
                 // withdrawing its Services.
-                previous.errors = doc_errors
+                previous.errors = errors
                     .iter()
                     .map(|e| format!("{e} (keeping the file's previous objects)"))
                     .collect();
                 continue;
             }
-            let (cluster, object_errors) = ClusterState::build(
-                &objects.services,
-                &objects.slices,
-                &objects.nodes,
-                &self.node_name,
-                self.proxy_name.as_deref(),
-            );
-            let errors = doc_errors
-                .iter()
-                .map(ToString::to_string)
-                .chain(object_errors.iter().map(ToString::to_string))
-                .collect();
-            let old = self.files.insert(
+            let old = self.files.remove(&file).unwrap_or_default();
+            node |= old.node.is_some() || cluster.node.is_some();
+            self.files.insert(
                 file.clone(),
                 CachedFile {
                     len,
                     modified,
-                    cluster,
+                    services: cluster.services.keys().cloned().collect(),
+                    slices: cluster.slices.keys().cloned().collect(),
+                    node: cluster.node.take(),
                     errors,
                 },
             );
-            replaced.push((file, old.map(|o| o.cluster).unwrap_or_default()));
+            reread.push(Reread {
+                path: file,
+                cluster,
+                old_services: old.services,
+                old_slices: old.slices,
+            });
         }
-        let changes = self.remerge(&replaced);
+        let mut changes = self.remerge(reread);
+        if node {
+            let value = self.files.values().rev().find_map(|f| f.node.as_ref());
+            if self.merged.node.as_ref() != value {
+                self.merged.node = value.cloned();
+                changes.node = true;
+            }
+        }
         let errors = self
             .files
             .values()
@@ -220,82 +261,125 @@ impl DirCache {
         })
     }
 
-    /// Brings the merged view up to date with files whose objects were
-    /// `replaced` (each with what it held before), returning what changed.
-    fn remerge(&mut self, replaced: &[(PathBuf, ClusterState)]) -> Changes {
+    /// Brings the merged view up to date with the files read again,
+    /// returning the Services that changed.
+    fn remerge(&mut self, mut reread: Vec<Reread>) -> Changes {
         let mut changes = Changes::default();
-        let mut services: BTreeSet<ObjectName> = BTreeSet::new();
-        let mut slices: BTreeSet<ObjectName> = BTreeSet::new();
-        let mut node = false;
-        for (path, old) in replaced {
-            let new = self.files.get(path).map(|f| &f.cluster);
-            for name in old.services.keys() {
-                unlink(&mut self.service_files, name, path);
-                services.insert(name.clone());
+        // Which file defined each touched object before, and after.
+        let mut services: BTreeMap<ObjectName, Option<PathBuf>> = BTreeMap::new();
+        let mut slices: BTreeMap<ObjectName, Option<PathBuf>> = BTreeMap::new();
+        for r in &reread {
+            for name in r.old_services.iter().chain(r.cluster.services.keys()) {
+                services
+                    .entry(name.clone())
+                    .or_insert_with(|| winner(&self.service_files, name));
             }
-            for name in old.slices.keys() {
-                unlink(&mut self.slice_files, name, path);
-                slices.insert(name.clone());
+            for name in r.old_slices.iter().chain(r.cluster.slices.keys()) {
+                slices
+                    .entry(name.clone())
+                    .or_insert_with(|| winner(&self.slice_files, name));
             }
-            if let Some(new) = new {
-                for name in new.services.keys() {
-                    link(&mut self.service_files, name, path);
-                    services.insert(name.clone());
-                }
-                for name in new.slices.keys() {
-                    link(&mut self.slice_files, name, path);
-                    slices.insert(name.clone());
-                }
-            }
-            node |= old.node.is_some() || new.is_some_and(|n| n.node.is_some());
         }
-        for name in services {
-            let value = self
-                .service_files
-                .get(&name)
-                .and_then(|paths| paths.last())
-                .and_then(|p| self.files.get(p))
-                .and_then(|f| f.cluster.services.get(&name));
-            if self.merged.services.get(&name) == value {
+        for r in &reread {
+            for name in &r.old_services {
+                unlink(&mut self.service_files, name, &r.path);
+            }
+            for name in &r.old_slices {
+                unlink(&mut self.slice_files, name, &r.path);
+            }
+            for name in r.cluster.services.keys() {
+                link(&mut self.service_files, name, &r.path);
+            }
+            for name in r.cluster.slices.keys() {
+                link(&mut self.slice_files, name, &r.path);
+            }
+        }
+        // An object whose definition falls back to a file not read in this
+        // load: read that file again (objects defined twice only).
+        let mut fallback: BTreeSet<PathBuf> = BTreeSet::new();
+        let read_now = |p: &PathBuf| reread.iter().any(|r| &r.path == p);
+        for (name, before) in &services {
+            if let Some(after) = winner(&self.service_files, name)
+                && Some(&after) != before.as_ref()
+                && !read_now(&after)
+            {
+                fallback.insert(after);
+            }
+        }
+        for (name, before) in &slices {
+            if let Some(after) = winner(&self.slice_files, name)
+                && Some(&after) != before.as_ref()
+                && !read_now(&after)
+            {
+                fallback.insert(after);
+            }
+        }
+        for path in fallback {
+            let (cluster, _, _) = self.read(&path);
+            reread.push(Reread {
+                path,
+                cluster,
+                old_services: Vec::new(),
+                old_slices: Vec::new(),
+            });
+        }
+        for (name, before) in services {
+            let after = winner(&self.service_files, &name);
+            if after.is_some()
+                && after == before
+                && !reread.iter().any(|r| Some(&r.path) == after.as_ref())
+            {
+                continue;
+            }
+            let value = after.and_then(|p| {
+                reread
+                    .iter_mut()
+                    .find(|r| r.path == p)
+                    .and_then(|r| r.cluster.services.remove(&name))
+            });
+            if self.merged.services.get(&name) == value.as_ref() {
                 continue;
             }
             match value {
-                Some(v) => self.merged.services.insert(name.clone(), v.clone()),
+                Some(v) => self.merged.services.insert(name.clone(), v),
                 None => self.merged.services.remove(&name),
             };
             changes.services.insert(name);
         }
-        for name in slices {
-            let value = self
-                .slice_files
-                .get(&name)
-                .and_then(|paths| paths.last())
-                .and_then(|p| self.files.get(p))
-                .and_then(|f| f.cluster.slices.get(&name));
-            let before = self.merged.slices.get(&name);
-            if before == value {
+        for (name, before) in slices {
+            let after = winner(&self.slice_files, &name);
+            if after.is_some()
+                && after == before
+                && !reread.iter().any(|r| Some(&r.path) == after.as_ref())
+            {
                 continue;
             }
-            changes.services.extend(before.map(|s| s.service.clone()));
-            changes.services.extend(value.map(|s| s.service.clone()));
+            let value = after.and_then(|p| {
+                reread
+                    .iter_mut()
+                    .find(|r| r.path == p)
+                    .and_then(|r| r.cluster.slices.remove(&name))
+            });
+            let old = self.merged.slices.get(&name);
+            if old == value.as_ref() {
+                continue;
+            }
+            changes.services.extend(old.map(|s| s.service.clone()));
+            changes
+                .services
+                .extend(value.as_ref().map(|s| s.service.clone()));
             match value {
-                Some(v) => self.merged.slices.insert(name, v.clone()),
+                Some(v) => self.merged.slices.insert(name, v),
                 None => self.merged.slices.remove(&name),
             };
         }
-        if node {
-            let value = self
-                .files
-                .values()
-                .rev()
-                .find_map(|f| f.cluster.node.as_ref());
-            if self.merged.node.as_ref() != value {
-                self.merged.node = value.cloned();
-                changes.node = true;
-            }
-        }
         changes
     }
+}
+
+/// The file whose definition of `name` wins: the last in name order.
+fn winner(index: &HashMap<ObjectName, Vec<PathBuf>>, name: &ObjectName) -> Option<PathBuf> {
+    index.get(name).and_then(|paths| paths.last()).cloned()
 }
 
 fn link(index: &mut HashMap<ObjectName, Vec<PathBuf>>, name: &ObjectName, path: &Path) {
