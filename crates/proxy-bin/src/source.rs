@@ -7,6 +7,8 @@
 //! Kubernetes ConfigMap volume's `..data` swap is a rename). Where inotify
 //! is unavailable the directory's fingerprint is polled instead.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use rvs_proxy::cluster::Changes;
 use rvs_proxy::source::api::Store;
-use rvs_proxy::source::manifests::{self, Manifests};
+use rvs_proxy::source::manifests;
 use rvs_proxy::{ClusterState, ProxyConfig};
 
 /// Where Kubernetes objects come from.
@@ -50,28 +52,27 @@ pub(crate) enum Source {
 /// hold still before it is read.
 const POLL: Duration = Duration::from_millis(20);
 
-/// Events that mean a file is complete: closed after writing, renamed in
-/// or out, removed; or the directory itself moved or removed.
-fn settled() -> AddWatchFlags {
+/// How long a file written in place may stay open before it is read
+/// anyway (a writer that keeps it open).
+const OPEN_WRITE_CAP: Duration = Duration::from_secs(1);
+
+/// The events watched: writes, closes, creations, renames and removals in
+/// the directory, and the directory itself going away.
+fn watched() -> AddWatchFlags {
     AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_MODIFY
+        | AddWatchFlags::IN_CREATE
         | AddWatchFlags::IN_MOVED_TO
         | AddWatchFlags::IN_MOVED_FROM
         | AddWatchFlags::IN_DELETE
         | AddWatchFlags::IN_DELETE_SELF
         | AddWatchFlags::IN_MOVE_SELF
-        | AddWatchFlags::IN_Q_OVERFLOW
-        | AddWatchFlags::IN_IGNORED
 }
 
 /// Watches `dir` with inotify, or says why it cannot (the caller polls).
 pub(crate) fn watch(dir: &std::path::Path) -> Option<Inotify> {
-    let result = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).and_then(|ino| {
-        ino.add_watch(
-            dir,
-            settled() | AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE,
-        )
-        .map(|_| ino)
-    });
+    let result = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+        .and_then(|ino| ino.add_watch(dir, watched()).map(|_| ino));
     match result {
         Ok(ino) => Some(ino),
         Err(e) => {
@@ -95,19 +96,29 @@ fn relevant(name: Option<&std::ffi::OsStr>) -> bool {
 
 /// Waits up to `timeout` for the watched directory to change. `Err` when
 /// the watch broke (the caller falls back to polling).
+///
+/// A change is reported once it is complete: every file written in place
+/// has been closed (or stayed open past [`OPEN_WRITE_CAP`]), and a removal
+/// or creation has been followed by a quiet [`POLL`] (a tool that replaces
+/// a file by removing and re-creating it is not caught in between). A
+/// rename into the directory is complete at once.
 fn wait_inotify(ino: &Inotify, timeout: Duration) -> nix::Result<bool> {
     let deadline = Instant::now() + timeout;
-    // A file written in place but not closed yet: read it once it holds
-    // still for a poll period.
-    let mut pending: Option<Instant> = None;
+    // Files modified and not closed yet.
+    let mut writing: HashSet<OsString> = HashSet::new();
+    let mut last_event: Option<Instant> = None;
+    let mut complete = false;
     loop {
         let now = Instant::now();
-        let until = pending.map_or(deadline, |p| (p + POLL).min(deadline));
+        let until = match last_event {
+            None => deadline,
+            Some(t) if writing.is_empty() => t + POLL,
+            Some(t) => t + OPEN_WRITE_CAP,
+        };
         if now >= until {
-            return Ok(pending.is_some());
+            return Ok(last_event.is_some());
         }
-        let wait = until - now;
-        let ms = u16::try_from(wait.as_millis().max(1)).unwrap_or(u16::MAX);
+        let ms = u16::try_from((until - now).as_millis().max(1)).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(ino.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(ms)) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
@@ -119,9 +130,9 @@ fn wait_inotify(ino: &Inotify, timeout: Duration) -> nix::Result<bool> {
             Err(nix::errno::Errno::EAGAIN) => continue,
             Err(e) => return Err(e),
         };
-        let mut done = false;
         for event in events {
-            if event.mask.intersects(
+            let mask = event.mask;
+            if mask.intersects(
                 AddWatchFlags::IN_IGNORED
                     | AddWatchFlags::IN_DELETE_SELF
                     | AddWatchFlags::IN_MOVE_SELF,
@@ -129,18 +140,27 @@ fn wait_inotify(ino: &Inotify, timeout: Duration) -> nix::Result<bool> {
                 // The directory itself went away: the watch is gone.
                 return Err(nix::errno::Errno::ENOENT);
             }
-            if !relevant(event.name.as_deref())
-                && !event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW)
-            {
+            if mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                writing.clear();
+                complete = true;
+                last_event = Some(Instant::now());
                 continue;
             }
-            if event.mask.intersects(settled()) {
-                done = true;
-            } else {
-                pending = Some(Instant::now());
+            if !relevant(event.name.as_deref()) {
+                continue;
+            }
+            last_event = Some(Instant::now());
+            let name = event.name.unwrap_or_default();
+            if mask.contains(AddWatchFlags::IN_MODIFY) {
+                writing.insert(name);
+            } else if mask.intersects(AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO) {
+                writing.remove(&name);
+                complete = true;
+            } else if mask.intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM) {
+                writing.remove(&name);
             }
         }
-        if done {
+        if complete && writing.is_empty() {
             // Take whatever else is already queued with this change.
             while let Ok(more) = ino.read_events() {
                 if more.is_empty() {
@@ -228,30 +248,14 @@ impl Source {
                 if !store.ready() {
                     return Ok(None);
                 }
-                // The store holds whole objects: the view is rebuilt and
-                // compared (O(cluster)); the sync after it is O(change).
-                let next = build(&store.snapshot(), config);
-                let changes = next.changes_since(current);
-                *current = next;
+                // Only what the watchers changed since the last load is
+                // copied: O(change).
+                let changes = store.update_view(current);
+                warn_without_node(current, config);
                 Ok(Some((current, changes)))
             }
         }
     }
-}
-
-fn build(objects: &Manifests, config: &ProxyConfig) -> ClusterState {
-    let (cluster, errors) = ClusterState::build(
-        &objects.services,
-        &objects.slices,
-        &objects.nodes,
-        &config.node_name,
-        config.service_proxy_name.as_deref(),
-    );
-    for e in &errors {
-        tracing::warn!(error = %e, "skipping an object");
-    }
-    warn_without_node(&cluster, config);
-    cluster
 }
 
 fn warn_without_node(cluster: &ClusterState, config: &ProxyConfig) {
@@ -313,4 +317,64 @@ pub(crate) fn api(
         current: ClusterState::default(),
         _runtime: runtime,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rvs-watch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A file truncated, then filled slowly and closed: the change is
+    /// reported once it is closed, never while it is empty.
+    #[test]
+    fn an_in_place_write_is_reported_when_closed() {
+        let dir = dir("inplace");
+        let path = dir.join("a.yaml");
+        std::fs::write(&path, "kind: Node\n").unwrap();
+        let ino = watch(&dir).unwrap();
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut f = std::fs::File::create(&path).unwrap();
+                std::thread::sleep(Duration::from_millis(150));
+                f.write_all(b"kind: Service\n").unwrap();
+                std::thread::sleep(Duration::from_millis(150));
+                f.write_all(b"metadata: {name: a}\n").unwrap();
+            })
+        };
+        assert!(wait_inotify(&ino, Duration::from_secs(5)).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "kind: Service\nmetadata: {name: a}\n"
+        );
+        writer.join().unwrap();
+        // Nothing else happened: a quiet wait times out.
+        assert!(!wait_inotify(&ino, Duration::from_millis(50)).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A rename into the directory is reported at once; files that are
+    /// not manifests (a writer's temporary file) are not.
+    #[test]
+    fn renames_count_and_other_files_do_not() {
+        let dir = dir("rename");
+        let ino = watch(&dir).unwrap();
+        std::fs::write(dir.join("a.yaml.tmp"), "kind: Node\n").unwrap();
+        assert!(!wait_inotify(&ino, Duration::from_millis(100)).unwrap());
+        let started = Instant::now();
+        std::fs::rename(dir.join("a.yaml.tmp"), dir.join("a.yaml")).unwrap();
+        assert!(wait_inotify(&ino, Duration::from_secs(5)).unwrap());
+        assert!(started.elapsed() < Duration::from_millis(500));
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The directory went away: the watch says so, and the caller polls.
+        assert!(wait_inotify(&ino, Duration::from_secs(5)).is_err());
+    }
 }

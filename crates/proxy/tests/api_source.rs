@@ -154,8 +154,8 @@ fn names(store: &api::Store) -> Vec<String> {
     store
         .snapshot()
         .services
-        .iter()
-        .map(|s| s.metadata.name.clone().unwrap_or_default())
+        .keys()
+        .map(|n| n.name.clone())
         .collect()
 }
 
@@ -193,15 +193,30 @@ async fn watchers_list_watch_recover_and_converge() {
     let snapshot = store.snapshot();
     let b = snapshot
         .services
-        .iter()
-        .find(|s| s.metadata.name.as_deref() == Some("svc-b"))
+        .values()
+        .find(|s| s.name.name == "svc-b")
         .unwrap();
     assert_eq!(
-        b.spec.as_ref().unwrap().cluster_ip.as_deref(),
-        Some("10.96.0.22"),
+        b.cluster_ips,
+        vec!["10.96.0.22".parse::<std::net::IpAddr>().unwrap()],
         "MODIFIED applied"
     );
-    assert_eq!(snapshot.nodes.len(), 1);
+    assert!(snapshot.node.is_some());
+    // The sync loop's copy is brought up to date with what changed: all of
+    // it the first time, nothing the second.
+    let mut view = rvs_proxy::ClusterState::default();
+    let changes = store.update_view(&mut view);
+    assert_eq!(view, snapshot);
+    assert!(changes.node);
+    // Services that came and went since count too (a sync of a name
+    // that is gone deletes what it had).
+    assert!(
+        ["svc-b", "svc-c", "svc-a", "svc-new"]
+            .iter()
+            .all(|n| changes.services.iter().any(|c| c.name == *n)),
+        "{changes:?}"
+    );
+    assert!(store.update_view(&mut view).is_empty());
 
     let seen = seen.lock().unwrap();
     assert_eq!(

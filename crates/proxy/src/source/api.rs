@@ -14,7 +14,7 @@
 //! `service.kubernetes.io/service-proxy-name` (or with it equal to
 //! `--service-proxy-name`); the Node by `metadata.name`.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -24,21 +24,64 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
-use super::manifests::Manifests;
-use crate::cluster::{HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL};
+use crate::cluster::{
+    Changes, ClusterState, HEADLESS_LABEL, NodeInfo, ObjectName, SERVICE_PROXY_NAME_LABEL,
+    ServiceInfo, SliceInfo, node_info, service_info, slice_info,
+};
 
-type Key = (String, String);
-
+/// Objects received, already reduced to the proxy's view (the raw objects,
+/// with their managed fields, are several times larger), and what changed
+/// since the sync loop last took them.
 #[derive(Debug, Default)]
 struct Objects {
-    services: BTreeMap<Key, Service>,
-    slices: BTreeMap<Key, EndpointSlice>,
-    nodes: BTreeMap<Key, Node>,
+    view: ClusterState,
+    dirty_services: BTreeSet<ObjectName>,
+    dirty_slices: BTreeSet<ObjectName>,
+    dirty_node: bool,
     listed: [bool; 3],
     generation: u64,
+}
+
+impl Objects {
+    fn set_service(&mut self, name: ObjectName, info: Option<ServiceInfo>) {
+        let changed = match info {
+            Some(info) => {
+                self.view.services.get(&name) != Some(&info) && {
+                    self.view.services.insert(name.clone(), info);
+                    true
+                }
+            }
+            None => self.view.services.remove(&name).is_some(),
+        };
+        if changed {
+            self.dirty_services.insert(name);
+        }
+    }
+
+    fn set_slice(&mut self, name: ObjectName, info: Option<SliceInfo>) {
+        let changed = match info {
+            Some(info) => {
+                self.view.slices.get(&name) != Some(&info) && {
+                    self.view.slices.insert(name.clone(), info);
+                    true
+                }
+            }
+            None => self.view.slices.remove(&name).is_some(),
+        };
+        if changed {
+            self.dirty_slices.insert(name);
+        }
+    }
+
+    fn set_node(&mut self, info: Option<NodeInfo>) {
+        if self.view.node != info {
+            self.view.node = info;
+            self.dirty_node = true;
+        }
+    }
 }
 
 /// Objects received from the API server, shared between the watchers and
@@ -47,6 +90,7 @@ struct Objects {
 pub struct Store {
     objects: Mutex<Objects>,
     changed: Condvar,
+    proxy_name: Option<String>,
 }
 
 /// Which kind a watcher feeds.
@@ -85,14 +129,39 @@ impl Store {
         guard.generation
     }
 
-    /// A copy of everything known now.
-    pub fn snapshot(&self) -> Manifests {
-        let o = self.lock();
-        Manifests {
-            services: o.services.values().cloned().collect(),
-            slices: o.slices.values().cloned().collect(),
-            nodes: o.nodes.values().cloned().collect(),
+    /// A copy of the whole view now.
+    pub fn snapshot(&self) -> ClusterState {
+        self.lock().view.clone()
+    }
+
+    /// Brings `view` (a copy of the store's view as of the previous call)
+    /// up to date, copying only what changed since, and says what changed:
+    /// work in proportion to the change.
+    pub fn update_view(&self, view: &mut ClusterState) -> Changes {
+        let mut o = self.lock();
+        let mut changes = Changes::default();
+        for name in std::mem::take(&mut o.dirty_services) {
+            match o.view.services.get(&name) {
+                Some(info) => view.services.insert(name.clone(), info.clone()),
+                None => view.services.remove(&name),
+            };
+            changes.services.insert(name);
         }
+        for name in std::mem::take(&mut o.dirty_slices) {
+            let before = match o.view.slices.get(&name) {
+                Some(info) => {
+                    changes.services.insert(info.service.clone());
+                    view.slices.insert(name, info.clone())
+                }
+                None => view.slices.remove(&name),
+            };
+            changes.services.extend(before.map(|s| s.service));
+        }
+        if std::mem::take(&mut o.dirty_node) {
+            view.node.clone_from(&o.view.node);
+            changes.node = true;
+        }
+        changes
     }
 
     fn update(&self, f: impl FnOnce(&mut Objects)) {
@@ -104,8 +173,100 @@ impl Store {
     }
 }
 
-fn key<K: Resource>(obj: &K) -> Key {
-    (obj.namespace().unwrap_or_default(), obj.name_any())
+/// A kind the watchers keep, reduced as the proxy sees it.
+trait Kept: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static {
+    const KIND: Kind;
+    /// The object's name and its reduced form (`None`: not for this
+    /// proxy, or invalid, which is logged naming the field).
+    fn reduce(&self, store: &Store) -> (ObjectName, Option<Self::Reduced>);
+    type Reduced;
+    /// Puts (or, with `None`, removes) one object.
+    fn set(o: &mut Objects, name: ObjectName, value: Option<Self::Reduced>);
+    /// The names of every object of this kind.
+    fn names(o: &Objects) -> Vec<ObjectName>;
+}
+
+fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectName {
+    ObjectName {
+        namespace: meta
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
+        name: meta.name.clone().unwrap_or_default(),
+    }
+}
+
+impl Kept for Service {
+    const KIND: Kind = Kind::Services;
+    type Reduced = ServiceInfo;
+    fn reduce(&self, store: &Store) -> (ObjectName, Option<ServiceInfo>) {
+        let info = match service_info(self, store.proxy_name.as_deref()) {
+            Ok(Ok(info)) => Some(info),
+            Ok(Err(_skip)) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an object");
+                None
+            }
+        };
+        (name_of(&self.metadata), info)
+    }
+    fn set(o: &mut Objects, name: ObjectName, value: Option<ServiceInfo>) {
+        o.set_service(name, value);
+    }
+    fn names(o: &Objects) -> Vec<ObjectName> {
+        o.view.services.keys().cloned().collect()
+    }
+}
+
+impl Kept for EndpointSlice {
+    const KIND: Kind = Kind::Slices;
+    type Reduced = SliceInfo;
+    fn reduce(&self, _store: &Store) -> (ObjectName, Option<SliceInfo>) {
+        let name = name_of(&self.metadata);
+        match slice_info(self) {
+            Ok(Some((name, info))) => (name, Some(info)),
+            Ok(None) => (name, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an object");
+                (name, None)
+            }
+        }
+    }
+    fn set(o: &mut Objects, name: ObjectName, value: Option<SliceInfo>) {
+        o.set_slice(name, value);
+    }
+    fn names(o: &Objects) -> Vec<ObjectName> {
+        o.view.slices.keys().cloned().collect()
+    }
+}
+
+impl Kept for Node {
+    const KIND: Kind = Kind::Nodes;
+    type Reduced = NodeInfo;
+    fn reduce(&self, _store: &Store) -> (ObjectName, Option<NodeInfo>) {
+        let info = match node_info(self) {
+            Ok(info) => Some(info),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an object");
+                None
+            }
+        };
+        (name_of(&self.metadata), info)
+    }
+    fn set(o: &mut Objects, _name: ObjectName, value: Option<NodeInfo>) {
+        // The watcher selects this node by name: there is only one.
+        o.set_node(value);
+    }
+    fn names(o: &Objects) -> Vec<ObjectName> {
+        o.view
+            .node
+            .iter()
+            .map(|n| ObjectName {
+                namespace: "default".to_owned(),
+                name: n.name.clone(),
+            })
+            .collect()
+    }
 }
 
 /// The label selector kube-proxy uses for Services and EndpointSlices.
@@ -116,45 +277,43 @@ pub fn label_selector(service_proxy_name: Option<&str>) -> String {
     }
 }
 
-/// Picks one kind's map out of the store.
-type Select<K> = fn(&mut Objects) -> &mut BTreeMap<Key, K>;
-
-async fn feed<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    kind: Kind,
-    select: Select<K>,
-    store: Arc<Store>,
-) where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-{
-    let mut buffer: Vec<(Key, K)> = Vec::new();
+async fn feed<K: Kept>(api: Api<K>, config: watcher::Config, store: Arc<Store>) {
+    let mut buffer: Vec<(ObjectName, Option<K::Reduced>)> = Vec::new();
     let stream = watcher::watcher(api, config).default_backoff();
     futures_util::pin_mut!(stream);
+    let kind = K::KIND;
     while let Some(event) = stream.next().await {
         match event {
             Ok(Event::Init) => buffer.clear(),
-            Ok(Event::InitApply(obj)) => buffer.push((key(&obj), obj)),
+            Ok(Event::InitApply(obj)) => buffer.push(obj.reduce(&store)),
             Ok(Event::InitDone) => {
                 let listed = std::mem::take(&mut buffer);
                 let count = listed.len();
                 store.update(|o| {
-                    *select(o) = listed.into_iter().collect();
+                    // A relist replaces the kind: what it no longer holds
+                    // was deleted while the watch was down.
+                    let keep: BTreeSet<&ObjectName> = listed.iter().map(|(n, _)| n).collect();
+                    let gone: Vec<ObjectName> = K::names(o)
+                        .into_iter()
+                        .filter(|n| !keep.contains(n))
+                        .collect();
+                    for name in gone {
+                        K::set(o, name, None);
+                    }
+                    for (name, value) in listed {
+                        K::set(o, name, value);
+                    }
                     o.listed[kind as usize] = true;
                 });
                 tracing::info!(?kind, count, "listed");
             }
             Ok(Event::Apply(obj)) => {
-                let k = key(&obj);
-                store.update(|o| {
-                    select(o).insert(k, obj);
-                });
+                let (name, value) = obj.reduce(&store);
+                store.update(|o| K::set(o, name, value));
             }
             Ok(Event::Delete(obj)) => {
-                let k = key(&obj);
-                store.update(|o| {
-                    select(o).remove(&k);
-                });
+                let (name, _) = obj.reduce(&store);
+                store.update(|o| K::set(o, name, None));
             }
             Err(e) => tracing::warn!(?kind, error = %e, "watch failed; retrying with backoff"),
         }
@@ -163,34 +322,19 @@ async fn feed<K>(
 
 /// Starts the three watchers on the current tokio runtime.
 pub fn spawn(client: Client, node_name: &str, service_proxy_name: Option<&str>) -> Arc<Store> {
-    let store = Arc::new(Store::default());
+    let store = Arc::new(Store {
+        proxy_name: service_proxy_name.map(str::to_owned),
+        ..Store::default()
+    });
     let selector = label_selector(service_proxy_name);
     let services: Api<Service> = Api::all(client.clone());
     let slices: Api<EndpointSlice> = Api::all(client.clone());
     let nodes: Api<Node> = Api::all(client);
     let labelled = watcher::Config::default().labels(&selector);
-    tokio::spawn(feed(
-        services,
-        labelled.clone(),
-        Kind::Services,
-        |o| &mut o.services,
-        Arc::clone(&store),
-    ));
-    tokio::spawn(feed(
-        slices,
-        labelled,
-        Kind::Slices,
-        |o| &mut o.slices,
-        Arc::clone(&store),
-    ));
+    tokio::spawn(feed(services, labelled.clone(), Arc::clone(&store)));
+    tokio::spawn(feed(slices, labelled, Arc::clone(&store)));
     let node_field = format!("metadata.name={node_name}");
     let named = watcher::Config::default().fields(&node_field);
-    tokio::spawn(feed(
-        nodes,
-        named,
-        Kind::Nodes,
-        |o| &mut o.nodes,
-        Arc::clone(&store),
-    ));
+    tokio::spawn(feed(nodes, named, Arc::clone(&store)));
     store
 }
