@@ -9,7 +9,10 @@
 //! the failing field, and the others still load. [`DirCache`] keeps the
 //! merged view and says which Services each load changed; `rvs-proxy`
 //! watches the directory with inotify, or polls its [`fingerprint`] of
-//! names, sizes and modification times where inotify is unavailable. Scalars follow YAML
+//! names, sizes and modification times where inotify is unavailable. A
+//! file that stops parsing as a whole, or turns up empty, keeps its
+//! previous objects (it is most likely being written); removing the file
+//! withdraws them. Scalars follow YAML
 //! 1.2 (only `true`/`false` are booleans), so names such as `n` or `on`
 //! stay strings.
 
@@ -22,7 +25,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::cluster::{Changes, ClusterState, NodeInfo, ObjectName};
+use crate::cluster::{
+    Changes, ClusterState, NodeInfo, ObjectName, node_info, service_info, slice_info,
+};
 
 /// The objects found in a directory.
 #[derive(Clone, Debug, Default)]
@@ -157,6 +162,13 @@ impl DirCache {
 
     /// Reads and validates one file: its objects, and every problem found.
     fn read(&self, file: &Path) -> (ClusterState, Vec<String>, bool) {
+        if file.extension().is_some_and(|e| e == "json")
+            && let Ok(text) = std::fs::read_to_string(file)
+            && let Some((cluster, errors)) =
+                reduce_json_list(&text, &self.node_name, self.proxy_name.as_deref())
+        {
+            return (cluster, errors, false);
+        }
         let mut objects = Manifests::default();
         let mut doc_errors = Vec::new();
         load_file(file, &mut objects, &mut doc_errors);
@@ -210,8 +222,24 @@ impl DirCache {
             if fresh {
                 continue;
             }
-            let (mut cluster, errors, unreadable) = self.read(&file);
-            if unreadable && let Some(previous) = self.files.get_mut(&file) {
+            let (mut cluster, mut errors, unreadable) = self.read(&file);
+            // An empty file that held objects is most likely being written
+            // in place (truncated, not yet filled): withdrawing every
+            // Service it held would cut their traffic. Removing the file
+            // withdraws them.
+            let truncated = len == 0
+                && self.files.get(&file).is_some_and(|f| {
+                    !f.services.is_empty() || !f.slices.is_empty() || f.node.is_some()
+                });
+            if truncated {
+                errors = vec![format!(
+                    "{}: empty (being written?); remove the file to withdraw its objects",
+                    file.display()
+                )];
+            }
+            if (unreadable || truncated)
+                && let Some(previous) = self.files.get_mut(&file)
+            {
                 // The whole file is unreadable (say, caught mid-write or
                 // mistyped): keep what it held before rather than
                 // withdrawing its Services.
@@ -219,6 +247,8 @@ impl DirCache {
                     .iter()
                     .map(|e| format!("{e} (keeping the file's previous objects)"))
                     .collect();
+                // Read it again next time, whatever its size then.
+                previous.modified = None;
                 continue;
             }
             let old = self.files.remove(&file).unwrap_or_default();
@@ -519,6 +549,127 @@ fn parse_json_fast(text: &str, out: &mut Manifests) -> bool {
     }
 }
 
+/// Reduces a JSON `List` (what `kubectl get -o json` writes) object by
+/// object while parsing it, so a cluster-sized file never exists as typed
+/// Kubernetes objects all at once (nor as a buffered value tree, which an
+/// internally tagged enum over the whole List would build). `None` when
+/// the file is not a List of well-formed objects: the careful path then
+/// reports each bad document with its field.
+fn reduce_json_list(
+    text: &str,
+    node_name: &str,
+    proxy_name: Option<&str>,
+) -> Option<(ClusterState, Vec<String>)> {
+    let mut reducer = Reducer {
+        node_name,
+        proxy_name,
+        cluster: ClusterState::default(),
+        errors: Vec::new(),
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let is_list = serde::de::DeserializeSeed::deserialize(TopList(&mut reducer), &mut de).ok()?;
+    de.end().ok()?;
+    is_list.then_some((reducer.cluster, reducer.errors))
+}
+
+/// Builds a cluster view one object at a time.
+struct Reducer<'a> {
+    node_name: &'a str,
+    proxy_name: Option<&'a str>,
+    cluster: ClusterState,
+    errors: Vec<String>,
+}
+
+impl Reducer<'_> {
+    fn add(&mut self, object: TypedObject) {
+        match object {
+            TypedObject::Service(svc) => match service_info(&svc, self.proxy_name) {
+                Ok(Ok(info)) => {
+                    self.cluster.services.insert(info.name.clone(), info);
+                }
+                Ok(Err(_skip)) => {}
+                Err(e) => self.errors.push(e.to_string()),
+            },
+            TypedObject::EndpointSlice(slice) => match slice_info(&slice) {
+                Ok(Some((name, info))) => {
+                    self.cluster.slices.insert(name, info);
+                }
+                Ok(None) => {}
+                Err(e) => self.errors.push(e.to_string()),
+            },
+            TypedObject::Node(node) if node.metadata.name.as_deref() == Some(self.node_name) => {
+                match node_info(&node) {
+                    Ok(info) => self.cluster.node = Some(info),
+                    Err(e) => self.errors.push(e.to_string()),
+                }
+            }
+            TypedObject::List { items } => items.into_iter().for_each(|i| self.add(i)),
+            TypedObject::Node(_) | TypedObject::Other => {}
+        }
+    }
+}
+
+/// The top of a JSON List: `items` streamed through the reducer, `kind`
+/// checked, everything else skipped. Yields whether it was a List.
+struct TopList<'r, 'a>(&'r mut Reducer<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for TopList<'_, '_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<bool, D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TopList<'_, '_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a List object")
+    }
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<bool, M::Error> {
+        let mut items = false;
+        let mut list_kind = false;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "items" => {
+                    map.next_value_seed(Items(&mut *self.0))?;
+                    items = true;
+                }
+                "kind" => {
+                    let kind: std::borrow::Cow<'de, str> = map.next_value()?;
+                    list_kind = kind.ends_with("List");
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(items && list_kind)
+    }
+}
+
+/// A List's `items`, each decoded (alone) and reduced at once.
+struct Items<'r, 'a>(&'r mut Reducer<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Items<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Items<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of objects")
+    }
+    fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        while let Some(object) = seq.next_element::<TypedObject>()? {
+            self.0.add(object);
+        }
+        Ok(())
+    }
+}
+
 fn describe(doc: &Value) -> String {
     let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("?");
     let meta = doc.get("metadata");
@@ -622,6 +773,37 @@ items:
 ---
 {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}}
 "#;
+
+    #[test]
+    fn json_lists_reduce_while_parsing_as_the_careful_path_does() {
+        let list = r#"{"apiVersion":"v1","items":[
+            {"kind":"Service","metadata":{"name":"web","namespace":"default"},"spec":{"clusterIP":"10.96.0.10","ports":[{"name":"http","port":80}]}},
+            {"kind":"Service","metadata":{"name":"bad","namespace":"default"},"spec":{"clusterIP":"not-an-ip","ports":[{"port":80}]}},
+            {"kind":"EndpointSlice","metadata":{"name":"web-1","namespace":"default","labels":{"kubernetes.io/service-name":"web"}},"addressType":"IPv4","ports":[{"name":"http","port":8080}],"endpoints":[{"addresses":["10.244.0.5"]}]},
+            {"kind":"ConfigMap","metadata":{"name":"ignored"}},
+            {"kind":"NodeList","items":[{"kind":"Node","metadata":{"name":"other"}},{"kind":"Node","metadata":{"name":"node-a"}}]}
+        ],"kind":"List","metadata":{}}"#;
+        let (fast, fast_errors) = reduce_json_list(list, "node-a", None).unwrap();
+        let mut m = Manifests::default();
+        let mut errors = Vec::new();
+        parse_into(list, "x.yaml", &mut m, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let (careful, careful_errors) =
+            ClusterState::build(&m.services, &m.slices, &m.nodes, "node-a", None);
+        assert_eq!(fast, careful);
+        assert_eq!(fast.services.len(), 1);
+        assert_eq!(fast.node.as_ref().map(|n| n.name.as_str()), Some("node-a"));
+        let careful_errors: Vec<String> = careful_errors.iter().map(ToString::to_string).collect();
+        assert_eq!(fast_errors, careful_errors);
+        assert!(fast_errors[0].contains("bad"), "{fast_errors:?}");
+        // Not a List, or an item that does not decode: the careful path.
+        assert!(
+            reduce_json_list(r#"{"kind":"Service","metadata":{"name":"a"}}"#, "n", None).is_none()
+        );
+        let bad_field = list.replace(r#""port":8080"#, r#""port":"eighty""#);
+        assert!(reduce_json_list(&bad_field, "node-a", None).is_none());
+        assert!(reduce_json_list(r#"{"kind":"ConfigMap","items":[]}"#, "n", None).is_none());
+    }
 
     #[test]
     fn documents_lists_and_json_load() {
@@ -744,6 +926,14 @@ items:
             "{:?}",
             loaded.errors
         );
+        // So does one caught truncated, before its writer fills it.
+        std::fs::write(dir.join("b.yaml"), SAMPLE).unwrap();
+        assert_eq!(cache.load(&dir).unwrap().state.services.len(), 1);
+        std::fs::write(dir.join("b.yaml"), "").unwrap();
+        let loaded = cache.load(&dir).unwrap();
+        assert_eq!(loaded.state.services.len(), 1, "{:?}", loaded.errors);
+        assert!(loaded.changes.is_empty(), "{:?}", loaded.changes);
+        assert!(loaded.errors[0].contains("empty"), "{:?}", loaded.errors);
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(load_dir(&dir).is_err());
     }
