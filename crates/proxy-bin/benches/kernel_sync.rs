@@ -108,8 +108,8 @@ t0=$(ms); cp /rvs/last-changed.json /rvs/m/last.json
 until ipvsadm -L -n -t "$LAST_VIP:80" | grep -q "$NEW_ENDPOINT"; do :; done; t1=$(ms)
 echo "change_ms $((t1 - t0))"
 sleep 0.5
-grep synced /tmp/daemon.log | tail -1 | grep -o "elapsed_ms=[0-9]*" | sed 's/elapsed_ms=/change_sync_ms /'
-grep synced /tmp/daemon.log | tail -1
+grep "synced full=false" /tmp/daemon.log | tail -1 | grep -o "elapsed_ms=[0-9]*" | sed 's/elapsed_ms=/change_sync_ms /'
+grep synced /tmp/daemon.log
 kill $pid
 "#;
 

@@ -140,7 +140,11 @@ fn run_loop<A: Admin, B: AddressBinder>(
             || retry_at.is_some_and(|t| now >= t)
             || (draining && last_sync.is_some_and(|t| now.duration_since(t) >= DRAIN_CHECK));
         if due && min_ok {
-            let full = now >= next_full || retry_at.is_some_and(|t| now >= t);
+            // A pending change goes first, as a partial sync: a full sync
+            // (timer or retry) still due runs on the next pass, so a
+            // change never waits behind a read of every virtual server.
+            let full = !(changed && last_sync.is_some())
+                && (now >= next_full || retry_at.is_some_and(|t| now >= t));
             let load_start = Instant::now();
             let outcome = source
                 .load(&syncer.config)
@@ -235,7 +239,9 @@ fn run_loop<A: Admin, B: AddressBinder>(
                 o.queued();
             }
         }
-        if let Some(o) = observer.as_deref_mut() {
+        // Counters read every virtual server: never between a change and
+        // its sync.
+        if !changed && let Some(o) = observer.as_deref_mut() {
             o.poll_counters(&mut syncer.admin);
         }
     }

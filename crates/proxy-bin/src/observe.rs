@@ -68,7 +68,8 @@ impl Observer {
             health,
             running,
             health_checks,
-            counters_due: Instant::now(),
+            // Not at once: the first sync comes first.
+            counters_due: Instant::now() + COUNTERS_EVERY,
         })
     }
 
