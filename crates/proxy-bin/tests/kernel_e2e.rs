@@ -77,6 +77,12 @@ sed -i '/10.0.3.2/d' /etc/rvs/m/cluster.yaml
 $P --once
 for i in 1 2 3; do r=$(topo_get client 10.96.0.10); echo "after: $r"; done
 ipvsadm -L -n -t 10.96.0.10:80
+echo "== unbind"
+# sticky becomes headless: its virtual server goes, and so does its address.
+sed -i 's/metadata: {name: sticky, namespace: default}/metadata: {name: sticky, namespace: default, labels: {service.kubernetes.io\/headless: ""}}/' /etc/rvs/m/cluster.yaml
+$P --once
+/usr/sbin/ip -o addr show dev kube-ipvs0 | awk '{print $4}' | sort
+ipvsadm -S -n | grep -c '10.96.0.11' || true
 echo "== cleanup"
 $P --cleanup
 ipvsadm -S -n | sort
@@ -172,6 +178,7 @@ fn rvs_proxy_programs_the_kernel_from_manifests() {
         assert_eq!(line.split_whitespace().nth(3), Some("0"), "{line}");
     }
 
+    assert_eq!(section(o, "unbind"), ["10.96.0.10/32", "0"], "{o}");
     let cleaned = section(o, "cleanup");
     assert_eq!(
         cleaned,

@@ -28,10 +28,19 @@ pub trait AddressBinder {
     fn bind(&mut self, addr: IpAddr) -> Result<(), BindError>;
     /// Unbinds `addr`.
     fn unbind(&mut self, addr: IpAddr) -> Result<(), BindError>;
+    /// Binds every address of `addrs`, returning one result per address in
+    /// order. Binders that can pipeline requests override this.
+    fn bind_all(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), BindError>> {
+        addrs.iter().map(|a| self.bind(*a)).collect()
+    }
+    /// Unbinds every address of `addrs`, as [`AddressBinder::bind_all`].
+    fn unbind_all(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), BindError>> {
+        addrs.iter().map(|a| self.unbind(*a)).collect()
+    }
 }
 
 /// An address binding failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{action} {addr:?}: {detail}")]
 pub struct BindError {
     /// What was attempted (`bind`, `unbind`, `list`).
@@ -438,9 +447,12 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
         // Bind new addresses first, so new virtual servers answer at once.
         let bind_start = Instant::now();
         let new: Vec<IpAddr> = wanted.difference(bound).copied().collect();
-        for addr in new {
-            if self.bind_one(true, addr, report) {
-                bound.insert(addr);
+        if !new.is_empty() {
+            let results = self.binder.bind_all(&new);
+            for (addr, result) in new.into_iter().zip(results) {
+                if bind_result(result, report) {
+                    bound.insert(addr);
+                }
             }
         }
         report.bind_time = bind_start.elapsed();
@@ -464,33 +476,17 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
         }
         // Unbind addresses no virtual server uses any more.
         let unbind_start = Instant::now();
-        for addr in unbind {
-            if self.bind_one(false, *addr, report) {
-                bound.remove(addr);
+        if !unbind.is_empty() {
+            let results = self.binder.unbind_all(unbind);
+            for (addr, result) in unbind.iter().zip(results) {
+                if bind_result(result, report) {
+                    bound.remove(addr);
+                }
             }
         }
         report.bind_time += unbind_start.elapsed();
         report.draining = plan.draining;
         applied
-    }
-
-    fn bind_one(&mut self, bind: bool, addr: IpAddr, report: &mut SyncReport) -> bool {
-        let result = if bind {
-            self.binder.bind(addr)
-        } else {
-            self.binder.unbind(addr)
-        };
-        match result {
-            Ok(()) => {
-                report.addresses_changed += 1;
-                true
-            }
-            Err(err) => {
-                report.address_failures += 1;
-                tracing::warn!(error = %err, "address binding failed; the next sync retries");
-                false
-            }
-        }
     }
 
     /// `--cleanup`: deletes the virtual servers on addresses the proxy
@@ -502,6 +498,21 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
             slices: Default::default(),
             node: cluster.node.clone(),
         })
+    }
+}
+
+/// Counts one (un)binding; `true` when it succeeded.
+fn bind_result(result: Result<(), BindError>, report: &mut SyncReport) -> bool {
+    match result {
+        Ok(()) => {
+            report.addresses_changed += 1;
+            true
+        }
+        Err(err) => {
+            report.address_failures += 1;
+            tracing::warn!(error = %err, "address binding failed; the next sync retries");
+            false
+        }
     }
 }
 
