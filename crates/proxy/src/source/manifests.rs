@@ -663,7 +663,34 @@ impl<'de> serde::de::Visitor<'de> for Items<'_, '_> {
         f.write_str("a list of objects")
     }
     fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
-        while let Some(object) = seq.next_element::<TypedObject>()? {
+        use serde::de::Error;
+        // Each item is first delimited (no allocation), its `kind` read
+        // with every other field skipped, then decoded straight into its
+        // type: cheaper than buffering it as a generic value tree to find
+        // the tag, which an internally tagged enum does.
+        #[derive(serde::Deserialize)]
+        struct Kind<'a> {
+            #[serde(borrow)]
+            kind: Option<std::borrow::Cow<'a, str>>,
+        }
+        while let Some(raw) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+            let text = raw.get();
+            let kind = serde_json::from_str::<Kind<'_>>(text).map_err(S::Error::custom)?;
+            let object = match kind.kind.as_deref() {
+                Some("Service") => TypedObject::Service(Box::new(
+                    serde_json::from_str(text).map_err(S::Error::custom)?,
+                )),
+                Some("EndpointSlice") => TypedObject::EndpointSlice(Box::new(
+                    serde_json::from_str(text).map_err(S::Error::custom)?,
+                )),
+                Some("Node") => TypedObject::Node(Box::new(
+                    serde_json::from_str(text).map_err(S::Error::custom)?,
+                )),
+                Some(k) if k.ends_with("List") => {
+                    serde_json::from_str(text).map_err(S::Error::custom)?
+                }
+                _ => TypedObject::Other,
+            };
             self.0.add(object);
         }
         Ok(())
