@@ -413,7 +413,9 @@ pub fn slice_info(slice: &EndpointSlice) -> Result<Option<(ObjectName, SliceInfo
     if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
         return Ok(None);
     }
-    let mut ports = Vec::new();
+    // Sized up front: these stay in the proxy's view for the object's
+    // life, and grown vectors keep up to half their capacity unused.
+    let mut ports = Vec::with_capacity(slice.ports.as_ref().map_or(0, Vec::len));
     for (i, p) in slice.ports.iter().flatten().enumerate() {
         let Some(port) = p.port else { continue };
         ports.push(SlicePort {
@@ -422,7 +424,7 @@ pub fn slice_info(slice: &EndpointSlice) -> Result<Option<(ObjectName, SliceInfo
             port: ctx.port(format!("ports[{i}].port"), port)?,
         });
     }
-    let mut endpoints = Vec::new();
+    let mut endpoints = Vec::with_capacity(slice.endpoints.len());
     for (i, ep) in slice.endpoints.iter().enumerate() {
         let conditions = ep.conditions.as_ref();
         let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
