@@ -24,44 +24,13 @@ use std::time::{Duration, Instant};
 use rvs_admin::AdminClient;
 use rvs_model::admin::Admin;
 use rvs_model::{Protocol, ServiceKey};
+use synthetic::{NEW_ENDPOINT, manifests};
 
-const ENDPOINTS: usize = 10;
-const NEW_ENDPOINT: &str = "10.99.0.1";
+mod synthetic;
 
 fn vip(i: usize) -> String {
     let n = i + 1;
     format!("127.96.{}.{}", n / 256, n % 256)
-}
-
-fn endpoint(i: usize, j: usize) -> String {
-    format!("10.{}.{}.{}", 100 + j, i / 256, i % 256)
-}
-
-fn manifests(range: std::ops::Range<usize>, node: bool, extra: bool) -> String {
-    let mut items = Vec::new();
-    if node {
-        items.push(r#"{"kind":"Node","metadata":{"name":"node-a"}}"#.to_owned());
-    }
-    for i in range {
-        items.push(format!(
-            r#"{{"kind":"Service","metadata":{{"name":"s{i}","namespace":"bench"}},"spec":{{"clusterIP":"{}","ports":[{{"name":"http","port":80}}]}}}}"#,
-            vip(i)
-        ));
-        let mut endpoints: Vec<String> = (0..ENDPOINTS)
-            .map(|j| format!(r#"{{"addresses":["{}"]}}"#, endpoint(i, j)))
-            .collect();
-        if extra {
-            endpoints.push(format!(r#"{{"addresses":["{NEW_ENDPOINT}"]}}"#));
-        }
-        items.push(format!(
-            r#"{{"kind":"EndpointSlice","metadata":{{"name":"s{i}-1","namespace":"bench","labels":{{"kubernetes.io/service-name":"s{i}"}}}},"addressType":"IPv4","ports":[{{"name":"http","port":8080,"protocol":"TCP"}}],"endpoints":[{}]}}"#,
-            endpoints.join(",")
-        ));
-    }
-    format!(
-        r#"{{"apiVersion":"v1","kind":"List","items":[{}]}}"#,
-        items.join(",\n")
-    )
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -114,9 +83,9 @@ fn run(n: usize, changes: usize, dir: &Path) -> Result {
     let m = dir.join("m");
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(&m).expect("bench dir");
-    std::fs::write(m.join("all.json"), manifests(0..n - 1, true, false)).expect("write");
+    std::fs::write(m.join("all.json"), manifests(0..n - 1, true, false, vip)).expect("write");
     let last = m.join("last.json");
-    std::fs::write(&last, manifests(n - 1..n, false, false)).expect("write");
+    std::fs::write(&last, manifests(n - 1..n, false, false, vip)).expect("write");
     let socket = dir.join("admin.sock");
     let started = Instant::now();
     let bin =
@@ -169,7 +138,7 @@ fn run(n: usize, changes: usize, dir: &Path) -> Result {
     let mut seen = Vec::new();
     for round in 0..changes {
         let add = round % 2 == 0;
-        std::fs::write(&last, manifests(n - 1..n, false, add)).expect("write");
+        std::fs::write(&last, manifests(n - 1..n, false, add, vip)).expect("write");
         let t = until(Duration::from_secs(30), || {
             client
                 .destinations(&key)

@@ -19,49 +19,14 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use rvs_testrig::{Vm, VmJob};
+use synthetic::{ENDPOINTS, NEW_ENDPOINT, endpoint, manifests};
 
-const ENDPOINTS: usize = 10;
+mod synthetic;
 
 fn vip(i: usize) -> String {
     let n = i + 1;
     format!("10.96.{}.{}", n / 256, n % 256)
 }
-
-fn endpoint(i: usize, j: usize) -> String {
-    format!("10.{}.{}.{}", 100 + j, i / 256, i % 256)
-}
-
-/// Services `range` (with a Node when `node`) as `kubectl get -o json`
-/// prints a List; `extra` adds an 11th endpoint to every slice.
-fn manifests(range: std::ops::Range<usize>, node: bool, extra: bool) -> String {
-    let mut items = Vec::new();
-    if node {
-        items.push(r#"{"kind":"Node","metadata":{"name":"node-a"}}"#.to_owned());
-    }
-    for i in range {
-        items.push(format!(
-            r#"{{"kind":"Service","metadata":{{"name":"s{i}","namespace":"bench"}},"spec":{{"clusterIP":"{}","ports":[{{"name":"http","port":80}}]}}}}"#,
-            vip(i)
-        ));
-        let mut endpoints: Vec<String> = (0..ENDPOINTS)
-            .map(|j| format!(r#"{{"addresses":["{}"]}}"#, endpoint(i, j)))
-            .collect();
-        if extra {
-            endpoints.push(format!(r#"{{"addresses":["{NEW_ENDPOINT}"]}}"#));
-        }
-        items.push(format!(
-            r#"{{"kind":"EndpointSlice","metadata":{{"name":"s{i}-1","namespace":"bench","labels":{{"kubernetes.io/service-name":"s{i}"}}}},"addressType":"IPv4","ports":[{{"name":"http","port":8080,"protocol":"TCP"}}],"endpoints":[{}]}}"#,
-            endpoints.join(",")
-        ));
-    }
-    format!(
-        r#"{{"apiVersion":"v1","kind":"List","items":[{}]}}"#,
-        items.join(",\n")
-    )
-}
-
-/// The endpoint the change measurement adds to the last Service.
-const NEW_ENDPOINT: &str = "10.99.0.1";
 
 fn restore_file(n: usize) -> String {
     let mut out = String::new();
@@ -134,9 +99,12 @@ fn run(vm: &Vm, n: usize, script: &str) -> Run {
         .binary("rvs-proxy", env!("CARGO_BIN_EXE_rvs-proxy"))
         .env("LAST_VIP", &vip(n - 1))
         .env("NEW_ENDPOINT", NEW_ENDPOINT)
-        .file("rvs/m/cluster.json", manifests(0..n - 1, true, false))
-        .file("rvs/m/last.json", manifests(n - 1..n, false, false))
-        .file("rvs/last-changed.json", manifests(n - 1..n, false, true))
+        .file("rvs/m/cluster.json", manifests(0..n - 1, true, false, vip))
+        .file("rvs/m/last.json", manifests(n - 1..n, false, false, vip))
+        .file(
+            "rvs/last-changed.json",
+            manifests(n - 1..n, false, true, vip),
+        )
         .file("rvs/bench.rules", restore_file(n))
         .memory_mib(2048)
         .timeout(Duration::from_secs(1800));

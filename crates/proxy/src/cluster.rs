@@ -164,7 +164,10 @@ pub struct ClusterState {
     pub node: Option<NodeInfo>,
 }
 
-fn object_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectName {
+/// An object's `namespace/name` (`default` when it has no namespace).
+pub fn object_name(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> ObjectName {
     ObjectName {
         namespace: meta
             .namespace

@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cluster::{
     Changes, ClusterState, HEADLESS_LABEL, NodeInfo, ObjectName, SERVICE_PROXY_NAME_LABEL,
-    ServiceInfo, SliceInfo, node_info, service_info, slice_info,
+    ServiceInfo, SliceInfo, node_info, object_name, service_info, slice_info,
 };
 
 /// Objects received, already reduced to the proxy's view (the raw objects,
@@ -47,33 +47,16 @@ struct Objects {
 
 impl Objects {
     fn set_service(&mut self, name: ObjectName, info: Option<ServiceInfo>) {
-        let changed = match info {
-            Some(info) => {
-                self.view.services.get(&name) != Some(&info) && {
-                    self.view.services.insert(name.clone(), info);
-                    true
-                }
-            }
-            None => self.view.services.remove(&name).is_some(),
-        };
-        if changed {
-            self.dirty_services.insert(name);
-        }
+        put(
+            &mut self.view.services,
+            &mut self.dirty_services,
+            name,
+            info,
+        );
     }
 
     fn set_slice(&mut self, name: ObjectName, info: Option<SliceInfo>) {
-        let changed = match info {
-            Some(info) => {
-                self.view.slices.get(&name) != Some(&info) && {
-                    self.view.slices.insert(name.clone(), info);
-                    true
-                }
-            }
-            None => self.view.slices.remove(&name).is_some(),
-        };
-        if changed {
-            self.dirty_slices.insert(name);
-        }
+        put(&mut self.view.slices, &mut self.dirty_slices, name, info);
     }
 
     fn set_node(&mut self, info: Option<NodeInfo>) {
@@ -81,6 +64,28 @@ impl Objects {
             self.view.node = info;
             self.dirty_node = true;
         }
+    }
+}
+
+/// Puts (or, with `None`, removes) one object, marking its name dirty when
+/// that changed anything.
+fn put<V: PartialEq>(
+    map: &mut std::collections::BTreeMap<ObjectName, V>,
+    dirty: &mut BTreeSet<ObjectName>,
+    name: ObjectName,
+    value: Option<V>,
+) {
+    let changed = match value {
+        Some(v) => {
+            map.get(&name) != Some(&v) && {
+                map.insert(name.clone(), v);
+                true
+            }
+        }
+        None => map.remove(&name).is_some(),
+    };
+    if changed {
+        dirty.insert(name);
     }
 }
 
@@ -186,16 +191,6 @@ trait Kept: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static 
     fn names(o: &Objects) -> Vec<ObjectName>;
 }
 
-fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectName {
-    ObjectName {
-        namespace: meta
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".to_owned()),
-        name: meta.name.clone().unwrap_or_default(),
-    }
-}
-
 impl Kept for Service {
     const KIND: Kind = Kind::Services;
     type Reduced = ServiceInfo;
@@ -208,7 +203,7 @@ impl Kept for Service {
                 None
             }
         };
-        (name_of(&self.metadata), info)
+        (object_name(&self.metadata), info)
     }
     fn set(o: &mut Objects, name: ObjectName, value: Option<ServiceInfo>) {
         o.set_service(name, value);
@@ -222,7 +217,7 @@ impl Kept for EndpointSlice {
     const KIND: Kind = Kind::Slices;
     type Reduced = SliceInfo;
     fn reduce(&self, _store: &Store) -> (ObjectName, Option<SliceInfo>) {
-        let name = name_of(&self.metadata);
+        let name = object_name(&self.metadata);
         match slice_info(self) {
             Ok(Some((name, info))) => (name, Some(info)),
             Ok(None) => (name, None),
@@ -251,7 +246,7 @@ impl Kept for Node {
                 None
             }
         };
-        (name_of(&self.metadata), info)
+        (object_name(&self.metadata), info)
     }
     fn set(o: &mut Objects, _name: ObjectName, value: Option<NodeInfo>) {
         // The watcher selects this node by name: there is only one.

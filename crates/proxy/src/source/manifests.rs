@@ -327,23 +327,8 @@ impl DirCache {
         // An object whose definition falls back to a file not read in this
         // load: read that file again (objects defined twice only).
         let mut fallback: BTreeSet<PathBuf> = BTreeSet::new();
-        let read_now = |p: &PathBuf| reread.iter().any(|r| &r.path == p);
-        for (name, before) in &services {
-            if let Some(after) = winner(&self.service_files, name)
-                && Some(&after) != before.as_ref()
-                && !read_now(&after)
-            {
-                fallback.insert(after);
-            }
-        }
-        for (name, before) in &slices {
-            if let Some(after) = winner(&self.slice_files, name)
-                && Some(&after) != before.as_ref()
-                && !read_now(&after)
-            {
-                fallback.insert(after);
-            }
-        }
+        fallbacks(&self.service_files, &services, &reread, &mut fallback);
+        fallbacks(&self.slice_files, &slices, &reread, &mut fallback);
         for path in fallback {
             let (cluster, _, _) = self.read(&path);
             reread.push(Reread {
@@ -354,19 +339,11 @@ impl DirCache {
             });
         }
         for (name, before) in services {
-            let after = winner(&self.service_files, &name);
-            if after.is_some()
-                && after == before
-                && !reread.iter().any(|r| Some(&r.path) == after.as_ref())
-            {
+            let Some(value) = settle(&self.service_files, &name, before, &mut reread, |c, n| {
+                c.services.remove(n)
+            }) else {
                 continue;
-            }
-            let value = after.and_then(|p| {
-                reread
-                    .iter_mut()
-                    .find(|r| r.path == p)
-                    .and_then(|r| r.cluster.services.remove(&name))
-            });
+            };
             if self.merged.services.get(&name) == value.as_ref() {
                 continue;
             }
@@ -377,19 +354,11 @@ impl DirCache {
             changes.services.insert(name);
         }
         for (name, before) in slices {
-            let after = winner(&self.slice_files, &name);
-            if after.is_some()
-                && after == before
-                && !reread.iter().any(|r| Some(&r.path) == after.as_ref())
-            {
+            let Some(value) = settle(&self.slice_files, &name, before, &mut reread, |c, n| {
+                c.slices.remove(n)
+            }) else {
                 continue;
-            }
-            let value = after.and_then(|p| {
-                reread
-                    .iter_mut()
-                    .find(|r| r.path == p)
-                    .and_then(|r| r.cluster.slices.remove(&name))
-            });
+            };
             let old = self.merged.slices.get(&name);
             if old == value.as_ref() {
                 continue;
@@ -404,6 +373,47 @@ impl DirCache {
             };
         }
         changes
+    }
+}
+
+/// The value object `name` takes now, taken from the file that now wins
+/// (read in this load); `None` when the same unchanged file still wins,
+/// so the merged view already holds its value.
+fn settle<V>(
+    index: &HashMap<ObjectName, Vec<PathBuf>>,
+    name: &ObjectName,
+    before: Option<PathBuf>,
+    reread: &mut [Reread],
+    take: impl Fn(&mut ClusterState, &ObjectName) -> Option<V>,
+) -> Option<Option<V>> {
+    let after = winner(index, name);
+    let read_now = |p: &PathBuf| reread.iter().any(|r| &r.path == p);
+    if after.is_some() && after == before && !after.as_ref().is_some_and(read_now) {
+        return None;
+    }
+    Some(after.and_then(|p| {
+        reread
+            .iter_mut()
+            .find(|r| r.path == p)
+            .and_then(|r| take(&mut r.cluster, name))
+    }))
+}
+
+/// Files not read in this load that now define one of `touched` in place
+/// of the file that did.
+fn fallbacks(
+    index: &HashMap<ObjectName, Vec<PathBuf>>,
+    touched: &BTreeMap<ObjectName, Option<PathBuf>>,
+    reread: &[Reread],
+    out: &mut BTreeSet<PathBuf>,
+) {
+    for (name, before) in touched {
+        if let Some(after) = winner(index, name)
+            && Some(&after) != before.as_ref()
+            && !reread.iter().any(|r| r.path == after)
+        {
+            out.insert(after);
+        }
     }
 }
 
