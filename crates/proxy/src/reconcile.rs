@@ -164,12 +164,13 @@ pub fn plan(observed: &[Observed], desired: &Desired, ownership: &Ownership) -> 
     plan
 }
 
-/// Applies `ops` to an observed snapshot, as a dataplane would (for tests
-/// and dry runs): the state a successful sync leaves.
-pub fn simulate(observed: &[Observed], ops: &[Op]) -> Vec<Observed> {
+/// Applies `ops` to an observed snapshot, as a dataplane would: the state
+/// a successful sync leaves. Takes the snapshot by value: at 10,000
+/// virtual servers a copy is tens of megabytes at the sync's peak.
+pub fn simulate(observed: Vec<Observed>, ops: &[Op]) -> Vec<Observed> {
     let mut state: BTreeMap<ServiceKey, Observed> = observed
-        .iter()
-        .map(|o| (o.status.service.key, o.clone()))
+        .into_iter()
+        .map(|o| (o.status.service.key, o))
         .collect();
     let fresh = |d: &Destination| DestinationStatus {
         destination: d.clone(),

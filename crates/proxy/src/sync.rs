@@ -269,7 +269,7 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
             &unbind,
             &mut report,
         );
-        let after = simulate(&observed, &applied);
+        let after = simulate(observed, &applied);
         let mut cache = Cache {
             observed: after.into_iter().map(cached).collect(),
             bound: bound_now,
@@ -411,7 +411,7 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
         for key in &keys {
             cache.observed.remove(key);
         }
-        for o in simulate(&observed, &applied) {
+        for o in simulate(observed, &applied) {
             let (key, o) = cached(o);
             cache.observed.insert(key, o);
         }

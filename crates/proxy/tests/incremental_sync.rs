@@ -89,7 +89,7 @@ impl Admin for MemoryDataplane {
         }
         self.ops += 1;
         let now: Vec<Observed> = self.state.values().cloned().collect();
-        self.state = simulate(&now, std::slice::from_ref(op))
+        self.state = simulate(now, std::slice::from_ref(op))
             .into_iter()
             .map(|o| (o.status.service.key, o))
             .collect();

@@ -138,7 +138,7 @@ proptest! {
         let desired = desired_from(&want);
         let observed = observed_from(&have);
         let p = plan(&observed, &desired, &ownership());
-        let after = simulate(&observed, &p.ops);
+        let after = simulate(observed.clone(), &p.ops);
         let after_snap = snapshot(&after);
         // Every desired service is there exactly as desired.
         for (k, s, ds) in &want {
