@@ -571,34 +571,44 @@ impl ClusterState {
         proxy_name: Option<&str>,
     ) -> (ClusterState, Vec<ObjectError>) {
         let mut state = ClusterState::default();
-        let mut errors = Vec::new();
-        for svc in services {
-            match service_info(svc, proxy_name) {
-                Ok(Ok(info)) => {
-                    state.services.insert(info.name.clone(), info);
-                }
-                Ok(Err(_skip)) => {}
-                Err(e) => errors.push(e),
-            }
-        }
-        for slice in slices {
-            match slice_info(slice) {
-                Ok(Some((name, info))) => {
-                    state.slices.insert(name, info);
-                }
-                Ok(None) => {}
-                Err(e) => errors.push(e),
-            }
-        }
-        for node in nodes
-            .iter()
-            .filter(|n| n.metadata.name.as_deref() == Some(node_name))
-        {
-            match node_info(node) {
-                Ok(info) => state.node = Some(info),
-                Err(e) => errors.push(e),
-            }
-        }
+        let mut results = Vec::new();
+        results.extend(
+            services
+                .iter()
+                .map(|svc| state.add_service(svc, proxy_name)),
+        );
+        results.extend(slices.iter().map(|slice| state.add_slice(slice)));
+        results.extend(nodes.iter().map(|node| state.add_node(node, node_name)));
+        let errors = results.into_iter().filter_map(Result::err).collect();
         (state, errors)
+    }
+
+    /// Adds (or replaces) a Service, unless it is not for this proxy.
+    pub fn add_service(
+        &mut self,
+        svc: &K8sService,
+        proxy_name: Option<&str>,
+    ) -> Result<(), ObjectError> {
+        if let Ok(info) = service_info(svc, proxy_name)? {
+            self.services.insert(info.name.clone(), info);
+        }
+        Ok(())
+    }
+
+    /// Adds (or replaces) an EndpointSlice, unless it belongs to no
+    /// Service.
+    pub fn add_slice(&mut self, slice: &EndpointSlice) -> Result<(), ObjectError> {
+        if let Some((name, info)) = slice_info(slice)? {
+            self.slices.insert(name, info);
+        }
+        Ok(())
+    }
+
+    /// Takes `node` as this node when it is named `node_name`.
+    pub fn add_node(&mut self, node: &Node, node_name: &str) -> Result<(), ObjectError> {
+        if node.metadata.name.as_deref() == Some(node_name) {
+            self.node = Some(node_info(node)?);
+        }
+        Ok(())
     }
 }

@@ -307,7 +307,7 @@ async fn feed<K: Kept>(api: Api<K>, config: watcher::Config, store: Arc<Store>) 
                 store.update(|o| K::set(o, name, value));
             }
             Ok(Event::Delete(obj)) => {
-                let (name, _) = obj.reduce(&store);
+                let name = object_name(obj.meta());
                 store.update(|o| K::set(o, name, None));
             }
             Err(e) => tracing::warn!(?kind, error = %e, "watch failed; retrying with backoff"),

@@ -25,9 +25,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::cluster::{
-    Changes, ClusterState, NodeInfo, ObjectName, node_info, service_info, slice_info,
-};
+use crate::cluster::{Changes, ClusterState, NodeInfo, ObjectName};
 
 /// The objects found in a directory.
 #[derive(Clone, Debug, Default)]
@@ -162,16 +160,21 @@ impl DirCache {
 
     /// Reads and validates one file: its objects, and every problem found.
     fn read(&self, file: &Path) -> (ClusterState, Vec<String>, bool) {
-        if file.extension().is_some_and(|e| e == "json")
-            && let Ok(text) = std::fs::read_to_string(file)
-            && let Some((cluster, errors)) =
-                reduce_json_list(&text, &self.node_name, self.proxy_name.as_deref())
-        {
-            return (cluster, errors, false);
-        }
+        let origin = file.display().to_string();
         let mut objects = Manifests::default();
         let mut doc_errors = Vec::new();
-        load_file(file, &mut objects, &mut doc_errors);
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                if origin.ends_with(".json")
+                    && let Some((cluster, errors)) =
+                        reduce_json_list(&text, &self.node_name, self.proxy_name.as_deref())
+                {
+                    return (cluster, errors, false);
+                }
+                parse_into(&text, &origin, &mut objects, &mut doc_errors);
+            }
+            Err(e) => doc_errors.push(unreadable_file(origin, &e)),
+        }
         let unreadable = doc_errors.iter().any(|e| e.document == 0);
         let (cluster, object_errors) = ClusterState::build(
             &objects.services,
@@ -452,12 +455,17 @@ fn load_file(file: &Path, out: &mut Manifests, errors: &mut Vec<ManifestError>) 
     let origin = file.display().to_string();
     match std::fs::read_to_string(file) {
         Ok(text) => parse_into(&text, &origin, out, errors),
-        Err(e) => errors.push(ManifestError {
-            origin,
-            document: 0,
-            object: String::new(),
-            problem: e.to_string(),
-        }),
+        Err(e) => errors.push(unreadable_file(origin, &e)),
+    }
+}
+
+/// A file that could not be read at all (document 0: the whole file).
+fn unreadable_file(origin: String, e: &std::io::Error) -> ManifestError {
+    ManifestError {
+        origin,
+        document: 0,
+        object: String::new(),
+        problem: e.to_string(),
     }
 }
 
@@ -592,29 +600,18 @@ struct Reducer<'a> {
 
 impl Reducer<'_> {
     fn add(&mut self, object: TypedObject) {
-        match object {
-            TypedObject::Service(svc) => match service_info(&svc, self.proxy_name) {
-                Ok(Ok(info)) => {
-                    self.cluster.services.insert(info.name.clone(), info);
-                }
-                Ok(Err(_skip)) => {}
-                Err(e) => self.errors.push(e.to_string()),
-            },
-            TypedObject::EndpointSlice(slice) => match slice_info(&slice) {
-                Ok(Some((name, info))) => {
-                    self.cluster.slices.insert(name, info);
-                }
-                Ok(None) => {}
-                Err(e) => self.errors.push(e.to_string()),
-            },
-            TypedObject::Node(node) if node.metadata.name.as_deref() == Some(self.node_name) => {
-                match node_info(&node) {
-                    Ok(info) => self.cluster.node = Some(info),
-                    Err(e) => self.errors.push(e.to_string()),
-                }
+        let result = match object {
+            TypedObject::Service(svc) => self.cluster.add_service(&svc, self.proxy_name),
+            TypedObject::EndpointSlice(slice) => self.cluster.add_slice(&slice),
+            TypedObject::Node(node) => self.cluster.add_node(&node, self.node_name),
+            TypedObject::List { items } => {
+                items.into_iter().for_each(|i| self.add(i));
+                Ok(())
             }
-            TypedObject::List { items } => items.into_iter().for_each(|i| self.add(i)),
-            TypedObject::Node(_) | TypedObject::Other => {}
+            TypedObject::Other => Ok(()),
+        };
+        if let Err(e) = result {
+            self.errors.push(e.to_string());
         }
     }
 }
