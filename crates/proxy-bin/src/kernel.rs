@@ -144,19 +144,7 @@ impl AddressBinder for KubeIpvs0 {
     }
 
     fn bind(&mut self, addr: IpAddr) -> Result<(), BindError> {
-        let index = self.ensure()?;
-        let prefix = if addr.is_ipv6() { 128 } else { 32 };
-        let handle = self.handle.clone();
-        self.runtime
-            .block_on(async move {
-                handle
-                    .address()
-                    .add(index, addr, prefix)
-                    .replace()
-                    .execute()
-                    .await
-            })
-            .map_err(|e| err("bind", Some(addr), format!("to {DEVICE}: {e}")))
+        self.bind_all(&[addr]).pop().unwrap_or(Ok(()))
     }
 
     /// Pipelined: up to [`IN_FLIGHT`] requests on the socket at once
@@ -222,16 +210,6 @@ impl AddressBinder for KubeIpvs0 {
     }
 
     fn unbind(&mut self, addr: IpAddr) -> Result<(), BindError> {
-        let Some(msg) = self
-            .messages()?
-            .into_iter()
-            .find(|m| address_of(m) == Some(addr))
-        else {
-            return Ok(());
-        };
-        let handle = self.handle.clone();
-        self.runtime
-            .block_on(async move { handle.address().del(msg).execute().await })
-            .map_err(|e| err("unbind", Some(addr), format!("from {DEVICE}: {e}")))
+        self.unbind_all(&[addr]).pop().unwrap_or(Ok(()))
     }
 }

@@ -210,26 +210,43 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
         let desired = desired_state(cluster, &self.config);
         let observed = observe(&mut self.admin).map_err(SyncError::Read)?;
         let bound = self.binder.bound().map_err(SyncError::Bind)?;
-        let ownership = self.ownership(cluster, &desired, &bound);
+        let ownership = self.ownership(
+            cluster,
+            &desired,
+            &bound,
+            observed.iter().map(|o| &o.status.service.key),
+        );
         let plan = plan(&observed, &desired, &ownership);
         Ok((desired, plan, bound))
     }
 
-    fn ownership(
+    /// Ownership of the virtual servers `keys` (the ones a plan reads):
+    /// those on addresses bound or to be bound, or on this node's
+    /// addresses. Only their addresses are collected, so a partial sync
+    /// does not copy every bound address.
+    fn ownership<'k>(
         &self,
         cluster: &ClusterState,
         desired: &Desired,
         bound: &BTreeSet<IpAddr>,
+        keys: impl IntoIterator<Item = &'k ServiceKey>,
     ) -> Ownership {
-        let mut addresses: BTreeSet<IpAddr> = bound.union(&desired.addresses).copied().collect();
-        addresses.extend(
-            cluster
-                .node
-                .iter()
-                .flat_map(|n| n.addresses.iter().copied()),
-        );
+        let node: Vec<IpAddr> = cluster
+            .node
+            .iter()
+            .flat_map(|n| n.addresses.iter().copied())
+            .collect();
         Ownership {
-            addresses,
+            addresses: keys
+                .into_iter()
+                .filter_map(|k| match k {
+                    ServiceKey::Addr { addr, .. } => Some(addr.ip()),
+                    ServiceKey::Fwmark { .. } => None,
+                })
+                .filter(|ip| {
+                    bound.contains(ip) || desired.addresses.contains(ip) || node.contains(ip)
+                })
+                .collect(),
             exclude: self.config.exclude_cidrs.clone(),
         }
     }
@@ -249,7 +266,12 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
         let desired = desired_state(cluster, &self.config);
         let observed = observe(&mut self.admin).map_err(SyncError::Read)?;
         let bound = self.binder.bound().map_err(SyncError::Bind)?;
-        let ownership = self.ownership(cluster, &desired, &bound);
+        let ownership = self.ownership(
+            cluster,
+            &desired,
+            &bound,
+            observed.iter().map(|o| &o.status.service.key),
+        );
         let plan = plan(&observed, &desired, &ownership);
         let unbind: Vec<IpAddr> = bound
             .difference(&desired.addresses)
@@ -360,28 +382,7 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
             .iter()
             .filter_map(|k| cache.observed.get(k).map(Held::observed))
             .collect();
-        // Ownership of the virtual servers planned here only: the same
-        // answer as the full sync's, without copying every bound address.
-        let node_addresses: Vec<IpAddr> = cluster
-            .node
-            .iter()
-            .flat_map(|n| n.addresses.iter().copied())
-            .collect();
-        let ownership = Ownership {
-            addresses: keys
-                .iter()
-                .filter_map(|k| match k {
-                    ServiceKey::Addr { addr, .. } => Some(addr.ip()),
-                    ServiceKey::Fwmark { .. } => None,
-                })
-                .filter(|ip| {
-                    cache.bound.contains(ip)
-                        || desired.addresses.contains(ip)
-                        || node_addresses.contains(ip)
-                })
-                .collect(),
-            exclude: self.config.exclude_cidrs.clone(),
-        };
+        let ownership = self.ownership(cluster, &desired, &cache.bound, &keys);
         let plan = plan(&observed, &desired, &ownership);
         // Addresses: what the changed Services needed, released when no
         // other Service needs them and they are not needed any more.
