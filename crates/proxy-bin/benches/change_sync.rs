@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use rvs_admin::AdminClient;
 use rvs_model::admin::Admin;
 use rvs_model::{Protocol, ServiceKey};
-use synthetic::{NEW_ENDPOINT, manifests};
+use synthetic::{NEW_ENDPOINT, env_count, manifests, sizes};
 
 mod synthetic;
 
@@ -162,15 +162,8 @@ fn run(n: usize, changes: usize, dir: &Path) -> Result {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::var("RVS_BENCH_SIZES")
-        .unwrap_or_else(|_| "1000,10000".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    let changes: usize = std::env::var("RVS_BENCH_CHANGES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let sizes = sizes();
+    let changes = env_count("RVS_BENCH_CHANGES", 20);
     let dir = std::env::temp_dir().join(format!("rvs-change-sync-{}", std::process::id()));
     println!(
         "{:>8} {:>14} {:>12} {:>10} {:>16} {:>14}",

@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use rvs_testrig::{Vm, VmJob};
-use synthetic::{ENDPOINTS, NEW_ENDPOINT, endpoint, manifests};
+use synthetic::{ENDPOINTS, NEW_ENDPOINT, endpoint, env_count, manifests, sizes};
 
 mod synthetic;
 
@@ -137,15 +137,8 @@ fn run(vm: &Vm, n: usize, script: &str) -> Run {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::var("RVS_BENCH_SIZES")
-        .unwrap_or_else(|_| "1000,10000".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    let rounds: usize = std::env::var("RVS_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
+    let sizes = sizes();
+    let rounds = env_count("RVS_BENCH_ROUNDS", 3);
     let Some(vm) = Vm::or_skip("kernel_sync bench") else {
         return;
     };

@@ -1,6 +1,6 @@
 //! Synthetic clusters for the benches: N Services, each with one port and
 //! one EndpointSlice of [`ENDPOINTS`] endpoints, as `kubectl get -o json`
-//! prints a List.
+//! prints a List, and the bench settings that size them.
 
 /// Endpoints per Service.
 pub(crate) const ENDPOINTS: usize = 10;
@@ -45,4 +45,22 @@ pub(crate) fn manifests(
         r#"{{"apiVersion":"v1","kind":"List","items":[{}]}}"#,
         items.join(",\n")
     )
+}
+
+/// Cluster sizes to measure: `RVS_BENCH_SIZES` (comma-separated), by
+/// default 1,000 and 10,000 Services.
+pub(crate) fn sizes() -> Vec<usize> {
+    std::env::var("RVS_BENCH_SIZES")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+/// A count from environment variable `name`, else `default`.
+pub(crate) fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
