@@ -69,23 +69,23 @@ impl Iptables {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| IptablesError::Spawn {
+            .map_err(|error| IptablesError::Spawn {
                 program: program.clone(),
-                source,
+                error,
             })?;
         if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
             stdin
                 .write_all(input.as_bytes())
-                .map_err(|source| IptablesError::Spawn {
+                .map_err(|error| IptablesError::Spawn {
                     program: program.clone(),
-                    source,
+                    error,
                 })?;
         }
         let output = child
             .wait_with_output()
-            .map_err(|source| IptablesError::Spawn {
+            .map_err(|error| IptablesError::Spawn {
                 program: program.clone(),
-                source,
+                error,
             })?;
         if !output.status.success() {
             return Err(IptablesError::Failed {

@@ -5,14 +5,17 @@
 //! * [`restore`]: pure text work on `iptables-save` output — jump rules
 //!   from built-in chains ensured exactly once, and the `--cleanup`
 //!   input that removes only our jumps and chains;
+//! * [`local`]: `--detect-local-mode` and its flags, per family;
 //! * [`exec`]: running `iptables-restore --noflush` / `iptables-save` of
 //!   a chosen backend (legacy or nft) and family, once per table.
 
 pub mod exec;
+pub mod local;
 pub mod restore;
 pub mod rules;
 
 pub use exec::{Backend, Iptables};
+pub use local::{DetectLocalMode, LocalDetectError};
 pub use rules::{LocalDetect, RuleSet, RulesConfig, RulesInput, Table, render, render_input};
 
 /// Errors of iptables programming.
@@ -27,13 +30,13 @@ pub enum IptablesError {
         reason: String,
     },
     /// A program could not be started.
-    #[error("cannot run {program}: {source}")]
+    #[error("cannot run {program}: {error}")]
     Spawn {
         /// The program.
         program: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The operating system's error (in the message, so not a
+        /// `source()` as well).
+        error: std::io::Error,
     },
     /// A program ran and failed.
     #[error("{program} (table {table}) failed ({status}): {stderr}")]
