@@ -1,7 +1,7 @@
 //! The HTTP servers: `/metrics` on the metrics address, `/healthz` and
-//! `/livez` on the healthz address, each a small hyper HTTP/1 server on a
-//! background thread's tokio runtime, so the synchronous sync loop only
-//! holds a [`Running`] handle.
+//! `/livez` on the healthz address, each a small hyper HTTP/1 server
+//! spawned on the caller's tokio runtime, so the synchronous sync loop
+//! only holds a [`Running`] handle.
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -70,10 +70,10 @@ fn response(reply: Reply) -> Response<Full<Bytes>> {
 /// Opens a listening socket. `0.0.0.0` listens on every IPv4 and IPv6
 /// address where the host has IPv6, as Go (and so kube-proxy) does.
 pub(crate) fn bind(addr: SocketAddr, what: &str) -> Result<std::net::TcpListener, ObserveError> {
-    let err = |source| ObserveError::Listen {
+    let err = |error| ObserveError::Listen {
         addr,
         what: what.to_owned(),
-        source,
+        error,
     };
     if addr.ip() == Ipv4Addr::UNSPECIFIED {
         let any6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), addr.port());
@@ -170,6 +170,39 @@ async fn bind_and_serve(
     }
 }
 
+/// A bind address flag's value that is not an address.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not an address such as 0.0.0.0:{default_port}")]
+pub struct BadBindAddress {
+    /// What was given.
+    pub text: String,
+    /// The port a bare IP gets.
+    pub default_port: u16,
+}
+
+/// A `--metrics-bind-address` / `--healthz-bind-address` value, as
+/// kube-proxy reads it: `IP:PORT`, `[IPv6]:PORT`, a bare IP (which gets
+/// `default_port`), or empty (`None`: the server is off).
+pub fn parse_bind_address(
+    text: &str,
+    default_port: u16,
+) -> Result<Option<SocketAddr>, BadBindAddress> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Some(addr));
+    }
+    match text.parse::<std::net::IpAddr>() {
+        Ok(ip) => Ok(Some(SocketAddr::new(ip, default_port))),
+        Err(_) => Err(BadBindAddress {
+            text: text.to_owned(),
+            default_port,
+        }),
+    }
+}
+
 /// Where to serve; `None` turns a server off (kube-proxy: an empty
 /// `--metrics-bind-address` / `--healthz-bind-address`).
 #[derive(Clone, Debug)]
@@ -205,14 +238,15 @@ impl Default for ServeOptions {
 #[derive(Debug)]
 pub struct Running {
     runtime: tokio::runtime::Handle,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Dropping a sender stops its server (and its connections).
+    stops: Vec<oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     metrics_addr: Option<SocketAddr>,
     healthz_addr: Option<SocketAddr>,
     health: HealthState,
 }
 
-/// Starts the metrics and healthz servers on a background thread.
+/// Starts the metrics and healthz servers as tasks on `runtime`.
 ///
 /// Each address is bound before this returns when it can be; one that
 /// cannot is an error with [`ServeOptions::bind_hard_fail`], else it is
@@ -222,6 +256,7 @@ pub fn serve(
     options: &ServeOptions,
     metrics: &Metrics,
     health: &HealthState,
+    runtime: &tokio::runtime::Handle,
 ) -> Result<Running, ObserveError> {
     let first_bind = |addr: Option<SocketAddr>, what: &str| -> Result<_, ObserveError> {
         let Some(addr) = addr else {
@@ -246,13 +281,9 @@ pub fn serve(
     let metrics_addr = local(&metrics_listener);
     let healthz_addr = local(&healthz_listener);
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(ObserveError::Runtime)?;
-    let handle = runtime.handle().clone();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let handle = runtime.clone();
     let mut server_stops = Vec::new();
+    let mut tasks = Vec::new();
     let mut start = |listener: Option<Result<std::net::TcpListener, SocketAddr>>,
                      handler: Handler,
                      what: &str| {
@@ -262,16 +293,16 @@ pub fn serve(
         match listener {
             Ok(l) => {
                 tracing::info!(server = what, address = ?l.local_addr().ok(), "serving");
-                handle.spawn(run_server(l, handler, rx, what.to_owned()));
+                tasks.push(handle.spawn(run_server(l, handler, rx, what.to_owned())));
             }
             Err(addr) => {
-                handle.spawn(bind_and_serve(
+                tasks.push(handle.spawn(bind_and_serve(
                     addr,
                     handler,
                     rx,
                     what.to_owned(),
                     options.bind_retry,
-                ));
+                )));
             }
         }
     };
@@ -304,21 +335,10 @@ pub fn serve(
         _ => Reply::not_found(),
     });
     start(healthz_listener, healthz_handler, "healthz");
-    let thread = std::thread::Builder::new()
-        .name("rvs-observe".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let _ = stop_rx.await;
-                drop(server_stops);
-            });
-            // Dropping the runtime cancels every server and connection.
-            drop(runtime);
-        })
-        .map_err(ObserveError::Runtime)?;
     Ok(Running {
         runtime: handle,
-        stop: Some(stop_tx),
-        thread: Some(thread),
+        stops: server_stops,
+        tasks,
         metrics_addr,
         healthz_addr,
         health: health.clone(),
@@ -345,23 +365,49 @@ impl Running {
         ServiceHealthServer::new(self.runtime.clone(), addresses, self.health.clone())
     }
 
-    /// Closes every server and waits for the background thread.
+    /// Closes every server; outside the runtime, also waits (up to a
+    /// second) until they have let their sockets go.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        self.stops.clear();
+        let tasks = std::mem::take(&mut self.tasks);
+        if tasks.is_empty() || tokio::runtime::Handle::try_current().is_ok() {
+            // Inside the runtime a blocking wait could stall it: the
+            // servers stop on their own.
+            return;
         }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.runtime.block_on(async move {
+            let all = async {
+                for task in tasks {
+                    let _ = task.await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), all).await;
+        });
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bind_addresses_parse_as_kube_proxy_reads_them() {
+        use super::parse_bind_address as p;
+        assert_eq!(p("", 10249), Ok(None));
+        assert_eq!(p("127.0.0.1:1", 9), Ok(Some(([127, 0, 0, 1], 1).into())));
+        assert_eq!(p("0.0.0.0", 10256), Ok(Some(([0, 0, 0, 0], 10256).into())));
+        assert_eq!(p("[::1]:5", 9).unwrap().unwrap().port(), 5);
+        assert_eq!(
+            p("nope", 10249).unwrap_err().to_string(),
+            "\"nope\" is not an address such as 0.0.0.0:10249"
+        );
     }
 }

@@ -26,7 +26,8 @@
 //! let metrics = Metrics::new(&families);
 //! // kube-proxy's health timeout is twice the sync period.
 //! let health = HealthState::new(2 * sync_period, &families);
-//! let running = serve(&ServeOptions::default(), &metrics, &health)?;
+//! let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+//! let running = serve(&ServeOptions::default(), &metrics, &health, runtime.handle())?;
 //! // Empty: listen on every address (no --nodeport-addresses).
 //! let mut health_checks = running.service_health(Vec::new());
 //! health.updated(); // the sync loop starts
@@ -72,7 +73,7 @@ mod service_health;
 use std::net::SocketAddr;
 
 pub use health::{HealthReply, HealthState, TO_BE_DELETED_TAINT};
-pub use http::{Running, ServeOptions, serve};
+pub use http::{BadBindAddress, Running, ServeOptions, parse_bind_address, serve};
 pub use metrics::{IpFamily, Metrics, SyncKind};
 pub use service_health::{ServiceHealth, ServiceHealthServer, ServiceName};
 
@@ -80,16 +81,14 @@ pub use service_health::{ServiceHealth, ServiceHealthServer, ServiceName};
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
     /// A listening socket could not be opened.
-    #[error("listening on {addr} for {what}: {source}")]
+    #[error("listening on {addr} for {what}: {error}")]
     Listen {
         /// The address asked for.
         addr: SocketAddr,
         /// Which server (`metrics`, `healthz`, a Service's health check).
         what: String,
-        /// The operating system's error.
-        source: std::io::Error,
+        /// The operating system's error (in the message, so not a
+        /// `source()` as well).
+        error: std::io::Error,
     },
-    /// The background runtime could not start.
-    #[error("starting the observability runtime: {0}")]
-    Runtime(std::io::Error),
 }

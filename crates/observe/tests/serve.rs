@@ -39,6 +39,13 @@ fn get(addr: SocketAddr, path: &str) -> std::io::Result<Got> {
     })
 }
 
+/// One runtime for every server of this test binary, as rvs-proxy has.
+fn runtime() -> &'static tokio::runtime::Handle {
+    static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> =
+        std::sync::LazyLock::new(|| tokio::runtime::Runtime::new().unwrap());
+    RUNTIME.handle()
+}
+
 fn local() -> ServeOptions {
     let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     ServeOptions {
@@ -59,7 +66,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 fn metrics_have_kube_proxys_names_types_and_values() {
     let metrics = Metrics::new(&[IpFamily::V4, IpFamily::V6]);
     let health = HealthState::new(Duration::from_secs(60), &[IpFamily::V4, IpFamily::V6]);
-    let running = serve(&local(), &metrics, &health).unwrap();
+    let running = serve(&local(), &metrics, &health, runtime()).unwrap();
     let addr = running.metrics_addr().unwrap();
 
     metrics.sync_queued();
@@ -292,7 +299,7 @@ fn healthz_and_livez_follow_kube_proxys_rules() {
     let metrics = Metrics::new(&[IpFamily::V4]);
     // A tiny timeout stands for 2 × the sync period.
     let health = HealthState::new(Duration::from_millis(200), &[IpFamily::V4]);
-    let running = serve(&local(), &metrics, &health).unwrap();
+    let running = serve(&local(), &metrics, &health, runtime()).unwrap();
     let addr = running.healthz_addr().unwrap();
 
     // Starting: healthy.
@@ -363,7 +370,7 @@ fn disabled_servers_do_not_listen() {
         healthz_addr: None,
         ..local()
     };
-    let running = serve(&options, &metrics, &health).unwrap();
+    let running = serve(&options, &metrics, &health, runtime()).unwrap();
     assert_eq!(running.metrics_addr(), None);
     assert_eq!(running.healthz_addr(), None);
 }
@@ -380,7 +387,9 @@ fn an_address_in_use_is_an_error_naming_it() {
         bind_hard_fail: true,
         ..local()
     };
-    let err = serve(&options, &metrics, &health).unwrap_err().to_string();
+    let err = serve(&options, &metrics, &health, runtime())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains(&addr.to_string()) && err.contains("metrics"),
         "{err}"
@@ -400,7 +409,7 @@ fn a_busy_address_is_retried_until_it_is_free() {
         bind_retry: Duration::from_millis(50),
         ..local()
     };
-    let running = serve(&options, &metrics, &health).unwrap();
+    let running = serve(&options, &metrics, &health, runtime()).unwrap();
     assert_eq!(running.healthz_addr(), None);
     drop(taken);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -424,7 +433,7 @@ fn health_check_node_ports_open_answer_and_close() {
         healthz_addr: None,
         ..local()
     };
-    let running = serve(&options, &metrics, &health).unwrap();
+    let running = serve(&options, &metrics, &health, runtime()).unwrap();
     let mut hc = running.service_health(vec![Ipv4Addr::LOCALHOST.into()]);
     let web = ServiceName::new("default", "web");
     let db = ServiceName::new("prod", "db");
