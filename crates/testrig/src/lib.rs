@@ -8,6 +8,8 @@
 //!   userspace end-to-end tests.
 //! * [`netns`]: fresh network namespaces on the host kernel (for ipset,
 //!   iptables and nftables tests), removed even when a test fails.
+//! * [`sim`]: a simulated clock and the userspace IPVS core as an
+//!   `Admin` dataplane, for sync-loop tests without sleeping or a kernel.
 //!
 //! Tests that cannot get a rig (no root, no qemu, no kernel package) skip
 //! with a message, unless `RVS_REQUIRE_PRIVILEGED=1` is set, in which case
@@ -21,6 +23,7 @@ mod host;
 pub mod image;
 pub mod kernel;
 pub mod netns;
+pub mod sim;
 pub mod vm;
 
 use std::path::PathBuf;
