@@ -15,6 +15,11 @@
 //!   own, draining removed TCP real servers gracefully.
 //! * [`sync`]: one sync against a dataplane through the shared
 //!   [`rvs_model::admin::Admin`] surface and an address binder.
+//! * [`schedule`]: when to sync, in full or in part, re-check draining
+//!   real servers, read counters and back off — a sans-IO state machine.
+//! * [`run`]: the loop carrying out the schedule against a source, a
+//!   syncer, the rest of the node ([`run::NodeSide`]) and the observers
+//!   ([`observe`]: kube-proxy's metrics and health servers).
 
 #![forbid(unsafe_code)]
 
@@ -23,7 +28,10 @@ pub mod config;
 pub mod config_file;
 pub mod desired;
 pub mod ipsets;
+pub mod observe;
 pub mod reconcile;
+pub mod run;
+pub mod schedule;
 pub mod source;
 pub mod sync;
 

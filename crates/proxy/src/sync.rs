@@ -41,7 +41,7 @@ pub trait AddressBinder {
 
 /// An address binding failed.
 #[derive(Clone, Debug, thiserror::Error)]
-#[error("{action} {addr:?}: {detail}")]
+#[error("{action}{}: {detail}", addr.map(|a| format!(" {a}")).unwrap_or_default())]
 pub struct BindError {
     /// What was attempted (`bind`, `unbind`, `list`).
     pub action: &'static str,
@@ -688,5 +688,26 @@ fn persistence(s: &rvs_model::Service) -> String {
         format!(" persistent {}", s.timeout)
     } else {
         String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BindError;
+
+    #[test]
+    fn bind_errors_name_the_address_once_and_plainly() {
+        let e = BindError {
+            action: "bind",
+            addr: Some("10.96.0.1".parse().unwrap()),
+            detail: "to kube-ipvs0: File exists".into(),
+        };
+        assert_eq!(e.to_string(), "bind 10.96.0.1: to kube-ipvs0: File exists");
+        let e = BindError {
+            action: "list",
+            addr: None,
+            detail: "no socket".into(),
+        };
+        assert_eq!(e.to_string(), "list: no socket");
     }
 }

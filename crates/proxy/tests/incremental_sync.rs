@@ -2,8 +2,9 @@
 //! dataplane exactly where a full sync would, over random sequences of
 //! cluster changes; foreign virtual servers survive both.
 //!
-//! The dataplane here is an in-memory `Admin` with the kernel's add/edit/
-//! delete semantics; the real kernel is exercised by the VM tests.
+//! The dataplane here is the userspace IPVS core, which has the kernel's
+//! add/edit/delete semantics and errnos; the real kernel is exercised by
+//! the VM tests.
 
 #![allow(clippy::unwrap_used)] // test code
 
@@ -11,90 +12,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use proptest::prelude::*;
-use rvs_model::admin::{Admin, AdminError, Op, OpKind, errno};
-use rvs_model::{
-    Connection, Daemon, DestinationStatus, Info, Protocol, Scheduler, Service, ServiceKey,
-    ServiceStatus, Timeouts,
-};
+use rvs_model::admin::{Admin, Op};
+use rvs_model::{Protocol, Scheduler, Service, ServiceFlags, ServiceKey};
 use rvs_proxy::cluster::{
     EndpointInfo, NodeInfo, ObjectName, ServiceInfo, ServicePort, SliceInfo, SlicePort,
 };
-use rvs_proxy::reconcile::{Observed, simulate};
 use rvs_proxy::sync::{AddressBinder, NoBinder, Syncer};
 use rvs_proxy::{ClusterState, ProxyConfig, desired_state};
+use rvs_testrig::sim::{CoreAdmin, SimClock};
 
-#[derive(Debug, Default)]
-struct MemoryDataplane {
-    state: BTreeMap<ServiceKey, Observed>,
-    ops: usize,
-}
-
-impl Admin for MemoryDataplane {
-    fn info(&mut self) -> Result<Info, AdminError> {
-        Ok(Info {
-            version: 0x010201,
-            conn_table_size: 4096,
-        })
-    }
-    fn services(&mut self) -> Result<Vec<ServiceStatus>, AdminError> {
-        Ok(self.state.values().map(|o| o.status.clone()).collect())
-    }
-    fn service(&mut self, key: &ServiceKey) -> Result<ServiceStatus, AdminError> {
-        self.state
-            .get(key)
-            .map(|o| o.status.clone())
-            .ok_or(AdminError::Refused {
-                op: OpKind::GetServices,
-                errno: errno::ESRCH,
-            })
-    }
-    fn destinations(&mut self, key: &ServiceKey) -> Result<Vec<DestinationStatus>, AdminError> {
-        self.state
-            .get(key)
-            .map(|o| o.destinations.clone())
-            .ok_or(AdminError::Refused {
-                op: OpKind::GetDestinations,
-                errno: errno::ESRCH,
-            })
-    }
-    fn timeouts(&mut self) -> Result<Timeouts, AdminError> {
-        Ok(Timeouts::default())
-    }
-    fn daemons(&mut self) -> Result<Vec<Daemon>, AdminError> {
-        Ok(vec![])
-    }
-    fn connections(&mut self) -> Result<Vec<Connection>, AdminError> {
-        Ok(vec![])
-    }
-    fn apply(&mut self, op: &Op) -> Result<(), AdminError> {
-        let exists = |k: &ServiceKey| self.state.contains_key(k);
-        let refuse = |errno| {
-            Err(AdminError::Refused {
-                op: op.kind(),
-                errno,
-            })
-        };
-        match op {
-            Op::AddService(s) if exists(&s.key) => return refuse(errno::EEXIST),
-            Op::EditService(s) if !exists(&s.key) => return refuse(errno::ESRCH),
-            Op::DeleteService(k)
-            | Op::AddDestination(k, _)
-            | Op::EditDestination(k, _)
-            | Op::DeleteDestination(k, _)
-                if !exists(k) =>
-            {
-                return refuse(errno::ESRCH);
-            }
-            _ => {}
-        }
-        self.ops += 1;
-        let now: Vec<Observed> = self.state.values().cloned().collect();
-        self.state = simulate(now, std::slice::from_ref(op))
-            .into_iter()
-            .map(|o| (o.status.service.key, o))
-            .collect();
-        Ok(())
-    }
+/// The userspace IPVS core (the kernel's admin semantics and errnos),
+/// on a clock that does not move.
+fn dataplane() -> CoreAdmin {
+    CoreAdmin::new(SimClock::new(std::time::Instant::now()))
 }
 
 fn name(i: u8) -> ObjectName {
@@ -174,15 +104,20 @@ fn cluster(spec: &[(bool, bool, u8)]) -> ClusterState {
     c
 }
 
-fn dataplane_view(d: &MemoryDataplane) -> BTreeMap<ServiceKey, (Service, BTreeSet<SocketAddr>)> {
-    d.state
-        .iter()
-        .map(|(k, o)| {
+fn dataplane_view(d: &mut CoreAdmin) -> BTreeMap<ServiceKey, (Service, BTreeSet<SocketAddr>)> {
+    d.services()
+        .unwrap()
+        .into_iter()
+        .map(|mut s| {
+            let key = s.service.key;
+            // The kernel (and the core) mark listed services hashed.
+            s.service.flags = s.service.flags.with(ServiceFlags::HASHED, false);
+            let dests = d.destinations(&key).unwrap();
             (
-                *k,
+                key,
                 (
-                    o.status.service.clone(),
-                    o.destinations.iter().map(|x| x.destination.addr).collect(),
+                    s.service,
+                    dests.iter().map(|x| x.destination.addr).collect(),
                 ),
             )
         })
@@ -218,13 +153,13 @@ proptest! {
     ) {
         let config = ProxyConfig { node_name: "node-a".into(), ..ProxyConfig::default() };
         let foreign = ServiceKey::tcp("172.31.0.1:80".parse().unwrap());
-        let mut dataplane = MemoryDataplane::default();
+        let mut dataplane = dataplane();
         dataplane.apply(&Op::AddService(Service::new(foreign, Scheduler::WeightedLeastConnection))).unwrap();
         let mut syncer = Syncer::new(dataplane, NoBinder::default(), config.clone());
         let mut spec = start;
         let c = cluster(&spec);
         syncer.sync(&c).unwrap();
-        prop_assert_eq!(dataplane_view(&syncer.admin), desired_view(&c, &config, &foreign));
+        prop_assert_eq!(dataplane_view(&mut syncer.admin), desired_view(&c, &config, &foreign));
         let mut previous = c;
         for (i, exists, affinity, ready) in steps {
             spec[i] = (exists, affinity, ready);
@@ -233,7 +168,7 @@ proptest! {
             let report = syncer.sync_changes(&c, &c.changes_since(&previous)).unwrap();
             previous = c.clone();
             prop_assert_eq!(report.failed, 0);
-            prop_assert_eq!(dataplane_view(&syncer.admin), desired_view(&c, &config, &foreign));
+            prop_assert_eq!(dataplane_view(&mut syncer.admin), desired_view(&c, &config, &foreign));
             prop_assert_eq!(syncer.binder.bound().unwrap(), desired_state(&c, &config).addresses);
             // Only the changed Service's virtual servers were touched: at
             // most its three virtual servers and their six real servers each.

@@ -1,0 +1,224 @@
+//! The sync loop's observers: kube-proxy's metrics and health servers
+//! ([`rvs_observe`]) fed at the points kube-proxy feeds them (a change
+//! queued, a sync finished), the per-Service health check node ports of
+//! `externalTrafficPolicy: Local` Services, and the per-virtual-service
+//! counters read from the dataplane when the schedule says so.
+//! [`Observer`] is the loop's [`SyncObserver`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rvs_model::admin::Admin;
+use rvs_observe::{
+    HealthState, IpFamily, Metrics, ObserveError, Running, ServeOptions, ServiceHealth,
+    ServiceHealthServer, ServiceName,
+};
+
+use crate::ClusterState;
+use crate::cluster::ObjectName;
+use crate::ipsets;
+use crate::run::{NodeReport, SyncObserver};
+use crate::schedule::SyncKind;
+use crate::sync::SyncReport;
+
+/// What the observers serve, and for which families.
+#[derive(Clone, Debug)]
+pub struct ObserveOptions {
+    /// Where the servers listen.
+    pub serve: ServeOptions,
+    /// `--ipvs-sync-period`: the health timeout is twice that, as
+    /// kube-proxy's.
+    pub sync_period: Duration,
+    /// The IP families the node runs.
+    pub families: Vec<ipsets::IpFamily>,
+}
+
+/// The metrics and health servers and what feeds them.
+#[derive(Debug)]
+pub struct Observer {
+    metrics: Metrics,
+    health: HealthState,
+    running: Running,
+    health_checks: ServiceHealthServer,
+}
+
+impl Observer {
+    /// Starts the servers on `runtime`; a busy address is retried in the
+    /// background unless [`ServeOptions::bind_hard_fail`].
+    pub fn start(
+        options: &ObserveOptions,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Observer, ObserveError> {
+        let families: Vec<IpFamily> = options
+            .families
+            .iter()
+            .map(|f| match f {
+                ipsets::IpFamily::V4 => IpFamily::V4,
+                ipsets::IpFamily::V6 => IpFamily::V6,
+            })
+            .collect();
+        let metrics = Metrics::new(&families);
+        // kube-proxy's health timeout: twice the sync period.
+        let health = HealthState::new(2 * options.sync_period, &families);
+        let running = rvs_observe::serve(&options.serve, &metrics, &health, runtime)?;
+        tracing::info!(
+            metrics = ?running.metrics_addr(),
+            healthz = ?running.healthz_addr(),
+            "metrics and health servers started"
+        );
+        // Health check node ports listen on every address (kube-proxy
+        // narrows them with --nodeport-addresses; rvs does not yet).
+        let health_checks = running.service_health(Vec::new());
+        health.updated();
+        metrics.sync_loop_started();
+        Ok(Observer {
+            metrics,
+            health,
+            running,
+            health_checks,
+        })
+    }
+
+    /// Stops the servers.
+    pub fn stop(self) {
+        drop(self.health_checks);
+        self.running.stop();
+    }
+}
+
+impl SyncObserver for Observer {
+    fn queued(&mut self) {
+        self.health.queued();
+        self.metrics.sync_queued();
+    }
+
+    fn synced(
+        &mut self,
+        kind: SyncKind,
+        elapsed: Duration,
+        report: Option<&SyncReport>,
+        node: &NodeReport,
+        cluster: Option<&ClusterState>,
+    ) {
+        let kind = match kind {
+            SyncKind::Full => rvs_observe::SyncKind::Full,
+            SyncKind::Partial => rvs_observe::SyncKind::Partial,
+        };
+        let ok = report.is_some_and(|r| r.failed + r.address_failures == 0) && node.failures == 0;
+        if let Some(report) = report {
+            if let Some(changed) = &report.changed {
+                // A changed Service counts once, whether its Service or
+                // its EndpointSlices changed.
+                self.metrics
+                    .endpoint_changes(u64::try_from(changed.len()).unwrap_or(u64::MAX), 0);
+            }
+            self.metrics.changes_taken();
+            for k in &report.by_kind {
+                if k.applied > 0 {
+                    self.metrics
+                        .reconciler_ops(k.kind, u64::try_from(k.applied).unwrap_or(u64::MAX));
+                }
+                if k.failed > 0 {
+                    self.metrics
+                        .dataplane_errors(k.kind, u64::try_from(k.failed).unwrap_or(u64::MAX));
+                }
+            }
+        }
+        self.metrics.sync_finished(kind, elapsed, ok);
+        if ok {
+            self.health.updated();
+        }
+        if node.failures > 0 {
+            // Netfilter failures, by kube-proxy's counter.
+            for &f in self.metrics.families() {
+                self.metrics.iptables_restore_failed(f);
+            }
+        }
+        if let Some(cluster) = cluster {
+            local_policies(&self.metrics, &mut self.health_checks, cluster);
+        }
+    }
+
+    fn read_counters(&mut self, admin: &mut dyn Admin) {
+        match admin.services() {
+            Ok(services) => self.metrics.virtual_services(&services),
+            Err(e) => tracing::debug!(error = %e, "reading virtual service counters"),
+        }
+    }
+}
+
+/// Health check node ports and the no-local-endpoints gauge, from the
+/// Services with a `Local` traffic policy (one pass over their
+/// EndpointSlices; nothing when there are none).
+fn local_policies(
+    metrics: &Metrics,
+    health_checks: &mut ServiceHealthServer,
+    cluster: &ClusterState,
+) {
+    let local: BTreeSet<&ObjectName> = cluster
+        .services
+        .values()
+        .filter(|s| s.external_local || s.internal_local || s.health_check_node_port.is_some())
+        .map(|s| &s.name)
+        .collect();
+    let node = cluster.node.as_ref().map(|n| n.name.as_str());
+    let mut endpoints: BTreeMap<&ObjectName, BTreeSet<(std::net::IpAddr, u16)>> = BTreeMap::new();
+    if !local.is_empty() {
+        for slice in cluster.slices.values() {
+            if !local.contains(&slice.service) {
+                continue;
+            }
+            let set = endpoints.entry(&slice.service).or_default();
+            for ep in &slice.endpoints {
+                if ep.ready && node.is_some() && ep.node_name.as_deref() == node {
+                    for port in &slice.ports {
+                        set.insert((ep.addr, port.port));
+                    }
+                }
+            }
+        }
+    }
+    let mut wanted = BTreeMap::new();
+    let (mut internal, mut external) = (BTreeMap::new(), BTreeMap::new());
+    for name in &local {
+        let Some(service) = cluster.services.get(*name) else {
+            continue;
+        };
+        let count = endpoints.get(name).map_or(0, BTreeSet::len);
+        if let Some(port) = service.health_check_node_port {
+            wanted.insert(
+                ServiceName::new(name.namespace.clone(), name.name.clone()),
+                ServiceHealth {
+                    port,
+                    local_endpoints: count,
+                },
+            );
+        }
+        if count == 0 {
+            for ip in &service.cluster_ips {
+                let family = if ip.is_ipv6() {
+                    IpFamily::V6
+                } else {
+                    IpFamily::V4
+                };
+                let ports = service.ports.len();
+                if service.internal_local {
+                    *internal.entry(family).or_insert(0) += ports;
+                }
+                if service.external_local {
+                    *external.entry(family).or_insert(0) += ports;
+                }
+            }
+        }
+    }
+    for &f in metrics.families() {
+        metrics.no_local_endpoints(
+            f,
+            internal.get(&f).copied().unwrap_or(0),
+            external.get(&f).copied().unwrap_or(0),
+        );
+    }
+    for error in health_checks.sync(&wanted) {
+        tracing::warn!(%error, "health check node port not served; retried next sync");
+    }
+}
