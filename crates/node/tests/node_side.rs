@@ -1,0 +1,323 @@
+//! The kernel node side's logic with fake set and rule backends: what a
+//! full and a partial sync write, the applied-rules cache, a failure
+//! turning the next sync into a full one, and sysctls retried on full
+//! syncs. The real kernel paths are covered by the netns and VM tests.
+
+#![allow(clippy::unwrap_used)] // test code
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::Path;
+use std::rc::Rc;
+
+use rvs_model::Protocol;
+use rvs_netfilter::ipset::{Entry, Family, IpsetError, Op, SetSpec, sync::SyncReport};
+use rvs_netfilter::iptables::{IptablesError, LocalDetect, RuleSet, RulesConfig};
+use rvs_node::{KernelSide, NetfilterOptions, NodeOptions, RuleBackend, SetBackend};
+use rvs_proxy::ProxyConfig;
+use rvs_proxy::cluster::{
+    ClusterState, EndpointInfo, NodeInfo, ObjectName, ServiceInfo, ServicePort, SliceInfo,
+    SlicePort,
+};
+use rvs_proxy::ipsets::IpFamily;
+use rvs_proxy::run::NodeSide;
+
+/// What the fakes saw, and whether they fail.
+#[derive(Debug, Default)]
+struct Kernel {
+    /// Members of every set, as the fake kernel holds them.
+    sets: BTreeMap<String, BTreeSet<Entry>>,
+    /// Full set syncs, batches, rule applies (with `ensure_jumps`).
+    set_syncs: usize,
+    batches: Vec<usize>,
+    applies: Vec<(Family, bool)>,
+    fail_batch: bool,
+    fail_apply: bool,
+}
+
+#[derive(Clone, Default)]
+struct Fake(Rc<RefCell<Kernel>>);
+
+impl SetBackend for Fake {
+    fn sync_set(
+        &mut self,
+        spec: &SetSpec,
+        desired: &BTreeSet<Entry>,
+    ) -> Result<SyncReport, IpsetError> {
+        let mut k = self.0.borrow_mut();
+        k.set_syncs += 1;
+        let before = k
+            .sets
+            .insert(spec.name.clone(), desired.clone())
+            .unwrap_or_default();
+        Ok(SyncReport {
+            added: desired.difference(&before).count(),
+            deleted: before.difference(desired).count(),
+            ..SyncReport::default()
+        })
+    }
+
+    fn batch(&mut self, ops: &[Op]) -> Result<Vec<Result<(), IpsetError>>, IpsetError> {
+        let mut k = self.0.borrow_mut();
+        if k.fail_batch {
+            return Err(IpsetError::Unexpected("simulated".into()));
+        }
+        k.batches.push(ops.len());
+        for op in ops {
+            match op {
+                Op::Add { set, entry, .. } => {
+                    k.sets.entry(set.clone()).or_default().insert(*entry);
+                }
+                Op::Del { set, entry, .. } => {
+                    k.sets.entry(set.clone()).or_default().remove(entry);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        Ok(ops.iter().map(|_| Ok(())).collect())
+    }
+}
+
+impl RuleBackend for Fake {
+    fn apply(
+        &mut self,
+        family: Family,
+        _rules: &RuleSet,
+        ensure_jumps: bool,
+    ) -> Result<(), IptablesError> {
+        let mut k = self.0.borrow_mut();
+        k.applies.push((family, ensure_jumps));
+        if k.fail_apply {
+            return Err(IptablesError::Config {
+                field: "simulated",
+                reason: "refused".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn name(s: &str) -> ObjectName {
+    ObjectName {
+        namespace: "default".into(),
+        name: s.into(),
+    }
+}
+
+/// Services `s0..n` on 10.96.0.x:80; those in `node_port` have node port
+/// 3000x; each has one endpoint.
+fn cluster(n: u8, node_port: &[u8]) -> ClusterState {
+    let mut c = ClusterState {
+        node: Some(NodeInfo {
+            name: "node-a".into(),
+            addresses: vec!["192.168.1.10".parse().unwrap()],
+            zone: None,
+        }),
+        ..ClusterState::default()
+    };
+    for i in 0..n {
+        let svc = format!("s{i}");
+        c.services.insert(
+            name(&svc),
+            ServiceInfo {
+                name: name(&svc),
+                cluster_ips: vec![IpAddr::from([10, 96, 0, i + 1])],
+                external_ips: vec![],
+                load_balancer_ips: vec![],
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    protocol: Protocol::Tcp,
+                    port: 80,
+                    node_port: node_port.contains(&i).then_some(30000 + u16::from(i)),
+                }],
+                affinity_timeout: None,
+                external_local: false,
+                internal_local: false,
+                scheduler: None,
+                topology_aware: false,
+                source_ranges: vec![],
+                health_check_node_port: None,
+            },
+        );
+        c.slices.insert(
+            name(&format!("{svc}-1")),
+            SliceInfo {
+                service: name(&svc),
+                ports: vec![SlicePort {
+                    name: "http".into(),
+                    protocol: Protocol::Tcp,
+                    port: 8080,
+                }],
+                endpoints: vec![EndpointInfo {
+                    addr: IpAddr::from([10, 244, 0, i + 1]),
+                    ready: true,
+                    serving: true,
+                    terminating: false,
+                    node_name: None,
+                    zone_hints: None,
+                    node_hints: None,
+                }],
+            },
+        );
+    }
+    c
+}
+
+fn side(fake: &Fake, sysctl_root: &Path) -> KernelSide<Fake, Fake> {
+    let options = NodeOptions {
+        netfilter: NetfilterOptions {
+            maxelem: 65536,
+            rules: RulesConfig::default(),
+            local_detect: [LocalDetect::None, LocalDetect::None],
+            families: vec![IpFamily::V4],
+        },
+        backend: rvs_netfilter::iptables::Backend::System,
+        strict_arp: false,
+        sysctl_root: sysctl_root.to_owned(),
+    };
+    KernelSide::with_backends(options, fake.clone(), fake.clone(), "6.1.0")
+}
+
+fn config() -> ProxyConfig {
+    ProxyConfig {
+        node_name: "node-a".into(),
+        ..ProxyConfig::default()
+    }
+}
+
+fn changed(names: &[&str]) -> BTreeSet<ObjectName> {
+    names.iter().map(|n| name(n)).collect()
+}
+
+fn members(fake: &Fake, set: &str) -> usize {
+    fake.0.borrow().sets.get(set).map_or(0, BTreeSet::len)
+}
+
+#[test]
+fn a_full_sync_writes_every_set_and_the_rules_with_their_jumps() {
+    let fake = Fake::default();
+    let root = tempdir("full");
+    let mut side = side(&fake, &root);
+    let report = side.after_sync(&cluster(3, &[0]), &config(), None);
+    assert_eq!(report.failures, 0);
+    let k = fake.0.borrow();
+    assert_eq!(k.set_syncs, rvs_netfilter::ipset::KubeSet::ALL.len());
+    assert_eq!(k.applies, [(Family::Inet, true)]);
+    drop(k);
+    assert_eq!(members(&fake, "KUBE-CLUSTER-IP"), 3);
+    assert_eq!(members(&fake, "KUBE-NODE-PORT-TCP"), 1);
+}
+
+#[test]
+fn a_partial_sync_sends_only_the_changed_members_and_reuses_the_rules() {
+    let fake = Fake::default();
+    let root = tempdir("partial");
+    let mut side = side(&fake, &root);
+    side.after_sync(&cluster(3, &[]), &config(), None);
+    // A fourth Service: its members are added in one batch; no set
+    // changes emptiness, so the rules last applied stand.
+    let report = side.after_sync(&cluster(4, &[]), &config(), Some(&changed(&["s3"])));
+    assert_eq!(report.failures, 0);
+    assert_eq!(report.restores, 0);
+    let k = fake.0.borrow();
+    assert_eq!(
+        k.set_syncs,
+        rvs_netfilter::ipset::KubeSet::ALL.len(),
+        "no full rewrite"
+    );
+    // Its cluster IP, in KUBE-CLUSTER-IP and KUBE-IPVS-IPS.
+    assert_eq!(k.batches, [2]);
+    assert_eq!(k.applies.len(), 1, "rules not re-applied");
+    drop(k);
+    assert_eq!(members(&fake, "KUBE-CLUSTER-IP"), 4);
+    assert_eq!(members(&fake, "KUBE-IPVS-IPS"), 4);
+    // A node port appears where there was none: the node-port set stops
+    // being empty, so our chains are rewritten (without the jumps).
+    side.after_sync(&cluster(4, &[3]), &config(), Some(&changed(&["s3"])));
+    let k = fake.0.borrow();
+    assert_eq!(k.applies, [(Family::Inet, true), (Family::Inet, false)]);
+    drop(k);
+    // Nothing changed: nothing written.
+    side.after_sync(&cluster(4, &[3]), &config(), Some(&BTreeSet::new()));
+    assert_eq!(fake.0.borrow().batches.len(), 2);
+}
+
+#[test]
+fn a_failure_makes_the_next_sync_a_full_one() {
+    let fake = Fake::default();
+    let root = tempdir("failure");
+    let mut side = side(&fake, &root);
+    side.after_sync(&cluster(2, &[]), &config(), None);
+    // The batch fails: counted, and the next (partial) sync is full.
+    fake.0.borrow_mut().fail_batch = true;
+    let report = side.after_sync(&cluster(3, &[]), &config(), Some(&changed(&["s2"])));
+    assert_eq!(report.failures, 1);
+    fake.0.borrow_mut().fail_batch = false;
+    let syncs_before = fake.0.borrow().set_syncs;
+    let report = side.after_sync(&cluster(3, &[]), &config(), Some(&BTreeSet::new()));
+    assert_eq!(report.failures, 0);
+    let k = fake.0.borrow();
+    assert_eq!(
+        k.set_syncs - syncs_before,
+        rvs_netfilter::ipset::KubeSet::ALL.len()
+    );
+    assert_eq!(
+        k.applies.last(),
+        Some(&(Family::Inet, true)),
+        "jumps ensured again"
+    );
+    drop(k);
+    assert_eq!(members(&fake, "KUBE-CLUSTER-IP"), 3);
+    // A refused restore forgets the applied rules: the next sync is full
+    // and restores them with the jumps.
+    fake.0.borrow_mut().fail_apply = true;
+    let report = side.after_sync(&cluster(3, &[0]), &config(), Some(&changed(&["s0"])));
+    assert_eq!(report.failures, 1);
+    fake.0.borrow_mut().fail_apply = false;
+    side.after_sync(&cluster(3, &[0]), &config(), Some(&BTreeSet::new()));
+    assert_eq!(fake.0.borrow().applies.last(), Some(&(Family::Inet, true)));
+}
+
+#[test]
+fn sysctls_that_could_not_be_set_are_retried_on_full_syncs_only() {
+    let fake = Fake::default();
+    let root = tempdir("sysctl");
+    let mut side = side(&fake, &root);
+    // No vs directory yet: every IPVS sysctl fails.
+    std::fs::create_dir_all(root.join("net/ipv4")).unwrap();
+    std::fs::write(root.join("net/ipv4/ip_forward"), "0\n").unwrap();
+    assert_eq!(side.ensure_sysctls(), 3);
+    assert_eq!(
+        std::fs::read_to_string(root.join("net/ipv4/ip_forward")).unwrap(),
+        "1\n"
+    );
+    std::fs::create_dir_all(root.join("net/ipv4/vs")).unwrap();
+    for f in [
+        "conntrack",
+        "expire_nodest_conn",
+        "expire_quiescent_template",
+    ] {
+        std::fs::write(root.join("net/ipv4/vs").join(f), "0\n").unwrap();
+    }
+    // A partial sync leaves them; a full one sets them.
+    side.after_sync(&cluster(1, &[]), &config(), Some(&BTreeSet::new()));
+    assert_eq!(
+        std::fs::read_to_string(root.join("net/ipv4/vs/conntrack")).unwrap(),
+        "0\n"
+    );
+    let report = side.after_sync(&cluster(1, &[]), &config(), None);
+    assert_eq!(report.failures, 0);
+    assert_eq!(
+        std::fs::read_to_string(root.join("net/ipv4/vs/conntrack")).unwrap(),
+        "1\n"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("rvs-node-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
