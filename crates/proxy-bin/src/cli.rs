@@ -1,15 +1,19 @@
 //! The command line, with kube-proxy's flag names and value formats
 //! (Go durations such as `30s` or `1m30s`, comma-separated CIDR lists).
 
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
-use rvs_model::{Scheduler, Timeouts};
-use rvs_netfilter::iptables::{Backend, LocalDetect};
+use rvs_model::Timeouts;
+use rvs_netfilter::iptables::{Backend, DetectLocalMode, LocalDetect, RulesConfig};
+use rvs_node::{NetfilterOptions, NodeOptions};
+use rvs_observe::{ServeOptions, parse_bind_address};
+use rvs_proxy::ProxyConfig;
+use rvs_proxy::observe::ObserveOptions;
+use rvs_proxy::run::RunOptions;
 
 /// Which dataplane carries the traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -30,21 +34,6 @@ pub(crate) enum IptablesBackend {
     Legacy,
     /// `iptables-nft-restore` (nf_tables).
     Nft,
-}
-
-/// How traffic from this node's pods is told apart, for masquerading
-/// traffic to cluster IPs from outside the cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum DetectLocalMode {
-    /// Pods are in `--cluster-cidr` (no detection when it is unset).
-    #[value(name = "ClusterCIDR")]
-    ClusterCidr,
-    /// Pods attach to the bridge `--pod-bridge-interface`.
-    #[value(name = "BridgeInterface")]
-    BridgeInterface,
-    /// Pod interfaces start with `--pod-interface-name-prefix`.
-    #[value(name = "InterfaceNamePrefix")]
-    InterfaceNamePrefix,
 }
 
 /// rvs-proxy: kube-proxy's IPVS mode, in Rust.
@@ -109,8 +98,9 @@ pub(crate) struct Cli {
     #[arg(long, value_delimiter = ',', value_parser = parse_cidr)]
     pub(crate) cluster_cidr: Vec<IpNet>,
 
-    /// How local (pod) traffic is detected.
-    #[arg(long, value_enum, default_value = "ClusterCIDR")]
+    /// How local (pod) traffic is detected: ClusterCIDR, BridgeInterface
+    /// or InterfaceNamePrefix.
+    #[arg(long, default_value = "ClusterCIDR", value_parser = |s: &str| s.parse::<DetectLocalMode>())]
     pub(crate) detect_local_mode: DetectLocalMode,
 
     /// The pods' bridge, with `--detect-local-mode=BridgeInterface`.
@@ -215,14 +205,77 @@ pub(crate) struct Cli {
 }
 
 impl Cli {
-    /// The metrics server's address, or `None` when turned off.
-    pub(crate) fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
-        parse_bind("--metrics-bind-address", &self.metrics_bind_address, 10249)
+    /// The settings that shape desired state.
+    pub(crate) fn proxy_config(&self) -> anyhow::Result<ProxyConfig> {
+        let node_name = self.hostname_override.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default()
+        });
+        Ok(ProxyConfig {
+            node_name,
+            scheduler: self
+                .ipvs_scheduler
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--ipvs-scheduler: {e}"))?,
+            exclude_cidrs: self.ipvs_exclude_cidrs.clone(),
+            nodeport_addresses: self.nodeport_addresses.clone(),
+            service_proxy_name: self.service_proxy_name.clone(),
+            sync_period: self.ipvs_sync_period,
+            min_sync_period: self.ipvs_min_sync_period,
+        })
     }
 
-    /// The healthz server's address, or `None` when turned off.
-    pub(crate) fn healthz_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
-        parse_bind("--healthz-bind-address", &self.healthz_bind_address, 10256)
+    /// How the sync loop runs.
+    pub(crate) fn run_options(&self) -> RunOptions {
+        let mut options = RunOptions {
+            once: self.once,
+            ..RunOptions::default()
+        };
+        options.schedule.min_period = self.ipvs_min_sync_period;
+        options.schedule.full_period = self.ipvs_sync_period;
+        options
+    }
+
+    /// The metrics and health servers.
+    pub(crate) fn observe_options(&self) -> anyhow::Result<ObserveOptions> {
+        Ok(ObserveOptions {
+            serve: ServeOptions {
+                metrics_addr: parse_bind_address(&self.metrics_bind_address, 10249)
+                    .context("--metrics-bind-address")?,
+                healthz_addr: parse_bind_address(&self.healthz_bind_address, 10256)
+                    .context("--healthz-bind-address")?,
+                proxy_mode: "ipvs".into(),
+                bind_hard_fail: self.bind_address_hard_fail,
+                ..ServeOptions::default()
+            },
+            sync_period: self.ipvs_sync_period,
+            families: rvs_node::netfilter::kernel_families(),
+        })
+    }
+
+    /// The kernel dataplane's sets, rules and sysctls.
+    pub(crate) fn node_options(&self) -> anyhow::Result<NodeOptions> {
+        Ok(NodeOptions {
+            netfilter: NetfilterOptions {
+                maxelem: self.ipset_maxelem,
+                rules: RulesConfig {
+                    masquerade_all: self.masquerade_all,
+                    masquerade_bit: self.iptables_masquerade_bit,
+                    ..RulesConfig::default()
+                },
+                local_detect: LocalDetect::per_family(
+                    self.detect_local_mode,
+                    &self.cluster_cidr,
+                    self.pod_bridge_interface.as_deref(),
+                    self.pod_interface_name_prefix.as_deref(),
+                )?,
+                families: rvs_node::netfilter::kernel_families(),
+            },
+            backend: self.backend(),
+            strict_arp: self.ipvs_strict_arp,
+            sysctl_root: PathBuf::from("/proc/sys"),
+        })
     }
 
     /// The IPVS timeouts to set at start, as `ipvsadm --set` takes them
@@ -241,43 +294,6 @@ impl Cli {
         Ok((t != Timeouts::default()).then_some(t))
     }
 
-    /// Local-traffic detection for IPv4 and IPv6, checked.
-    pub(crate) fn local_detect(&self) -> anyhow::Result<[LocalDetect; 2]> {
-        match self.detect_local_mode {
-            DetectLocalMode::ClusterCidr => {
-                let mut out = [LocalDetect::None, LocalDetect::None];
-                for net in &self.cluster_cidr {
-                    let slot = &mut out[usize::from(net.addr().is_ipv6())];
-                    if *slot != LocalDetect::None {
-                        bail!("--cluster-cidr: more than one CIDR of the family of {net}");
-                    }
-                    *slot = LocalDetect::Cidr(*net);
-                }
-                Ok(out)
-            }
-            DetectLocalMode::BridgeInterface => {
-                let Some(name) = self.pod_bridge_interface.clone().filter(|n| !n.is_empty()) else {
-                    bail!("--detect-local-mode=BridgeInterface needs --pod-bridge-interface");
-                };
-                let d = LocalDetect::BridgeInterface(name);
-                Ok([d.clone(), d])
-            }
-            DetectLocalMode::InterfaceNamePrefix => {
-                let Some(prefix) = self
-                    .pod_interface_name_prefix
-                    .clone()
-                    .filter(|n| !n.is_empty())
-                else {
-                    bail!(
-                        "--detect-local-mode=InterfaceNamePrefix needs --pod-interface-name-prefix"
-                    );
-                };
-                let d = LocalDetect::InterfaceNamePrefix(prefix);
-                Ok([d.clone(), d])
-            }
-        }
-    }
-
     /// The iptables backend.
     pub(crate) fn backend(&self) -> Backend {
         match self.iptables_backend {
@@ -285,28 +301,6 @@ impl Cli {
             IptablesBackend::Legacy => Backend::Legacy,
             IptablesBackend::Nft => Backend::Nft,
         }
-    }
-
-    /// The default scheduler, checked.
-    pub(crate) fn scheduler(&self) -> anyhow::Result<Scheduler> {
-        self.ipvs_scheduler
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--ipvs-scheduler: {e}"))
-    }
-}
-
-/// `IP:PORT`, `[IPv6]:PORT`, a bare IP (the default port), or empty (off).
-fn parse_bind(flag: &str, text: &str, default_port: u16) -> anyhow::Result<Option<SocketAddr>> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(Some(addr));
-    }
-    match text.parse::<IpAddr>() {
-        Ok(ip) => Ok(Some(SocketAddr::new(ip, default_port))),
-        Err(_) => bail!("{flag}: {text:?} is not an address such as 0.0.0.0:{default_port}"),
     }
 }
 
@@ -321,122 +315,4 @@ fn parse_cidr(text: &str) -> Result<IpNet, String> {
 pub(crate) use rvs_proxy::config_file::parse_go_duration;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn go_durations_parse() {
-        assert_eq!(parse_go_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_go_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_go_duration("30").is_err());
-        assert!(parse_go_duration("5 minutes").is_err());
-        assert!(parse_go_duration("").is_err());
-    }
-
-    #[test]
-    fn kube_proxy_flags_parse() {
-        let cli = Cli::try_parse_from([
-            "rvs-proxy",
-            "--proxy-mode=ipvs",
-            "--ipvs-scheduler=wlc",
-            "--ipvs-sync-period=1m",
-            "--ipvs-exclude-cidrs=10.0.0.0/8,fd00::/8",
-            "--hostname-override=node-a",
-            "--v=2",
-        ])
-        .unwrap();
-        assert_eq!(cli.scheduler().unwrap(), Scheduler::WeightedLeastConnection);
-        assert_eq!(cli.ipvs_sync_period, Duration::from_secs(60));
-        assert_eq!(cli.ipvs_exclude_cidrs.len(), 2);
-        assert_eq!(cli.verbosity, 2);
-        let bad = Cli::try_parse_from(["rvs-proxy", "--ipvs-exclude-cidrs=10.0.0.0"]).unwrap_err();
-        assert!(bad.to_string().contains("is not a CIDR"), "{bad}");
-        let cli = Cli::try_parse_from(["rvs-proxy", "--ipvs-scheduler=fastest"]).unwrap();
-        assert!(
-            cli.scheduler()
-                .unwrap_err()
-                .to_string()
-                .contains("unknown IPVS scheduler \"fastest\"")
-        );
-    }
-
-    #[test]
-    fn netfilter_flags_parse() {
-        let cli = Cli::try_parse_from(["rvs-proxy"]).unwrap();
-        assert_eq!(cli.iptables_masquerade_bit, 14);
-        assert_eq!(cli.ipset_maxelem, 65536);
-        assert!(!cli.masquerade_all && !cli.ipvs_strict_arp);
-        assert_eq!(
-            cli.local_detect().unwrap(),
-            [LocalDetect::None, LocalDetect::None]
-        );
-        let cli = Cli::try_parse_from([
-            "rvs-proxy",
-            "--masquerade-all",
-            "--cluster-cidr=10.244.0.0/16,fd00:244::/56",
-            "--iptables-masquerade-bit=3",
-            "--ipvs-strict-arp",
-            "--ipset-maxelem=1000000",
-            "--iptables-backend=legacy",
-        ])
-        .unwrap();
-        assert!(cli.masquerade_all && cli.ipvs_strict_arp);
-        assert_eq!(cli.iptables_masquerade_bit, 3);
-        assert_eq!(cli.ipset_maxelem, 1_000_000);
-        assert_eq!(cli.backend(), Backend::Legacy);
-        assert_eq!(
-            cli.local_detect().unwrap(),
-            [
-                LocalDetect::Cidr("10.244.0.0/16".parse().unwrap()),
-                LocalDetect::Cidr("fd00:244::/56".parse().unwrap())
-            ]
-        );
-        assert!(Cli::try_parse_from(["rvs-proxy", "--iptables-masquerade-bit=32"]).is_err());
-        assert!(Cli::try_parse_from(["rvs-proxy", "--ipset-maxelem=0"]).is_err());
-        let two_v4 =
-            Cli::try_parse_from(["rvs-proxy", "--cluster-cidr=10.0.0.0/8,10.1.0.0/16"]).unwrap();
-        assert!(two_v4.local_detect().is_err());
-        let bridge = Cli::try_parse_from([
-            "rvs-proxy",
-            "--detect-local-mode=BridgeInterface",
-            "--pod-bridge-interface=cbr0",
-        ])
-        .unwrap();
-        assert_eq!(
-            bridge.local_detect().unwrap()[1],
-            LocalDetect::BridgeInterface("cbr0".into())
-        );
-        let missing =
-            Cli::try_parse_from(["rvs-proxy", "--detect-local-mode=InterfaceNamePrefix"]).unwrap();
-        assert!(missing.local_detect().is_err());
-    }
-
-    #[test]
-    fn timeouts_are_set_only_when_asked() {
-        let cli = Cli::try_parse_from(["rvs-proxy"]).unwrap();
-        assert_eq!(cli.timeouts().unwrap(), None);
-        let cli = Cli::try_parse_from([
-            "rvs-proxy",
-            "--ipvs-tcpfin-timeout=1m",
-            "--ipvs-udp-timeout=5s",
-        ])
-        .unwrap();
-        assert_eq!(
-            cli.timeouts().unwrap(),
-            Some(Timeouts {
-                tcp: 0,
-                tcp_fin: 60,
-                udp: 5
-            })
-        );
-        let long = Cli::try_parse_from(["rvs-proxy", "--ipvs-tcp-timeout=2000000h"]).unwrap();
-        assert!(
-            long.timeouts()
-                .unwrap_err()
-                .to_string()
-                .contains("--ipvs-tcp-timeout")
-        );
-    }
-}
+mod tests;

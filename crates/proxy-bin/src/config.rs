@@ -5,10 +5,10 @@
 
 use anyhow::Context;
 use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, ValueEnum};
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use rvs_proxy::config_file::{FileConfig, default_bind_addresses};
 
-use crate::cli::{Cli, DetectLocalMode};
+use crate::cli::Cli;
 
 /// Parses the process's arguments (exiting on `--help` or a usage error,
 /// as clap does) and applies the `--config` file if one is named.
@@ -106,7 +106,8 @@ fn merge(cli: &mut Cli, file: &FileConfig, explicit: &dyn Fn(&str) -> bool) -> a
     if !explicit("detect_local_mode")
         && let Some(mode) = &file.detect_local_mode
     {
-        cli.detect_local_mode = DetectLocalMode::from_str(mode, false)
+        cli.detect_local_mode = mode
+            .parse()
             .map_err(|_| anyhow::anyhow!("--config: detectLocalMode {mode:?} is not supported"))?;
     }
     // bindAddress picks the family of both servers' defaults.

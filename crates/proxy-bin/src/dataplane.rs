@@ -1,0 +1,202 @@
+//! Wiring one dataplane to the source and running the chosen mode:
+//! `--dry-run` (print the plan), `--cleanup` (remove what rvs owns) or
+//! the sync loop.
+
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rvs_ipvs::IpvsClient;
+use rvs_model::admin::{Admin, Op};
+use rvs_node::{KernelSide, KubeIpvs0};
+use rvs_proxy::ProxyConfig;
+use rvs_proxy::observe::Observer;
+use rvs_proxy::run::{NodeSide, Runner, SyncObserver, SystemClock};
+use rvs_proxy::source::Source;
+use rvs_proxy::sync::{AddressBinder, NoBinder, Syncer, describe};
+use tokio::runtime::Handle;
+
+use crate::cli::Cli;
+
+/// How long `--dry-run` and `--cleanup` wait for the source's first view.
+const FIRST_VIEW: Duration = Duration::from_secs(60);
+
+/// What every mode needs.
+pub(crate) struct Parts<'a> {
+    pub(crate) cli: &'a Cli,
+    pub(crate) config: ProxyConfig,
+    pub(crate) source: &'a mut Source,
+    pub(crate) runtime: &'a Handle,
+    pub(crate) stop: &'a AtomicBool,
+}
+
+/// The kernel's IPVS, `kube-ipvs0`, and kube-proxy's sets, rules and
+/// sysctls.
+pub(crate) fn kernel(parts: Parts<'_>) -> anyhow::Result<()> {
+    let cli = parts.cli;
+    if cli.admin_socket.is_some() {
+        bail!(
+            "--admin-socket serves the userspace dataplane; read the kernel's with rvsadm directly"
+        );
+    }
+    let admin = IpvsClient::connect()
+        .context("connecting to the kernel's IPVS (is the ip_vs module loaded?)")?;
+    let binder = KubeIpvs0::new(parts.runtime).context("opening rtnetlink")?;
+    let mut side = KernelSide::new(cli.node_options()?);
+    let mut syncer = Syncer::new(admin, binder, parts.config.clone());
+    if cli.cleanup {
+        return cleanup(parts, &mut syncer, |binder| {
+            binder.remove_device().context("removing kube-ipvs0")?;
+            // Rules before sets: the kernel keeps sets that rules reference.
+            let failures = rvs_node::netfilter::cleanup(
+                cli.backend(),
+                &rvs_node::netfilter::kernel_families(),
+            );
+            Ok(failures)
+        });
+    }
+    if !cli.dry_run {
+        side.ensure_sysctls();
+    }
+    drive(parts, &mut syncer, Some(&mut side))?;
+    if !cli.dry_run {
+        tracing::info!("stopped; the kernel keeps its state for the next start to adopt");
+    }
+    Ok(())
+}
+
+/// The userspace dataplane in this process, optionally on an admin
+/// socket, optionally with addresses bound to `kube-ipvs0`.
+pub(crate) fn userspace(parts: Parts<'_>) -> anyhow::Result<()> {
+    let cli = parts.cli;
+    if cli.cleanup {
+        tracing::info!(
+            "the userspace dataplane keeps no state beyond its process: nothing to clean up"
+        );
+        return Ok(());
+    }
+    let dataplane = rvs_userspace::Dataplane::start(rvs_userspace::Options {
+        workers: cli.workers,
+        ..rvs_userspace::Options::default()
+    })?;
+    let server = match &cli.admin_socket {
+        None => None,
+        Some(path) => {
+            let listener = rvs_admin::bind(path)
+                .with_context(|| format!("creating the admin socket {}", path.display()))?;
+            let shared: rvs_admin::SharedAdmin = Arc::new(Mutex::new(dataplane.admin()));
+            let server = rvs_admin::Server::new(listener, shared)
+                .and_then(rvs_admin::Server::spawn)
+                .context("starting the admin server")?;
+            tracing::info!(socket = %path.display(), "admin socket ready");
+            Some((server, path.clone()))
+        }
+    };
+    let admin = dataplane.admin();
+    let config = parts.config.clone();
+    let result = if cli.bind_addresses {
+        let binder = KubeIpvs0::new(parts.runtime).context("opening rtnetlink")?;
+        drive(parts, &mut Syncer::new(admin, binder, config), None)
+    } else {
+        let binder = NoBinder::default();
+        drive(parts, &mut Syncer::new(admin, binder, config), None)
+    };
+    if let Some((server, path)) = server {
+        if let Err(e) = server.stop() {
+            tracing::warn!(error = %e, "admin server stopped with an error");
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    dataplane.shutdown(Duration::from_secs(2));
+    if result.is_ok() && !cli.dry_run {
+        tracing::info!("stopped");
+    }
+    result
+}
+
+/// `--cleanup`: the virtual servers and addresses rvs owns, then
+/// `rest` (the device and netfilter state; returns its failures).
+fn cleanup<A: Admin, B: AddressBinder>(
+    parts: Parts<'_>,
+    syncer: &mut Syncer<A, B>,
+    rest: impl FnOnce(&mut B) -> anyhow::Result<usize>,
+) -> anyhow::Result<()> {
+    let cluster = parts
+        .source
+        .first_view(FIRST_VIEW)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let report = syncer.cleanup(&cluster)?;
+    let nf_failures = rest(&mut syncer.binder)?;
+    tracing::info!(
+        deleted = report.applied,
+        failed = report.failed,
+        netfilter_failures = nf_failures,
+        "cleaned up"
+    );
+    if report.failed + nf_failures > 0 {
+        bail!(
+            "cleanup incomplete: {} IPVS deletions and {nf_failures} netfilter steps failed (see the log)",
+            report.failed
+        );
+    }
+    Ok(())
+}
+
+/// `--dry-run`, or the sync loop until a stop signal.
+fn drive<A: Admin, B: AddressBinder>(
+    parts: Parts<'_>,
+    syncer: &mut Syncer<A, B>,
+    node: Option<&mut (dyn NodeSide + 'static)>,
+) -> anyhow::Result<()> {
+    let cli = parts.cli;
+    if cli.dry_run {
+        let Some(cluster) = parts.source.first_view(FIRST_VIEW)? else {
+            bail!("the source gave no complete view within {FIRST_VIEW:?}");
+        };
+        let (_, plan, _) = syncer.plan(&cluster)?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(describe(&plan.ops).as_bytes())
+            .context("write the plan")?;
+        return Ok(());
+    }
+    if let Some(timeouts) = cli.timeouts()? {
+        syncer
+            .admin
+            .apply(&Op::SetTimeouts(timeouts))
+            .context("setting the IPVS timeouts (--ipvs-tcp-timeout, --ipvs-tcpfin-timeout, --ipvs-udp-timeout)")?;
+        tracing::info!(
+            tcp = timeouts.tcp,
+            tcpfin = timeouts.tcp_fin,
+            udp = timeouts.udp,
+            "IPVS timeouts set"
+        );
+    }
+    let mut observer = if cli.once {
+        None
+    } else {
+        Some(Observer::start(&cli.observe_options()?, parts.runtime)?)
+    };
+    let mut options = cli.run_options();
+    if observer.is_none() {
+        options.schedule.counters_every = None;
+    }
+    let result = Runner {
+        syncer,
+        source: parts.source,
+        node,
+        observer: observer
+            .as_mut()
+            .map(|o| o as &mut (dyn SyncObserver + 'static)),
+        clock: &SystemClock,
+        options,
+    }
+    .run(parts.stop);
+    if let Some(o) = observer {
+        o.stop();
+    }
+    Ok(result?)
+}
