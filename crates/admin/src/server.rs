@@ -4,7 +4,14 @@
 //! (each reading request lines and answering each with exactly one
 //! response line), and stopping all of it cleanly: a [`ShutdownHandle`]
 //! wakes the accept loop, shuts every client connection down and lets
-//! [`Server::run`] return once the client threads have finished.
+//! [`Server::run`] return once the client threads have finished (then the
+//! socket file is removed, if it is still the one the server created: see
+//! [`crate::AdminListener`]).
+//!
+//! The accept loop waits in `poll(2)` on the listener and on one end of a
+//! socket pair; shutting down closes the other end. Stopping therefore
+//! never goes through the socket's path, which may have been removed or
+//! replaced by then.
 //!
 //! It is blocking on purpose (the admin socket carries a handful of
 //! requests a second at most). From a tokio program, [`Server::spawn`] it
@@ -16,17 +23,19 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use rvs_model::admin::{Admin, OpKind};
 
+use crate::bind::AdminListener;
 use crate::wire::{
     self, MAX_REQUEST_LINE, Reply, Request, ResponseLine, VERSION, WireError, decode_request,
 };
@@ -42,38 +51,19 @@ pub type SharedAdmin = Arc<Mutex<dyn Admin + Send>>;
 ///
 /// A thread serves each client. Use [`Server`] instead to be able to
 /// stop it.
-pub fn serve(listener: UnixListener, admin: Arc<Mutex<dyn Admin + Send>>) -> io::Result<()> {
+pub fn serve(
+    listener: impl Into<AdminListener>,
+    admin: Arc<Mutex<dyn Admin + Send>>,
+) -> io::Result<()> {
     Server::new(listener, admin)?.run()
-}
-
-/// Binds a listener at `path`, first removing a stale socket file left by
-/// a dead server (one nobody accepts on). A live server's socket is left
-/// alone and binding fails with `AddrInUse`.
-pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
-    let path = path.as_ref();
-    if let Ok(meta) = std::fs::symlink_metadata(path)
-        && meta.file_type().is_socket()
-    {
-        match UnixStream::connect(path) {
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("an admin server is already listening on {}", path.display()),
-                ));
-            }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                tracing::info!(path = %path.display(), "removing stale admin socket");
-                std::fs::remove_file(path)?;
-            }
-            Err(_) => {}
-        }
-    }
-    UnixListener::bind(path)
 }
 
 /// An admin server: a listener and the dataplane it exposes.
 pub struct Server {
-    listener: UnixListener,
+    listener: AdminListener,
+    /// Readable once [`ShutdownHandle::shutdown`] closed its peer,
+    /// [`Shared::wake`].
+    woken: UnixStream,
     admin: SharedAdmin,
     shared: Arc<Shared>,
 }
@@ -88,8 +78,8 @@ impl std::fmt::Debug for Server {
 }
 
 struct Shared {
-    /// Where to connect to wake a blocked `accept`.
-    wake: SocketAddr,
+    /// Shut down to wake the accept loop's `poll`.
+    wake: UnixStream,
     /// `stopping` and the open client connections, under one lock so that
     /// no connection is registered after a shutdown swept them.
     state: Mutex<State>,
@@ -141,8 +131,8 @@ impl ShutdownHandle {
                 let _ = stream.shutdown(Shutdown::Both);
             }
         }
-        // Wakes the blocking accept; it sees `stopping` and returns.
-        if let Err(e) = UnixStream::connect_addr(&self.shared.wake) {
+        // Wakes the accept loop's poll; it sees `stopping` and returns.
+        if let Err(e) = self.shared.wake.shutdown(Shutdown::Write) {
             tracing::warn!(error = %e, "could not wake the admin server's accept loop; it stops at its next connection");
         }
     }
@@ -181,11 +171,17 @@ impl RunningServer {
 }
 
 impl Server {
-    /// A server for `admin` on `listener` (not yet accepting).
-    pub fn new(listener: UnixListener, admin: SharedAdmin) -> io::Result<Server> {
-        let wake = listener.local_addr()?;
+    /// A server for `admin` on `listener` (not yet accepting): an
+    /// [`AdminListener`] from [`crate::bind`] (its file is removed when
+    /// the server stops) or a plain [`std::os::unix::net::UnixListener`]
+    /// (left alone).
+    pub fn new(listener: impl Into<AdminListener>, admin: SharedAdmin) -> io::Result<Server> {
+        let listener = listener.into();
+        listener.listener().set_nonblocking(true)?;
+        let (wake, woken) = UnixStream::pair()?;
         Ok(Server {
             listener,
+            woken,
             admin,
             shared: Arc::new(Shared {
                 wake,
@@ -213,6 +209,7 @@ impl Server {
 
     /// Accepts and serves clients until shut down (then returns `Ok`
     /// after every client thread finished) or until the listener fails.
+    /// Either way the socket file is then removed if it is still ours.
     pub fn run(self) -> io::Result<()> {
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         let result = self.accept_loop(&mut threads);
@@ -225,19 +222,57 @@ impl Server {
                 tracing::error!("an admin client thread panicked");
             }
         }
+        // Closes the listener and removes the socket file.
+        drop(self);
         tracing::debug!("admin server stopped");
         result
     }
 
+    /// Waits until a client is waiting (`true`) or the server is asked to
+    /// stop (`false`).
+    fn wait(&self) -> io::Result<bool> {
+        loop {
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            let mut fds = [
+                PollFd::new(self.listener.listener().as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.woken.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                return Ok(false);
+            }
+            let ready = fds[0].revents().unwrap_or(PollFlags::empty());
+            if ready.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL) {
+                return Err(io::Error::other(format!(
+                    "the admin socket's listener failed ({ready:?})"
+                )));
+            }
+            if ready.contains(PollFlags::POLLIN) {
+                return Ok(true);
+            }
+        }
+    }
+
     fn accept_loop(&self, threads: &mut Vec<JoinHandle<()>>) -> io::Result<()> {
         loop {
-            let accepted = self.listener.accept();
+            if !self.wait()? {
+                return Ok(());
+            }
+            let accepted = self.listener.listener().accept();
             if self.shared.stopping.load(Ordering::SeqCst) {
                 return Ok(());
             }
             threads.retain(|t| !t.is_finished());
             let stream = match accepted {
                 Ok((stream, _)) => stream,
+                // Someone else took it, or the client went away.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) if is_fatal(&e) => {
                     tracing::error!(error = %e, "admin socket accept failed");
                     return Err(e);
@@ -250,6 +285,12 @@ impl Server {
                     continue;
                 }
             };
+            // An accepted socket does not inherit the listener's O_NONBLOCK
+            // on Linux; make sure of it, the client thread blocks on reads.
+            if let Err(e) = stream.set_nonblocking(false) {
+                tracing::warn!(error = %e, "cannot set up an admin client's connection");
+                continue;
+            }
             let id = {
                 let mut state = lock(&self.shared.state);
                 if state.stopping {

@@ -4,6 +4,10 @@
 //! exposes it on an admin socket for `rvsadm --target unix:PATH`, logs to
 //! stderr and, on SIGTERM or SIGINT, stops accepting, gives open
 //! connections a grace period and removes its socket.
+//!
+//! The admin socket is mode 0600 (or 0660 for `--admin-socket-group`);
+//! only a stale socket of rvsd's user at that path is replaced (see
+//! `rvs_admin`).
 
 #![forbid(unsafe_code)]
 
@@ -15,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use rvs_admin::{Server, SharedAdmin};
+use rvs_admin::{BindOptions, Server, SharedAdmin, SocketGroup};
 use rvs_userspace::{Dataplane, Options};
 
 /// rvsd: IPVS semantics in userspace, programmed with `rvsadm`.
@@ -25,6 +29,11 @@ struct Cli {
     /// The admin socket to create (`rvsadm --target unix:PATH`).
     #[arg(long, value_name = "PATH")]
     admin_socket: PathBuf,
+
+    /// Also let this group (a name or a numeric gid) use the admin
+    /// socket: mode 0660 instead of 0600.
+    #[arg(long, value_name = "NAME|GID")]
+    admin_socket_group: Option<SocketGroup>,
 
     /// Forwarding worker threads (0: one per CPU).
     #[arg(long, default_value_t = 0)]
@@ -79,8 +88,12 @@ fn run() -> anyhow::Result<()> {
         workers: cli.workers,
         ..Options::default()
     })?;
-    let listener = rvs_admin::bind(&cli.admin_socket)
-        .with_context(|| format!("creating the admin socket {}", cli.admin_socket.display()))?;
+    let listener = rvs_admin::bind_with(
+        &cli.admin_socket,
+        &BindOptions {
+            group: cli.admin_socket_group.clone(),
+        },
+    )?;
     let admin: SharedAdmin = Arc::new(Mutex::new(dataplane.admin()));
     let server = Server::new(listener, admin)
         .context("starting the admin server")?
@@ -88,11 +101,9 @@ fn run() -> anyhow::Result<()> {
         .context("starting the admin server thread")?;
     tracing::info!(socket = %cli.admin_socket.display(), "rvsd ready");
     let waited = wait_for_signal();
+    // Also removes the socket file, unless someone replaced it.
     if let Err(e) = server.stop() {
         tracing::warn!(error = %e, "admin server stopped with an error");
-    }
-    if let Err(e) = std::fs::remove_file(&cli.admin_socket) {
-        tracing::warn!(error = %e, socket = %cli.admin_socket.display(), "could not remove the admin socket");
     }
     dataplane.shutdown(Duration::from_secs(cli.grace));
     waited
