@@ -69,6 +69,9 @@
 //!   stops without going through the path, so removing or replacing the
 //!   file while it runs neither hangs the shutdown nor loses the other
 //!   file.
+//! * The server **logs who changes what**: the client's uid and pid
+//!   (`SO_PEERCRED`) with every operation of an `Apply` or `ApplyBatch`
+//!   and its outcome at info level; connections and reads at debug level.
 //!
 //! Keep the socket in a directory that only the daemon's user can write
 //! to (or a sticky one such as `/tmp`): whoever can rename entries in the

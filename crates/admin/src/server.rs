@@ -2,16 +2,21 @@
 //!
 //! This module owns the accept loop, one thread per client connection
 //! (each reading request lines and answering each with exactly one
-//! response line), and stopping all of it cleanly: a [`ShutdownHandle`]
-//! wakes the accept loop, shuts every client connection down and lets
-//! [`Server::run`] return once the client threads have finished (then the
-//! socket file is removed, if it is still the one the server created: see
-//! [`crate::AdminListener`]).
+//! response line), the audit log of who changed what, and stopping all
+//! of it cleanly: a [`ShutdownHandle`] wakes the accept loop, shuts every
+//! client connection down and lets [`Server::run`] return once the client
+//! threads have finished (then the socket file is removed, if it is still
+//! the one the server created: see [`crate::AdminListener`]).
 //!
 //! The accept loop waits in `poll(2)` on the listener and on one end of a
 //! socket pair; shutting down closes the other end. Stopping therefore
 //! never goes through the socket's path, which may have been removed or
 //! replaced by then.
+//!
+//! Every client is identified when it connects (`SO_PEERCRED`: uid, gid,
+//! pid), logged at debug level; every change it applies (each operation
+//! of an `Apply` or `ApplyBatch`) is logged at info level with its uid,
+//! pid, the operation and its outcome; reads are logged at debug level.
 //!
 //! It is blocking on purpose (the admin socket carries a handful of
 //! requests a second at most). From a tokio program, [`Server::spawn`] it
@@ -33,7 +38,8 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use rvs_model::admin::{Admin, OpKind};
+use nix::sys::socket::{getsockopt, sockopt};
+use rvs_model::admin::{Admin, Op, OpKind};
 
 use crate::bind::AdminListener;
 use crate::wire::{
@@ -291,6 +297,20 @@ impl Server {
                 tracing::warn!(error = %e, "cannot set up an admin client's connection");
                 continue;
             }
+            let peer = match identify(&stream) {
+                Ok(peer) => peer,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot identify an admin client; closing its connection");
+                    reject(stream, "cannot identify the client (SO_PEERCRED)");
+                    continue;
+                }
+            };
+            tracing::debug!(
+                peer_uid = peer.uid,
+                peer_pid = peer.pid,
+                peer_gid = peer.gid,
+                "admin client connected"
+            );
             let id = {
                 let mut state = lock(&self.shared.state);
                 if state.stopping {
@@ -318,8 +338,13 @@ impl Server {
             let spawned = thread::Builder::new()
                 .name("rvs-admin-client".into())
                 .spawn(move || {
-                    if let Err(e) = serve_client(stream, &admin) {
-                        tracing::debug!(error = %e, "admin client connection ended");
+                    if let Err(e) = serve_client(stream, &admin, peer) {
+                        tracing::debug!(
+                            peer_uid = peer.uid,
+                            peer_pid = peer.pid,
+                            error = %e,
+                            "admin client connection ended"
+                        );
                     }
                     lock(&shared.state).clients.remove(&id);
                 });
@@ -344,6 +369,24 @@ fn is_fatal(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(EBADF | EINVAL | ENOTSOCK))
 }
 
+/// Who is at the other end of a client connection.
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    uid: u32,
+    gid: u32,
+    pid: i32,
+}
+
+/// The client's credentials as the kernel recorded them at `connect`.
+fn identify(stream: &UnixStream) -> io::Result<Peer> {
+    let creds = getsockopt(stream, sockopt::PeerCredentials)?;
+    Ok(Peer {
+        uid: creds.uid(),
+        gid: creds.gid(),
+        pid: creds.pid(),
+    })
+}
+
 fn reject(mut stream: UnixStream, why: &str) {
     let reply = Reply::Error(WireError::BadRequest {
         detail: why.to_owned(),
@@ -356,7 +399,7 @@ fn reject(mut stream: UnixStream, why: &str) {
 }
 
 /// Reads request lines and answers each until the client goes away.
-fn serve_client(stream: UnixStream, admin: &SharedAdmin) -> io::Result<()> {
+fn serve_client(stream: UnixStream, admin: &SharedAdmin, peer: Peer) -> io::Result<()> {
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     let limit = u64::try_from(MAX_REQUEST_LINE).unwrap_or(u64::MAX);
@@ -378,7 +421,11 @@ fn serve_client(stream: UnixStream, admin: &SharedAdmin) -> io::Result<()> {
                 continue;
             }
             match decode_request(text) {
-                Ok(request) => dispatch(admin, request),
+                Ok(request) => {
+                    let reply = dispatch_ref(admin, &request);
+                    audit(peer, &request, &reply);
+                    reply
+                }
                 Err(err) => {
                     tracing::debug!(?err, "bad admin request line");
                     Reply::Error(err)
@@ -407,6 +454,10 @@ fn serve_client(stream: UnixStream, admin: &SharedAdmin) -> io::Result<()> {
 
 /// Executes one request against the dataplane.
 pub fn dispatch(admin: &SharedAdmin, request: Request) -> Reply {
+    dispatch_ref(admin, &request)
+}
+
+fn dispatch_ref(admin: &SharedAdmin, request: &Request) -> Reply {
     let op = request.kind();
     let mut guard = lock(admin);
     let dataplane: &mut (dyn Admin + Send) = &mut *guard;
@@ -423,21 +474,66 @@ pub fn dispatch(admin: &SharedAdmin, request: Request) -> Reply {
     }
 }
 
-fn execute(admin: &mut (dyn Admin + Send), request: Request) -> Reply {
+/// Logs who asked for `request` and what came of it: each change at info
+/// level, reads at debug level.
+fn audit(peer: Peer, request: &Request, reply: &Reply) {
+    let ops: &[Op] = match request {
+        Request::Apply(op) => std::slice::from_ref(op),
+        Request::ApplyBatch(ops) => ops,
+        read => {
+            tracing::debug!(
+                peer_uid = peer.uid,
+                peer_pid = peer.pid,
+                op = %read.kind(),
+                failed = matches!(reply, Reply::Error(_)),
+                "admin read"
+            );
+            return;
+        }
+    };
+    for (i, op) in ops.iter().enumerate() {
+        let outcome = match reply {
+            Reply::Applied => None,
+            Reply::Batch(results) => results.get(i).and_then(|r| r.as_ref().err()),
+            Reply::Error(e) => Some(e),
+            _ => None,
+        };
+        let detail = serde_json::to_string(op).unwrap_or_else(|e| format!("{op:?} ({e})"));
+        match outcome {
+            None => tracing::info!(
+                peer_uid = peer.uid,
+                peer_pid = peer.pid,
+                op = %op.kind(),
+                %detail,
+                "admin change applied"
+            ),
+            Some(error) => tracing::info!(
+                peer_uid = peer.uid,
+                peer_pid = peer.pid,
+                op = %op.kind(),
+                %detail,
+                ?error,
+                "admin change refused"
+            ),
+        }
+    }
+}
+
+fn execute(admin: &mut (dyn Admin + Send), request: &Request) -> Reply {
     let err = |e: rvs_model::admin::AdminError| Reply::Error(WireError::from_admin(&e));
     match request {
         Request::Info => admin.info().map_or_else(err, Reply::Info),
         Request::Services => admin.services().map_or_else(err, Reply::Services),
-        Request::Service(key) => admin.service(&key).map_or_else(err, Reply::Service),
+        Request::Service(key) => admin.service(key).map_or_else(err, Reply::Service),
         Request::Destinations(key) => admin
-            .destinations(&key)
+            .destinations(key)
             .map_or_else(err, Reply::Destinations),
         Request::Timeouts => admin.timeouts().map_or_else(err, Reply::Timeouts),
         Request::Daemons => admin.daemons().map_or_else(err, Reply::Daemons),
         Request::Connections => admin.connections().map_or_else(err, Reply::Connections),
-        Request::Apply(op) => admin.apply(&op).map_or_else(err, |()| Reply::Applied),
+        Request::Apply(op) => admin.apply(op).map_or_else(err, |()| Reply::Applied),
         Request::ApplyBatch(ops) => {
-            let results = admin.apply_batch(&ops);
+            let results = admin.apply_batch(ops);
             if results.len() != ops.len() {
                 let op = ops.first().map_or(OpKind::Flush, |o| o.kind());
                 return Reply::Error(WireError::Protocol {
