@@ -7,7 +7,9 @@
 //!
 //! The admin socket is mode 0600 (or 0660 for `--admin-socket-group`);
 //! only a stale socket of rvsd's user at that path is replaced (see
-//! `rvs_admin`).
+//! `rvs_admin`). rvsd refuses to start while another userspace dataplane
+//! (rvsd or `rvs-proxy --dataplane userspace`) runs in its network
+//! namespace, naming it (see `rvs_userspace::InstanceLock`).
 
 #![forbid(unsafe_code)]
 
@@ -20,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use rvs_admin::{BindOptions, Server, SharedAdmin, SocketGroup};
-use rvs_userspace::{Dataplane, Options};
+use rvs_userspace::{DEFAULT_INSTANCE_LOCK, Dataplane, Options};
 
 /// rvsd: IPVS semantics in userspace, programmed with `rvsadm`.
 #[derive(Debug, Parser)]
@@ -34,6 +36,13 @@ struct Cli {
     /// socket: mode 0660 instead of 0600.
     #[arg(long, value_name = "NAME|GID")]
     admin_socket_group: Option<SocketGroup>,
+
+    /// The per-network-namespace lock that keeps a second userspace
+    /// dataplane from starting. Only change it to run several dataplanes
+    /// in one namespace on purpose (tests do): they then share the
+    /// traffic of the virtual addresses they have in common.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_INSTANCE_LOCK)]
+    instance_lock: String,
 
     /// Forwarding worker threads (0: one per CPU).
     #[arg(long, default_value_t = 0)]
@@ -84,8 +93,10 @@ fn wait_for_signal() -> anyhow::Result<()> {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    // The lock first: a second rvsd must not touch the first one's socket.
     let dataplane = Dataplane::start(Options {
         workers: cli.workers,
+        instance_lock: Some(cli.instance_lock.clone()),
         ..Options::default()
     })?;
     let listener = rvs_admin::bind_with(
