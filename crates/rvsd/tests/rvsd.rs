@@ -3,6 +3,8 @@
 //! speaks), it round-robins TCP and UDP across backends, honours weights,
 //! keeps a drained (weight 0) destination's open connections, reschedules
 //! away from a dead backend, counts traffic, and stops cleanly on SIGTERM.
+//! Its admin socket is 0600, or 0660 for `--admin-socket-group`, and
+//! SIGTERM stops it even after its socket file was removed or replaced.
 //! A second rvsd in the same network namespace refuses to start and names
 //! the first; one in another namespace starts (as root).
 //! Every loop is bounded in count and time.
@@ -88,7 +90,13 @@ impl Rvsd {
         AdminClient::connect(&self.socket).unwrap()
     }
 
-    fn terminate(mut self) -> std::process::ExitStatus {
+    fn terminate(mut self) -> ExitStatus {
+        self.stop()
+    }
+
+    /// Sends SIGTERM and waits (within `STEP`) for rvsd to exit; its
+    /// directory stays until the rig is dropped.
+    fn stop(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")
@@ -388,4 +396,47 @@ fn an_rvsd_in_another_network_namespace_starts_beside_one_here() {
     );
     assert!(there.terminate().success());
     assert!(here.terminate().success());
+}
+
+#[test]
+fn the_admin_socket_is_owner_only_or_shared_with_one_group() {
+    use std::os::unix::fs::MetadataExt as _;
+    let owner_only = Rvsd::start("mode");
+    let meta = std::fs::metadata(&owner_only.socket).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    assert!(owner_only.terminate().success());
+
+    // Our own effective gid: a group we may give files to without root.
+    let gid = std::fs::metadata("/proc/self").unwrap().gid().to_string();
+    let shared = Rvsd::start_with(
+        "group",
+        Command::new(RVSD),
+        &lock_name("group"),
+        &["--admin-socket-group", &gid],
+    );
+    let meta = std::fs::metadata(&shared.socket).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o660);
+    assert_eq!(meta.gid().to_string(), gid);
+    assert!(shared.terminate().success());
+}
+
+#[test]
+fn sigterm_stops_rvsd_whatever_became_of_its_socket_file() {
+    // Removed by a tmp cleaner: stopping used to connect to it and hang.
+    let rvsd = Rvsd::start("removed");
+    std::fs::remove_file(&rvsd.socket).unwrap();
+    let began = Instant::now();
+    assert!(rvsd.terminate().success());
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
+    );
+
+    // Replaced by an operator: rvsd stops and leaves the new file.
+    let mut rvsd = Rvsd::start("replaced");
+    std::fs::remove_file(&rvsd.socket).unwrap();
+    std::fs::write(&rvsd.socket, "not rvsd's").unwrap();
+    assert!(rvsd.stop().success());
+    assert_eq!(std::fs::read_to_string(&rvsd.socket).unwrap(), "not rvsd's");
 }
