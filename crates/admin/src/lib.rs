@@ -2,9 +2,10 @@
 //!
 //! This crate owns the wire protocol `rvsadm --target unix:PATH` speaks to
 //! `rvsd` and to `rvs-proxy --admin-socket`: a client ([`AdminClient`])
-//! implementing [`rvs_model::admin::Admin`] over a unix stream socket, and
-//! a server ([`serve`], [`Server`]) that exposes any `Admin`
-//! implementation on one.
+//! implementing [`rvs_model::admin::Admin`] over a unix stream socket, a
+//! server ([`serve`], [`Server`]) that exposes any `Admin` implementation
+//! on one, and the socket file itself ([`bind_with`], [`AdminListener`]):
+//! who may connect and what it may replace.
 //!
 //! # Protocol (version 1)
 //!
@@ -45,19 +46,52 @@
 //! newer client gets "unsupported protocol version" rather than a parse
 //! error; a client rejects replies of another version the same way.
 //!
-//! The socket's file permissions are the access control: whoever can
-//! connect can change the dataplane.
+//! # Access
+//!
+//! Whoever can connect can change the dataplane, and connecting to a unix
+//! socket takes write permission on its file, so the file's owner, group
+//! and mode are the access control ([`bind`], [`bind_with`]):
+//!
+//! * The socket is created **mode `0600`** (its owner, and root) whatever
+//!   the process umask, or **`0660` and group-owned** by the one group
+//!   named in [`BindOptions::group`] (`rvsd --admin-socket-group NAME|GID`).
+//!   It is bound in a private `0700` directory next to the path, given its
+//!   mode and group there, and then hard-linked into place, so it is never
+//!   reachable with a wider mode, not even for an instant.
+//! * Binding **replaces only a stale socket of ours**: a socket owned by
+//!   this process's effective uid on which connecting is refused. A
+//!   symlink (never followed, even dangling), a regular file, a directory,
+//!   another special file, a socket of another uid or a socket somebody
+//!   listens on is refused with [`BindError::Occupied`], which names the
+//!   path and what is there.
+//! * The server **removes the socket file when it stops** only if the
+//!   path still holds the file it created (same device and inode); it
+//!   stops without going through the path, so removing or replacing the
+//!   file while it runs neither hangs the shutdown nor loses the other
+//!   file.
+//! * The server **logs who changes what**: the client's uid and pid
+//!   (`SO_PEERCRED`) with every operation of an `Apply` or `ApplyBatch`
+//!   and its outcome at info level; connections and reads at debug level.
+//!
+//! Keep the socket in a directory that only the daemon's user can write
+//! to (or a sticky one such as `/tmp`): whoever can rename entries in the
+//! directory can swap files between the checks and the operations.
 
 #![forbid(unsafe_code)]
 
+mod bind;
 mod client;
 mod server;
 mod wire;
 
+pub use bind::{
+    AdminListener, BindError, BindOptions, GROUP_MODE, GroupParseError, OWNER_ONLY_MODE, Occupant,
+    SocketGroup, bind, bind_with,
+};
 pub use client::{AdminClient, DEFAULT_TIMEOUT};
 pub use rvs_model::admin::Admin;
 pub use server::{
-    MAX_CLIENTS, RunningServer, Server, SharedAdmin, ShutdownHandle, bind, dispatch, serve,
+    MAX_CLIENTS, RunningServer, Server, SharedAdmin, ShutdownHandle, dispatch, serve,
 };
 pub use wire::{
     MAX_REQUEST_LINE, Reply, Request, RequestLine, ResponseLine, VERSION, WireError, decode_request,

@@ -2,9 +2,21 @@
 //!
 //! This module owns the accept loop, one thread per client connection
 //! (each reading request lines and answering each with exactly one
-//! response line), and stopping all of it cleanly: a [`ShutdownHandle`]
-//! wakes the accept loop, shuts every client connection down and lets
-//! [`Server::run`] return once the client threads have finished.
+//! response line), the audit log of who changed what, and stopping all
+//! of it cleanly: a [`ShutdownHandle`] wakes the accept loop, shuts every
+//! client connection down and lets [`Server::run`] return once the client
+//! threads have finished (then the socket file is removed, if it is still
+//! the one the server created: see [`crate::AdminListener`]).
+//!
+//! The accept loop waits in `poll(2)` on the listener and on one end of a
+//! socket pair; shutting down closes the other end. Stopping therefore
+//! never goes through the socket's path, which may have been removed or
+//! replaced by then.
+//!
+//! Every client is identified when it connects (`SO_PEERCRED`: uid, gid,
+//! pid), logged at debug level; every change it applies (each operation
+//! of an `Apply` or `ApplyBatch`) is logged at info level with its uid,
+//! pid, the operation and its outcome; reads are logged at debug level.
 //!
 //! It is blocking on purpose (the admin socket carries a handful of
 //! requests a second at most). From a tokio program, [`Server::spawn`] it
@@ -16,17 +28,20 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use rvs_model::admin::{Admin, OpKind};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{getsockopt, sockopt};
+use rvs_model::admin::{Admin, Op, OpKind};
 
+use crate::bind::AdminListener;
 use crate::wire::{
     self, MAX_REQUEST_LINE, Reply, Request, ResponseLine, VERSION, WireError, decode_request,
 };
@@ -42,38 +57,19 @@ pub type SharedAdmin = Arc<Mutex<dyn Admin + Send>>;
 ///
 /// A thread serves each client. Use [`Server`] instead to be able to
 /// stop it.
-pub fn serve(listener: UnixListener, admin: Arc<Mutex<dyn Admin + Send>>) -> io::Result<()> {
+pub fn serve(
+    listener: impl Into<AdminListener>,
+    admin: Arc<Mutex<dyn Admin + Send>>,
+) -> io::Result<()> {
     Server::new(listener, admin)?.run()
-}
-
-/// Binds a listener at `path`, first removing a stale socket file left by
-/// a dead server (one nobody accepts on). A live server's socket is left
-/// alone and binding fails with `AddrInUse`.
-pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
-    let path = path.as_ref();
-    if let Ok(meta) = std::fs::symlink_metadata(path)
-        && meta.file_type().is_socket()
-    {
-        match UnixStream::connect(path) {
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("an admin server is already listening on {}", path.display()),
-                ));
-            }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                tracing::info!(path = %path.display(), "removing stale admin socket");
-                std::fs::remove_file(path)?;
-            }
-            Err(_) => {}
-        }
-    }
-    UnixListener::bind(path)
 }
 
 /// An admin server: a listener and the dataplane it exposes.
 pub struct Server {
-    listener: UnixListener,
+    listener: AdminListener,
+    /// Readable once [`ShutdownHandle::shutdown`] closed its peer,
+    /// [`Shared::wake`].
+    woken: UnixStream,
     admin: SharedAdmin,
     shared: Arc<Shared>,
 }
@@ -88,8 +84,8 @@ impl std::fmt::Debug for Server {
 }
 
 struct Shared {
-    /// Where to connect to wake a blocked `accept`.
-    wake: SocketAddr,
+    /// Shut down to wake the accept loop's `poll`.
+    wake: UnixStream,
     /// `stopping` and the open client connections, under one lock so that
     /// no connection is registered after a shutdown swept them.
     state: Mutex<State>,
@@ -141,8 +137,8 @@ impl ShutdownHandle {
                 let _ = stream.shutdown(Shutdown::Both);
             }
         }
-        // Wakes the blocking accept; it sees `stopping` and returns.
-        if let Err(e) = UnixStream::connect_addr(&self.shared.wake) {
+        // Wakes the accept loop's poll; it sees `stopping` and returns.
+        if let Err(e) = self.shared.wake.shutdown(Shutdown::Write) {
             tracing::warn!(error = %e, "could not wake the admin server's accept loop; it stops at its next connection");
         }
     }
@@ -181,11 +177,17 @@ impl RunningServer {
 }
 
 impl Server {
-    /// A server for `admin` on `listener` (not yet accepting).
-    pub fn new(listener: UnixListener, admin: SharedAdmin) -> io::Result<Server> {
-        let wake = listener.local_addr()?;
+    /// A server for `admin` on `listener` (not yet accepting): an
+    /// [`AdminListener`] from [`crate::bind`] (its file is removed when
+    /// the server stops) or a plain [`std::os::unix::net::UnixListener`]
+    /// (left alone).
+    pub fn new(listener: impl Into<AdminListener>, admin: SharedAdmin) -> io::Result<Server> {
+        let listener = listener.into();
+        listener.listener().set_nonblocking(true)?;
+        let (wake, woken) = UnixStream::pair()?;
         Ok(Server {
             listener,
+            woken,
             admin,
             shared: Arc::new(Shared {
                 wake,
@@ -213,6 +215,7 @@ impl Server {
 
     /// Accepts and serves clients until shut down (then returns `Ok`
     /// after every client thread finished) or until the listener fails.
+    /// Either way the socket file is then removed if it is still ours.
     pub fn run(self) -> io::Result<()> {
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         let result = self.accept_loop(&mut threads);
@@ -225,19 +228,57 @@ impl Server {
                 tracing::error!("an admin client thread panicked");
             }
         }
+        // Closes the listener and removes the socket file.
+        drop(self);
         tracing::debug!("admin server stopped");
         result
     }
 
+    /// Waits until a client is waiting (`true`) or the server is asked to
+    /// stop (`false`).
+    fn wait(&self) -> io::Result<bool> {
+        loop {
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            let mut fds = [
+                PollFd::new(self.listener.listener().as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.woken.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                return Ok(false);
+            }
+            let ready = fds[0].revents().unwrap_or(PollFlags::empty());
+            if ready.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL) {
+                return Err(io::Error::other(format!(
+                    "the admin socket's listener failed ({ready:?})"
+                )));
+            }
+            if ready.contains(PollFlags::POLLIN) {
+                return Ok(true);
+            }
+        }
+    }
+
     fn accept_loop(&self, threads: &mut Vec<JoinHandle<()>>) -> io::Result<()> {
         loop {
-            let accepted = self.listener.accept();
+            if !self.wait()? {
+                return Ok(());
+            }
+            let accepted = self.listener.listener().accept();
             if self.shared.stopping.load(Ordering::SeqCst) {
                 return Ok(());
             }
             threads.retain(|t| !t.is_finished());
             let stream = match accepted {
                 Ok((stream, _)) => stream,
+                // Someone else took it, or the client went away.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) if is_fatal(&e) => {
                     tracing::error!(error = %e, "admin socket accept failed");
                     return Err(e);
@@ -250,6 +291,26 @@ impl Server {
                     continue;
                 }
             };
+            // An accepted socket does not inherit the listener's O_NONBLOCK
+            // on Linux; make sure of it, the client thread blocks on reads.
+            if let Err(e) = stream.set_nonblocking(false) {
+                tracing::warn!(error = %e, "cannot set up an admin client's connection");
+                continue;
+            }
+            let peer = match identify(&stream) {
+                Ok(peer) => peer,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot identify an admin client; closing its connection");
+                    reject(stream, "cannot identify the client (SO_PEERCRED)");
+                    continue;
+                }
+            };
+            tracing::debug!(
+                peer_uid = peer.uid,
+                peer_pid = peer.pid,
+                peer_gid = peer.gid,
+                "admin client connected"
+            );
             let id = {
                 let mut state = lock(&self.shared.state);
                 if state.stopping {
@@ -277,8 +338,13 @@ impl Server {
             let spawned = thread::Builder::new()
                 .name("rvs-admin-client".into())
                 .spawn(move || {
-                    if let Err(e) = serve_client(stream, &admin) {
-                        tracing::debug!(error = %e, "admin client connection ended");
+                    if let Err(e) = serve_client(stream, &admin, peer) {
+                        tracing::debug!(
+                            peer_uid = peer.uid,
+                            peer_pid = peer.pid,
+                            error = %e,
+                            "admin client connection ended"
+                        );
                     }
                     lock(&shared.state).clients.remove(&id);
                 });
@@ -303,6 +369,24 @@ fn is_fatal(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(EBADF | EINVAL | ENOTSOCK))
 }
 
+/// Who is at the other end of a client connection.
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    uid: u32,
+    gid: u32,
+    pid: i32,
+}
+
+/// The client's credentials as the kernel recorded them at `connect`.
+fn identify(stream: &UnixStream) -> io::Result<Peer> {
+    let creds = getsockopt(stream, sockopt::PeerCredentials)?;
+    Ok(Peer {
+        uid: creds.uid(),
+        gid: creds.gid(),
+        pid: creds.pid(),
+    })
+}
+
 fn reject(mut stream: UnixStream, why: &str) {
     let reply = Reply::Error(WireError::BadRequest {
         detail: why.to_owned(),
@@ -315,7 +399,7 @@ fn reject(mut stream: UnixStream, why: &str) {
 }
 
 /// Reads request lines and answers each until the client goes away.
-fn serve_client(stream: UnixStream, admin: &SharedAdmin) -> io::Result<()> {
+fn serve_client(stream: UnixStream, admin: &SharedAdmin, peer: Peer) -> io::Result<()> {
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     let limit = u64::try_from(MAX_REQUEST_LINE).unwrap_or(u64::MAX);
@@ -337,7 +421,11 @@ fn serve_client(stream: UnixStream, admin: &SharedAdmin) -> io::Result<()> {
                 continue;
             }
             match decode_request(text) {
-                Ok(request) => dispatch(admin, request),
+                Ok(request) => {
+                    let reply = dispatch_ref(admin, &request);
+                    audit(peer, &request, &reply);
+                    reply
+                }
                 Err(err) => {
                     tracing::debug!(?err, "bad admin request line");
                     Reply::Error(err)
@@ -366,6 +454,10 @@ fn serve_client(stream: UnixStream, admin: &SharedAdmin) -> io::Result<()> {
 
 /// Executes one request against the dataplane.
 pub fn dispatch(admin: &SharedAdmin, request: Request) -> Reply {
+    dispatch_ref(admin, &request)
+}
+
+fn dispatch_ref(admin: &SharedAdmin, request: &Request) -> Reply {
     let op = request.kind();
     let mut guard = lock(admin);
     let dataplane: &mut (dyn Admin + Send) = &mut *guard;
@@ -382,21 +474,66 @@ pub fn dispatch(admin: &SharedAdmin, request: Request) -> Reply {
     }
 }
 
-fn execute(admin: &mut (dyn Admin + Send), request: Request) -> Reply {
+/// Logs who asked for `request` and what came of it: each change at info
+/// level, reads at debug level.
+fn audit(peer: Peer, request: &Request, reply: &Reply) {
+    let ops: &[Op] = match request {
+        Request::Apply(op) => std::slice::from_ref(op),
+        Request::ApplyBatch(ops) => ops,
+        read => {
+            tracing::debug!(
+                peer_uid = peer.uid,
+                peer_pid = peer.pid,
+                op = %read.kind(),
+                failed = matches!(reply, Reply::Error(_)),
+                "admin read"
+            );
+            return;
+        }
+    };
+    for (i, op) in ops.iter().enumerate() {
+        let outcome = match reply {
+            Reply::Applied => None,
+            Reply::Batch(results) => results.get(i).and_then(|r| r.as_ref().err()),
+            Reply::Error(e) => Some(e),
+            _ => None,
+        };
+        let detail = serde_json::to_string(op).unwrap_or_else(|e| format!("{op:?} ({e})"));
+        match outcome {
+            None => tracing::info!(
+                peer_uid = peer.uid,
+                peer_pid = peer.pid,
+                op = %op.kind(),
+                %detail,
+                "admin change applied"
+            ),
+            Some(error) => tracing::info!(
+                peer_uid = peer.uid,
+                peer_pid = peer.pid,
+                op = %op.kind(),
+                %detail,
+                ?error,
+                "admin change refused"
+            ),
+        }
+    }
+}
+
+fn execute(admin: &mut (dyn Admin + Send), request: &Request) -> Reply {
     let err = |e: rvs_model::admin::AdminError| Reply::Error(WireError::from_admin(&e));
     match request {
         Request::Info => admin.info().map_or_else(err, Reply::Info),
         Request::Services => admin.services().map_or_else(err, Reply::Services),
-        Request::Service(key) => admin.service(&key).map_or_else(err, Reply::Service),
+        Request::Service(key) => admin.service(key).map_or_else(err, Reply::Service),
         Request::Destinations(key) => admin
-            .destinations(&key)
+            .destinations(key)
             .map_or_else(err, Reply::Destinations),
         Request::Timeouts => admin.timeouts().map_or_else(err, Reply::Timeouts),
         Request::Daemons => admin.daemons().map_or_else(err, Reply::Daemons),
         Request::Connections => admin.connections().map_or_else(err, Reply::Connections),
-        Request::Apply(op) => admin.apply(&op).map_or_else(err, |()| Reply::Applied),
+        Request::Apply(op) => admin.apply(op).map_or_else(err, |()| Reply::Applied),
         Request::ApplyBatch(ops) => {
-            let results = admin.apply_batch(&ops);
+            let results = admin.apply_batch(ops);
             if results.len() != ops.len() {
                 let op = ops.first().map_or(OpKind::Flush, |o| o.kind());
                 return Reply::Error(WireError::Protocol {

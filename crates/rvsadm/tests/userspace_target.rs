@@ -50,6 +50,9 @@ impl Rig {
         let socket = dir.join("admin.sock");
         let dataplane = Dataplane::start(Options {
             workers: 1,
+            // One lock per rig: the tests run dataplanes side by side on
+            // distinct addresses.
+            instance_lock: Some(format!("rvsadm-us-{tag}-{}", std::process::id())),
             ..Options::default()
         })
         .unwrap();

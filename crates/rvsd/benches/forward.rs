@@ -87,7 +87,7 @@ impl Drop for Proc {
     }
 }
 
-fn spawn_pinned(cpu: Option<u32>, program: &str, args: &[&str]) -> Proc {
+fn spawn_pinned(cpu: Option<u32>, program: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
     let mut cmd = match cpu {
         Some(cpu) => {
             let mut c = Command::new("taskset");
@@ -98,6 +98,7 @@ fn spawn_pinned(cpu: Option<u32>, program: &str, args: &[&str]) -> Proc {
     };
     let child = cmd
         .args(args)
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -143,6 +144,7 @@ fn nginx(dir: &Path) -> Proc {
         None,
         "nginx",
         &["-c", path.to_str().unwrap(), "-e", "stderr"],
+        &[],
     );
     for b in BACKENDS {
         wait_port(b);
@@ -160,7 +162,7 @@ fn haproxy(dir: &Path) -> Proc {
     );
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, conf).unwrap();
-    let p = spawn_pinned(Some(1), "haproxy", &["-f", path.to_str().unwrap()]);
+    let p = spawn_pinned(Some(1), "haproxy", &["-f", path.to_str().unwrap()], &[]);
     wait_port(HAPROXY);
     p
 }
@@ -172,6 +174,8 @@ fn rvsd(dir: &Path, extra_services: usize) -> (Proc, PathBuf) {
         Some(1),
         env!("CARGO_BIN_EXE_rvsd"),
         &["--admin-socket", socket.to_str().unwrap(), "--workers", "1"],
+        // Not one audit line per programmed service and destination.
+        &[("RUST_LOG", "info,rvs_admin=warn")],
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !socket.exists() {

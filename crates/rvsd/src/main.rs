@@ -4,6 +4,12 @@
 //! exposes it on an admin socket for `rvsadm --target unix:PATH`, logs to
 //! stderr and, on SIGTERM or SIGINT, stops accepting, gives open
 //! connections a grace period and removes its socket.
+//!
+//! The admin socket is mode 0600 (or 0660 for `--admin-socket-group`);
+//! only a stale socket of rvsd's user at that path is replaced (see
+//! `rvs_admin`). rvsd refuses to start while another userspace dataplane
+//! (rvsd or `rvs-proxy --dataplane userspace`) runs in its network
+//! namespace, naming it (see `rvs_userspace::InstanceLock`).
 
 #![forbid(unsafe_code)]
 
@@ -15,8 +21,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use rvs_admin::{Server, SharedAdmin};
-use rvs_userspace::{Dataplane, Options};
+use rvs_admin::{BindOptions, Server, SharedAdmin, SocketGroup};
+use rvs_userspace::{DEFAULT_INSTANCE_LOCK, Dataplane, Options};
 
 /// rvsd: IPVS semantics in userspace, programmed with `rvsadm`.
 #[derive(Debug, Parser)]
@@ -25,6 +31,18 @@ struct Cli {
     /// The admin socket to create (`rvsadm --target unix:PATH`).
     #[arg(long, value_name = "PATH")]
     admin_socket: PathBuf,
+
+    /// Also let this group (a name or a numeric gid) use the admin
+    /// socket: mode 0660 instead of 0600.
+    #[arg(long, value_name = "NAME|GID")]
+    admin_socket_group: Option<SocketGroup>,
+
+    /// The per-network-namespace lock that keeps a second userspace
+    /// dataplane from starting. Only change it to run several dataplanes
+    /// in one namespace on purpose (tests do): they then share the
+    /// traffic of the virtual addresses they have in common.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_INSTANCE_LOCK)]
+    instance_lock: String,
 
     /// Forwarding worker threads (0: one per CPU).
     #[arg(long, default_value_t = 0)]
@@ -75,12 +93,18 @@ fn wait_for_signal() -> anyhow::Result<()> {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    // The lock first: a second rvsd must not touch the first one's socket.
     let dataplane = Dataplane::start(Options {
         workers: cli.workers,
+        instance_lock: Some(cli.instance_lock.clone()),
         ..Options::default()
     })?;
-    let listener = rvs_admin::bind(&cli.admin_socket)
-        .with_context(|| format!("creating the admin socket {}", cli.admin_socket.display()))?;
+    let listener = rvs_admin::bind_with(
+        &cli.admin_socket,
+        &BindOptions {
+            group: cli.admin_socket_group.clone(),
+        },
+    )?;
     let admin: SharedAdmin = Arc::new(Mutex::new(dataplane.admin()));
     let server = Server::new(listener, admin)
         .context("starting the admin server")?
@@ -88,11 +112,9 @@ fn run() -> anyhow::Result<()> {
         .context("starting the admin server thread")?;
     tracing::info!(socket = %cli.admin_socket.display(), "rvsd ready");
     let waited = wait_for_signal();
+    // Also removes the socket file, unless someone replaced it.
     if let Err(e) = server.stop() {
         tracing::warn!(error = %e, "admin server stopped with an error");
-    }
-    if let Err(e) = std::fs::remove_file(&cli.admin_socket) {
-        tracing::warn!(error = %e, socket = %cli.admin_socket.display(), "could not remove the admin socket");
     }
     dataplane.shutdown(Duration::from_secs(cli.grace));
     waited

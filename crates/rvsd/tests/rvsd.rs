@@ -3,13 +3,21 @@
 //! speaks), it round-robins TCP and UDP across backends, honours weights,
 //! keeps a drained (weight 0) destination's open connections, reschedules
 //! away from a dead backend, counts traffic, and stops cleanly on SIGTERM.
+//! Its admin socket is 0600, or 0660 for `--admin-socket-group`, and
+//! SIGTERM stops it even after its socket file was removed or replaced.
+//! A second rvsd in the same network namespace refuses to start and names
+//! the first; one in another namespace starts (as root).
 //! Every loop is bounded in count and time.
+//!
+//! Each rvsd gets its own `--instance-lock` name, so the tests run side by
+//! side (and beside a real dataplane on the host).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
+use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use rvs_admin::{Admin, AdminClient};
@@ -18,6 +26,12 @@ use rvs_model::{Destination, Protocol, Scheduler, Service, ServiceKey};
 use rvs_testrig::backend::{Backend, Probe, ask_once, ask_udp, ask_until_up};
 
 const STEP: Duration = Duration::from_secs(5);
+const RVSD: &str = env!("CARGO_BIN_EXE_rvsd");
+
+/// The instance lock of the test tagged `tag`.
+fn lock_name(tag: &str) -> String {
+    format!("rvsd-test-{tag}-{}", std::process::id())
+}
 
 struct TempDir(PathBuf);
 
@@ -35,36 +49,54 @@ struct Rvsd {
 
 impl Rvsd {
     fn start(tag: &str) -> Rvsd {
+        Rvsd::start_with(tag, Command::new(RVSD), &lock_name(tag), &[])
+    }
+
+    /// Runs `rvsd` (`program`, which may be a wrapper such as `ip netns
+    /// exec`) with a socket in a fresh directory for `tag`, the instance
+    /// lock `lock` and `extra` arguments; waits for the socket.
+    fn start_with(tag: &str, mut program: Command, lock: &str, extra: &[&str]) -> Rvsd {
         let dir = std::env::temp_dir().join(format!("rvsd-test-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("admin.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_rvsd"))
+        let child = program
             .arg("--admin-socket")
             .arg(&socket)
-            .args(["--workers", "2", "--grace", "1"])
+            .args(["--workers", "2", "--grace", "1", "--instance-lock", lock])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + STEP;
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "rvsd did not create its socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Rvsd {
+        let mut rvsd = Rvsd {
             child,
             socket,
             _dir: TempDir(dir),
+        };
+        let deadline = Instant::now() + STEP;
+        while !rvsd.socket.exists() {
+            if let Some(status) = rvsd.child.try_wait().unwrap() {
+                panic!("rvsd exited before creating its socket: {status}");
+            }
+            assert!(Instant::now() < deadline, "rvsd did not create its socket");
+            std::thread::sleep(Duration::from_millis(20));
         }
+        rvsd
     }
 
     fn admin(&self) -> AdminClient {
         AdminClient::connect(&self.socket).unwrap()
     }
 
-    fn terminate(mut self) -> std::process::ExitStatus {
+    fn terminate(mut self) -> ExitStatus {
+        self.stop()
+    }
+
+    /// Sends SIGTERM and waits (within `STEP`) for rvsd to exit; its
+    /// directory stays until the rig is dropped.
+    fn stop(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")
@@ -273,4 +305,138 @@ fn ipv6_loopback_and_source_hashing() {
     let status = admin.service(&key).unwrap();
     assert_eq!(status.stats.conns, 9, "{status:?}");
     assert!(rvsd.terminate().success());
+}
+
+/// Runs `command` to its end (within `STEP`): its status and stderr.
+fn run_bounded(command: &mut Command) -> (ExitStatus, String) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + STEP;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} was still running after {STEP:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
+#[test]
+fn a_second_rvsd_in_the_namespace_refuses_to_start_and_names_the_first() {
+    let first = Rvsd::start("second");
+    let lock = lock_name("second");
+    // Same lock, same socket path: it must stop before touching the
+    // first one's socket.
+    let (status, stderr) = run_bounded(
+        Command::new(RVSD)
+            .arg("--admin-socket")
+            .arg(&first.socket)
+            .args(["--instance-lock", &lock]),
+    );
+    assert!(!status.success(), "{status:?}");
+    let expected = format!(
+        "rvsd: another userspace dataplane is running in this network namespace (pid {}: {RVSD} --admin-socket {} --workers 2",
+        first.child.id(),
+        first.socket.display()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
+    assert!(stderr.contains("); stop it first"), "{stderr}");
+    assert_eq!(first.admin().info().unwrap().conn_table_size, 4096);
+
+    let status = first.terminate();
+    assert!(status.success(), "{status:?}");
+    // Free again once the first one is gone.
+    let again = Rvsd::start("second");
+    assert!(again.admin().services().unwrap().is_empty());
+    assert!(again.terminate().success());
+}
+
+#[test]
+fn an_rvsd_in_another_network_namespace_starts_beside_one_here() {
+    let test = "an_rvsd_in_another_network_namespace_starts_beside_one_here";
+    let Some(ns) = rvs_testrig::Netns::or_skip(test) else {
+        return;
+    };
+    let lock = lock_name("netns");
+    let here = Rvsd::start_with("netns-here", Command::new(RVSD), &lock, &[]);
+    let there = Rvsd::start_with("netns-there", ns.command(RVSD), &lock, &[]);
+    // Both serve their admin sockets (paths are not per namespace).
+    assert_eq!(here.admin().info().unwrap().conn_table_size, 4096);
+    assert_eq!(there.admin().info().unwrap().conn_table_size, 4096);
+    // While in the first namespace the lock still holds.
+    let (status, stderr) = run_bounded(Command::new(RVSD).args([
+        "--admin-socket",
+        "/nonexistent/never-created.sock",
+        "--instance-lock",
+        &lock,
+    ]));
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        stderr.contains(&format!("(pid {}: ", here.child.id())),
+        "{stderr}"
+    );
+    assert!(there.terminate().success());
+    assert!(here.terminate().success());
+}
+
+#[test]
+fn the_admin_socket_is_owner_only_or_shared_with_one_group() {
+    use std::os::unix::fs::MetadataExt as _;
+    let owner_only = Rvsd::start("mode");
+    let meta = std::fs::metadata(&owner_only.socket).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    assert!(owner_only.terminate().success());
+
+    // Our own effective gid: a group we may give files to without root.
+    let gid = std::fs::metadata("/proc/self").unwrap().gid().to_string();
+    let shared = Rvsd::start_with(
+        "group",
+        Command::new(RVSD),
+        &lock_name("group"),
+        &["--admin-socket-group", &gid],
+    );
+    let meta = std::fs::metadata(&shared.socket).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o660);
+    assert_eq!(meta.gid().to_string(), gid);
+    assert!(shared.terminate().success());
+}
+
+#[test]
+fn sigterm_stops_rvsd_whatever_became_of_its_socket_file() {
+    // Removed by a tmp cleaner: stopping used to connect to it and hang.
+    let rvsd = Rvsd::start("removed");
+    std::fs::remove_file(&rvsd.socket).unwrap();
+    let began = Instant::now();
+    assert!(rvsd.terminate().success());
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
+    );
+
+    // Replaced by an operator: rvsd stops and leaves the new file.
+    let mut rvsd = Rvsd::start("replaced");
+    std::fs::remove_file(&rvsd.socket).unwrap();
+    std::fs::write(&rvsd.socket, "not rvsd's").unwrap();
+    assert!(rvsd.stop().success());
+    assert_eq!(std::fs::read_to_string(&rvsd.socket).unwrap(), "not rvsd's");
 }

@@ -3,7 +3,8 @@
 //! This module owns the dataplane's lifetime: the multi-threaded tokio
 //! runtime the forwarder runs on, the housekeeping task (expiring
 //! connections and running the rate estimator through the core's
-//! `poll`, retrying listeners that could not bind) and shutdown.
+//! `poll`, retrying listeners that could not bind), the instance lock it
+//! holds while it runs ([`crate::InstanceLock`]) and shutdown.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use rvs_forwarder::tcp::TcpOptions;
 use rvs_lb::Core;
 
 use crate::admin::DataplaneAdmin;
+use crate::instance::{DEFAULT_INSTANCE_LOCK, Holder, InstanceLock};
 use crate::listeners::{ListenerOptions, ListenerState, Listeners};
 use crate::sched::Sched;
 
@@ -34,10 +36,30 @@ pub enum UserspaceError {
         #[source]
         source: std::io::Error,
     },
+    /// Another dataplane holds the instance lock of this network
+    /// namespace.
+    #[error(
+        "another userspace dataplane is running in this network namespace ({holder}); stop it first"
+    )]
+    AlreadyRunning {
+        /// The lock's name.
+        lock: String,
+        /// Who holds it.
+        holder: Holder,
+    },
+    /// The instance lock could not be taken for another reason.
+    #[error("taking the userspace dataplane's instance lock @{name}")]
+    InstanceLock {
+        /// The lock's name.
+        name: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How the dataplane runs.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Worker threads forwarding traffic (and TCP listeners per virtual
     /// address). 0 means one per CPU.
@@ -46,6 +68,24 @@ pub struct Options {
     pub listen: ListenOptions,
     /// TCP forwarding options.
     pub tcp: TcpOptions,
+    /// The name of the lock that keeps a second dataplane from starting
+    /// in this network namespace ([`crate::InstanceLock`]); by default
+    /// [`DEFAULT_INSTANCE_LOCK`]. Dataplanes with different names do not
+    /// exclude each other: tests that run several side by side give each
+    /// its own name (or `None`, no lock at all). Production code keeps
+    /// the default.
+    pub instance_lock: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            workers: 0,
+            listen: ListenOptions::default(),
+            tcp: TcpOptions::default(),
+            instance_lock: Some(DEFAULT_INSTANCE_LOCK.to_owned()),
+        }
+    }
 }
 
 /// What the dataplane's handles share.
@@ -70,11 +110,21 @@ impl Shared {
 pub struct Dataplane {
     runtime: Option<tokio::runtime::Runtime>,
     shared: Arc<Shared>,
+    /// Released after the runtime (fields drop in order).
+    _instance: Option<InstanceLock>,
 }
 
 impl Dataplane {
-    /// Starts an empty dataplane.
+    /// Starts an empty dataplane, first taking the instance lock
+    /// ([`Options::instance_lock`]): fails with
+    /// [`UserspaceError::AlreadyRunning`] while another dataplane holds
+    /// it in this network namespace.
     pub fn start(opts: Options) -> Result<Dataplane, UserspaceError> {
+        let instance = opts
+            .instance_lock
+            .as_deref()
+            .map(InstanceLock::acquire)
+            .transpose()?;
         let workers = match opts.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
@@ -105,6 +155,7 @@ impl Dataplane {
         Ok(Dataplane {
             runtime: Some(runtime),
             shared,
+            _instance: instance,
         })
     }
 
@@ -127,7 +178,8 @@ impl Dataplane {
             .states()
     }
 
-    /// Stops forwarding, giving open connections up to `grace` to finish.
+    /// Stops forwarding, giving open connections up to `grace` to finish,
+    /// then releases the instance lock.
     pub fn shutdown(mut self, grace: Duration) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(grace);

@@ -14,6 +14,12 @@
 //!   proxy's reconciler drives, so the kernel and userspace dataplanes are
 //!   programmed and read the same way.
 //!
+//! * the rule of one dataplane per network namespace ([`InstanceLock`],
+//!   taken by [`Dataplane::start`]): a second one would bind the same
+//!   virtual addresses through `SO_REUSEPORT` and silently take part of
+//!   their traffic with its own configuration, so it refuses to start and
+//!   names the running one.
+//!
 //! Virtual addresses must be bindable: 127.0.0.0/8 and `::1` without
 //! privileges, addresses the host has, or any address once someone with
 //! `CAP_NET_ADMIN` adds it to a device. A listener that cannot bind is
@@ -25,9 +31,11 @@
 
 mod admin;
 mod dataplane;
+mod instance;
 pub mod listeners;
 pub mod sched;
 
 pub use admin::DataplaneAdmin;
 pub use dataplane::{Dataplane, Options, UserspaceError};
+pub use instance::{DEFAULT_INSTANCE_LOCK, Holder, InstanceLock};
 pub use listeners::ListenerState;
