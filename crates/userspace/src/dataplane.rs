@@ -120,25 +120,49 @@ impl Dataplane {
     /// [`UserspaceError::AlreadyRunning`] while another dataplane holds
     /// it in this network namespace.
     pub fn start(opts: Options) -> Result<Dataplane, UserspaceError> {
-        let instance = opts
-            .instance_lock
-            .as_deref()
-            .map(InstanceLock::acquire)
-            .transpose()?;
-        let workers = match opts.workers {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        };
-        raise_fd_limit();
+        let instance = Self::lock(&opts)?;
+        let workers = worker_count(opts.workers);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .thread_name("rvs-forward")
             .enable_all()
             .build()
             .map_err(|source| UserspaceError::Runtime { workers, source })?;
+        let handle = runtime.handle().clone();
+        Ok(Self::run(Some(runtime), &handle, workers, opts, instance))
+    }
+
+    /// As [`Dataplane::start`], on the caller's runtime, whose worker
+    /// threads then forward (size it with [`worker_count`]). The caller
+    /// owns the runtime and drains it: [`Dataplane::shutdown`] only lets
+    /// the instance lock go.
+    pub fn start_on(
+        runtime: &tokio::runtime::Handle,
+        opts: Options,
+    ) -> Result<Dataplane, UserspaceError> {
+        let instance = Self::lock(&opts)?;
+        let workers = worker_count(opts.workers);
+        Ok(Self::run(None, runtime, workers, opts, instance))
+    }
+
+    fn lock(opts: &Options) -> Result<Option<InstanceLock>, UserspaceError> {
+        opts.instance_lock
+            .as_deref()
+            .map(InstanceLock::acquire)
+            .transpose()
+    }
+
+    fn run(
+        runtime: Option<tokio::runtime::Runtime>,
+        handle: &tokio::runtime::Handle,
+        workers: usize,
+        opts: Options,
+        instance: Option<InstanceLock>,
+    ) -> Dataplane {
+        raise_fd_limit();
         let sched = Sched::new(Core::new());
         let listeners = Listeners::new(
-            runtime.handle().clone(),
+            handle.clone(),
             sched.clone(),
             ListenerOptions {
                 tcp_per_vip: workers,
@@ -150,13 +174,13 @@ impl Dataplane {
             sched,
             listeners: Mutex::new(listeners),
         });
-        runtime.spawn(housekeeping(Arc::downgrade(&shared)));
+        handle.spawn(housekeeping(Arc::downgrade(&shared)));
         tracing::info!(workers, "userspace dataplane started");
-        Ok(Dataplane {
-            runtime: Some(runtime),
+        Dataplane {
+            runtime,
             shared,
             _instance: instance,
-        })
+        }
     }
 
     /// A handle that programs and reads this dataplane.
@@ -181,8 +205,16 @@ impl Dataplane {
     /// Stops forwarding, giving open connections up to `grace` to finish,
     /// then releases the instance lock.
     pub fn shutdown(mut self, grace: Duration) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(grace);
+        match self.runtime.take() {
+            Some(runtime) => runtime.shutdown_timeout(grace),
+            // On the caller's runtime: stop accepting; the caller drains
+            // the connections when it shuts its runtime down.
+            None => self
+                .shared
+                .listeners
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .stop_all(),
         }
     }
 }
@@ -192,6 +224,14 @@ impl Drop for Dataplane {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+/// The forwarding threads for `workers` (0: one per CPU).
+pub fn worker_count(workers: usize) -> usize {
+    match workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
     }
 }
 

@@ -36,6 +36,6 @@ pub mod listeners;
 pub mod sched;
 
 pub use admin::DataplaneAdmin;
-pub use dataplane::{Dataplane, Options, UserspaceError};
+pub use dataplane::{Dataplane, Options, UserspaceError, worker_count};
 pub use instance::{DEFAULT_INSTANCE_LOCK, Holder, InstanceLock};
 pub use listeners::ListenerState;

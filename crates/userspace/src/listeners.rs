@@ -111,6 +111,12 @@ impl Listeners {
         self.failed.len()
     }
 
+    /// Stops every listener (connections already open go on).
+    pub(crate) fn stop_all(&mut self) {
+        self.running.clear();
+        self.failed.clear();
+    }
+
     /// Every wanted listener and its state.
     pub(crate) fn states(&self) -> BTreeMap<(Protocol, SocketAddr), ListenerState> {
         let mut states: BTreeMap<_, _> = self
