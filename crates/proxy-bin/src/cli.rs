@@ -163,6 +163,17 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "PATH")]
     pub(crate) admin_socket: Option<PathBuf>,
 
+    /// Also let this group (a name or a gid) use the admin socket: mode
+    /// 0660 instead of 0600.
+    #[arg(long, value_name = "NAME|GID")]
+    pub(crate) admin_socket_group: Option<rvs_admin::SocketGroup>,
+
+    /// Userspace dataplane: the per-network-namespace lock that keeps a
+    /// second one from starting (change it only to run several on
+    /// purpose, as tests do).
+    #[arg(long, value_name = "NAME", default_value = rvs_userspace::DEFAULT_INSTANCE_LOCK)]
+    pub(crate) instance_lock: String,
+
     /// Userspace dataplane: forwarding worker threads (0: one per CPU).
     #[arg(long, default_value_t = 0)]
     pub(crate) workers: usize,

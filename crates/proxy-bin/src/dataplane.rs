@@ -77,21 +77,26 @@ pub(crate) fn userspace(parts: Parts<'_>) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let dataplane = rvs_userspace::Dataplane::start(rvs_userspace::Options {
+    let options = rvs_userspace::Options {
         workers: cli.workers,
+        instance_lock: Some(cli.instance_lock.clone()),
         ..rvs_userspace::Options::default()
-    })?;
+    };
+    // Forwarding runs on the process's runtime, sized for it in main.
+    let dataplane = rvs_userspace::Dataplane::start_on(parts.runtime, options)?;
     let server = match &cli.admin_socket {
         None => None,
         Some(path) => {
-            let listener = rvs_admin::bind(path)
-                .with_context(|| format!("creating the admin socket {}", path.display()))?;
+            let bind = rvs_admin::BindOptions {
+                group: cli.admin_socket_group.clone(),
+            };
+            let listener = rvs_admin::bind_with(path, &bind)?;
             let shared: rvs_admin::SharedAdmin = Arc::new(Mutex::new(dataplane.admin()));
             let server = rvs_admin::Server::new(listener, shared)
                 .and_then(rvs_admin::Server::spawn)
                 .context("starting the admin server")?;
             tracing::info!(socket = %path.display(), "admin socket ready");
-            Some((server, path.clone()))
+            Some(server)
         }
     };
     let admin = dataplane.admin();
@@ -103,11 +108,11 @@ pub(crate) fn userspace(parts: Parts<'_>) -> anyhow::Result<()> {
         let binder = NoBinder::default();
         drive(parts, &mut Syncer::new(admin, binder, config), None)
     };
-    if let Some((server, path)) = server {
-        if let Err(e) = server.stop() {
-            tracing::warn!(error = %e, "admin server stopped with an error");
-        }
-        let _ = std::fs::remove_file(path);
+    // The server removes its socket file (if it is still the one it made).
+    if let Some(server) = server
+        && let Err(e) = server.stop()
+    {
+        tracing::warn!(error = %e, "admin server stopped with an error");
     }
     dataplane.shutdown(Duration::from_secs(2));
     if result.is_ok() && !cli.dry_run {

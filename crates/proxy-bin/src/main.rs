@@ -78,8 +78,13 @@ fn run() -> anyhow::Result<()> {
     // One runtime for everything asynchronous: API watchers, metrics and
     // health servers, rtnetlink, signals. The sync loop runs on this
     // thread and blocks on it where it must.
+    let workers = match cli.dataplane {
+        // The userspace dataplane forwards on this runtime's threads.
+        Dataplane::Userspace => rvs_userspace::worker_count(cli.workers),
+        Dataplane::Kernel => 2,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .thread_name("rvs-proxy-rt")
         .enable_all()
         .build()

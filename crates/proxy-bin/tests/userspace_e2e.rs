@@ -134,6 +134,8 @@ fn userspace_proxy_serves_services_from_manifests() {
         .arg(&manifest_dir)
         .args(["--dataplane", "userspace", "--hostname-override", NODE])
         .args(["--workers", "2"])
+        // Its own lock: other tests' dataplanes may run on this host.
+        .args(["--instance-lock", "rvs-proxy-userspace-e2e"])
         .args(["--ipvs-tcpfin-timeout", "7s"])
         .args(["--metrics-bind-address", METRICS])
         .args(["--healthz-bind-address", HEALTHZ])
