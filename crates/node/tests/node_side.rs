@@ -99,10 +99,7 @@ impl RuleBackend for Fake {
 }
 
 fn name(s: &str) -> ObjectName {
-    ObjectName {
-        namespace: "default".into(),
-        name: s.into(),
-    }
+    ObjectName::new("default", s)
 }
 
 /// Services `s0..n` on 10.96.0.x:80; those in `node_port` have node port
@@ -118,27 +115,16 @@ fn cluster(n: u8, node_port: &[u8]) -> ClusterState {
     };
     for i in 0..n {
         let svc = format!("s{i}");
+        let port = ServicePort {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: node_port.contains(&i).then_some(30000 + u16::from(i)),
+        };
+        let vip = IpAddr::from([10, 96, 0, i + 1]);
         c.services.insert(
             name(&svc),
-            ServiceInfo {
-                name: name(&svc),
-                cluster_ips: vec![IpAddr::from([10, 96, 0, i + 1])],
-                external_ips: vec![],
-                load_balancer_ips: vec![],
-                ports: vec![ServicePort {
-                    name: "http".into(),
-                    protocol: Protocol::Tcp,
-                    port: 80,
-                    node_port: node_port.contains(&i).then_some(30000 + u16::from(i)),
-                }],
-                affinity_timeout: None,
-                external_local: false,
-                internal_local: false,
-                scheduler: None,
-                topology_aware: false,
-                source_ranges: vec![],
-                health_check_node_port: None,
-            },
+            ServiceInfo::new(name(&svc), vec![vip], vec![port]),
         );
         c.slices.insert(
             name(&format!("{svc}-1")),
@@ -149,15 +135,7 @@ fn cluster(n: u8, node_port: &[u8]) -> ClusterState {
                     protocol: Protocol::Tcp,
                     port: 8080,
                 }],
-                endpoints: vec![EndpointInfo {
-                    addr: IpAddr::from([10, 244, 0, i + 1]),
-                    ready: true,
-                    serving: true,
-                    terminating: false,
-                    node_name: None,
-                    zone_hints: None,
-                    node_hints: None,
-                }],
+                endpoints: vec![EndpointInfo::ready(IpAddr::from([10, 244, 0, i + 1]))],
             },
         );
     }

@@ -43,6 +43,16 @@ impl std::fmt::Display for ObjectName {
     }
 }
 
+impl ObjectName {
+    /// `namespace/name`.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> ObjectName {
+        ObjectName {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
 /// An object that cannot be used, and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{kind} {object}: {field}: {problem}")]
@@ -101,6 +111,28 @@ pub struct ServiceInfo {
     pub health_check_node_port: Option<u16>,
 }
 
+impl ServiceInfo {
+    /// A ClusterIP Service with these ports and every option at its
+    /// Kubernetes default (no external or load-balancer IPs, `Cluster`
+    /// traffic policies, no affinity, no health check node port).
+    pub fn new(name: ObjectName, cluster_ips: Vec<IpAddr>, ports: Vec<ServicePort>) -> ServiceInfo {
+        ServiceInfo {
+            name,
+            cluster_ips,
+            external_ips: Vec::new(),
+            load_balancer_ips: Vec::new(),
+            ports,
+            affinity_timeout: None,
+            external_local: false,
+            internal_local: false,
+            scheduler: None,
+            topology_aware: false,
+            source_ranges: Vec::new(),
+            health_check_node_port: None,
+        }
+    }
+}
+
 /// One endpoint address of an EndpointSlice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointInfo {
@@ -118,6 +150,21 @@ pub struct EndpointInfo {
     pub zone_hints: Option<Vec<String>>,
     /// `hints.forNodes`, if any.
     pub node_hints: Option<Vec<String>>,
+}
+
+impl EndpointInfo {
+    /// A ready, serving endpoint on no particular node, without hints.
+    pub fn ready(addr: IpAddr) -> EndpointInfo {
+        EndpointInfo {
+            addr,
+            ready: true,
+            serving: true,
+            terminating: false,
+            node_name: None,
+            zone_hints: None,
+            node_hints: None,
+        }
+    }
 }
 
 /// One port of an EndpointSlice.

@@ -227,10 +227,7 @@ impl Admin for Flaky {
 }
 
 fn name(s: &str) -> ObjectName {
-    ObjectName {
-        namespace: "default".into(),
-        name: s.into(),
-    }
+    ObjectName::new("default", s)
 }
 
 /// One TCP Service `web` on 10.96.0.1:80 with these endpoints (port 8080),
@@ -245,40 +242,16 @@ fn cluster(endpoints: &[u8], extra: u8) -> ClusterState {
         ..ClusterState::default()
     };
     let mut add = |svc: String, vip: IpAddr, eps: &[u8]| {
+        let port = ServicePort {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: None,
+        };
         c.services.insert(
             name(&svc),
-            ServiceInfo {
-                name: name(&svc),
-                cluster_ips: vec![vip],
-                external_ips: vec![],
-                load_balancer_ips: vec![],
-                ports: vec![ServicePort {
-                    name: "http".into(),
-                    protocol: Protocol::Tcp,
-                    port: 80,
-                    node_port: None,
-                }],
-                affinity_timeout: None,
-                external_local: false,
-                internal_local: false,
-                scheduler: None,
-                topology_aware: false,
-                source_ranges: vec![],
-                health_check_node_port: None,
-            },
+            ServiceInfo::new(name(&svc), vec![vip], vec![port]),
         );
-        let endpoints = eps
-            .iter()
-            .map(|e| EndpointInfo {
-                addr: IpAddr::from([10, 244, 0, *e]),
-                ready: true,
-                serving: true,
-                terminating: false,
-                node_name: None,
-                zone_hints: None,
-                node_hints: None,
-            })
-            .collect();
         c.slices.insert(
             name(&format!("{svc}-1")),
             SliceInfo {
@@ -288,7 +261,10 @@ fn cluster(endpoints: &[u8], extra: u8) -> ClusterState {
                     protocol: Protocol::Tcp,
                     port: 8080,
                 }],
-                endpoints,
+                endpoints: eps
+                    .iter()
+                    .map(|e| EndpointInfo::ready(IpAddr::from([10, 244, 0, *e])))
+                    .collect(),
             },
         );
     };
