@@ -8,8 +8,6 @@
 //! ([`udp`]). Every scheduling decision is delegated to a [`Balancer`],
 //! which the `rvs-lb` core implements.
 
-#![forbid(unsafe_code)]
-
 mod balancer;
 pub mod copy;
 mod error;

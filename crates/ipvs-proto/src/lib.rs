@@ -13,8 +13,6 @@
 //! `Other(DefaultNla)`, and nested attributes remember whether the sender
 //! set `NLA_F_NESTED`, so a parsed message re-emits to identical bytes.
 
-#![forbid(unsafe_code)]
-
 mod attr;
 pub mod convert;
 mod daemon;

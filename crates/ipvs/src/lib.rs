@@ -6,8 +6,6 @@
 //! family resolution ([`genl`]) and the `/proc/net/ip_vs_conn` reader
 //! ([`conntab`]). The wire encoding lives in `rvs-ipvs-proto`.
 
-#![forbid(unsafe_code)]
-
 pub mod client;
 pub mod conntab;
 pub mod genl;

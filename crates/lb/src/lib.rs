@@ -19,8 +19,6 @@
 //! [`Core::closed`], ...); it calls [`Core::poll`] when
 //! [`Core::next_timeout`] is reached.
 
-#![forbid(unsafe_code)]
-
 mod conn;
 mod core;
 mod estimator;

@@ -9,8 +9,6 @@
 //! types to netlink, the userspace dataplane schedules connections with
 //! them, and the proxy computes them from Kubernetes objects.
 
-#![forbid(unsafe_code)]
-
 pub mod admin;
 mod scheduler;
 mod service;

@@ -8,7 +8,5 @@
 //!   one `iptables-restore --noflush` per table and family, and removed
 //!   by `--cleanup` without touching foreign chains.
 
-#![forbid(unsafe_code)]
-
 pub mod ipset;
 pub mod iptables;

@@ -146,7 +146,7 @@ impl AddressBinder for KubeIpvs0 {
         self.bind_all(&[addr]).pop().unwrap_or(Ok(()))
     }
 
-    /// Pipelined: up to [`IN_FLIGHT`] requests on the socket at once
+    /// Pipelined: up to 256 requests on the socket at once
     /// (one netlink round trip each made 10,000 addresses cost seconds).
     fn bind_all(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), BindError>> {
         let index = match self.ensure() {

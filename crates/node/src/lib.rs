@@ -11,8 +11,6 @@
 //! [`rvs_proxy::run::NodeSide`], so the sync loop runs them after each
 //! sync of the kernel dataplane.
 
-#![forbid(unsafe_code)]
-
 pub mod kube_ipvs0;
 pub mod netfilter;
 pub mod sysctl;

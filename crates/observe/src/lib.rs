@@ -62,8 +62,6 @@
 //! # }
 //! ```
 
-#![forbid(unsafe_code)]
-
 mod gotime;
 mod health;
 mod http;

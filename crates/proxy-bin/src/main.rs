@@ -7,8 +7,6 @@
 //! dataplane in this process) and runs `rvs-proxy`'s sync loop until
 //! SIGTERM or SIGINT, then drains. The work is done by the libraries.
 
-#![forbid(unsafe_code)]
-
 mod cli;
 mod config;
 mod dataplane;

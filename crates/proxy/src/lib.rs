@@ -21,8 +21,6 @@
 //!   syncer, the rest of the node ([`run::NodeSide`]) and the observers
 //!   ([`observe`]: kube-proxy's metrics and health servers).
 
-#![forbid(unsafe_code)]
-
 pub mod cluster;
 pub mod config;
 pub mod config_file;

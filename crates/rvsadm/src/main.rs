@@ -12,7 +12,7 @@
 //!   value parsing and compatibility checks;
 //! * [`exec`]: running a command against [`rvs_model::admin::Admin`],
 //!   the restore loop (batched through `Admin::apply_batch`), exit codes;
-//! * [`format`]: the exact listing and rule texts;
+//! * [`format`](mod@format): the exact listing and rule texts;
 //! * [`names`]: host and service names from `/etc/hosts` and
 //!   `/etc/services` only — never DNS or any network traffic;
 //! * [`restore`]: splitting `-R` input into lines as ipvsadm does;
@@ -30,8 +30,6 @@
 //! IPVS (ipvsadm first fails with "Can't initialize ipvs"); `-b ,` (no
 //! flag at all) sets no flag where ipvsadm crashes; names never come from
 //! DNS.
-
-#![forbid(unsafe_code)]
 
 mod cli;
 mod errors;

@@ -11,8 +11,6 @@
 //! (rvsd or `rvs-proxy --dataplane userspace`) runs in its network
 //! namespace, naming it (see `rvs_userspace::InstanceLock`).
 
-#![forbid(unsafe_code)]
-
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -15,8 +15,6 @@
 //! with a message, unless `RVS_REQUIRE_PRIVILEGED=1` is set, in which case
 //! a skip is a failure: see [`skip`].
 
-#![forbid(unsafe_code)]
-
 pub mod backend;
 mod cpio;
 mod host;

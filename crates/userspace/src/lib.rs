@@ -27,8 +27,6 @@
 //! Fwmark and SCTP services are kept in the table (so listings match
 //! what was programmed) but cannot be served in userspace.
 
-#![forbid(unsafe_code)]
-
 mod admin;
 mod dataplane;
 mod instance;

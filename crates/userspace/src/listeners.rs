@@ -4,7 +4,7 @@
 //! (protocol, VIP:port) the core serves, TCP listeners (one per worker
 //! thread, sharing the port with `SO_REUSEPORT` so the kernel spreads new
 //! connections across workers) or one UDP socket, each a task on the
-//! dataplane's runtime. [`Listeners::sync`] starts what is missing, stops
+//! dataplane's runtime. `Listeners::sync` starts what is missing, stops
 //! what is no longer wanted (dropping a listener's stop sender ends its
 //! task) and remembers what failed to bind, to retry later and report.
 

@@ -2,6 +2,8 @@
 //! `a`, `b`, `c`, ... (added in that order) and flows from distinct
 //! clients.
 
+#![allow(clippy::disallowed_methods)] // one real instant is the origin of simulated time
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
