@@ -16,6 +16,7 @@ const MCAST_TTL: u16 = 8;
 
 /// One attribute describing a connection-sync daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DaemonAttr {
     /// `IP_VS_STATE_MASTER` (1) or `IP_VS_STATE_BACKUP` (2).
     State(u32),

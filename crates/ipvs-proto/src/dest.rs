@@ -25,6 +25,7 @@ const TUN_FLAGS: u16 = 15;
 
 /// One attribute describing a destination (real server).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DestAttr {
     /// Address: the raw bytes of `union nf_inet_addr`.
     Addr(Vec<u8>),

@@ -11,6 +11,7 @@ use crate::{DaemonAttr, DestAttr, Nested, SvcAttr};
 
 /// An IPVS command (`IPVS_CMD_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum IpvsCmd {
     /// Add a service.
     NewService,
@@ -109,6 +110,7 @@ const INFO_CONN_TAB_SIZE: u16 = 2;
 
 /// A top-level attribute of an IPVS message.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CmdAttr {
     /// A service description.
     Service(Nested<SvcAttr>),

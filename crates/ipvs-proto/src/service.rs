@@ -22,6 +22,7 @@ const STATS64: u16 = 12;
 
 /// One attribute describing a virtual service.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SvcAttr {
     /// Address family (`AF_INET`, `AF_INET6`).
     Af(u16),

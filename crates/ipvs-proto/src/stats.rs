@@ -8,6 +8,7 @@ use crate::attr::{raw, u32_ne, u64_ne};
 
 /// Which counter an attribute carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum StatsField {
     /// Connections scheduled (`IPVS_STATS_ATTR_CONNS`).
     Conns = 1,
@@ -72,6 +73,7 @@ impl Counter {
 
 /// One attribute inside a stats nest.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StatsAttr {
     /// A known counter.
     Field(StatsField, Counter),

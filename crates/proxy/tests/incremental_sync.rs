@@ -43,19 +43,21 @@ impl Admin for MemoryDataplane {
         self.state
             .get(key)
             .map(|o| o.status.clone())
-            .ok_or(AdminError::Refused {
-                op: OpKind::GetServices,
-                errno: errno::ESRCH,
-            })
+            .ok_or(AdminError::refused_for(
+                OpKind::GetServices,
+                errno::ESRCH,
+                *key,
+            ))
     }
     fn destinations(&mut self, key: &ServiceKey) -> Result<Vec<DestinationStatus>, AdminError> {
         self.state
             .get(key)
             .map(|o| o.destinations.clone())
-            .ok_or(AdminError::Refused {
-                op: OpKind::GetDestinations,
-                errno: errno::ESRCH,
-            })
+            .ok_or(AdminError::refused_for(
+                OpKind::GetDestinations,
+                errno::ESRCH,
+                *key,
+            ))
     }
     fn timeouts(&mut self) -> Result<Timeouts, AdminError> {
         Ok(Timeouts::default())
@@ -68,12 +70,7 @@ impl Admin for MemoryDataplane {
     }
     fn apply(&mut self, op: &Op) -> Result<(), AdminError> {
         let exists = |k: &ServiceKey| self.state.contains_key(k);
-        let refuse = |errno| {
-            Err(AdminError::Refused {
-                op: op.kind(),
-                errno,
-            })
-        };
+        let refuse = |errno| Err(AdminError::refusal_of(op, errno));
         match op {
             Op::AddService(s) if exists(&s.key) => return refuse(errno::EEXIST),
             Op::EditService(s) if !exists(&s.key) => return refuse(errno::ESRCH),
