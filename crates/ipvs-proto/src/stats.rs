@@ -2,7 +2,7 @@
 //! destinations as `..._STATS` (32-bit packet and rate counters) and
 //! `..._STATS64` (all 64-bit).
 
-use netlink_packet_core::{DecodeError, DefaultNla, Nla, NlaBuffer};
+use netlink_packet_core::{DecodeError, DefaultNla, Nla, NlaBuffer, Parseable};
 
 use crate::attr::{raw, u32_ne, u64_ne};
 
@@ -107,7 +107,7 @@ impl Nla for StatsAttr {
 }
 
 impl StatsAttr {
-    pub(crate) fn parse(buf: &NlaBuffer<&[u8]>) -> Result<StatsAttr, DecodeError> {
+    pub(crate) fn parse_nla(buf: &NlaBuffer<&[u8]>) -> Result<StatsAttr, DecodeError> {
         let counter = u32_ne(buf)
             .map(Counter::U32)
             .or_else(|| u64_ne(buf).map(Counter::U64));
@@ -115,5 +115,13 @@ impl StatsAttr {
             (Some(field), Some(counter)) => StatsAttr::Field(field, counter),
             _ => StatsAttr::Other(raw(buf)?),
         })
+    }
+}
+
+/// Parses one attribute: a typed variant when its kind and size are known,
+/// `Other` otherwise.
+impl<'a> Parseable<NlaBuffer<&'a [u8]>> for StatsAttr {
+    fn parse(buf: &NlaBuffer<&'a [u8]>) -> Result<Self, DecodeError> {
+        StatsAttr::parse_nla(buf)
     }
 }
