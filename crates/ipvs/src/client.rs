@@ -191,12 +191,19 @@ impl IpvsClient {
     /// waits longer fails with [`AdminError::Transport`] saying so, and
     /// the late answer is ignored by later calls.
     ///
-    /// A zero duration is refused (`EINVAL`), as `SO_RCVTIMEO` takes it
-    /// to mean "no limit".
+    /// A zero duration is refused (an `InvalidInput` transport error), as
+    /// `SO_RCVTIMEO` would take it to mean "no limit".
     pub fn set_receive_timeout(&mut self, timeout: Option<Duration>) -> Result<(), AdminError> {
+        const OP: OpKind = OpKind::GetInfo;
+        if timeout == Some(Duration::ZERO) {
+            return Err(transport(OP, "set the receive timeout")(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a zero timeout would mean none (use None for no limit)",
+            )));
+        }
         socket2::SockRef::from(&self.socket)
             .set_read_timeout(timeout)
-            .map_err(transport(OpKind::GetInfo, "set the receive timeout"))?;
+            .map_err(transport(OP, "set the receive timeout"))?;
         self.receive_timeout = timeout;
         Ok(())
     }
@@ -549,6 +556,87 @@ impl Admin for IpvsClient {
                 ops.iter()
                     .map(|op| Err(protocol(op.kind(), format!("batch aborted: {text}"))))
                     .collect()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client on a generic netlink socket without resolving IPVS (the
+    /// host running the unit tests may have none).
+    fn bare_client() -> IpvsClient {
+        let socket = Socket::new(NETLINK_GENERIC).unwrap();
+        socket.connect(&SocketAddr::new(0, 0)).unwrap();
+        IpvsClient {
+            socket,
+            family: 0x10,
+            sequence: 0,
+            buf: vec![0; RECV_BUFFER],
+            receive_timeout: None,
+            warned: HashSet::new(),
+            capture: None,
+        }
+    }
+
+    #[test]
+    fn a_receive_that_times_out_says_so() {
+        let mut client = bare_client();
+        client
+            .set_receive_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        assert_eq!(client.receive_timeout(), Some(Duration::from_millis(20)));
+        // Nothing was sent, so nothing comes.
+        let err = client.receive(OpKind::GetServices).unwrap_err();
+        match &err {
+            AdminError::Transport { op, context, .. } => {
+                assert_eq!(*op, OpKind::GetServices);
+                assert_eq!(
+                    context,
+                    "no answer from the kernel within the receive timeout (20ms)"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The source is not repeated in the message.
+        assert_eq!(
+            err.to_string(),
+            "list services: no answer from the kernel within the receive timeout (20ms)"
+        );
+        client.set_receive_timeout(None).unwrap();
+        assert_eq!(client.receive_timeout(), None);
+        assert!(
+            client
+                .set_receive_timeout(Some(Duration::from_secs(0)))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_missing_network_namespace_is_named() {
+        let err = IpvsClient::connect_in_netns("/nonexistent/netns").unwrap_err();
+        match err {
+            AdminError::Transport { context, .. } => {
+                assert_eq!(context, "open network namespace /nonexistent/netns");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_callers_namespace_by_path_reaches_the_family_lookup() {
+        // Entering our own namespace is allowed without privileges only
+        // with CAP_SYS_ADMIN; as root (the rig's runs) it succeeds and the
+        // client then looks up IPVS, which this host may lack.
+        match IpvsClient::connect_in_netns("/proc/self/ns/net") {
+            Ok(client) => assert_ne!(client.family_id(), 0),
+            Err(err) => {
+                let refused_no_ipvs = err.errno() == Some(errno::ENOPROTOOPT);
+                let not_root = matches!(&err, AdminError::Transport { context, .. }
+                    if context.starts_with("enter network namespace"));
+                assert!(refused_no_ipvs || not_root, "{err}");
             }
         }
     }
