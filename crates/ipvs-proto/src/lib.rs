@@ -19,7 +19,7 @@
 //! # What is checked against a real kernel
 //!
 //! `tests/fixtures/kernel-replies.hex` holds messages the kernel *sent*:
-//! the replies of the IPVS family of Debian's `6.1.0-56-cloud-amd64`
+//! the replies of the IPVS family of Debian's `6.1.0-57-cloud-amd64`
 //! kernel (x86-64, so native-endian fields are little-endian) to the
 //! requests of `rvs-ipvs`'s client, recorded by that client
 //! (`IpvsClient::start_capture`) in the test VM by the in-VM test
@@ -29,7 +29,9 @@
 //! dump of two services (an IPv6 UDP `mh` one and an IPv4 TCP persistent
 //! `wlc` one), a `GET_DEST` dump of one destination, a `GET_CONFIG`
 //! reply, acknowledgements, `NLMSG_DONE`s and the `ESRCH` error for
-//! deleting a missing service. `tests/kernel_fixtures.rs` parses each
+//! deleting a missing service. (An earlier capture from
+//! `6.1.0-56-cloud-amd64` was the same bytes but for the socket's port
+//! id.) `tests/kernel_fixtures.rs` parses each
 //! and re-emits it byte for byte; `tests/attribute_bytes.rs` spells out
 //! each service, destination and counter attribute of those replies
 //! field by field. Attributes the capture does not contain (a service's

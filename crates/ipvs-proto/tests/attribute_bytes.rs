@@ -8,7 +8,7 @@
 //! "network byte order" (ports, IPv4 netmasks and multicast groups).
 //!
 //! Source of truth: each attribute marked `captured` is copied from
-//! `fixtures/kernel-replies.hex` (Debian's 6.1.0-56-cloud-amd64 kernel's
+//! `fixtures/kernel-replies.hex` (Debian's 6.1.0-57-cloud-amd64 kernel's
 //! replies, see the crate documentation), and [`captured`] checks that
 //! those bytes are there. The capture has no `FWMARK` or `PE_NAME`
 //! service attribute, no sync daemon and no stats padding; those tests

@@ -1,5 +1,5 @@
 //! Replies captured from a real kernel (the IPVS family of Debian's
-//! `6.1.0-56-cloud-amd64`, in the test VM; see the crate documentation
+//! `6.1.0-57-cloud-amd64`, in the test VM; see the crate documentation
 //! for how, and refresh with `RVS_WRITE_FIXTURES=1 cargo test -p rvs-ipvs
 //! --test kernel_vm`) parse and re-emit to the very same bytes. Their
 //! decoding into rvs's model is tested in `rvs-ipvs`
