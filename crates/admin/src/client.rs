@@ -294,28 +294,26 @@ impl Admin for AdminClient {
                 .iter()
                 .map(|op| Err(unexpected(op.kind(), &other)))
                 .collect(),
-            Err(err) => ops
-                .iter()
-                .map(|op| Err(copy_for(&err, op.kind())))
-                .collect(),
+            Err(err) => ops.iter().map(|op| Err(copy_for(&err, op))).collect(),
         }
     }
 }
 
 /// The same failure reported under another operation (an `io::Error` is
-/// not `Clone`, so its kind and message are copied).
-fn copy_for(err: &AdminError, op: OpKind) -> AdminError {
+/// not `Clone`, so its kind and message are copied); a refusal names that
+/// operation's service and real server.
+fn copy_for(err: &AdminError, op: &Op) -> AdminError {
     match err {
-        AdminError::Refused { errno, .. } => AdminError::Refused { op, errno: *errno },
+        AdminError::Refused { errno, .. } => AdminError::refusal_of(op, *errno),
         AdminError::Transport {
             context, source, ..
         } => AdminError::Transport {
-            op,
+            op: op.kind(),
             context: context.clone(),
             source: io::Error::new(source.kind(), source.to_string()),
         },
         AdminError::Protocol { detail, .. } => AdminError::Protocol {
-            op,
+            op: op.kind(),
             detail: detail.clone(),
         },
     }

@@ -35,8 +35,10 @@
 //! `Connections`, `Applied` for `Apply`, `Batch` with one `Ok`/`Err` per
 //! operation for `ApplyBatch`) or `Error` for a failed request.
 //!
-//! Errors ([`WireError`]) keep `AdminError::Refused { op, errno }`
-//! exactly, so `rvsadm` prints the same message as for the kernel; a
+//! Errors ([`WireError`]) keep `AdminError::Refused { op, errno,
+//! service, destination }` exactly (`service` and `destination` are left
+//! out of the line when absent and may be absent, so peers from before
+//! they existed still understand each other), so `rvsadm` prints the same message as for the kernel; a
 //! server-side `Transport` error carries its context, message and OS
 //! errno; `Protocol` its detail. `BadRequest { detail }` answers a line
 //! the server could not use (not JSON, unknown request, unsupported

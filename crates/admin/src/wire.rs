@@ -7,6 +7,7 @@
 //! crate documentation for the protocol as a whole.
 
 use std::io;
+use std::net::SocketAddr;
 
 use rvs_model::admin::{AdminError, Op, OpKind};
 use rvs_model::{Connection, Daemon, DestinationStatus, Info, ServiceKey, ServiceStatus, Timeouts};
@@ -95,6 +96,14 @@ pub enum WireError {
         op: OpKind,
         /// The errno (positive).
         errno: i32,
+        /// The service the operation addressed. Left out when absent, and
+        /// absent from the lines of servers that predate it: version-1
+        /// peers of either age understand each other.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<ServiceKey>,
+        /// The real server, for destination operations (as `service`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        destination: Option<SocketAddr>,
     },
     /// [`AdminError::Transport`] inside the server (its dataplane could
     /// not be reached): the context and the I/O error's text and errno.
@@ -127,9 +136,16 @@ impl WireError {
     /// The wire form of an error a server-side [`Admin`](rvs_model::admin::Admin) returned.
     pub fn from_admin(err: &AdminError) -> WireError {
         match err {
-            AdminError::Refused { op, errno } => WireError::Refused {
+            AdminError::Refused {
+                op,
+                errno,
+                service,
+                destination,
+            } => WireError::Refused {
                 op: *op,
                 errno: *errno,
+                service: *service,
+                destination: *destination,
             },
             AdminError::Transport {
                 op,
@@ -153,7 +169,17 @@ impl WireError {
     /// names no operation).
     pub fn into_admin(self, op: OpKind) -> AdminError {
         match self {
-            WireError::Refused { op, errno } => AdminError::Refused { op, errno },
+            WireError::Refused {
+                op,
+                errno,
+                service,
+                destination,
+            } => AdminError::Refused {
+                op,
+                errno,
+                service,
+                destination,
+            },
             WireError::Transport {
                 op,
                 context,
@@ -235,16 +261,59 @@ mod tests {
 
     #[test]
     fn refusals_survive_the_wire_form() {
-        let err = AdminError::Refused {
-            op: OpKind::AddService,
-            errno: errno::EEXIST,
-        };
-        let wire = WireError::from_admin(&err);
-        let json = serde_json::to_string(&wire).unwrap();
-        let back: WireError = serde_json::from_str(&json).unwrap();
-        let err2 = back.into_admin(OpKind::GetInfo);
-        assert_eq!(err2.errno(), Some(errno::EEXIST));
-        assert_eq!(err2.to_string(), err.to_string());
+        let key = ServiceKey::tcp("10.96.0.10:80".parse().unwrap());
+        let dest = rvs_model::Destination::masquerade("10.0.2.2:8080".parse().unwrap());
+        for err in [
+            AdminError::refused(OpKind::Flush, errno::EPERM),
+            AdminError::refusal_of(&Op::AddDestination(key, dest), errno::EEXIST),
+        ] {
+            let wire = WireError::from_admin(&err);
+            let json = serde_json::to_string(&wire).unwrap();
+            let back: WireError = serde_json::from_str(&json).unwrap();
+            let err2 = back.into_admin(OpKind::GetInfo);
+            assert_eq!(err2.errno(), err.errno());
+            assert_eq!(err2.to_string(), err.to_string());
+        }
+    }
+
+    #[test]
+    fn refusals_stay_compatible_with_older_peers() {
+        // A line from a server that predates the service and real server.
+        let old = r#"{"Refused":{"op":"GetServices","errno":3}}"#;
+        let err = serde_json::from_str::<WireError>(old)
+            .unwrap()
+            .into_admin(OpKind::GetInfo);
+        assert_eq!(err.errno(), Some(errno::ESRCH));
+        assert!(matches!(
+            err,
+            AdminError::Refused {
+                service: None,
+                destination: None,
+                ..
+            }
+        ));
+        // Without a service, the line is what older servers sent.
+        let json = serde_json::to_string(&WireError::from_admin(&AdminError::refused(
+            OpKind::GetServices,
+            errno::ESRCH,
+        )))
+        .unwrap();
+        assert_eq!(json, old);
+        // With one, an older client (which knows only `op` and `errno`)
+        // still reads it.
+        #[derive(Deserialize)]
+        enum OldWireError {
+            Refused { op: OpKind, errno: i32 },
+        }
+        let key = ServiceKey::tcp("10.96.0.1:443".parse().unwrap());
+        let json = serde_json::to_string(&WireError::from_admin(&AdminError::refusal_of(
+            &Op::DeleteService(key),
+            errno::ESRCH,
+        )))
+        .unwrap();
+        assert!(json.contains("10.96.0.1:443"), "{json}");
+        let OldWireError::Refused { op, errno } = serde_json::from_str(&json).unwrap();
+        assert_eq!((op, errno), (OpKind::DeleteService, errno::ESRCH));
     }
 
     #[test]

@@ -45,10 +45,10 @@ impl Admin for Stub {
         Ok(Vec::new())
     }
     fn service(&mut self, _: &ServiceKey) -> Result<ServiceStatus, AdminError> {
-        Err(AdminError::Refused {
-            op: rvs_model::admin::OpKind::GetServices,
-            errno: rvs_model::admin::errno::ESRCH,
-        })
+        Err(AdminError::refused(
+            rvs_model::admin::OpKind::GetServices,
+            rvs_model::admin::errno::ESRCH,
+        ))
     }
     fn destinations(&mut self, _: &ServiceKey) -> Result<Vec<DestinationStatus>, AdminError> {
         Ok(Vec::new())

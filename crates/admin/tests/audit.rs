@@ -31,10 +31,7 @@ impl Admin for Stub {
         Ok(Vec::new())
     }
     fn service(&mut self, _: &ServiceKey) -> Result<ServiceStatus, AdminError> {
-        Err(AdminError::Refused {
-            op: OpKind::GetServices,
-            errno: errno::ESRCH,
-        })
+        Err(AdminError::refused(OpKind::GetServices, errno::ESRCH))
     }
     fn destinations(&mut self, _: &ServiceKey) -> Result<Vec<DestinationStatus>, AdminError> {
         Ok(Vec::new())
@@ -50,10 +47,7 @@ impl Admin for Stub {
     }
     fn apply(&mut self, op: &Op) -> Result<(), AdminError> {
         match op {
-            Op::DeleteService(_) => Err(AdminError::Refused {
-                op: op.kind(),
-                errno: errno::ESRCH,
-            }),
+            Op::DeleteService(_) => Err(AdminError::refused(op.kind(), errno::ESRCH)),
             _ => Ok(()),
         }
     }

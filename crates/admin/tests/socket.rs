@@ -55,17 +55,19 @@ impl Admin for Memory {
                     ..Stats::default()
                 },
             })
-            .ok_or(AdminError::Refused {
-                op: OpKind::GetServices,
-                errno: errno::ESRCH,
-            })
+            .ok_or(AdminError::refused_for(
+                OpKind::GetServices,
+                errno::ESRCH,
+                *key,
+            ))
     }
 
     fn destinations(&mut self, key: &ServiceKey) -> Result<Vec<DestinationStatus>, AdminError> {
-        let (_, dests) = self.services.get(key).ok_or(AdminError::Refused {
-            op: OpKind::GetDestinations,
-            errno: errno::ESRCH,
-        })?;
+        let (_, dests) = self.services.get(key).ok_or(AdminError::refused_for(
+            OpKind::GetDestinations,
+            errno::ESRCH,
+            *key,
+        ))?;
         Ok(dests
             .iter()
             .map(|d| DestinationStatus {
@@ -99,10 +101,7 @@ impl Admin for Memory {
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), AdminError> {
-        let refuse = |errno| AdminError::Refused {
-            op: op.kind(),
-            errno,
-        };
+        let refuse = |errno| AdminError::refusal_of(op, errno);
         match op {
             Op::AddService(s) => {
                 if self.services.contains_key(&s.key) {
@@ -268,7 +267,7 @@ fn every_request_kind_round_trips() {
 }
 
 #[test]
-fn refusals_keep_op_and_errno() {
+fn refusals_keep_op_errno_and_service() {
     let f = start("refusals");
     let mut c = client(&f);
     let err = c.service(&key()).unwrap_err();
@@ -277,8 +276,10 @@ fn refusals_keep_op_and_errno() {
             err,
             AdminError::Refused {
                 op: OpKind::GetServices,
-                errno: errno::ESRCH
-            }
+                errno: errno::ESRCH,
+                service: Some(k),
+                destination: None,
+            } if k == key()
         ),
         "{err:?}"
     );
@@ -288,11 +289,7 @@ fn refusals_keep_op_and_errno() {
     assert_eq!(err.errno(), Some(errno::EEXIST));
     assert_eq!(
         err.to_string(),
-        AdminError::Refused {
-            op: OpKind::AddService,
-            errno: errno::EEXIST
-        }
-        .to_string()
+        AdminError::refused_for(OpKind::AddService, errno::EEXIST, key()).to_string()
     );
     let err = c
         .apply(&Op::DeleteService(ServiceKey::udp(
@@ -303,7 +300,8 @@ fn refusals_keep_op_and_errno() {
         err,
         AdminError::Refused {
             op: OpKind::DeleteService,
-            errno: errno::ESRCH
+            errno: errno::ESRCH,
+            ..
         }
     ));
 }

@@ -1,7 +1,7 @@
 //! Sync-daemon attributes (`IPVS_DAEMON_ATTR_*`), nested in
 //! `IPVS_CMD_ATTR_DAEMON`.
 
-use netlink_packet_core::{DecodeError, DefaultNla, Nla, NlaBuffer};
+use netlink_packet_core::{DecodeError, DefaultNla, Nla, NlaBuffer, Parseable};
 
 use crate::attr::{c_string, emit_c_string, exact, raw, u8_of, u16_be, u16_ne, u32_ne};
 
@@ -16,6 +16,7 @@ const MCAST_TTL: u16 = 8;
 
 /// One attribute describing a connection-sync daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DaemonAttr {
     /// `IP_VS_STATE_MASTER` (1) or `IP_VS_STATE_BACKUP` (2).
     State(u32),
@@ -80,7 +81,7 @@ impl Nla for DaemonAttr {
 }
 
 impl DaemonAttr {
-    pub(crate) fn parse(buf: &NlaBuffer<&[u8]>) -> Result<DaemonAttr, DecodeError> {
+    pub(crate) fn parse_nla(buf: &NlaBuffer<&[u8]>) -> Result<DaemonAttr, DecodeError> {
         let typed = match buf.kind() {
             STATE => u32_ne(buf).map(DaemonAttr::State),
             MCAST_IFN => c_string(buf).map(DaemonAttr::McastIfn),
@@ -96,5 +97,13 @@ impl DaemonAttr {
             Some(attr) => Ok(attr),
             None => Ok(DaemonAttr::Other(raw(buf)?)),
         }
+    }
+}
+
+/// Parses one attribute: a typed variant when its kind and size are known,
+/// `Other` otherwise.
+impl<'a> Parseable<NlaBuffer<&'a [u8]>> for DaemonAttr {
+    fn parse(buf: &NlaBuffer<&'a [u8]>) -> Result<Self, DecodeError> {
+        DaemonAttr::parse_nla(buf)
     }
 }

@@ -1,7 +1,7 @@
 //! Destination attributes (`IPVS_DEST_ATTR_*`), nested in
 //! `IPVS_CMD_ATTR_DEST`.
 
-use netlink_packet_core::{DecodeError, DefaultNla, Nla, NlaBuffer};
+use netlink_packet_core::{DecodeError, DefaultNla, Nla, NlaBuffer, Parseable};
 
 use crate::Nested;
 use crate::attr::{parse_nested, raw, u8_of, u16_be, u16_ne, u32_ne};
@@ -25,6 +25,7 @@ const TUN_FLAGS: u16 = 15;
 
 /// One attribute describing a destination (real server).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DestAttr {
     /// Address: the raw bytes of `union nf_inet_addr`.
     Addr(Vec<u8>),
@@ -124,7 +125,7 @@ impl Nla for DestAttr {
 }
 
 impl DestAttr {
-    pub(crate) fn parse(buf: &NlaBuffer<&[u8]>) -> Result<DestAttr, DecodeError> {
+    pub(crate) fn parse_nla(buf: &NlaBuffer<&[u8]>) -> Result<DestAttr, DecodeError> {
         let typed = match buf.kind() {
             ADDR if !buf.nested_flag() && matches!(buf.value().len(), 4 | 16) => {
                 Some(DestAttr::Addr(buf.value().to_vec()))
@@ -137,9 +138,9 @@ impl DestAttr {
             ACTIVE_CONNS => u32_ne(buf).map(DestAttr::ActiveConns),
             INACT_CONNS => u32_ne(buf).map(DestAttr::InactConns),
             PERSIST_CONNS => u32_ne(buf).map(DestAttr::PersistConns),
-            STATS => Some(DestAttr::Stats(parse_nested(buf, StatsAttr::parse)?)),
+            STATS => Some(DestAttr::Stats(parse_nested(buf, StatsAttr::parse_nla)?)),
             ADDR_FAMILY => u16_ne(buf).map(DestAttr::AddrFamily),
-            STATS64 => Some(DestAttr::Stats64(parse_nested(buf, StatsAttr::parse)?)),
+            STATS64 => Some(DestAttr::Stats64(parse_nested(buf, StatsAttr::parse_nla)?)),
             TUN_TYPE => u8_of(buf).map(DestAttr::TunType),
             TUN_PORT => u16_be(buf).map(DestAttr::TunPort),
             TUN_FLAGS => u16_ne(buf).map(DestAttr::TunFlags),
@@ -149,5 +150,13 @@ impl DestAttr {
             Some(attr) => Ok(attr),
             None => Ok(DestAttr::Other(raw(buf)?)),
         }
+    }
+}
+
+/// Parses one attribute: a typed variant when its kind and size are known,
+/// `Other` otherwise.
+impl<'a> Parseable<NlaBuffer<&'a [u8]>> for DestAttr {
+    fn parse(buf: &NlaBuffer<&'a [u8]>) -> Result<Self, DecodeError> {
+        DestAttr::parse_nla(buf)
     }
 }

@@ -11,6 +11,7 @@ use crate::{DaemonAttr, DestAttr, Nested, SvcAttr};
 
 /// An IPVS command (`IPVS_CMD_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum IpvsCmd {
     /// Add a service.
     NewService,
@@ -109,6 +110,7 @@ const INFO_CONN_TAB_SIZE: u16 = 2;
 
 /// A top-level attribute of an IPVS message.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CmdAttr {
     /// A service description.
     Service(Nested<SvcAttr>),
@@ -175,7 +177,7 @@ impl Nla for CmdAttr {
 }
 
 impl CmdAttr {
-    fn parse(buf: &NlaBuffer<&[u8]>, cmd: IpvsCmd) -> Result<CmdAttr, DecodeError> {
+    fn parse_nla(buf: &NlaBuffer<&[u8]>, cmd: IpvsCmd) -> Result<CmdAttr, DecodeError> {
         let typed = if cmd.carries_info() {
             match buf.kind() {
                 INFO_VERSION => u32_ne(buf).map(CmdAttr::InfoVersion),
@@ -184,9 +186,9 @@ impl CmdAttr {
             }
         } else {
             match buf.kind() {
-                SERVICE => Some(CmdAttr::Service(parse_nested(buf, SvcAttr::parse)?)),
-                DEST => Some(CmdAttr::Dest(parse_nested(buf, DestAttr::parse)?)),
-                DAEMON => Some(CmdAttr::Daemon(parse_nested(buf, DaemonAttr::parse)?)),
+                SERVICE => Some(CmdAttr::Service(parse_nested(buf, SvcAttr::parse_nla)?)),
+                DEST => Some(CmdAttr::Dest(parse_nested(buf, DestAttr::parse_nla)?)),
+                DAEMON => Some(CmdAttr::Daemon(parse_nested(buf, DaemonAttr::parse_nla)?)),
                 TIMEOUT_TCP => u32_ne(buf).map(CmdAttr::TimeoutTcp),
                 TIMEOUT_TCP_FIN => u32_ne(buf).map(CmdAttr::TimeoutTcpFin),
                 TIMEOUT_UDP => u32_ne(buf).map(CmdAttr::TimeoutUdp),
@@ -197,6 +199,14 @@ impl CmdAttr {
             Some(attr) => Ok(attr),
             None => Ok(CmdAttr::Other(raw(buf)?)),
         }
+    }
+}
+
+/// Parses one top-level attribute of a message of command `cmd` (which
+/// decides between `IPVS_CMD_ATTR_*` and `IPVS_INFO_ATTR_*`).
+impl<'a> ParseableParametrized<NlaBuffer<&'a [u8]>, IpvsCmd> for CmdAttr {
+    fn parse_with_param(buf: &NlaBuffer<&'a [u8]>, cmd: IpvsCmd) -> Result<Self, DecodeError> {
+        CmdAttr::parse_nla(buf, cmd)
     }
 }
 
@@ -267,7 +277,7 @@ impl Emitable for IpvsMessage {
 impl ParseableParametrized<[u8], GenlHeader> for IpvsMessage {
     fn parse_with_param(buf: &[u8], header: GenlHeader) -> Result<Self, DecodeError> {
         let cmd = IpvsCmd::from_number(header.cmd);
-        let attrs = parse_list(buf, |nla| CmdAttr::parse(nla, cmd))?;
+        let attrs = parse_list(buf, |nla| CmdAttr::parse_nla(nla, cmd))?;
         Ok(IpvsMessage { cmd, attrs })
     }
 }

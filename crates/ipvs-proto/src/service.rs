@@ -1,7 +1,7 @@
 //! Service attributes (`IPVS_SVC_ATTR_*`), nested in
 //! `IPVS_CMD_ATTR_SERVICE`.
 
-use netlink_packet_core::{DecodeError, DefaultNla, Nla, NlaBuffer};
+use netlink_packet_core::{DecodeError, DefaultNla, Nla, NlaBuffer, Parseable};
 
 use crate::Nested;
 use crate::attr::{c_string, emit_c_string, exact, parse_nested, raw, u16_be, u16_ne, u32_ne};
@@ -22,6 +22,7 @@ const STATS64: u16 = 12;
 
 /// One attribute describing a virtual service.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SvcAttr {
     /// Address family (`AF_INET`, `AF_INET6`).
     Af(u16),
@@ -108,7 +109,7 @@ impl Nla for SvcAttr {
 }
 
 impl SvcAttr {
-    pub(crate) fn parse(buf: &NlaBuffer<&[u8]>) -> Result<SvcAttr, DecodeError> {
+    pub(crate) fn parse_nla(buf: &NlaBuffer<&[u8]>) -> Result<SvcAttr, DecodeError> {
         let typed = match buf.kind() {
             AF => u16_ne(buf).map(SvcAttr::Af),
             PROTOCOL => u16_ne(buf).map(SvcAttr::Protocol),
@@ -124,14 +125,22 @@ impl SvcAttr {
             }),
             TIMEOUT => u32_ne(buf).map(SvcAttr::Timeout),
             NETMASK => exact::<4>(buf).map(SvcAttr::Netmask),
-            STATS => Some(SvcAttr::Stats(parse_nested(buf, StatsAttr::parse)?)),
+            STATS => Some(SvcAttr::Stats(parse_nested(buf, StatsAttr::parse_nla)?)),
             PE_NAME => c_string(buf).map(SvcAttr::PeName),
-            STATS64 => Some(SvcAttr::Stats64(parse_nested(buf, StatsAttr::parse)?)),
+            STATS64 => Some(SvcAttr::Stats64(parse_nested(buf, StatsAttr::parse_nla)?)),
             _ => None,
         };
         match typed {
             Some(attr) => Ok(attr),
             None => Ok(SvcAttr::Other(raw(buf)?)),
         }
+    }
+}
+
+/// Parses one attribute: a typed variant when its kind and size are known,
+/// `Other` otherwise.
+impl<'a> Parseable<NlaBuffer<&'a [u8]>> for SvcAttr {
+    fn parse(buf: &NlaBuffer<&'a [u8]>) -> Result<Self, DecodeError> {
+        SvcAttr::parse_nla(buf)
     }
 }

@@ -2,12 +2,13 @@
 //! destinations as `..._STATS` (32-bit packet and rate counters) and
 //! `..._STATS64` (all 64-bit).
 
-use netlink_packet_core::{DecodeError, DefaultNla, Nla, NlaBuffer};
+use netlink_packet_core::{DecodeError, DefaultNla, Nla, NlaBuffer, Parseable};
 
 use crate::attr::{raw, u32_ne, u64_ne};
 
 /// Which counter an attribute carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum StatsField {
     /// Connections scheduled (`IPVS_STATS_ATTR_CONNS`).
     Conns = 1,
@@ -72,6 +73,7 @@ impl Counter {
 
 /// One attribute inside a stats nest.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StatsAttr {
     /// A known counter.
     Field(StatsField, Counter),
@@ -105,7 +107,7 @@ impl Nla for StatsAttr {
 }
 
 impl StatsAttr {
-    pub(crate) fn parse(buf: &NlaBuffer<&[u8]>) -> Result<StatsAttr, DecodeError> {
+    pub(crate) fn parse_nla(buf: &NlaBuffer<&[u8]>) -> Result<StatsAttr, DecodeError> {
         let counter = u32_ne(buf)
             .map(Counter::U32)
             .or_else(|| u64_ne(buf).map(Counter::U64));
@@ -113,5 +115,13 @@ impl StatsAttr {
             (Some(field), Some(counter)) => StatsAttr::Field(field, counter),
             _ => StatsAttr::Other(raw(buf)?),
         })
+    }
+}
+
+/// Parses one attribute: a typed variant when its kind and size are known,
+/// `Other` otherwise.
+impl<'a> Parseable<NlaBuffer<&'a [u8]>> for StatsAttr {
+    fn parse(buf: &NlaBuffer<&'a [u8]>) -> Result<Self, DecodeError> {
+        StatsAttr::parse_nla(buf)
     }
 }

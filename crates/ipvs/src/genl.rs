@@ -72,31 +72,54 @@ const ENOENT: i32 = 2;
 /// `GENL_NAMSIZ` from `include/uapi/linux/genetlink.h`, NUL included.
 const GENL_NAMSIZ: usize = 16;
 
-/// Asks the kernel's generic netlink controller for the family `name`.
+/// Asks the kernel's generic netlink controller for the family `name`,
+/// on a socket of its own.
 pub fn resolve_family(name: &str) -> Result<Family, GenlError> {
-    if name.is_empty() || name.len() >= GENL_NAMSIZ || name.contains('\0') {
-        return Err(GenlError::InvalidName {
-            name: name.to_owned(),
-        });
-    }
+    check_name(name)?;
     let io_err = |context| move |source| GenlError::Io { context, source };
     let mut socket = Socket::new(NETLINK_GENERIC).map_err(io_err("open socket"))?;
     socket.bind_auto().map_err(io_err("bind socket"))?;
     socket
         .connect(&SocketAddr::new(0, 0))
         .map_err(io_err("connect socket"))?;
+    resolve_family_on(&socket, name)
+}
 
-    let request = encode_get_family(name, 1);
+/// Asks the kernel's generic netlink controller for the family `name` on
+/// `socket` (a `NETLINK_GENERIC` socket), skipping any other message that
+/// arrives on it meanwhile.
+pub fn resolve_family_on(socket: &Socket, name: &str) -> Result<Family, GenlError> {
+    const SEQUENCE: u32 = 0x7276_0001;
+    check_name(name)?;
+    let io_err = |context| move |source| GenlError::Io { context, source };
+    let request = encode_get_family(name, SEQUENCE);
     socket
         .send(&request, 0)
         .map_err(io_err("send CTRL_CMD_GETFAMILY"))?;
-
     let mut buf = vec![0u8; 16 * 1024];
-    let len = socket
-        .recv(&mut &mut buf[..], 0)
-        .map_err(io_err("receive CTRL_CMD_GETFAMILY answer"))?;
-    let answer = buf.get(..len).unwrap_or_default();
-    decode_family(name, answer)
+    loop {
+        let len = socket
+            .recv(&mut &mut buf[..], 0)
+            .map_err(io_err("receive CTRL_CMD_GETFAMILY answer"))?;
+        let answer = buf.get(..len).unwrap_or_default();
+        // nlmsg_seq is bytes 8..12 of the header.
+        let sequence = answer
+            .get(8..12)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes);
+        if sequence == Some(SEQUENCE) {
+            return decode_family(name, answer);
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), GenlError> {
+    if name.is_empty() || name.len() >= GENL_NAMSIZ || name.contains('\0') {
+        return Err(GenlError::InvalidName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Encodes a `CTRL_CMD_GETFAMILY` request for `name`.

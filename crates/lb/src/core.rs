@@ -110,10 +110,11 @@ impl Core {
         self.table
             .id_of(key)
             .and_then(|id| self.table.service_status(id))
-            .ok_or(AdminError::Refused {
-                op: OpKind::GetServices,
-                errno: errno::ESRCH,
-            })
+            .ok_or(AdminError::refused_for(
+                OpKind::GetServices,
+                errno::ESRCH,
+                *key,
+            ))
     }
 
     /// The destinations of a service in the kernel's list order (newest
@@ -123,10 +124,11 @@ impl Core {
         key: &ServiceKey,
         _now: Instant,
     ) -> Result<Vec<DestinationStatus>, AdminError> {
-        let id = self.table.id_of(key).ok_or(AdminError::Refused {
-            op: OpKind::GetDestinations,
-            errno: errno::ESRCH,
-        })?;
+        let id = self.table.id_of(key).ok_or(AdminError::refused_for(
+            OpKind::GetDestinations,
+            errno::ESRCH,
+            *key,
+        ))?;
         Ok(self.table.dest_statuses(id))
     }
 

@@ -22,8 +22,10 @@
 //!   threshold). The differential test against the VM's kernel found the
 //!   difference;
 //! * refusals: `EEXIST` for an existing service or destination, `ESRCH`
-//!   for a missing service, `ENOENT` for a missing destination or an
-//!   unknown persistence engine, `ERANGE` for a negative weight or a lower
+//!   for a missing service, `ENOENT` for a missing destination, a
+//!   scheduler rvs does not implement ([`rvs_model::Scheduler::Other`],
+//!   as for a kernel without that module) or an unknown persistence
+//!   engine, `ERANGE` for a negative weight or a lower
 //!   threshold above the upper one, `EINVAL` for an upper threshold above
 //!   `INT_MAX`, a bad IPv6 prefix, a destination of another family that is
 //!   not tunnelled, a GUE tunnel without port, a non-unicast destination
@@ -32,7 +34,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use rvs_model::admin::{AdminError, Op, OpKind, errno};
+use rvs_model::admin::{AdminError, Op, errno};
 use rvs_model::{
     Destination, DestinationStatus, ForwardMethod, Protocol, Service, ServiceFlags, ServiceKey,
     ServiceStatus, TunnelType,
@@ -165,9 +167,10 @@ pub(crate) struct Table {
     next_id: u64,
 }
 
-fn refused(op: OpKind, errno: i32) -> AdminError {
-    AdminError::Refused { op, errno }
-}
+/// A refusal inside the table: the errno the kernel would return.
+/// [`Table::apply`] turns it into an [`AdminError`] naming the operation's
+/// service and real server.
+type Errno = i32;
 
 fn family_is_v6(key: &ServiceKey) -> bool {
     key.is_ipv6()
@@ -239,12 +242,16 @@ impl Table {
 
     /// Applies one admin operation (timeouts are the core's business).
     pub(crate) fn apply(&mut self, op: &Op) -> Result<(), AdminError> {
-        let kind = op.kind();
+        self.apply_op(op)
+            .map_err(|errno| AdminError::refusal_of(op, errno))
+    }
+
+    fn apply_op(&mut self, op: &Op) -> Result<(), Errno> {
         match op {
-            Op::AddService(svc) => self.add_service(svc, kind),
-            Op::EditService(svc) => self.edit_service(svc, kind),
+            Op::AddService(svc) => self.add_service(svc),
+            Op::EditService(svc) => self.edit_service(svc),
             Op::DeleteService(key) => {
-                let id = self.id_of(key).ok_or_else(|| refused(kind, errno::ESRCH))?;
+                let id = self.id_of(key).ok_or(errno::ESRCH)?;
                 self.delete_service(id);
                 Ok(())
             }
@@ -255,13 +262,11 @@ impl Table {
                 }
                 Ok(())
             }
-            Op::AddDestination(key, dest) => self.add_dest(key, dest, kind),
-            Op::EditDestination(key, dest) => self.edit_dest(key, dest, kind),
+            Op::AddDestination(key, dest) => self.add_dest(key, dest),
+            Op::EditDestination(key, dest) => self.edit_dest(key, dest),
             Op::DeleteDestination(key, addr) => {
-                let id = self.id_of(key).ok_or_else(|| refused(kind, errno::ESRCH))?;
-                let did = self
-                    .dest_of(id, *addr)
-                    .ok_or_else(|| refused(kind, errno::ENOENT))?;
+                let id = self.id_of(key).ok_or(errno::ESRCH)?;
+                let did = self.dest_of(id, *addr).ok_or(errno::ENOENT)?;
                 self.delete_dest(id, did);
                 Ok(())
             }
@@ -275,7 +280,7 @@ impl Table {
                 Ok(())
             }
             Op::Zero(Some(key)) => {
-                let id = self.id_of(key).ok_or_else(|| refused(kind, errno::ESRCH))?;
+                let id = self.id_of(key).ok_or(errno::ESRCH)?;
                 if let Some(svc) = self.svcs.get_mut(&id) {
                     for did in &svc.dests {
                         if let Some(d) = self.dests.get_mut(did) {
@@ -289,39 +294,47 @@ impl Table {
             Op::SetTimeouts(t) => {
                 let max = i32::MAX as u32 / HZ;
                 if t.tcp > max || t.tcp_fin > max || t.udp > max {
-                    return Err(refused(kind, errno::EINVAL));
+                    return Err(errno::EINVAL);
                 }
                 Ok(())
             }
             // No connection synchronisation in userspace: nothing can
             // start, and nothing runs to be stopped.
-            Op::StartDaemon(_) => Err(refused(kind, errno::EOPNOTSUPP)),
-            Op::StopDaemon(_) => Err(refused(kind, errno::ESRCH)),
+            Op::StartDaemon(_) => Err(errno::EOPNOTSUPP),
+            Op::StopDaemon(_) => Err(errno::ESRCH),
         }
     }
 
-    fn check_service(svc: &Service, kind: OpKind) -> Result<(), AdminError> {
+    /// The kernel's checks in `ip_vs_add_service`/`ip_vs_edit_service`,
+    /// in its order: the scheduler module (one rvs does not implement is
+    /// a module this "kernel" lacks), the persistence engine, the IPv6
+    /// prefix length.
+    fn check_service(svc: &Service) -> Result<(), Errno> {
+        if !svc.scheduler.is_known() {
+            return Err(errno::ENOENT);
+        }
         if let Some(pe) = &svc.pe_name
             && !pe.is_empty()
             && pe != "sip"
         {
-            return Err(refused(kind, errno::ENOENT));
+            return Err(errno::ENOENT);
         }
         if family_is_v6(&svc.key) && !(1..=128).contains(&svc.netmask.0) {
-            return Err(refused(kind, errno::EINVAL));
+            return Err(errno::EINVAL);
         }
         Ok(())
     }
 
-    fn add_service(&mut self, svc: &Service, kind: OpKind) -> Result<(), AdminError> {
+    fn add_service(&mut self, svc: &Service) -> Result<(), Errno> {
         if self.by_key.contains_key(&svc.key) {
-            return Err(refused(kind, errno::EEXIST));
+            return Err(errno::EEXIST);
         }
-        Self::check_service(svc, kind)?;
+        Self::check_service(svc)?;
         let id = SvcId(self.alloc());
         let mut cfg = svc.clone();
         cfg.flags = cfg.flags.with(ServiceFlags::HASHED, true);
-        let sched = SchedState::new(cfg.scheduler, &Pool::new(&[], &self.dests, &[]));
+        let sched = SchedState::new(cfg.scheduler, &Pool::new(&[], &self.dests, &[]))
+            .ok_or(errno::ENOENT)?;
         self.svcs.insert(
             id,
             SvcEntry {
@@ -335,17 +348,16 @@ impl Table {
         Ok(())
     }
 
-    fn edit_service(&mut self, svc: &Service, kind: OpKind) -> Result<(), AdminError> {
-        let id = self
-            .id_of(&svc.key)
-            .ok_or_else(|| refused(kind, errno::ESRCH))?;
-        Self::check_service(svc, kind)?;
+    fn edit_service(&mut self, svc: &Service) -> Result<(), Errno> {
+        let id = self.id_of(&svc.key).ok_or(errno::ESRCH)?;
+        Self::check_service(svc)?;
         let Some(entry) = self.svcs.get_mut(&id) else {
-            return Err(refused(kind, errno::ESRCH));
+            return Err(errno::ESRCH);
         };
         if entry.cfg.scheduler != svc.scheduler {
             entry.sched =
-                SchedState::new(svc.scheduler, &Pool::new(&entry.dests, &self.dests, &[]));
+                SchedState::new(svc.scheduler, &Pool::new(&entry.dests, &self.dests, &[]))
+                    .ok_or(errno::ENOENT)?;
         }
         entry.cfg = svc.clone();
         entry.cfg.flags = entry.cfg.flags.with(ServiceFlags::HASHED, true);
@@ -375,40 +387,30 @@ impl Table {
         }
     }
 
-    fn check_dest(
-        key: &ServiceKey,
-        dest: &Destination,
-        kind: OpKind,
-        full: bool,
-    ) -> Result<(), AdminError> {
+    fn check_dest(key: &ServiceKey, dest: &Destination, full: bool) -> Result<(), Errno> {
         if dest.addr.is_ipv6() != family_is_v6(key) && dest.forward != ForwardMethod::Tunnel {
-            return Err(refused(kind, errno::EINVAL));
+            return Err(errno::EINVAL);
         }
         if !full {
             return Ok(());
         }
         if dest.weight < 0 || dest.lower_threshold > dest.upper_threshold {
-            return Err(refused(kind, errno::ERANGE));
+            return Err(errno::ERANGE);
         }
         if dest.upper_threshold > i32::MAX as u32 {
-            return Err(refused(kind, errno::EINVAL));
+            return Err(errno::EINVAL);
         }
         if dest.tunnel.kind == TunnelType::Gue && dest.tunnel.port == 0 {
-            return Err(refused(kind, errno::EINVAL));
+            return Err(errno::EINVAL);
         }
         Ok(())
     }
 
-    fn add_dest(
-        &mut self,
-        key: &ServiceKey,
-        dest: &Destination,
-        kind: OpKind,
-    ) -> Result<(), AdminError> {
-        let id = self.id_of(key).ok_or_else(|| refused(kind, errno::ESRCH))?;
-        Self::check_dest(key, dest, kind, true)?;
+    fn add_dest(&mut self, key: &ServiceKey, dest: &Destination) -> Result<(), Errno> {
+        let id = self.id_of(key).ok_or(errno::ESRCH)?;
+        Self::check_dest(key, dest, true)?;
         if self.dest_of(id, dest.addr).is_some() {
-            return Err(refused(kind, errno::EEXIST));
+            return Err(errno::EEXIST);
         }
         let revived = self.trash.remove(&(*key, dest.addr));
         let did = match revived.filter(|d| self.dests.contains_key(d)) {
@@ -421,7 +423,7 @@ impl Table {
             }
             None => {
                 if !is_unicast(dest.addr.ip()) {
-                    return Err(refused(kind, errno::EINVAL));
+                    return Err(errno::EINVAL);
                 }
                 let did = DestId(self.alloc());
                 let mut d = DestEntry {
@@ -466,17 +468,10 @@ impl Table {
         }
     }
 
-    fn edit_dest(
-        &mut self,
-        key: &ServiceKey,
-        dest: &Destination,
-        kind: OpKind,
-    ) -> Result<(), AdminError> {
-        let id = self.id_of(key).ok_or_else(|| refused(kind, errno::ESRCH))?;
-        Self::check_dest(key, dest, kind, true)?;
-        let did = self
-            .dest_of(id, dest.addr)
-            .ok_or_else(|| refused(kind, errno::ENOENT))?;
+    fn edit_dest(&mut self, key: &ServiceKey, dest: &Destination) -> Result<(), Errno> {
+        let id = self.id_of(key).ok_or(errno::ESRCH)?;
+        Self::check_dest(key, dest, true)?;
+        let did = self.dest_of(id, dest.addr).ok_or(errno::ENOENT)?;
         if let Some(d) = self.dests.get_mut(&did) {
             Self::update_dest(d, dest, false);
         }
@@ -563,5 +558,82 @@ impl Table {
             .collect();
         out.sort();
         out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // one real instant is the origin of simulated time
+mod tests {
+    use std::time::Instant;
+
+    use rvs_model::admin::{AdminError, Op, OpKind, errno};
+    use rvs_model::{Destination, Scheduler, Service, ServiceKey};
+
+    use crate::Core;
+
+    #[test]
+    fn a_scheduler_rvs_lacks_is_refused_like_a_missing_module() {
+        let mut core = Core::new();
+        let now = Instant::now();
+        let key = ServiceKey::tcp("10.96.0.10:80".parse().unwrap());
+        let fastest = Scheduler::from_kernel_name("fastest").unwrap();
+        let err = core
+            .apply(&Op::AddService(Service::new(key, fastest)), now)
+            .unwrap_err();
+        assert_eq!(err.errno(), Some(errno::ENOENT));
+        assert!(core.services(now).is_empty());
+        core.apply(
+            &Op::AddService(Service::new(key, Scheduler::RoundRobin)),
+            now,
+        )
+        .unwrap();
+        // Adding it again: the duplicate is found first, as in the kernel.
+        let err = core
+            .apply(&Op::AddService(Service::new(key, fastest)), now)
+            .unwrap_err();
+        assert_eq!(err.errno(), Some(errno::EEXIST));
+        // An edit to it leaves the service as it was.
+        let err = core
+            .apply(&Op::EditService(Service::new(key, fastest)), now)
+            .unwrap_err();
+        assert_eq!(err.errno(), Some(errno::ENOENT));
+        assert_eq!(
+            err.to_string(),
+            "edit service TCP 10.96.0.10:80: refused by the dataplane: ENOENT (errno 2)"
+        );
+        assert_eq!(
+            core.service(&key, now).unwrap().service.scheduler,
+            Scheduler::RoundRobin
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_service_and_real_server() {
+        let mut core = Core::new();
+        let now = Instant::now();
+        let key = ServiceKey::tcp("10.96.0.10:80".parse().unwrap());
+        let dest = Destination::masquerade("10.0.2.2:8080".parse().unwrap());
+        let err = core
+            .apply(&Op::AddDestination(key, dest.clone()), now)
+            .unwrap_err();
+        match err {
+            AdminError::Refused {
+                op,
+                errno,
+                service,
+                destination,
+            } => {
+                assert_eq!(op, OpKind::AddDestination);
+                assert_eq!(errno, errno::ESRCH);
+                assert_eq!(service, Some(key));
+                assert_eq!(destination, Some(dest.addr));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = core.destinations(&key, now).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "list destinations TCP 10.96.0.10:80: refused by the dataplane: ESRCH (errno 3)"
+        );
     }
 }

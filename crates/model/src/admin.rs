@@ -10,8 +10,6 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use serde::{Deserialize, Serialize};
-
 use crate::{
     Connection, Daemon, DaemonState, Destination, DestinationStatus, Info, Service, ServiceKey,
     ServiceStatus, Timeouts,
@@ -42,10 +40,158 @@ pub mod errno {
     pub const EBUSY: i32 = 16;
     /// Out of range: negative weight, or lower threshold above upper.
     pub const ERANGE: i32 = 34;
+
+    /// Linux's symbolic names, indexed by errno (0 has none).
+    const NAMES: [&str; 134] = [
+        "",
+        "EPERM",
+        "ENOENT",
+        "ESRCH",
+        "EINTR",
+        "EIO",
+        "ENXIO",
+        "E2BIG",
+        "ENOEXEC",
+        "EBADF",
+        "ECHILD",
+        "EAGAIN",
+        "ENOMEM",
+        "EACCES",
+        "EFAULT",
+        "ENOTBLK",
+        "EBUSY",
+        "EEXIST",
+        "EXDEV",
+        "ENODEV",
+        "ENOTDIR",
+        "EISDIR",
+        "EINVAL",
+        "ENFILE",
+        "EMFILE",
+        "ENOTTY",
+        "ETXTBSY",
+        "EFBIG",
+        "ENOSPC",
+        "ESPIPE",
+        "EROFS",
+        "EMLINK",
+        "EPIPE",
+        "EDOM",
+        "ERANGE",
+        "EDEADLK",
+        "ENAMETOOLONG",
+        "ENOLCK",
+        "ENOSYS",
+        "ENOTEMPTY",
+        "ELOOP",
+        "",
+        "ENOMSG",
+        "EIDRM",
+        "ECHRNG",
+        "EL2NSYNC",
+        "EL3HLT",
+        "EL3RST",
+        "ELNRNG",
+        "EUNATCH",
+        "ENOCSI",
+        "EL2HLT",
+        "EBADE",
+        "EBADR",
+        "EXFULL",
+        "ENOANO",
+        "EBADRQC",
+        "EBADSLT",
+        "",
+        "EBFONT",
+        "ENOSTR",
+        "ENODATA",
+        "ETIME",
+        "ENOSR",
+        "ENONET",
+        "ENOPKG",
+        "EREMOTE",
+        "ENOLINK",
+        "EADV",
+        "ESRMNT",
+        "ECOMM",
+        "EPROTO",
+        "EMULTIHOP",
+        "EDOTDOT",
+        "EBADMSG",
+        "EOVERFLOW",
+        "ENOTUNIQ",
+        "EBADFD",
+        "EREMCHG",
+        "ELIBACC",
+        "ELIBBAD",
+        "ELIBSCN",
+        "ELIBMAX",
+        "ELIBEXEC",
+        "EILSEQ",
+        "ERESTART",
+        "ESTRPIPE",
+        "EUSERS",
+        "ENOTSOCK",
+        "EDESTADDRREQ",
+        "EMSGSIZE",
+        "EPROTOTYPE",
+        "ENOPROTOOPT",
+        "EPROTONOSUPPORT",
+        "ESOCKTNOSUPPORT",
+        "EOPNOTSUPP",
+        "EPFNOSUPPORT",
+        "EAFNOSUPPORT",
+        "EADDRINUSE",
+        "EADDRNOTAVAIL",
+        "ENETDOWN",
+        "ENETUNREACH",
+        "ENETRESET",
+        "ECONNABORTED",
+        "ECONNRESET",
+        "ENOBUFS",
+        "EISCONN",
+        "ENOTCONN",
+        "ESHUTDOWN",
+        "ETOOMANYREFS",
+        "ETIMEDOUT",
+        "ECONNREFUSED",
+        "EHOSTDOWN",
+        "EHOSTUNREACH",
+        "EALREADY",
+        "EINPROGRESS",
+        "ESTALE",
+        "EUCLEAN",
+        "ENOTNAM",
+        "ENAVAIL",
+        "EISNAM",
+        "EREMOTEIO",
+        "EDQUOT",
+        "ENOMEDIUM",
+        "EMEDIUMTYPE",
+        "ECANCELED",
+        "ENOKEY",
+        "EKEYEXPIRED",
+        "EKEYREVOKED",
+        "EKEYREJECTED",
+        "EOWNERDEAD",
+        "ENOTRECOVERABLE",
+        "ERFKILL",
+        "EHWPOISON",
+    ];
+
+    /// The symbolic name of a Linux errno (`ESRCH` for 3), if it has one.
+    pub fn name(errno: i32) -> Option<&'static str> {
+        usize::try_from(errno)
+            .ok()
+            .and_then(|i| NAMES.get(i))
+            .copied()
+            .filter(|name| !name.is_empty())
+    }
 }
 
 /// One change to a dataplane's IPVS state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Op {
     /// `-A`: add a virtual service.
     AddService(Service),
@@ -72,6 +218,32 @@ pub enum Op {
 }
 
 impl Op {
+    /// The service the operation addresses, if it names one.
+    pub fn service_key(&self) -> Option<ServiceKey> {
+        match self {
+            Op::AddService(svc) | Op::EditService(svc) => Some(svc.key),
+            Op::DeleteService(key)
+            | Op::AddDestination(key, _)
+            | Op::EditDestination(key, _)
+            | Op::DeleteDestination(key, _)
+            | Op::Zero(Some(key)) => Some(*key),
+            Op::Flush
+            | Op::Zero(None)
+            | Op::SetTimeouts(_)
+            | Op::StartDaemon(_)
+            | Op::StopDaemon(_) => None,
+        }
+    }
+
+    /// The real server the operation addresses, for destination operations.
+    pub fn destination_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Op::AddDestination(_, dest) | Op::EditDestination(_, dest) => Some(dest.addr),
+            Op::DeleteDestination(_, addr) => Some(*addr),
+            _ => None,
+        }
+    }
+
     /// Which kind of operation this is.
     pub fn kind(&self) -> OpKind {
         match self {
@@ -91,7 +263,8 @@ impl Op {
 }
 
 /// The kind of an [`Op`] or of a read, for error messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum OpKind {
     /// Add a service.
     AddService,
@@ -159,13 +332,23 @@ impl fmt::Display for OpKind {
 pub enum AdminError {
     /// The dataplane refused the operation with an errno (as the kernel
     /// would: [`errno::ESRCH`] for a missing service, [`errno::EEXIST`]
-    /// for a duplicate, ...).
-    #[error("{op}: refused by the dataplane (errno {errno})")]
+    /// for a duplicate, ...). Shown as
+    /// `add destination TCP 10.96.0.10:80 -> 10.0.2.2:8080: refused by the
+    /// dataplane: EEXIST (errno 17)`.
+    #[error(
+        "{op}{}: refused by the dataplane: {}",
+        Subject(service.as_ref(), destination.as_ref()),
+        Errno(*errno)
+    )]
     Refused {
         /// What was attempted.
         op: OpKind,
         /// The errno (positive).
         errno: i32,
+        /// The service the operation addressed, when it named one.
+        service: Option<ServiceKey>,
+        /// The real server, for destination operations.
+        destination: Option<SocketAddr>,
     },
     /// The dataplane could not be reached or the exchange failed.
     #[error("{op}: {context}")]
@@ -188,7 +371,66 @@ pub enum AdminError {
     },
 }
 
+/// ` TCP 10.96.0.10:80 -> 10.0.2.2:8080` (or nothing) in a refusal.
+struct Subject<'a>(Option<&'a ServiceKey>, Option<&'a SocketAddr>);
+
+impl fmt::Display for Subject<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(key) = self.0 {
+            write!(f, " {key}")?;
+        }
+        if let Some(addr) = self.1 {
+            write!(f, " -> {addr}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `ESRCH (errno 3)`, or `errno 999` for a number without a name.
+struct Errno(i32);
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match errno::name(self.0) {
+            Some(name) => write!(f, "{name} (errno {})", self.0),
+            None => write!(f, "errno {}", self.0),
+        }
+    }
+}
+
 impl AdminError {
+    /// A refusal of an operation of kind `op` that names no service.
+    pub fn refused(op: OpKind, errno: i32) -> AdminError {
+        AdminError::Refused {
+            op,
+            errno,
+            service: None,
+            destination: None,
+        }
+    }
+
+    /// The refusal of `op`, naming the service and real server it
+    /// addresses.
+    pub fn refusal_of(op: &Op, errno: i32) -> AdminError {
+        AdminError::Refused {
+            op: op.kind(),
+            errno,
+            service: op.service_key(),
+            destination: op.destination_addr(),
+        }
+    }
+
+    /// A refusal of a read of one service (`op` is
+    /// [`OpKind::GetServices`] or [`OpKind::GetDestinations`]).
+    pub fn refused_for(op: OpKind, errno: i32, key: ServiceKey) -> AdminError {
+        AdminError::Refused {
+            op,
+            errno,
+            service: Some(key),
+            destination: None,
+        }
+    }
+
     /// The errno of a refusal, if this is one.
     pub fn errno(&self) -> Option<i32> {
         match self {
@@ -227,10 +469,11 @@ pub trait Admin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Scheduler;
 
+    #[cfg(feature = "serde")]
     #[test]
     fn ops_round_trip_through_json() {
+        use crate::Scheduler;
         let key = ServiceKey::tcp("10.96.0.10:80".parse().unwrap());
         let ops = vec![
             Op::AddService(Service::new(key, Scheduler::RoundRobin)),
@@ -249,14 +492,54 @@ mod tests {
 
     #[test]
     fn refusals_expose_their_errno() {
-        let err = AdminError::Refused {
-            op: OpKind::DeleteService,
-            errno: errno::ESRCH,
-        };
+        let err = AdminError::refused(OpKind::Flush, errno::ESRCH);
         assert_eq!(err.errno(), Some(3));
         assert_eq!(
             err.to_string(),
-            "delete service: refused by the dataplane (errno 3)"
+            "flush services: refused by the dataplane: ESRCH (errno 3)"
         );
+        let err = AdminError::refused(OpKind::Flush, 4242);
+        assert_eq!(
+            err.to_string(),
+            "flush services: refused by the dataplane: errno 4242"
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_service_and_real_server() {
+        let key = ServiceKey::tcp("10.96.0.10:80".parse().unwrap());
+        let dest = Destination::masquerade("10.0.2.2:8080".parse().unwrap());
+        let err = AdminError::refusal_of(&Op::AddDestination(key, dest), errno::EEXIST);
+        assert_eq!(
+            err.to_string(),
+            "add destination TCP 10.96.0.10:80 -> 10.0.2.2:8080: \
+             refused by the dataplane: EEXIST (errno 17)"
+        );
+        let err = AdminError::refusal_of(&Op::DeleteService(key), errno::ESRCH);
+        assert_eq!(
+            err.to_string(),
+            "delete service TCP 10.96.0.10:80: refused by the dataplane: ESRCH (errno 3)"
+        );
+        let err = AdminError::refused_for(OpKind::GetServices, errno::ESRCH, key);
+        assert!(matches!(err, AdminError::Refused { service: Some(k), .. } if k == key));
+        assert_eq!(Op::Flush.service_key(), None);
+        assert_eq!(Op::Zero(Some(key)).service_key(), Some(key));
+    }
+
+    #[test]
+    fn errno_names_follow_linux() {
+        assert_eq!(errno::name(errno::EPERM), Some("EPERM"));
+        assert_eq!(errno::name(errno::ESRCH), Some("ESRCH"));
+        assert_eq!(errno::name(errno::EEXIST), Some("EEXIST"));
+        assert_eq!(errno::name(errno::EINVAL), Some("EINVAL"));
+        assert_eq!(errno::name(errno::ERANGE), Some("ERANGE"));
+        assert_eq!(errno::name(errno::ENOPROTOOPT), Some("ENOPROTOOPT"));
+        assert_eq!(errno::name(errno::EOPNOTSUPP), Some("EOPNOTSUPP"));
+        assert_eq!(errno::name(errno::EALREADY), Some("EALREADY"));
+        assert_eq!(errno::name(110), Some("ETIMEDOUT"));
+        assert_eq!(errno::name(133), Some("EHWPOISON"));
+        for none in [0, 41, 58, 134, -3] {
+            assert_eq!(errno::name(none), None, "{none}");
+        }
     }
 }

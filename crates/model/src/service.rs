@@ -10,12 +10,11 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use serde::{Deserialize, Serialize};
-
 use crate::Scheduler;
 
 /// Transport protocol of a virtual service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Protocol {
     /// TCP (`-t`).
     Tcp,
@@ -57,7 +56,8 @@ impl fmt::Display for Protocol {
 }
 
 /// What identifies a virtual service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ServiceKey {
     /// A protocol, address and port.
     Addr {
@@ -112,7 +112,8 @@ impl fmt::Display for ServiceKey {
 }
 
 /// Service flag bits, as the kernel defines them (`IP_VS_SVC_F_*`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ServiceFlags(pub u32);
 
 impl ServiceFlags {
@@ -147,7 +148,8 @@ impl ServiceFlags {
 /// Persistence granularity: for IPv4 services a netmask (host byte order,
 /// `0xffff_ffff` = one client), for IPv6 a prefix length (128 = one
 /// client). This is what the kernel stores in `IPVS_SVC_ATTR_NETMASK`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Netmask(pub u32);
 
 impl Netmask {
@@ -172,7 +174,8 @@ impl Netmask {
 }
 
 /// A virtual service's configuration (what `ipvsadm -A`/`-E` set).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Service {
     /// What identifies the service.
     pub key: ServiceKey,
@@ -223,7 +226,8 @@ impl Service {
 }
 
 /// How packets reach a real server (`IP_VS_CONN_F_FWD_MASK` values).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ForwardMethod {
     /// NAT (`-m`, "Masq").
     Masquerade,
@@ -266,7 +270,8 @@ impl ForwardMethod {
 }
 
 /// Tunnel encapsulation for [`ForwardMethod::Tunnel`] (`--tun-type`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum TunnelType {
     /// IP-in-IP (the default).
     #[default]
@@ -302,7 +307,8 @@ impl TunnelType {
 }
 
 /// Tunnel checksum flags (`IP_VS_TUNNEL_ENCAP_FLAG_*`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TunnelFlags(pub u16);
 
 impl TunnelFlags {
@@ -315,7 +321,8 @@ impl TunnelFlags {
 }
 
 /// Tunnel settings of a destination.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Tunnel {
     /// Encapsulation.
     pub kind: TunnelType,
@@ -326,7 +333,8 @@ pub struct Tunnel {
 }
 
 /// One real server behind a virtual service (what `ipvsadm -a`/`-e` set).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Destination {
     /// Address and port of the real server (port 0 for fwmark services
     /// without a port).
@@ -359,7 +367,8 @@ impl Destination {
 }
 
 /// IPVS counters: cumulative totals and the rate estimator's rates.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Stats {
     /// Connections scheduled.
     pub conns: u64,
@@ -384,7 +393,8 @@ pub struct Stats {
 }
 
 /// A service as a dataplane reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ServiceStatus {
     /// Its configuration.
     pub service: Service,
@@ -393,7 +403,8 @@ pub struct ServiceStatus {
 }
 
 /// A destination as a dataplane reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DestinationStatus {
     /// Its configuration.
     pub destination: Destination,
@@ -408,7 +419,8 @@ pub struct DestinationStatus {
 }
 
 /// A service with its destinations: desired state, or a full snapshot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct VirtualService {
     /// The service.
     pub service: Service,
@@ -418,7 +430,8 @@ pub struct VirtualService {
 
 /// Connection timeouts in seconds (`ipvsadm --set tcp tcpfin udp`); 0 in a
 /// request means "leave unchanged".
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Timeouts {
     /// Established TCP.
     pub tcp: u32,
@@ -429,16 +442,40 @@ pub struct Timeouts {
 }
 
 /// Which role a connection-sync daemon has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum DaemonState {
     /// Sends connection updates (`IP_VS_STATE_MASTER`).
     Master,
     /// Receives them (`IP_VS_STATE_BACKUP`).
     Backup,
+    /// A state value this model does not know, kept as the kernel sent it.
+    Other(u32),
+}
+
+impl DaemonState {
+    /// The kernel's `IP_VS_STATE_*` value.
+    pub fn to_kernel(self) -> u32 {
+        match self {
+            DaemonState::Master => 1,
+            DaemonState::Backup => 2,
+            DaemonState::Other(v) => v,
+        }
+    }
+
+    /// The state for a kernel value.
+    pub fn from_kernel(value: u32) -> DaemonState {
+        match value {
+            1 => DaemonState::Master,
+            2 => DaemonState::Backup,
+            v => DaemonState::Other(v),
+        }
+    }
 }
 
 /// A connection-synchronisation daemon (`--start-daemon`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Daemon {
     /// Master or backup.
     pub state: DaemonState,
@@ -457,7 +494,8 @@ pub struct Daemon {
 }
 
 /// Version and connection-table size (the listing's first line).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Info {
     /// IPVS version as `major << 16 | minor << 8 | patch`.
     pub version: u32,
@@ -466,7 +504,8 @@ pub struct Info {
 }
 
 /// One entry of the connection table (`ipvsadm -Lc`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Connection {
     /// Protocol name as the kernel prints it (`TCP`, `UDP`, `SCTP`, ...).
     pub protocol: String,
@@ -538,6 +577,10 @@ mod tests {
         for v in 0..=255u8 {
             assert_eq!(TunnelType::from_kernel(v).to_kernel(), v);
         }
+        for v in 0..=8u32 {
+            assert_eq!(DaemonState::from_kernel(v).to_kernel(), v);
+        }
+        assert_eq!(DaemonState::from_kernel(2), DaemonState::Backup);
     }
 
     #[test]
@@ -554,6 +597,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "serde")]
     #[test]
     fn services_serialise_losslessly() {
         let mut svc = Service::new(

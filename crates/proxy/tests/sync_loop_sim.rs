@@ -217,10 +217,7 @@ impl Admin for Flaky {
     }
     fn apply(&mut self, op: &Op) -> Result<(), AdminError> {
         if self.within(self.refuse) {
-            return Err(AdminError::Refused {
-                op: op.kind(),
-                errno: errno::ENOMEM,
-            });
+            return Err(AdminError::refusal_of(op, errno::ENOMEM));
         }
         self.inner.apply(op)
     }

@@ -253,10 +253,8 @@ mod tests {
     use super::*;
 
     fn refused(errno: i32) -> AdminError {
-        AdminError::Refused {
-            op: OpKind::AddService,
-            errno,
-        }
+        let key = rvs_model::ServiceKey::tcp("10.0.0.1:80".parse().unwrap());
+        AdminError::refused_for(OpKind::AddService, errno, key)
     }
 
     #[test]

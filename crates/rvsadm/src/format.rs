@@ -542,13 +542,18 @@ pub(crate) fn timeouts(t: &Timeouts) -> String {
     )
 }
 
-/// `--daemon`: one line per running sync daemon.
+/// `--daemon`: one line per running sync daemon. ipvsadm tests the
+/// state's bits, so a state the model does not know is shown by the
+/// master or backup bit it has, and not at all without either.
 pub(crate) fn daemons(list: &[Daemon]) -> String {
     let mut out = String::new();
     for d in list.iter().take(2) {
         let kind = match d.state {
             DaemonState::Master => "master",
             DaemonState::Backup => "backup",
+            DaemonState::Other(bits) if bits & 1 != 0 => "master",
+            DaemonState::Other(bits) if bits & 2 != 0 => "backup",
+            DaemonState::Other(_) => continue,
         };
         let _ = write!(
             out,

@@ -166,9 +166,11 @@ pub(crate) enum SchedState {
 }
 
 impl SchedState {
-    /// `init_service`.
-    pub(crate) fn new(sched: Scheduler, pool: &Pool<'_>) -> SchedState {
-        match sched {
+    /// `init_service`; `None` for a scheduler rvs does not implement
+    /// ([`Scheduler::Other`]), which the table refuses with `ENOENT` like
+    /// a kernel without that module.
+    pub(crate) fn new(sched: Scheduler, pool: &Pool<'_>) -> Option<SchedState> {
+        Some(match sched {
             Scheduler::RoundRobin => SchedState::Rr(rr::Rr::default()),
             Scheduler::WeightedRoundRobin => SchedState::Wrr(wrr::Wrr::new(pool)),
             Scheduler::LeastConnection => SchedState::Lc,
@@ -185,7 +187,8 @@ impl SchedState {
             Scheduler::Failover => SchedState::Fo,
             Scheduler::Overflow => SchedState::Ovf,
             Scheduler::RandomTwos => SchedState::Twos,
-        }
+            Scheduler::Other(_) => return None,
+        })
     }
 
     /// `add_dest`: the destination was inserted at `index` (the head).

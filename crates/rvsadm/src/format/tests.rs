@@ -514,3 +514,38 @@ fn sched_flags_without_a_name_print_empty_parentheses() {
     service_entry(&mut out, &st, &[], fmt::NUMERIC | fmt::RULE, &names);
     assert_eq!(out, "-A -t 10.0.0.1:80 -s sh -b \n");
 }
+
+#[test]
+fn a_scheduler_rvs_does_not_know_is_shown_by_the_kernels_name() {
+    let names = names();
+    let fastest = Scheduler::from_kernel_name("fastest").unwrap();
+    let mut service = svc(ServiceKey::tcp(sa("10.0.0.9:80")), fastest);
+    service.flags = service.flags.with(ServiceFlags::SCHED1, true);
+    let status = ServiceStatus {
+        service,
+        stats: Stats::default(),
+    };
+    let mut out = String::new();
+    service_entry(&mut out, &status, &[], fmt::NUMERIC, &names);
+    assert_eq!(out, "TCP  10.0.0.9:80 fastest (flag-1)\n");
+    let mut out = String::new();
+    service_entry(&mut out, &status, &[], fmt::NUMERIC | fmt::RULE, &names);
+    assert_eq!(out, "-A -t 10.0.0.9:80 -s fastest -b flag-1\n");
+}
+
+#[test]
+fn daemon_states_are_read_by_their_bits() {
+    let daemon = |state| Daemon {
+        state,
+        mcast_ifn: "eth0".into(),
+        syncid: 1,
+        sync_maxlen: 0,
+        mcast_group: None,
+        mcast_port: 0,
+        mcast_ttl: 0,
+    };
+    assert_eq!(
+        daemons(&[daemon(DaemonState::Other(5)), daemon(DaemonState::Other(8))]),
+        "master sync daemon (mcast=eth0, syncid=1)\n"
+    );
+}

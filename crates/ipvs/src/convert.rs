@@ -6,19 +6,28 @@
 //! 16-byte `nf_inet_addr` for addresses, `{flags, mask = !0}` for service
 //! flags, the IPv4 netmask in network order and the IPv6 prefix length in
 //! host order, and the destination's own address family.
+//!
+//! Decoding keeps what the model can hold even where rvs does not know
+//! it: a scheduler name rvs has no variant for becomes
+//! [`Scheduler::Other`], unknown flag bits, forwarding methods, tunnel
+//! types and daemon states are kept as numbers, and attributes of kinds
+//! the codec does not know are ignored. What the model cannot hold at all
+//! (a service of a protocol other than TCP, UDP and SCTP, an address
+//! family other than IPv4 and IPv6) is an error that
+//! [`ConvertError::is_unrepresentable`] singles out, so that a dump can
+//! leave that one object out instead of failing (see `crate::client`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use rvs_model::admin::Op;
-use rvs_model::{
-    Daemon, DaemonState, Destination, DestinationStatus, ForwardMethod, Info, Netmask, Protocol,
-    Scheduler, Service, ServiceFlags, ServiceKey, ServiceStatus, Stats, Timeouts, Tunnel,
-    TunnelFlags, TunnelType,
-};
-
-use crate::{
+use rvs_ipvs_proto::{
     AF_INET, AF_INET6, CmdAttr, DaemonAttr, DestAttr, IpvsCmd, IpvsMessage, Nested, StatsAttr,
     StatsField, SvcAttr,
+};
+use rvs_model::admin::Op;
+use rvs_model::{
+    Daemon, DaemonState, Destination, DestinationStatus, ForwardMethod, Info, InvalidSchedulerName,
+    Netmask, Protocol, Scheduler, Service, ServiceFlags, ServiceKey, ServiceStatus, Stats,
+    Timeouts, Tunnel, TunnelFlags, TunnelType,
 };
 
 /// Why a reply could not be turned into model types.
@@ -40,19 +49,31 @@ pub enum ConvertError {
         /// The family.
         af: u16,
     },
-    /// A protocol IPVS model does not know.
+    /// A protocol the model has no [`Protocol`] for.
     #[error("service: unsupported protocol {0}")]
     Protocol(u16),
-    /// A scheduler rvs does not know.
-    #[error("service: unknown scheduler {0:?}")]
-    Scheduler(String),
+    /// A scheduler name no kernel can hold (the kernel's are 1 to 15
+    /// bytes). Names rvs merely does not know are kept, not refused.
+    #[error("service: {0}")]
+    SchedulerName(InvalidSchedulerName),
     /// A reply without the expected payload.
     #[error("reply to {0}: no {1} in it")]
     Reply(&'static str, &'static str),
 }
 
-const STATE_MASTER: u32 = 1;
-const STATE_BACKUP: u32 = 2;
+impl ConvertError {
+    /// `true` when the object is well formed but the model cannot hold
+    /// it (a foreign protocol or address family, an impossible scheduler
+    /// name), as opposed to a reply that lacks what every kernel sends.
+    pub fn is_unrepresentable(&self) -> bool {
+        matches!(
+            self,
+            ConvertError::Family { .. }
+                | ConvertError::Protocol(_)
+                | ConvertError::SchedulerName(_)
+        )
+    }
+}
 
 fn family(ipv6: bool) -> u16 {
     if ipv6 { AF_INET6 } else { AF_INET }
@@ -149,6 +170,7 @@ fn stats_from(nest: &[StatsAttr]) -> Stats {
                 StatsField::OutPps => stats.outpps = v,
                 StatsField::InBps => stats.inbps = v,
                 StatsField::OutBps => stats.outbps = v,
+                _ => {}
             }
         }
     }
@@ -175,7 +197,7 @@ pub fn service_status(attrs: &[SvcAttr]) -> Result<ServiceStatus, ConvertError> 
             SvcAttr::PeName(v) => pe = Some(v.clone()),
             SvcAttr::Stats(n) => stats32 = Some(n.attrs.as_slice()),
             SvcAttr::Stats64(n) => stats64 = Some(n.attrs.as_slice()),
-            SvcAttr::Other(_) => {}
+            _ => {}
         }
     }
     let af = af.ok_or(ConvertError::Missing {
@@ -220,9 +242,7 @@ pub fn service_status(attrs: &[SvcAttr]) -> Result<ServiceStatus, ConvertError> 
         object: OBJ,
         attr: "SCHED_NAME",
     })?;
-    let scheduler: Scheduler = sched
-        .parse()
-        .map_err(|_| ConvertError::Scheduler(sched.to_owned()))?;
+    let scheduler = Scheduler::from_kernel_name(sched).map_err(ConvertError::SchedulerName)?;
     let netmask = match netmask {
         Some(bytes) if ipv6 => Netmask(u32::from_ne_bytes(bytes)),
         Some(bytes) => Netmask(u32::from_be_bytes(bytes)),
@@ -238,6 +258,50 @@ pub fn service_status(attrs: &[SvcAttr]) -> Result<ServiceStatus, ConvertError> 
     };
     let stats = stats64.or(stats32).map(stats_from).unwrap_or_default();
     Ok(ServiceStatus { service, stats })
+}
+
+/// A short description of a service from its attributes, for messages
+/// about a service the model cannot hold: `protocol 47 10.0.0.1:80`,
+/// `fwmark 3 (family 10)`.
+pub fn describe_service(attrs: &[SvcAttr]) -> String {
+    let (mut af, mut protocol, mut addr, mut port, mut fwmark) = (None, None, None, None, None);
+    for attr in attrs {
+        match attr {
+            SvcAttr::Af(v) => af = Some(*v),
+            SvcAttr::Protocol(v) => protocol = Some(*v),
+            SvcAttr::Addr(v) => addr = Some(v.as_slice()),
+            SvcAttr::Port(v) => port = Some(*v),
+            SvcAttr::Fwmark(v) => fwmark = Some(*v),
+            _ => {}
+        }
+    }
+    let af = af.unwrap_or_default();
+    if let Some(mark) = fwmark.filter(|m| *m != 0) {
+        return format!("fwmark {mark} (family {af})");
+    }
+    let proto = protocol.map_or_else(|| "?".to_owned(), |p| p.to_string());
+    let port = port.unwrap_or_default();
+    match addr.map(|a| ip_from(a, af, "service")) {
+        Some(Ok(ip)) => format!("protocol {proto} {}", SocketAddr::new(ip, port)),
+        _ => format!("protocol {proto} port {port} (family {af})"),
+    }
+}
+
+/// A short description of a destination from its attributes, for
+/// messages about one the model cannot hold: `port 80 (family 7)`.
+pub fn describe_dest(attrs: &[DestAttr]) -> String {
+    let (mut af, mut port) = (None, None);
+    for attr in attrs {
+        match attr {
+            DestAttr::AddrFamily(v) => af = Some(*v),
+            DestAttr::Port(v) => port = Some(*v),
+            _ => {}
+        }
+    }
+    match af {
+        Some(af) => format!("port {} (family {af})", port.unwrap_or_default()),
+        None => format!("port {}", port.unwrap_or_default()),
+    }
 }
 
 /// The attributes of a full destination description (add and edit).
@@ -303,7 +367,7 @@ pub fn dest_status(
             DestAttr::TunType(v) => tunnel.kind = TunnelType::from_kernel(*v),
             DestAttr::TunPort(v) => tunnel.port = *v,
             DestAttr::TunFlags(v) => tunnel.flags = TunnelFlags(*v),
-            DestAttr::Other(_) => {}
+            _ => {}
         }
     }
     let af = af.unwrap_or(family(service_ipv6));
@@ -329,7 +393,7 @@ pub fn dest_status(
 /// The attributes of a sync daemon to start.
 pub fn daemon_attrs(daemon: &Daemon) -> Vec<DaemonAttr> {
     let mut attrs = vec![
-        DaemonAttr::State(state_number(daemon.state)),
+        DaemonAttr::State(daemon.state.to_kernel()),
         DaemonAttr::McastIfn(daemon.mcast_ifn.clone()),
         DaemonAttr::SyncId(daemon.syncid),
     ];
@@ -348,13 +412,6 @@ pub fn daemon_attrs(daemon: &Daemon) -> Vec<DaemonAttr> {
         attrs.push(DaemonAttr::McastTtl(daemon.mcast_ttl));
     }
     attrs
-}
-
-fn state_number(state: DaemonState) -> u32 {
-    match state {
-        DaemonState::Master => STATE_MASTER,
-        DaemonState::Backup => STATE_BACKUP,
-    }
 }
 
 /// Decodes a sync daemon from a reply.
@@ -380,12 +437,11 @@ pub fn daemon(attrs: &[DaemonAttr]) -> Result<Daemon, ConvertError> {
             DaemonAttr::McastGroup6(v) => daemon.mcast_group = Some(IpAddr::V6(Ipv6Addr::from(*v))),
             DaemonAttr::McastPort(v) => daemon.mcast_port = *v,
             DaemonAttr::McastTtl(v) => daemon.mcast_ttl = *v,
-            DaemonAttr::Other(_) => {}
+            _ => {}
         }
     }
     daemon.state = match state {
-        Some(STATE_BACKUP) => DaemonState::Backup,
-        Some(_) => DaemonState::Master,
+        Some(state) => DaemonState::from_kernel(state),
         None => {
             return Err(ConvertError::Missing {
                 object: OBJ,
@@ -474,7 +530,7 @@ pub fn request(op: &Op) -> IpvsMessage {
         Op::StopDaemon(state) => (
             IpvsCmd::DelDaemon,
             vec![CmdAttr::Daemon(Nested::new(vec![DaemonAttr::State(
-                state_number(*state),
+                state.to_kernel(),
             )]))],
         ),
     };
@@ -567,15 +623,52 @@ mod tests {
                 attr: "AF"
             }
         );
-        let err = service_status(&[
+        assert!(!err.is_unrepresentable());
+    }
+
+    #[test]
+    fn a_scheduler_rvs_does_not_know_is_kept_by_name() {
+        let status = service_status(&[
             SvcAttr::Af(2),
             SvcAttr::Protocol(6),
             SvcAttr::Addr(vec![0; 16]),
             SvcAttr::Port(1),
             SvcAttr::SchedName("best".into()),
         ])
-        .unwrap_err();
-        assert_eq!(err, ConvertError::Scheduler("best".into()));
+        .unwrap();
+        let sched = status.service.scheduler;
+        assert!(!sched.is_known());
+        assert_eq!(sched.name(), "best");
+        // Re-encoding asks for the same module by the same name.
+        assert!(service_attrs(&status.service).contains(&SvcAttr::SchedName("best".into())));
+    }
+
+    #[test]
+    fn what_the_model_cannot_hold_is_singled_out() {
+        let gre = [
+            SvcAttr::Af(2),
+            SvcAttr::Protocol(47),
+            SvcAttr::Addr(vec![0; 16]),
+            SvcAttr::Port(1),
+            SvcAttr::SchedName("rr".into()),
+        ];
+        let err = service_status(&gre).unwrap_err();
+        assert_eq!(err, ConvertError::Protocol(47));
+        assert!(err.is_unrepresentable());
+        assert_eq!(describe_service(&gre), "protocol 47 0.0.0.0:1");
+        let mut long = gre.to_vec();
+        long[1] = SvcAttr::Protocol(6);
+        long[4] = SvcAttr::SchedName("sixteen-bytes-xx".into());
+        assert!(service_status(&long).unwrap_err().is_unrepresentable());
+        let fw = [SvcAttr::Af(10), SvcAttr::Fwmark(3)];
+        assert_eq!(describe_service(&fw), "fwmark 3 (family 10)");
+    }
+
+    #[test]
+    fn daemon_states_the_model_does_not_know_are_kept() {
+        let d = daemon(&[DaemonAttr::State(4), DaemonAttr::McastIfn("eth0".into())]).unwrap();
+        assert_eq!(d.state, DaemonState::Other(4));
+        assert!(daemon_attrs(&d).contains(&DaemonAttr::State(4)));
     }
 
     #[test]
