@@ -247,3 +247,34 @@ fn excluded_cidrs_and_fwmark_services_are_never_deleted() {
         vec![Op::DeleteService(excluded)]
     );
 }
+
+/// A virtual server with a scheduler rvs does not know (as the kernel may
+/// report one): on an owned address it is edited to the desired
+/// scheduler; elsewhere it is left exactly as it is.
+#[test]
+fn unknown_schedulers_are_edited_only_where_owned() {
+    let fastest = Scheduler::from_kernel_name("fastest").unwrap();
+    let observed: Vec<Observed> = [key(true, 1, false), key(false, 1, false)]
+        .into_iter()
+        .map(|k| Observed {
+            status: ServiceStatus {
+                service: Service::new(k, fastest),
+                stats: Default::default(),
+            },
+            destinations: vec![],
+        })
+        .collect();
+    let desired = desired_from(&[(key(true, 1, false), Scheduler::RoundRobin, vec![])]);
+    let ownership = Ownership {
+        addresses: desired.addresses.clone(),
+        exclude: vec![],
+    };
+    let p = plan(&observed, &desired, &ownership);
+    assert_eq!(
+        p.ops,
+        [Op::EditService(Service::new(
+            key(true, 1, false),
+            Scheduler::RoundRobin
+        ))]
+    );
+}
