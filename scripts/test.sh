@@ -22,6 +22,7 @@ deps=(
     "depmod:kmod"
     "cpio:cpio"
     "conntrack:conntrack"
+    "openssl:openssl"
 )
 missing=()
 for dep in "${deps[@]}"; do
@@ -42,6 +43,19 @@ if [ "$(id -u)" = 0 ]; then
     fi
 elif [ ${#missing[@]} -gt 0 ]; then
     echo "test.sh: not root, cannot install ${missing[*]}; tests that need them will skip" >&2
+fi
+
+# The real Kubernetes control plane (kube-apiserver, etcd, kube-proxy,
+# kubectl) the control-plane tests run against, built once from the Go
+# module proxy and cached under target/k8s (Go's own caches are shared
+# across clones). Without Go those tests skip (fail under
+# RVS_REQUIRE_PRIVILEGED=1).
+if command -v go > /dev/null; then
+    echo "test.sh: Kubernetes binaries (scripts/k8s-binaries.sh)" >&2
+    K8S_BIN=$(./scripts/k8s-binaries.sh | tail -n1)
+    export K8S_BIN
+else
+    echo "test.sh: no Go toolchain: tests against a real kube-apiserver and kube-proxy will skip" >&2
 fi
 
 echo "test.sh: cargo fmt --check" >&2
