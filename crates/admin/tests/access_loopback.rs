@@ -1,112 +1,27 @@
-//! Who may use the admin socket, and what binding it may replace: the
-//! socket's mode whatever the umask, the group option, another uid kept
-//! out (as root: child processes that drop to uid 65534), the refusal of
-//! anything at the path that is not a stale socket of ours, and stopping
-//! the server when its socket file is gone or replaced.
+//! Who may use the admin socket, and what binding it may replace, as
+//! the socket's owner: the socket's mode whatever the umask, the group
+//! option, the refusal of anything at the path that is not a stale
+//! socket of ours, and stopping the server when its socket file is gone
+//! or replaced. Keeping another uid out needs root: `access_root.rs`.
 //!
 //! Child processes are this test binary run again on the `child_probe`
 //! test, told what to do through environment variables: the umask is
-//! process-wide, and so are uid and gid, so neither is changed in the
-//! multi-threaded test process itself.
+//! process-wide, so it is not changed in the multi-threaded test process
+//! itself.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
+mod common;
+
 use std::io::Write as _;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rvs_admin::{
-    Admin, AdminClient, BindError, BindOptions, Occupant, Server, SharedAdmin, SocketGroup,
-};
-use rvs_model::admin::{AdminError, Op};
-use rvs_model::{Connection, Daemon, DestinationStatus, Info, ServiceKey, ServiceStatus, Timeouts};
-
-const NOBODY: u32 = 65534;
-/// A gid no account on the test host has as its primary group.
-const OTHER_GID: u32 = 4242;
-const EACCES: i32 = 13;
-
-/// A dataplane that answers `Info` and accepts every change.
-struct Stub;
-
-impl Admin for Stub {
-    fn info(&mut self) -> Result<Info, AdminError> {
-        Ok(Info {
-            version: 1,
-            conn_table_size: 7,
-        })
-    }
-    fn services(&mut self) -> Result<Vec<ServiceStatus>, AdminError> {
-        Ok(Vec::new())
-    }
-    fn service(&mut self, _: &ServiceKey) -> Result<ServiceStatus, AdminError> {
-        Err(AdminError::refused(
-            rvs_model::admin::OpKind::GetServices,
-            rvs_model::admin::errno::ESRCH,
-        ))
-    }
-    fn destinations(&mut self, _: &ServiceKey) -> Result<Vec<DestinationStatus>, AdminError> {
-        Ok(Vec::new())
-    }
-    fn timeouts(&mut self) -> Result<Timeouts, AdminError> {
-        Ok(Timeouts::default())
-    }
-    fn daemons(&mut self) -> Result<Vec<Daemon>, AdminError> {
-        Ok(Vec::new())
-    }
-    fn connections(&mut self) -> Result<Vec<Connection>, AdminError> {
-        Ok(Vec::new())
-    }
-    fn apply(&mut self, _: &Op) -> Result<(), AdminError> {
-        Ok(())
-    }
-}
-
-fn stub() -> SharedAdmin {
-    Arc::new(Mutex::new(Stub))
-}
-
-/// A directory (mode 0755, so other uids reach the socket's own mode)
-/// removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("rvs-access-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        TempDir(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// The gid files created here get: this process's effective gid.
-    fn gid(&self) -> u32 {
-        std::fs::metadata(&self.0).unwrap().gid()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
-}
+use common::{TempDir, child, mode, refused, stub};
+use rvs_admin::{Admin, AdminClient, BindError, BindOptions, Occupant, Server, SocketGroup};
 
 /// Entries of `dir` other than the ones named: nothing may be left behind.
 fn leftovers(dir: &TempDir, expected: &[&str]) -> Vec<String> {
@@ -119,31 +34,21 @@ fn leftovers(dir: &TempDir, expected: &[&str]) -> Vec<String> {
 
 // ---- child processes ------------------------------------------------------
 
-const PROBE_CONNECT: &str = "RVS_ACCESS_PROBE_CONNECT";
 const PROBE_BIND: &str = "RVS_ACCESS_PROBE_BIND";
 const PROBE_UMASK: &str = "RVS_ACCESS_PROBE_UMASK";
 const PROBE_GROUP: &str = "RVS_ACCESS_PROBE_GROUP";
 
-/// Exit codes of [`child_probe`] (an errno when a connect fails).
-const CONNECTED: i32 = 42;
+/// Exit codes of [`child_probe`].
 const BOUND: i32 = 43;
 const BIND_FAILED: i32 = 3;
 
 /// Does nothing in a normal run. Run again by the tests below with
-/// `RVS_ACCESS_PROBE_CONNECT=PATH` it connects to PATH; with
 /// `RVS_ACCESS_PROBE_BIND=PATH` it sets the umask to
 /// `RVS_ACCESS_PROBE_UMASK` (octal) and creates the admin socket at PATH
 /// (for `RVS_ACCESS_PROBE_GROUP`, if set), leaving the file. It exits
 /// with the outcome.
 #[test]
 fn child_probe() {
-    if let Some(path) = std::env::var_os(PROBE_CONNECT) {
-        let code = match UnixStream::connect(&path) {
-            Ok(_) => CONNECTED,
-            Err(e) => e.raw_os_error().unwrap_or(1),
-        };
-        std::process::exit(code);
-    }
     if let Some(path) = std::env::var_os(PROBE_BIND) {
         let umask = std::env::var(PROBE_UMASK).unwrap();
         let umask = u32::from_str_radix(&umask, 8).unwrap();
@@ -164,28 +69,6 @@ fn child_probe() {
         };
         std::process::exit(code);
     }
-}
-
-/// Runs [`child_probe`] with `envs`, as `ids` (uid, gid) if given, and
-/// returns its exit code.
-fn child(envs: &[(&str, &std::ffi::OsStr)], ids: Option<(u32, u32)>) -> i32 {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child_probe", "--test-threads=1", "--quiet"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (name, value) in envs {
-        cmd.env(name, value);
-    }
-    if let Some((uid, gid)) = ids {
-        // std drops the supplementary groups too when root sets a uid.
-        cmd.uid(uid).gid(gid);
-    }
-    cmd.status().unwrap().code().unwrap()
-}
-
-fn connect_as(path: &Path, uid: u32, gid: u32) -> i32 {
-    child(&[(PROBE_CONNECT, path.as_os_str())], Some((uid, gid)))
 }
 
 fn bind_under_umask(path: &Path, umask: &str, group: Option<u32>) -> i32 {
@@ -291,66 +174,7 @@ fn groups_parse_as_ids_or_names_and_unknown_names_are_refused() {
     assert!(leftovers(&dir, &[]).is_empty());
 }
 
-#[test]
-fn another_uid_cannot_connect_and_a_group_member_can() {
-    if !is_root() {
-        rvs_testrig::skip(
-            "another_uid_cannot_connect_and_a_group_member_can",
-            &"switching to another uid needs root",
-        );
-        return;
-    }
-    let dir = TempDir::new("uid");
-    let path = dir.join("admin.sock");
-    let listener = rvs_admin::bind(&path).unwrap();
-    let server = Server::new(listener, stub()).unwrap().spawn().unwrap();
-    assert_eq!(
-        connect_as(&path, NOBODY, NOBODY),
-        EACCES,
-        "mode 0600 keeps nobody out"
-    );
-    // Control: the directory is reachable, it is the socket's mode that
-    // keeps them out.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-    assert_eq!(connect_as(&path, NOBODY, NOBODY), CONNECTED);
-    server.stop().unwrap();
-
-    let path = dir.join("group.sock");
-    let opts = BindOptions {
-        group: Some(SocketGroup::Id(OTHER_GID)),
-    };
-    let listener = rvs_admin::bind_with(&path, &opts).unwrap();
-    let server = Server::new(listener, stub()).unwrap().spawn().unwrap();
-    assert_eq!(std::fs::metadata(&path).unwrap().gid(), OTHER_GID);
-    assert_eq!(
-        connect_as(&path, NOBODY, OTHER_GID),
-        CONNECTED,
-        "a member of the group"
-    );
-    assert_eq!(connect_as(&path, NOBODY, NOBODY), EACCES, "not a member");
-    server.stop().unwrap();
-}
-
 // ---- what is at the path --------------------------------------------------
-
-fn refused(path: &Path) -> Occupant {
-    match rvs_admin::bind(path) {
-        Err(BindError::Occupied {
-            path: named,
-            occupant,
-        }) => {
-            assert_eq!(named, path);
-            let text = BindError::Occupied {
-                path: named,
-                occupant: occupant.clone(),
-            }
-            .to_string();
-            assert!(text.contains(&*path.to_string_lossy()), "{text}");
-            occupant
-        }
-        other => panic!("{}: expected a refusal, got {other:?}", path.display()),
-    }
-}
 
 #[test]
 fn symlinks_files_directories_and_fifos_are_never_replaced() {
@@ -468,31 +292,6 @@ fn a_stale_socket_of_ours_is_replaced() {
     );
     server.stop().unwrap();
     assert!(!path.exists());
-}
-
-#[test]
-fn a_stale_socket_of_another_uid_is_refused() {
-    if !is_root() {
-        rvs_testrig::skip(
-            "a_stale_socket_of_another_uid_is_refused",
-            &"giving a socket to another uid needs root",
-        );
-        return;
-    }
-    let dir = TempDir::new("foreign");
-    let path = dir.join("admin.sock");
-    drop(UnixListener::bind(&path).unwrap());
-    std::os::unix::fs::lchown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
-    let occupant = refused(&path);
-    assert_eq!(
-        occupant,
-        Occupant::ForeignSocket {
-            uid: NOBODY,
-            ours: 0
-        }
-    );
-    assert!(occupant.to_string().contains("uid 65534"), "{occupant}");
-    assert_eq!(std::fs::symlink_metadata(&path).unwrap().uid(), NOBODY);
 }
 
 // ---- stopping -------------------------------------------------------------
