@@ -394,18 +394,15 @@ fn kernel_dumps_of_cli_made_sets_parse_and_re_emit_identically() {
     }
     assert_eq!(sets.len(), 7);
     if std::env::var("RVS_RECORD_FIXTURES").as_deref() == Ok("1") {
-        let mut text = String::from(
-            "# `ipset list` dump replies from Linux (host kernel, fresh netns) for the sets\n\
-             # made by CLI_SETUP in tests/ipset_netns.rs; one received buffer per line, hex.\n",
-        );
-        for buf in &recorded {
-            text.extend(buf.iter().map(|b| format!("{b:02x}")));
-            text.push('\n');
-        }
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/ipset_list_dump.hex"
-        );
-        std::fs::write(path, text).unwrap();
+        rvs_testrig::fixtures::write_hex(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/ipset_list_dump.hex"
+            ),
+            "`ipset list` dump replies from Linux (host kernel, fresh netns) for the sets\n\
+             made by CLI_SETUP in tests/ipset_netns.rs; one received buffer per line, hex.",
+            &recorded,
+        )
+        .unwrap();
     }
 }

@@ -10,6 +10,7 @@
 //!   iptables and nftables tests), removed even when a test fails.
 //! * [`sim`]: a simulated clock and the userspace IPVS core as an
 //!   `Admin` dataplane, for sync-loop tests without sleeping or a kernel.
+//! * [`fixtures`]: test data kept as files (hex dumps of kernel messages).
 //!
 //! Tests that cannot get a rig (no root, no qemu, no kernel package) skip
 //! with a message, unless `RVS_REQUIRE_PRIVILEGED=1` is set, in which case
@@ -17,6 +18,7 @@
 
 pub mod backend;
 mod cpio;
+pub mod fixtures;
 mod host;
 pub mod image;
 pub mod kernel;
@@ -64,6 +66,9 @@ pub enum RigError {
         /// Everything the VM printed.
         console: String,
     },
+    /// A fixture file is malformed.
+    #[error("{0}")]
+    Fixture(String),
     /// The VM stopped without reporting a verdict.
     #[error("VM stopped without a verdict ({status}); console:\n{console}")]
     NoVerdict {

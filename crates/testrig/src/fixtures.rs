@@ -1,0 +1,105 @@
+//! Test data kept as files.
+//!
+//! This module owns the hex fixture format: messages a real kernel sent,
+//! one message a line as lowercase hex, with `#` comment lines saying
+//! where they came from. Codec tests read them ([`read_hex`]); the tests
+//! that capture them in the VM or a network namespace rewrite them
+//! ([`write_hex`]) when asked to.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::RigError;
+
+/// The messages in hex fixture text: one per line that is neither empty
+/// nor a `#` comment.
+pub fn parse_hex(text: &str) -> Result<Vec<Vec<u8>>, RigError> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+        .map(|(index, line)| {
+            from_hex(line.trim_end())
+                .ok_or_else(|| RigError::Fixture(format!("line {}: not hex: {line}", index + 1)))
+        })
+        .collect()
+}
+
+/// The messages of the hex fixture file at `path` (see [`parse_hex`]).
+pub fn read_hex(path: impl AsRef<Path>) -> Result<Vec<Vec<u8>>, RigError> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path)
+        .map_err(RigError::io(format!("read fixture {}", path.display())))?;
+    parse_hex(&text).map_err(|err| RigError::Fixture(format!("{}: {err}", path.display())))
+}
+
+/// Writes `messages` to `path` as a hex fixture file, after `comment`
+/// (each of its lines becomes a `# ` line).
+pub fn write_hex(
+    path: impl AsRef<Path>,
+    comment: &str,
+    messages: &[Vec<u8>],
+) -> Result<(), RigError> {
+    let path = path.as_ref();
+    let mut text = String::new();
+    for line in comment.lines() {
+        let _ = writeln!(text, "# {line}");
+    }
+    for message in messages {
+        text.push_str(&to_hex(message));
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(RigError::io(format!("write fixture {}", path.display())))
+}
+
+/// `bytes` as lowercase hex, two digits a byte.
+pub fn to_hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}
+
+/// The bytes of a hex string, or `None` when it is not one.
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_and_blank_lines_are_skipped() {
+        let text = "# a capture\n\n0a0B\n# more\nff\n";
+        assert_eq!(
+            parse_hex(text).ok(),
+            Some(vec![vec![0x0a, 0x0b], vec![0xff]])
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        let err = parse_hex("# c\n0a\nxyz\n").err().map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("line 3: not hex: xyz"));
+        assert!(parse_hex("abc\n").is_err(), "odd length");
+        assert!(parse_hex("é0\n").is_err(), "not ASCII");
+    }
+
+    #[test]
+    fn written_files_read_back() {
+        let path = std::env::temp_dir().join(format!("rvs-fixture-{}.hex", std::process::id()));
+        let messages = vec![vec![0, 1, 0xab], vec![0xff; 3]];
+        assert!(write_hex(&path, "one\ntwo", &messages).is_ok());
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(text, "# one\n# two\n0001ab\nffffff\n");
+        assert_eq!(read_hex(&path).ok(), Some(messages));
+        let _ = std::fs::remove_file(&path);
+    }
+}
