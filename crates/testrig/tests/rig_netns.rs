@@ -1,5 +1,6 @@
 //! Proves the host-kernel rig: namespaces are isolated from the host and
-//! from each other, carry traffic between them, and vanish when dropped.
+//! from each other, carry traffic between them, run Rust code entered into
+//! them, and vanish when dropped.
 
 use rvs_testrig::Netns;
 
@@ -79,4 +80,22 @@ fn a_namespace_is_removed_even_when_the_test_panics() {
     .unwrap_err();
     let name = name.downcast::<String>().unwrap();
     assert!(!exists(&name), "{name} survived the panic");
+}
+
+#[test]
+fn code_entered_into_a_namespace_opens_its_sockets_there() {
+    let Some(ns) = Netns::or_skip("code_entered_into_a_namespace_opens_its_sockets_there") else {
+        return;
+    };
+    ns.run("ip", &["addr", "add", "192.0.2.77/32", "dev", "lo"])
+        .unwrap();
+    let bind = || std::net::TcpListener::bind("192.0.2.77:0").map(|_| ());
+    assert!(
+        ns.enter(bind).unwrap().is_ok(),
+        "the address is the namespace's"
+    );
+    assert!(bind().is_err(), "and not the host's");
+    // A panic inside comes out as the same panic.
+    let panic = std::panic::catch_unwind(|| ns.enter(|| std::panic::panic_any(7_u32))).unwrap_err();
+    assert_eq!(panic.downcast_ref::<u32>(), Some(&7));
 }
