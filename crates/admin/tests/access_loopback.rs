@@ -20,12 +20,13 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{TempDir, child, mode, refused, stub};
+use common::{child, gid, mode, refused, stub, temp_dir};
 use rvs_admin::{Admin, AdminClient, BindError, BindOptions, Occupant, Server, SocketGroup};
+use rvs_testrig::TempDir;
 
 /// Entries of `dir` other than the ones named: nothing may be left behind.
 fn leftovers(dir: &TempDir, expected: &[&str]) -> Vec<String> {
-    std::fs::read_dir(&dir.0)
+    std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| !expected.contains(&name.as_str()))
@@ -87,7 +88,7 @@ fn bind_under_umask(path: &Path, umask: &str, group: Option<u32>) -> i32 {
 
 #[test]
 fn the_socket_is_owner_only() {
-    let dir = TempDir::new("mode");
+    let dir = temp_dir("mode");
     let path = dir.join("admin.sock");
     let listener = rvs_admin::bind(&path).unwrap();
     assert_eq!(listener.path(), Some(path.as_path()));
@@ -112,19 +113,19 @@ fn the_socket_is_owner_only() {
 
 #[test]
 fn the_mode_is_0600_or_0660_whatever_the_umask() {
-    let dir = TempDir::new("umask");
+    let dir = temp_dir("umask");
     for umask in ["000", "002", "077", "277"] {
-        let path = dir.join(&format!("owner-{umask}.sock"));
+        let path = dir.join(format!("owner-{umask}.sock"));
         assert_eq!(bind_under_umask(&path, umask, None), BOUND, "umask {umask}");
         assert_eq!(mode(&path), 0o600, "umask {umask}");
-        let path = dir.join(&format!("group-{umask}.sock"));
+        let path = dir.join(format!("group-{umask}.sock"));
         assert_eq!(
-            bind_under_umask(&path, umask, Some(dir.gid())),
+            bind_under_umask(&path, umask, Some(gid(&dir))),
             BOUND,
             "umask {umask}"
         );
         assert_eq!(mode(&path), 0o660, "umask {umask}");
-        assert_eq!(std::fs::metadata(&path).unwrap().gid(), dir.gid());
+        assert_eq!(std::fs::metadata(&path).unwrap().gid(), gid(&dir));
     }
     let mut left = leftovers(&dir, &[]);
     left.retain(|name| !name.ends_with(".sock"));
@@ -133,14 +134,14 @@ fn the_mode_is_0600_or_0660_whatever_the_umask() {
 
 #[test]
 fn a_group_makes_the_socket_0660_and_group_owned() {
-    let dir = TempDir::new("group");
+    let dir = temp_dir("group");
     let path = dir.join("admin.sock");
     let opts = BindOptions {
-        group: Some(SocketGroup::Id(dir.gid())),
+        group: Some(SocketGroup::Id(gid(&dir))),
     };
     let listener = rvs_admin::bind_with(&path, &opts).unwrap();
     assert_eq!(mode(&path), 0o660);
-    assert_eq!(std::fs::metadata(&path).unwrap().gid(), dir.gid());
+    assert_eq!(std::fs::metadata(&path).unwrap().gid(), gid(&dir));
     drop(listener);
     assert!(!path.exists(), "dropping the listener removes its file");
 }
@@ -158,7 +159,7 @@ fn groups_parse_as_ids_or_names_and_unknown_names_are_refused() {
     assert!("".parse::<SocketGroup>().is_err());
     assert!("99999999999".parse::<SocketGroup>().is_err());
 
-    let dir = TempDir::new("nogroup");
+    let dir = temp_dir("nogroup");
     let path = dir.join("admin.sock");
     let opts = BindOptions {
         group: Some(SocketGroup::Name("rvs-no-such-group".into())),
@@ -178,8 +179,8 @@ fn groups_parse_as_ids_or_names_and_unknown_names_are_refused() {
 
 #[test]
 fn symlinks_files_directories_and_fifos_are_never_replaced() {
-    let dir = TempDir::new("occupied");
-    let elsewhere = TempDir::new("occupied-elsewhere");
+    let dir = temp_dir("occupied");
+    let elsewhere = temp_dir("occupied-elsewhere");
 
     // A dangling symlink: nothing is created where it points.
     let target = elsewhere.join("created-through-the-link.sock");
@@ -254,7 +255,7 @@ fn symlinks_files_directories_and_fifos_are_never_replaced() {
 
 #[test]
 fn a_live_socket_is_refused_and_keeps_serving() {
-    let dir = TempDir::new("live");
+    let dir = temp_dir("live");
     let path = dir.join("admin.sock");
     let first = Server::new(rvs_admin::bind(&path).unwrap(), stub())
         .unwrap()
@@ -276,7 +277,7 @@ fn a_live_socket_is_refused_and_keeps_serving() {
 
 #[test]
 fn a_stale_socket_of_ours_is_replaced() {
-    let dir = TempDir::new("stale");
+    let dir = temp_dir("stale");
     let path = dir.join("admin.sock");
     // Bound and closed without removing the file: nobody listens.
     drop(UnixListener::bind(&path).unwrap());
@@ -312,7 +313,7 @@ fn stop_within_two_seconds(server: rvs_admin::RunningServer) {
 
 #[test]
 fn stopping_does_not_need_the_socket_file() {
-    let dir = TempDir::new("removed");
+    let dir = temp_dir("removed");
     let path = dir.join("admin.sock");
     let server = Server::new(rvs_admin::bind(&path).unwrap(), stub())
         .unwrap()
@@ -328,7 +329,7 @@ fn stopping_does_not_need_the_socket_file() {
 
 #[test]
 fn stopping_leaves_a_file_that_replaced_the_socket() {
-    let dir = TempDir::new("replaced");
+    let dir = temp_dir("replaced");
     let path = dir.join("admin.sock");
     let server = Server::new(rvs_admin::bind(&path).unwrap(), stub())
         .unwrap()
@@ -359,7 +360,7 @@ fn stopping_leaves_a_file_that_replaced_the_socket() {
 
 #[test]
 fn stopping_removes_the_socket_it_created_but_not_a_plain_listeners() {
-    let dir = TempDir::new("remove");
+    let dir = temp_dir("remove");
     let path = dir.join("admin.sock");
     let server = Server::new(rvs_admin::bind(&path).unwrap(), stub())
         .unwrap()

@@ -17,7 +17,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
-use common::{TempDir, child, refused, stub};
+use common::{child, refused, stub, temp_dir};
 use rvs_admin::{BindOptions, Occupant, Server, SocketGroup};
 
 const NOBODY: u32 = 65534;
@@ -61,7 +61,7 @@ fn another_uid_cannot_connect_and_a_group_member_can() {
         );
         return;
     }
-    let dir = TempDir::new("uid");
+    let dir = temp_dir("uid");
     let path = dir.join("admin.sock");
     let listener = rvs_admin::bind(&path).unwrap();
     let server = Server::new(listener, stub()).unwrap().spawn().unwrap();
@@ -101,7 +101,7 @@ fn a_stale_socket_of_another_uid_is_refused() {
         );
         return;
     }
-    let dir = TempDir::new("foreign");
+    let dir = temp_dir("foreign");
     let path = dir.join("admin.sock");
     drop(UnixListener::bind(&path).unwrap());
     std::os::unix::fs::lchown(&path, Some(NOBODY), Some(NOBODY)).unwrap();

@@ -86,9 +86,7 @@ fn changes_are_logged_with_the_peer_and_the_op() {
         .with_writer(move || writer.clone())
         .init();
 
-    let dir = std::env::temp_dir().join(format!("rvs-audit-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = rvs_testrig::TempDir::new("audit").unwrap();
     let path = dir.join("admin.sock");
     let admin: SharedAdmin = Arc::new(Mutex::new(Stub));
     let server = Server::new(rvs_admin::bind(&path).unwrap(), admin)
@@ -107,7 +105,7 @@ fn changes_are_logged_with_the_peer_and_the_op() {
     client.info().unwrap();
     drop(client);
     server.stop().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 
     let uid = nix::unistd::geteuid().as_raw();
     let peer = format!("peer_uid={uid} peer_pid={}", std::process::id());

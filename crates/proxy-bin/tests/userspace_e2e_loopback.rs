@@ -9,13 +9,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use rvs_admin::{Admin, AdminClient};
 use rvs_model::{Protocol, ServiceKey};
-use rvs_testrig::backend::{Backend, Probe, ask_once, ask_udp};
+use rvs_testrig::backend::{Backend, Probe, ask_once, ask_udp, http_get};
+use rvs_testrig::{Daemon, TempDir};
 
 const STEP: Duration = Duration::from_secs(10);
 const NODE: &str = "e2e-node";
@@ -26,24 +27,9 @@ const HEALTH_CHECK_PORT: u16 = 31899;
 const METRICS: &str = "127.0.74.1:10249";
 const HEALTHZ: &str = "127.0.74.1:10256";
 
-/// A plain HTTP/1.0 GET: the status code and the body.
-fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), STEP)?;
-    stream.set_read_timeout(Some(STEP))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+/// `GET PATH` from `addr`: the status code and the body.
+fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_get(self::addr(addr), path, STEP).map(|reply| (reply.status, reply.body))
 }
 
 fn addr(text: &str) -> SocketAddr {
@@ -95,26 +81,9 @@ fn write_manifests(dir: &Path, text: &str) {
     std::fs::rename(&tmp, dir.join("cluster.json")).unwrap();
 }
 
-struct Proxy {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// Waits until `check` holds, or fails with `what`.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + STEP;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn eventually(what: &str, check: impl FnMut() -> bool) {
+    rvs_testrig::eventually(what, STEP, check);
 }
 
 #[test]
@@ -123,30 +92,29 @@ fn userspace_proxy_serves_services_from_manifests() {
     let _b = Backend::tcp(addr("127.0.71.2:18091"), "b").unwrap();
     let _dns = Backend::udp(addr("127.0.72.1:15355"), "dns").unwrap();
 
-    let dir = std::env::temp_dir().join(format!("rvs-userspace-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    let dir = TempDir::new("userspace-e2e").unwrap();
     let manifest_dir = dir.join("manifests");
+    std::fs::create_dir_all(&manifest_dir).unwrap();
     write_manifests(&manifest_dir, &manifests(&["127.0.71.1", "127.0.71.2"]));
     let socket = dir.join("admin.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_rvs-proxy"))
-        .arg("--manifests")
-        .arg(&manifest_dir)
-        .args(["--dataplane", "userspace", "--hostname-override", NODE])
-        .args(["--workers", "2"])
-        // Its own lock: other tests' dataplanes may run on this host.
-        .args(["--instance-lock", "rvs-proxy-userspace-e2e"])
-        .args(["--ipvs-tcpfin-timeout", "7s"])
-        .args(["--metrics-bind-address", METRICS])
-        .args(["--healthz-bind-address", HEALTHZ])
-        .arg("--admin-socket")
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let proxy = Proxy { child, dir };
+    let mut proxy = Daemon::spawn(
+        Command::new(env!("CARGO_BIN_EXE_rvs-proxy"))
+            .arg("--manifests")
+            .arg(&manifest_dir)
+            .args(["--dataplane", "userspace", "--hostname-override", NODE])
+            .args(["--workers", "2"])
+            // Its own lock: other tests' dataplanes may run on this host.
+            .args(["--instance-lock", "rvs-proxy-userspace-e2e"])
+            .args(["--ipvs-tcpfin-timeout", "7s"])
+            .args(["--metrics-bind-address", METRICS])
+            .args(["--healthz-bind-address", HEALTHZ])
+            .arg("--admin-socket")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    )
+    .unwrap();
 
     let vip = addr(&format!("{CLUSTER_IP}:18081"));
     eventually("the cluster IP answers", || ask_once(vip, STEP).is_ok());
@@ -155,15 +123,15 @@ fn userspace_proxy_serves_services_from_manifests() {
         assert_ne!(pair[0], pair[1], "rr alternates: {names:?}");
     }
     // kube-proxy's health and metrics endpoints.
-    eventually("healthz answers", || http_get(HEALTHZ, "/healthz").is_ok());
-    let (status, body) = http_get(HEALTHZ, "/healthz").unwrap();
+    eventually("healthz answers", || get(HEALTHZ, "/healthz").is_ok());
+    let (status, body) = get(HEALTHZ, "/healthz").unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(
         body.contains("lastUpdated") && body.contains("currentTime"),
         "{body}"
     );
-    assert_eq!(http_get(HEALTHZ, "/livez").unwrap().0, 200);
-    let (status, metrics) = http_get(METRICS, "/metrics").unwrap();
+    assert_eq!(get(HEALTHZ, "/livez").unwrap().0, 200);
+    let (status, metrics) = get(METRICS, "/metrics").unwrap();
     assert_eq!(status, 200);
     for name in [
         "kubeproxy_sync_proxy_rules_duration_seconds_bucket",
@@ -175,9 +143,9 @@ fn userspace_proxy_serves_services_from_manifests() {
     // The Local-policy LoadBalancer's health check node port: both
     // endpoints are on this node.
     eventually("the health check node port answers", || {
-        http_get(&format!("127.0.0.1:{HEALTH_CHECK_PORT}"), "/").is_ok_and(|(s, _)| s == 200)
+        get(&format!("127.0.0.1:{HEALTH_CHECK_PORT}"), "/").is_ok_and(|(s, _)| s == 200)
     });
-    let (_, body) = http_get(&format!("127.0.0.1:{HEALTH_CHECK_PORT}"), "/").unwrap();
+    let (_, body) = get(&format!("127.0.0.1:{HEALTH_CHECK_PORT}"), "/").unwrap();
     assert!(body.contains("\"localEndpoints\": 2"), "{body}");
 
     let node_port = addr("127.0.0.1:31881");
@@ -282,26 +250,7 @@ fn userspace_proxy_serves_services_from_manifests() {
         "web's cluster IP and node port, lb's cluster IP and node port, dns: {services:?}"
     );
 
-    let pid = proxy.child.id().to_string();
-    let mut proxy = proxy;
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + STEP;
-    let status = loop {
-        if let Some(status) = proxy.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rvs-proxy did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = proxy.terminate(STEP).unwrap();
     assert!(status.success(), "{status:?}");
     assert!(!socket.exists(), "the admin socket is removed on exit");
 }

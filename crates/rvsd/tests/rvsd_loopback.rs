@@ -20,11 +20,12 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{RVSD, Rvsd, STEP, lock_name, run_bounded};
+use common::{RVSD, Rvsd, STEP, lock_name};
 use rvs_admin::Admin;
 use rvs_model::admin::Op;
 use rvs_model::{Destination, Protocol, Scheduler, Service, ServiceKey};
 use rvs_testrig::backend::{Backend, Probe, ask_once, ask_udp, ask_until_up};
+use rvs_testrig::process::run_bounded;
 
 fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
@@ -221,11 +222,13 @@ fn a_second_rvsd_in_the_namespace_refuses_to_start_and_names_the_first() {
             .arg("--admin-socket")
             .arg(&first.socket)
             .args(["--instance-lock", &lock]),
-    );
+        STEP,
+    )
+    .unwrap();
     assert!(!status.success(), "{status:?}");
     let expected = format!(
         "rvsd: another userspace dataplane is running in this network namespace (pid {}: {RVSD} --admin-socket {} --workers 2",
-        first.child.id(),
+        first.daemon.id(),
         first.socket.display()
     );
     assert!(

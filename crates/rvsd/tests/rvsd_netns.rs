@@ -8,8 +8,9 @@ mod common;
 
 use std::process::Command;
 
-use common::{RVSD, Rvsd, lock_name, run_bounded};
+use common::{RVSD, Rvsd, STEP, lock_name};
 use rvs_admin::Admin;
+use rvs_testrig::process::run_bounded;
 
 #[test]
 fn an_rvsd_in_another_network_namespace_starts_beside_one_here() {
@@ -24,15 +25,19 @@ fn an_rvsd_in_another_network_namespace_starts_beside_one_here() {
     assert_eq!(here.admin().info().unwrap().conn_table_size, 4096);
     assert_eq!(there.admin().info().unwrap().conn_table_size, 4096);
     // While in the first namespace the lock still holds.
-    let (status, stderr) = run_bounded(Command::new(RVSD).args([
-        "--admin-socket",
-        "/nonexistent/never-created.sock",
-        "--instance-lock",
-        &lock,
-    ]));
+    let (status, stderr) = run_bounded(
+        Command::new(RVSD).args([
+            "--admin-socket",
+            "/nonexistent/never-created.sock",
+            "--instance-lock",
+            &lock,
+        ]),
+        STEP,
+    )
+    .unwrap();
     assert!(!status.success(), "{status:?}");
     assert!(
-        stderr.contains(&format!("(pid {}: ", here.child.id())),
+        stderr.contains(&format!("(pid {}: ", here.daemon.id())),
         "{stderr}"
     );
     assert!(there.terminate().success());

@@ -44,19 +44,17 @@ fn namespaces_carry_traffic_and_are_removed_on_drop() {
     let b = Netns::new().unwrap();
     a.link(&b, "192.0.2.1/24", "192.0.2.2/24").unwrap();
     // An HTTP server in b (killed with the namespace), a bounded client in a.
-    let root = std::env::temp_dir().join(format!("rvs-netns-test-{}", std::process::id()));
-    std::fs::create_dir_all(&root).unwrap();
+    let root = rvs_testrig::TempDir::new("netns-test").unwrap();
     std::fs::write(root.join("index.html"), "pong\n").unwrap();
     b.command("busybox")
         .args(["httpd", "-p", "192.0.2.2:7777", "-h"])
-        .arg(&root)
+        .arg(root.path())
         .status()
         .unwrap();
     let reply = a
         .sh("for i in 1 2 3 4 5 6 7 8 9 10; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 busybox nc -w 2 192.0.2.2 7777 | tail -n 1 | grep . && exit 0; sleep 0.2; done; exit 1")
         .unwrap();
     assert_eq!(reply.trim(), "pong");
-    std::fs::remove_dir_all(&root).unwrap();
 
     let (a_name, b_name) = (a.name().to_owned(), b.name().to_owned());
     assert!(exists(&a_name) && exists(&b_name));

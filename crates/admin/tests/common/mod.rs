@@ -7,13 +7,14 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use rvs_admin::{Admin, BindError, Occupant, SharedAdmin};
 use rvs_model::admin::{AdminError, Op};
 use rvs_model::{Connection, Daemon, DestinationStatus, Info, ServiceKey, ServiceStatus, Timeouts};
+use rvs_testrig::TempDir;
 
 /// A dataplane that answers `Info` and accepts every change.
 pub struct Stub;
@@ -56,35 +57,17 @@ pub fn stub() -> SharedAdmin {
     Arc::new(Mutex::new(Stub))
 }
 
-/// A directory (mode 0755, so other uids reach the socket's own mode)
-/// removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    /// A fresh directory for `name`.
-    pub fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("rvs-access-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        TempDir(dir)
-    }
-
-    /// `name` in it.
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// The gid files created here get: this process's effective gid.
-    pub fn gid(&self) -> u32 {
-        std::fs::metadata(&self.0).unwrap().gid()
-    }
+/// A fresh directory for `name` (mode 0755, so other uids reach the
+/// socket's own mode), removed on drop.
+pub fn temp_dir(name: &str) -> TempDir {
+    let dir = TempDir::new(&format!("access-{name}")).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The gid files created in `dir` get: this process's effective gid.
+pub fn gid(dir: &TempDir) -> u32 {
+    std::fs::metadata(dir.path()).unwrap().gid()
 }
 
 /// The permission bits of `path` itself (not of a symlink's target).

@@ -1,15 +1,15 @@
 //! The rvsd rig shared by the loopback and netns tests: an `rvsd`
 //! process with its admin socket in a private directory, stopped with
-//! SIGTERM within a bound, and a bounded run of a command that must end.
+//! SIGTERM within a bound.
 
 #![allow(dead_code, unreachable_pub)] // each test file uses part of it
 
-use std::io::Read as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
 
 use rvs_admin::AdminClient;
+use rvs_testrig::{Daemon, TempDir};
 
 /// The bound of every wait.
 pub const STEP: Duration = Duration::from_secs(5);
@@ -21,18 +21,9 @@ pub fn lock_name(tag: &str) -> String {
     format!("rvsd-test-{tag}-{}", std::process::id())
 }
 
-/// A directory removed on drop.
-pub struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A running `rvsd`, killed on drop.
 pub struct Rvsd {
-    pub child: Child,
+    pub daemon: Daemon,
     pub socket: PathBuf,
     _dir: TempDir,
 }
@@ -47,34 +38,30 @@ impl Rvsd {
     /// exec`) with a socket in a fresh directory for `tag`, the instance
     /// lock `lock` and `extra` arguments; waits for the socket.
     pub fn start_with(tag: &str, mut program: Command, lock: &str, extra: &[&str]) -> Rvsd {
-        let dir = std::env::temp_dir().join(format!("rvsd-test-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new(&format!("rvsd-test-{tag}")).unwrap();
         let socket = dir.join("admin.sock");
-        let child = program
-            .arg("--admin-socket")
-            .arg(&socket)
-            .args(["--workers", "2", "--grace", "1", "--instance-lock", lock])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut rvsd = Rvsd {
-            child,
-            socket,
-            _dir: TempDir(dir),
-        };
-        let deadline = Instant::now() + STEP;
-        while !rvsd.socket.exists() {
-            if let Some(status) = rvsd.child.try_wait().unwrap() {
+        let mut daemon = Daemon::spawn(
+            program
+                .arg("--admin-socket")
+                .arg(&socket)
+                .args(["--workers", "2", "--grace", "1", "--instance-lock", lock])
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        )
+        .unwrap();
+        rvs_testrig::eventually("rvsd creates its socket", STEP, || {
+            if let Some(status) = daemon.exited().unwrap() {
                 panic!("rvsd exited before creating its socket: {status}");
             }
-            assert!(Instant::now() < deadline, "rvsd did not create its socket");
-            std::thread::sleep(Duration::from_millis(20));
+            socket.exists()
+        });
+        Rvsd {
+            daemon,
+            socket,
+            _dir: dir,
         }
-        rvsd
     }
 
     /// A client of its admin socket.
@@ -90,58 +77,6 @@ impl Rvsd {
     /// Sends SIGTERM and waits (within `STEP`) for rvsd to exit; its
     /// directory stays until the rig is dropped.
     pub fn stop(&mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let deadline = Instant::now() + STEP;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "rvsd did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.daemon.terminate(STEP).unwrap()
     }
-}
-
-impl Drop for Rvsd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `command` to its end (within `STEP`): its status and stderr.
-pub fn run_bounded(command: &mut Command) -> (ExitStatus, String) {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + STEP;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} was still running after {STEP:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status, stderr)
 }
