@@ -139,8 +139,7 @@ iptables -A INPUT -j FOREIGN
 ipset create foreign hash:ip
 echo 0 > /proc/sys/net/ipv4/ip_forward
 
-exec 2>>/tmp/proxy.log
-trap 'echo "== log"; cat /tmp/proxy.log' EXIT
+topo_log /tmp/proxy.log
 P0="rvs-proxy --manifests /etc/rvs/m --hostname-override node-a --cluster-cidr 10.0.2.0/23 --ipvs-strict-arp"
 P="$P0 --ipset-maxelem 4096"
 $P & pid=$!
@@ -201,16 +200,6 @@ echo "legacy-after: $(iptables-legacy-save | grep -c 'KUBE-' || true)"
 ipset list -n | sort
 "#;
 
-fn section<'a>(output: &'a str, name: &str) -> Vec<&'a str> {
-    output
-        .split(&format!("== {name}\n"))
-        .nth(1)
-        .unwrap_or("")
-        .lines()
-        .take_while(|l| !l.starts_with("== "))
-        .collect()
-}
-
 fn value<'a>(lines: &[&'a str], key: &str) -> &'a str {
     lines
         .iter()
@@ -232,7 +221,7 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
     assert!(!o.contains(" ERROR "), "{o}");
 
     assert_eq!(
-        section(o, "sysctls"),
+        out.section("sysctls"),
         [
             "vs/conntrack=1",
             "vs/expire_nodest_conn=1",
@@ -244,7 +233,7 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
         "{o}"
     );
 
-    let sets = section(o, "sets");
+    let sets = out.section("sets");
     for name in [
         "KUBE-CLUSTER-IP",
         "KUBE-LOAD-BALANCER-SOURCE-CIDR",
@@ -268,7 +257,7 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
         "hairpin members: {o}"
     );
 
-    let traffic = section(o, "traffic");
+    let traffic = out.section("traffic");
     // Masqueraded to the node's address towards the pod.
     assert_eq!(value(&traffic, "nodeport"), "10.0.2.1", "{o}");
     // externalTrafficPolicy: Local keeps the client's address.
@@ -283,7 +272,7 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
     assert_eq!(value(&traffic, "non-service-port"), "-", "{o}");
     assert_ne!(value(&traffic, "rejected"), "0", "{o}");
 
-    let widen = section(o, "widen");
+    let widen = out.section("widen");
     assert_eq!(
         value(&widen, "lb-stranger"),
         "10.0.3.1",
@@ -302,7 +291,7 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
         "{partial:?}"
     );
 
-    let maxelem = section(o, "maxelem");
+    let maxelem = out.section("maxelem");
     assert_eq!(
         maxelem,
         [
@@ -314,7 +303,7 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
         "{o}"
     );
 
-    let cleaned = section(o, "cleanup");
+    let cleaned = out.section("cleanup");
     assert_eq!(
         cleaned,
         [
@@ -329,7 +318,7 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
         "{o}"
     );
 
-    let legacy = section(o, "legacy");
+    let legacy = out.section("legacy");
     assert_eq!(value(&legacy, "legacy-chains"), "11", "{o}");
     assert_eq!(value(&legacy, "nft-chains"), "0", "{o}");
     assert_eq!(value(&legacy, "nodeport"), "10.0.2.1", "{o}");

@@ -186,6 +186,13 @@ impl VmOutput {
         self.exit_code == 0
     }
 
+    /// The lines of [`VmOutput::output`] after the line `== NAME`, up to
+    /// the next line starting with `== `: scripts mark the parts of their
+    /// output that way.
+    pub fn section(&self, name: &str) -> Vec<&str> {
+        section(&self.output, name)
+    }
+
     /// Panics with the script's output and the console when the script
     /// failed; returns `self` otherwise.
     pub fn assert_success(self) -> VmOutput {
@@ -299,6 +306,17 @@ fn boot(qemu: &Path, kernel: &Path, initrd: &Path, job: &VmJob) -> Result<VmOutp
     }
 }
 
+/// See [`VmOutput::section`].
+fn section<'a>(output: &'a str, name: &str) -> Vec<&'a str> {
+    let marker = format!("== {name}");
+    output
+        .lines()
+        .skip_while(|line| *line != marker)
+        .skip(1)
+        .take_while(|line| !line.starts_with("== "))
+        .collect()
+}
+
 /// Finds the script's output and exit code between the marker lines.
 fn parse_verdict(console: &str) -> Option<(i32, String)> {
     let start = console.find(BEGIN)? + BEGIN.len();
@@ -333,6 +351,16 @@ mod tests {
             parse_verdict(console),
             Some((3, "line 1\nline 2\n".to_owned()))
         );
+    }
+
+    #[test]
+    fn sections_run_from_their_marker_to_the_next() {
+        let output = "noise\n== plan\na\nb\n== sync\n== traffic\nc\n";
+        assert_eq!(section(output, "plan"), ["a", "b"]);
+        assert!(section(output, "sync").is_empty());
+        assert_eq!(section(output, "traffic"), ["c"]);
+        assert!(section(output, "missing").is_empty());
+        assert!(section(output, "pla").is_empty(), "whole names only");
     }
 
     #[test]
