@@ -2,46 +2,10 @@
 //! in, IPVS and `kube-ipvs0` programmed, real TCP and UDP traffic from a
 //! client namespace to backend namespaces (multi-port Services included),
 //! endpoint changes, foreign state left alone, and `--cleanup` removing
-//! only what rvs-proxy owns.
+//! only what rvs-proxy owns. The manifests are the `kernel-*` scenarios
+//! of `crates/testrig/fixtures/manifests/`.
 
 use rvs_testrig::{Vm, VmJob};
-
-const MANIFESTS: &str = r#"
-kind: Node
-metadata: {name: node-a}
-status:
-  addresses: [{type: InternalIP, address: 10.0.1.1}]
----
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  type: NodePort
-  clusterIP: 10.96.0.10
-  ports: [{name: http, port: 80, targetPort: 80, nodePort: 30080}]
----
-kind: Service
-metadata: {name: sticky, namespace: default}
-spec:
-  clusterIP: 10.96.0.11
-  sessionAffinity: ClientIP
-  ports: [{name: http, port: 8080, targetPort: 80}]
----
-kind: EndpointSlice
-metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints:
-- {addresses: [10.0.2.2], conditions: {ready: true}}
-- {addresses: [10.0.3.2], conditions: {ready: true}}
----
-kind: EndpointSlice
-metadata: {name: sticky-1, namespace: default, labels: {kubernetes.io/service-name: sticky}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints:
-- {addresses: [10.0.2.2]}
-- {addresses: [10.0.3.2]}
-"#;
 
 const SCRIPT: &str = r#"
 set -e
@@ -90,7 +54,8 @@ fn rvs_proxy_programs_the_kernel_from_manifests() {
     };
     let job = VmJob::new(SCRIPT)
         .binary("rvs-proxy", env!("CARGO_BIN_EXE_rvs-proxy"))
-        .file("etc/rvs/m/cluster.yaml", MANIFESTS);
+        .manifests("kernel-sync", "/etc/rvs/m")
+        .unwrap();
     let out = vm.run(&job).expect("VM run");
     assert!(out.success(), "script failed:\n{}", out.output);
     assert!(!out.output.contains(" ERROR "), "{}", out.output);
@@ -178,35 +143,6 @@ fn rvs_proxy_programs_the_kernel_from_manifests() {
     );
 }
 
-const LIVE_MANIFESTS: &str = r#"
-kind: Node
-metadata: {name: node-a}
-status:
-  addresses: [{type: InternalIP, address: 10.0.1.1}]
----
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  clusterIPs: [10.96.0.10, 'fd00:96::10']
-  ports: [{name: http, port: 80, targetPort: 80}]
----
-kind: EndpointSlice
-metadata: {name: web-v4, namespace: default, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints:
-- {addresses: [10.0.2.2]}
-- {addresses: [10.0.3.2]}
----
-kind: EndpointSlice
-metadata: {name: web-v6, namespace: default, labels: {kubernetes.io/service-name: web}}
-addressType: IPv6
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints:
-- {addresses: ['fd00:2::2']}
-- {addresses: ['fd00:3::2']}
-"#;
-
 const LIVE_SCRIPT: &str = r#"
 set -e
 . /usr/lib/rvs/topo.sh
@@ -260,7 +196,8 @@ fn live_traffic_survives_scaling_and_restarts() {
     };
     let job = VmJob::new(LIVE_SCRIPT)
         .binary("rvs-proxy", env!("CARGO_BIN_EXE_rvs-proxy"))
-        .file("etc/rvs/m/cluster.yaml", LIVE_MANIFESTS);
+        .manifests("kernel-live", "/etc/rvs/m")
+        .unwrap();
     let out = vm.run(&job).expect("VM run");
     assert!(out.success(), "script failed:\n{}", out.output);
     let o = &out.output;
@@ -278,55 +215,6 @@ fn live_traffic_survives_scaling_and_restarts() {
     // The restarted proxy adopted the state: 2 services x 2 real servers.
     assert!(o.contains("after restart: 4"), "{o}");
 }
-
-const MULTI_MANIFESTS: &str = r#"
-kind: Node
-metadata: {name: node-a}
-status:
-  addresses: [{type: InternalIP, address: 10.0.1.1}]
----
-kind: Service
-metadata: {name: multi, namespace: default}
-spec:
-  clusterIP: 10.96.0.20
-  ports:
-  - {name: http, port: 80, targetPort: 80}
-  - {name: alt, port: 8080, targetPort: alt-http}
----
-kind: EndpointSlice
-metadata: {name: multi-1, namespace: default, labels: {kubernetes.io/service-name: multi}}
-addressType: IPv4
-# Not in the Service's order: ports are matched by name.
-ports:
-- {name: alt, port: 8081, protocol: TCP}
-- {name: http, port: 80, protocol: TCP}
-endpoints:
-- {addresses: [10.0.2.2]}
-- {addresses: [10.0.3.2]}
-"#;
-
-/// A kube-dns-like Service: the same port over UDP and TCP, also as one
-/// node port for both protocols.
-const DNS_MANIFESTS: &str = r#"
-kind: Service
-metadata: {name: dns, namespace: default}
-spec:
-  type: NodePort
-  clusterIP: 10.96.0.30
-  ports:
-  - {name: dns, port: 53, protocol: UDP, targetPort: 5353, nodePort: 30053}
-  - {name: dns-tcp, port: 53, protocol: TCP, targetPort: 5353, nodePort: 30053}
----
-kind: EndpointSlice
-metadata: {name: dns-1, namespace: default, labels: {kubernetes.io/service-name: dns}}
-addressType: IPv4
-ports:
-- {name: dns, port: 5353, protocol: UDP}
-- {name: dns-tcp, port: 5353, protocol: TCP}
-endpoints:
-- {addresses: [10.0.2.2]}
-- {addresses: [10.0.3.2]}
-"#;
 
 const MULTI_SCRIPT: &str = r#"
 set -e
@@ -400,8 +288,8 @@ fn multi_port_and_udp_services_reach_the_right_backends() {
     let job = VmJob::new(MULTI_SCRIPT)
         .binary("rvs-proxy", env!("CARGO_BIN_EXE_rvs-proxy"))
         .binary("kernel-e2e", exe)
-        .file("etc/rvs/m/multi.yaml", MULTI_MANIFESTS)
-        .file("etc/rvs/m/dns.yaml", DNS_MANIFESTS);
+        .manifests("kernel-multi-port", "/etc/rvs/m")
+        .unwrap();
     let out = vm.run(&job).expect("VM run");
     let o = &out.output;
     assert!(out.success(), "script failed:\n{o}");

@@ -21,76 +21,10 @@
 //! * `--cleanup` removes our virtual servers, sets, chains and
 //!   kube-ipvs0, and leaves a foreign virtual server, chain and set;
 //! * the legacy iptables backend as well as nft.
+//!
+//! The manifests are `crates/testrig/fixtures/manifests/netfilter/`.
 
 use rvs_testrig::{Vm, VmJob};
-
-const MANIFESTS: &str = r#"
-kind: Node
-metadata: {name: node-a}
-status:
-  addresses: [{type: InternalIP, address: 10.0.1.1}]
----
-kind: Service
-metadata: {name: np, namespace: default}
-spec:
-  type: NodePort
-  clusterIP: 10.96.0.20
-  ports: [{name: http, port: 80, nodePort: 30080}]
----
-kind: EndpointSlice
-metadata: {name: np-1, namespace: default, labels: {kubernetes.io/service-name: np}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints:
-- {addresses: [10.0.2.2], nodeName: node-a}
----
-kind: Service
-metadata: {name: local, namespace: default}
-spec:
-  type: NodePort
-  clusterIP: 10.96.0.21
-  externalTrafficPolicy: Local
-  ports: [{name: http, port: 80, nodePort: 30081}]
----
-kind: EndpointSlice
-metadata: {name: local-1, namespace: default, labels: {kubernetes.io/service-name: local}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints:
-- {addresses: [10.0.2.2], nodeName: node-a}
----
-kind: Service
-metadata: {name: lb, namespace: default}
-spec:
-  type: LoadBalancer
-  clusterIP: 10.96.0.22
-  loadBalancerSourceRanges: [10.0.1.0/24]
-  ports: [{name: http, port: 80, nodePort: 30082}]
-status:
-  loadBalancer:
-    ingress: [{ip: 192.0.2.10}]
----
-kind: EndpointSlice
-metadata: {name: lb-1, namespace: default, labels: {kubernetes.io/service-name: lb}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints:
-- {addresses: [10.0.3.2], nodeName: node-a}
----
-kind: Service
-metadata: {name: ext, namespace: default}
-spec:
-  clusterIP: 10.96.0.24
-  externalIPs: [198.51.100.5]
-  ports: [{name: http, port: 80}]
----
-kind: EndpointSlice
-metadata: {name: ext-1, namespace: default, labels: {kubernetes.io/service-name: ext}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints:
-- {addresses: [10.0.3.2], nodeName: node-a}
-"#;
 
 const SCRIPT: &str = r#"
 set -e
@@ -214,7 +148,8 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
     };
     let job = VmJob::new(SCRIPT)
         .binary("rvs-proxy", env!("CARGO_BIN_EXE_rvs-proxy"))
-        .file("etc/rvs/m/cluster.yaml", MANIFESTS);
+        .manifests("netfilter", "/etc/rvs/m")
+        .unwrap();
     let out = vm.run(&job).expect("VM run");
     let o = &out.output;
     assert!(out.success(), "script failed:\n{o}");

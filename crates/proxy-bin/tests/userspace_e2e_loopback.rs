@@ -5,6 +5,8 @@
 //! endpoint lives on, new ones avoid it) and up again, an idle endpoint
 //! is removed at once; kube-proxy's timeout flags apply; the admin socket
 //! shows the state; SIGTERM stops the proxy cleanly. Bounded throughout.
+//! The manifests are the template
+//! `crates/testrig/fixtures/manifests/userspace/cluster.yaml`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
@@ -16,13 +18,12 @@ use std::time::Duration;
 use rvs_admin::{Admin, AdminClient};
 use rvs_model::{Protocol, ServiceKey};
 use rvs_testrig::backend::{Backend, Probe, ask_once, ask_udp, http_get};
-use rvs_testrig::{Daemon, TempDir};
+use rvs_testrig::{Daemon, TempDir, fixtures};
 
 const STEP: Duration = Duration::from_secs(10);
 const NODE: &str = "e2e-node";
 const CLUSTER_IP: &str = "127.0.70.1";
 const DNS_IP: &str = "127.0.70.53";
-const LB_IP: &str = "127.0.70.2";
 const HEALTH_CHECK_PORT: u16 = 31899;
 const METRICS: &str = "127.0.74.1:10249";
 const HEALTHZ: &str = "127.0.74.1:10256";
@@ -36,49 +37,35 @@ fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
 }
 
+/// The `userspace` scenario's manifests with web's and lb's endpoints
+/// at `web_endpoints` (on this node).
 fn manifests(web_endpoints: &[&str]) -> String {
     let endpoints: Vec<String> = web_endpoints
         .iter()
-        .map(|ip| {
-            format!(r#"{{"addresses":["{ip}"],"conditions":{{"ready":true}},"nodeName":"{NODE}"}}"#)
-        })
+        .map(|ip| format!("{{addresses: [{ip}], conditions: {{ready: true}}, nodeName: {NODE}}}"))
         .collect();
-    format!(
-        r#"{{"apiVersion":"v1","kind":"List","items":[
-{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{NODE}"}},
-  "status":{{"addresses":[{{"type":"InternalIP","address":"127.0.0.1"}}]}}}},
-{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"web","namespace":"default"}},
-  "spec":{{"type":"NodePort","clusterIP":"{CLUSTER_IP}",
-    "ports":[{{"name":"http","port":18081,"targetPort":18091,"nodePort":31881,"protocol":"TCP"}}]}}}},
-{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
-  "metadata":{{"name":"web-1","namespace":"default","labels":{{"kubernetes.io/service-name":"web"}}}},
-  "addressType":"IPv4","ports":[{{"name":"http","port":18091,"protocol":"TCP"}}],
-  "endpoints":[{}]}},
-{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"lb","namespace":"default"}},
-  "spec":{{"type":"LoadBalancer","clusterIP":"{LB_IP}","externalTrafficPolicy":"Local",
-    "healthCheckNodePort":{HEALTH_CHECK_PORT},
-    "ports":[{{"name":"http","port":18082,"targetPort":18091,"nodePort":31882,"protocol":"TCP"}}]}}}},
-{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
-  "metadata":{{"name":"lb-1","namespace":"default","labels":{{"kubernetes.io/service-name":"lb"}}}},
-  "addressType":"IPv4","ports":[{{"name":"http","port":18091,"protocol":"TCP"}}],
-  "endpoints":[{}]}},
-{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"dns","namespace":"kube-system"}},
-  "spec":{{"clusterIP":"{DNS_IP}","ports":[{{"name":"dns","port":15354,"targetPort":15355,"protocol":"UDP"}}]}}}},
-{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
-  "metadata":{{"name":"dns-1","namespace":"kube-system","labels":{{"kubernetes.io/service-name":"dns"}}}},
-  "addressType":"IPv4","ports":[{{"name":"dns","port":15355,"protocol":"UDP"}}],
-  "endpoints":[{{"addresses":["127.0.72.1"],"conditions":{{"ready":true}}}}]}}
-]}}"#,
-        endpoints.join(","),
-        endpoints.join(",")
+    let files = fixtures::manifests("userspace").unwrap();
+    let [(_, template)] = &files[..] else {
+        panic!("one template expected: {files:?}");
+    };
+    fixtures::fill(
+        template,
+        &[
+            ("NODE", NODE),
+            ("CLUSTER_IP", CLUSTER_IP),
+            ("DNS_IP", DNS_IP),
+            ("HEALTH_CHECK_PORT", &HEALTH_CHECK_PORT.to_string()),
+            ("ENDPOINTS", &format!("[{}]", endpoints.join(", "))),
+        ],
     )
+    .unwrap()
 }
 
 /// Replaces the manifest file in one step, as a `kubectl` dump would.
 fn write_manifests(dir: &Path, text: &str) {
-    let tmp = dir.join(".cluster.json.tmp");
+    let tmp = dir.join(".cluster.yaml.tmp");
     std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, dir.join("cluster.json")).unwrap();
+    std::fs::rename(&tmp, dir.join("cluster.yaml")).unwrap();
 }
 
 /// Waits until `check` holds, or fails with `what`.

@@ -1,13 +1,19 @@
 //! Test data kept as files.
 //!
-//! This module owns the hex fixture format: messages a real kernel sent,
-//! one message a line as lowercase hex, with `#` comment lines saying
-//! where they came from. Codec tests read them ([`read_hex`]); the tests
-//! that capture them in the VM or a network namespace rewrite them
-//! ([`write_hex`]) when asked to.
+//! This module owns two kinds:
+//!
+//! * The hex fixture format: messages a real kernel sent, one message a
+//!   line as lowercase hex, with `#` comment lines saying where they came
+//!   from. Codec tests read them ([`read_hex`]); the tests that capture
+//!   them in the VM or a network namespace rewrite them ([`write_hex`])
+//!   when asked to. The files stay beside the crate they test.
+//! * The Kubernetes manifests of the end-to-end scenarios, one directory
+//!   of YAML files per scenario under `crates/testrig/fixtures/manifests/`
+//!   ([`manifests`]). A file may be a template with `${NAME}` placeholders
+//!   for the values its test chooses ([`fill`]).
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::RigError;
 
@@ -71,9 +77,97 @@ pub fn from_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The directory of the manifests of end-to-end scenario `scenario`.
+pub fn manifests_dir(scenario: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/manifests")
+        .join(scenario)
+}
+
+/// The manifest files of end-to-end scenario `scenario`: each file's name
+/// and text, sorted by name.
+pub fn manifests(scenario: &str) -> Result<Vec<(String, String)>, RigError> {
+    let dir = manifests_dir(scenario);
+    let entries =
+        std::fs::read_dir(&dir).map_err(RigError::io(format!("list {}", dir.display())))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(RigError::io(format!("list {}", dir.display())))?
+            .path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if path.is_file() && !name.starts_with('.') {
+            let text = std::fs::read_to_string(&path)
+                .map_err(RigError::io(format!("read {}", path.display())))?;
+            files.push((name.to_owned(), text));
+        }
+    }
+    if files.is_empty() {
+        return Err(RigError::Fixture(format!(
+            "no manifests in {}",
+            dir.display()
+        )));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// `template` with every `${NAME}` replaced by the value of `NAME` in
+/// `values`. A placeholder without a value is an error, so a template and
+/// its test cannot drift apart unnoticed.
+pub fn fill(template: &str, values: &[(&str, &str)]) -> Result<String, RigError> {
+    let mut text = template.to_owned();
+    for (name, value) in values {
+        text = text.replace(&format!("${{{name}}}"), value);
+    }
+    match text.find("${") {
+        Some(at) => Err(RigError::Fixture(format!(
+            "no value for the placeholder at: {}",
+            text.get(at..)
+                .unwrap_or_default()
+                .lines()
+                .next()
+                .unwrap_or_default()
+        ))),
+        None => Ok(text),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_scenario_has_manifests() {
+        let Ok(entries) = std::fs::read_dir(manifests_dir("")) else {
+            panic!("no fixtures/manifests directory");
+        };
+        let mut scenarios = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let files = manifests(&name);
+            assert!(
+                files.as_ref().is_ok_and(|f| !f.is_empty()),
+                "{name}: {files:?}"
+            );
+            scenarios += 1;
+        }
+        assert!(scenarios >= 5, "{scenarios}");
+        assert!(manifests("no-such-scenario").is_err());
+    }
+
+    #[test]
+    fn templates_are_filled_and_left_over_placeholders_refused() {
+        let filled = fill("a: ${A}\nb: [${B}, ${A}]\n", &[("A", "1"), ("B", "x")]);
+        assert_eq!(filled.ok().as_deref(), Some("a: 1\nb: [x, 1]\n"));
+        let err = fill("a: ${A}\nb: ${B}\n", &[("A", "1")]).err();
+        assert_eq!(
+            err.map(|e| e.to_string()).as_deref(),
+            Some("no value for the placeholder at: ${B}")
+        );
+    }
 
     #[test]
     fn comments_and_blank_lines_are_skipped() {

@@ -10,7 +10,8 @@
 //!   iptables and nftables tests), removed even when a test fails.
 //! * [`sim`]: a simulated clock and the userspace IPVS core as an
 //!   `Admin` dataplane, for sync-loop tests without sleeping or a kernel.
-//! * [`fixtures`]: test data kept as files (hex dumps of kernel messages).
+//! * [`fixtures`]: test data kept as files (hex dumps of kernel messages,
+//!   the end-to-end scenarios' Kubernetes manifests).
 //! * [`process`]: daemons under test, killed when the test ends and
 //!   stopped with SIGTERM within a bound; [`tempdir`]: private
 //!   directories removed on drop; [`eventually`]: bounded polling.

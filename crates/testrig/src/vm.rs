@@ -161,6 +161,16 @@ impl VmJob {
         self
     }
 
+    /// Places the manifest files of end-to-end scenario `scenario` (see
+    /// [`crate::fixtures::manifests`]) in the guest directory `dir`, where
+    /// the script points `rvs-proxy --manifests`.
+    pub fn manifests(mut self, scenario: &str, dir: &str) -> Result<VmJob, RigError> {
+        for (name, text) in crate::fixtures::manifests(scenario)? {
+            self = self.file(&format!("{}/{name}", dir.trim_end_matches('/')), text);
+        }
+        Ok(self)
+    }
+
     /// Exports an environment variable to the script.
     pub fn env(mut self, key: &str, value: &str) -> VmJob {
         self.env.push((key.to_owned(), value.to_owned()));
