@@ -145,15 +145,9 @@ fn userspace_proxy_serves_services_from_manifests() {
     );
 
     // Scale down to `a` while a connection to `b` is open.
-    let mut held = None;
-    for _ in 0..4 {
-        let mut probe = Probe::connect(vip, STEP).unwrap();
-        if probe.ask().unwrap() == "b" {
-            held = Some(probe);
-            break;
-        }
-    }
-    let mut held = held.expect("one of four rr connections reaches b");
+    let mut held = Probe::connect_to(vip, "b", 4, STEP)
+        .unwrap()
+        .expect("one of four rr connections reaches b");
     write_manifests(&manifest_dir, &manifests(&["127.0.71.1"]));
     eventually("new connections avoid the removed endpoint", || {
         (0..4).all(|_| ask_once(vip, STEP).unwrap() == "a")

@@ -83,15 +83,9 @@ fn tcp_round_robin_weights_drain_and_dead_backends() {
     admin
         .apply(&Op::EditService(Service::new(key, Scheduler::RoundRobin)))
         .unwrap();
-    let mut held = None;
-    for _ in 0..4 {
-        let mut probe = Probe::connect(vip, STEP).unwrap();
-        if probe.ask().unwrap() == "b" {
-            held = Some(probe);
-            break;
-        }
-    }
-    let mut held = held.expect("one of four rr connections reaches b");
+    let mut held = Probe::connect_to(vip, "b", 4, STEP)
+        .unwrap()
+        .expect("one of four rr connections reaches b");
     let mut quiet = Destination::masquerade(b.addr());
     quiet.weight = 0;
     admin.apply(&Op::EditDestination(key, quiet)).unwrap();

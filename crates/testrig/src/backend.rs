@@ -143,6 +143,24 @@ impl Probe {
         })
     }
 
+    /// Connects to `addr` up to `attempts` times until a connection is
+    /// answered by backend `name`, and returns that one, held open (for
+    /// tests that drain or remove a backend under an open connection).
+    pub fn connect_to(
+        addr: SocketAddr,
+        name: &str,
+        attempts: usize,
+        timeout: Duration,
+    ) -> io::Result<Option<Probe>> {
+        for _ in 0..attempts {
+            let mut probe = Probe::connect(addr, timeout)?;
+            if probe.ask()? == name {
+                return Ok(Some(probe));
+            }
+        }
+        Ok(None)
+    }
+
     /// Sends one line and returns the backend's name.
     pub fn ask(&mut self) -> io::Result<String> {
         self.stream.get_mut().write_all(b"who\n")?;

@@ -1,7 +1,8 @@
-//! What the admin socket's access tests share, loopback and root alike:
-//! a stub dataplane to serve, a private directory, the refusal of an
-//! occupied path, and running this test binary again as a child process
-//! (on its `child_probe` test) to change what is process-wide.
+//! What the admin socket's tests share: a stub dataplane to serve; and
+//! for the access tests, loopback and root alike, a private directory,
+//! the refusal of an occupied path, and running this test binary again as
+//! a child process (on its `child_probe` test) to change what is
+//! process-wide.
 
 #![allow(dead_code, unreachable_pub)] // each test file uses part of it
 
@@ -16,7 +17,8 @@ use rvs_model::admin::{AdminError, Op};
 use rvs_model::{Connection, Daemon, DestinationStatus, Info, ServiceKey, ServiceStatus, Timeouts};
 use rvs_testrig::TempDir;
 
-/// A dataplane that answers `Info` and accepts every change.
+/// A dataplane that answers `Info` and accepts every change but deleting
+/// a service (refused as the kernel refuses a missing one).
 pub struct Stub;
 
 impl Admin for Stub {
@@ -47,8 +49,14 @@ impl Admin for Stub {
     fn connections(&mut self) -> Result<Vec<Connection>, AdminError> {
         Ok(Vec::new())
     }
-    fn apply(&mut self, _: &Op) -> Result<(), AdminError> {
-        Ok(())
+    fn apply(&mut self, op: &Op) -> Result<(), AdminError> {
+        match op {
+            Op::DeleteService(_) => Err(AdminError::refused(
+                op.kind(),
+                rvs_model::admin::errno::ESRCH,
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
