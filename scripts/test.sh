@@ -7,8 +7,19 @@
 # test rig itself and cached under target/rvs-rig, so a second run
 # downloads nothing. Set RVS_REQUIRE_PRIVILEGED=1 to turn skipped
 # root/netns/VM tests into failures (CI does).
+#
+# --quick: the inner loop. fmt, clippy, unit tests and the integration
+# test files of the pure and _loopback tiers only (see docs/testing.md);
+# no _root, _netns or _vm tests and no doc build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+quick=false
+case "${1:-}" in
+    --quick) quick=true ;;
+    "") ;;
+    *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
+esac
 
 # command -> Debian package providing it
 deps=(
@@ -62,5 +73,22 @@ echo "test.sh: cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "test.sh: cargo clippy -D warnings" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "test.sh: cargo test" >&2
-cargo test --workspace --locked
+if $quick; then
+    # Test files are named by tier: FILE_vm.rs, FILE_netns.rs and
+    # FILE_root.rs need the VM or root; the rest are pure or _loopback.
+    tests=()
+    for file in crates/*/tests/*.rs; do
+        name=$(basename "$file" .rs)
+        case "$name" in
+            *_vm | *_netns | *_root) ;;
+            *) tests+=(--test "$name") ;;
+        esac
+    done
+    echo "test.sh: cargo test, quick: unit tests and the pure and _loopback tiers (not _root, _netns, _vm)" >&2
+    cargo test --workspace --locked --lib --bins "${tests[@]}"
+else
+    echo "test.sh: cargo doc -D warnings" >&2
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+    echo "test.sh: cargo test, every tier: pure, _loopback, _root, _netns, _vm" >&2
+    cargo test --workspace --locked
+fi

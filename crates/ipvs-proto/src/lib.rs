@@ -44,7 +44,7 @@
 //! round trips (encode, parse, same value and same bytes) and, in the
 //! test VM, by the kernel accepting them and `ipvsadm` reading back what
 //! they programmed (`rvs-ipvs`'s `kernel_vm` and `rvsadm`'s
-//! `differential` tests).
+//! `differential_vm` tests).
 
 mod attr;
 mod daemon;

@@ -14,16 +14,11 @@ use rvs_ipvs_proto::IpvsMessage;
 type Msg = NetlinkMessage<GenlMessage<IpvsMessage>>;
 
 fn fixtures() -> Vec<Vec<u8>> {
-    let text = include_str!("fixtures/kernel-replies.hex");
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            (0..l.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&l[i..i + 2], 16).unwrap())
-                .collect()
-        })
-        .collect()
+    rvs_testrig::fixtures::read_hex(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/kernel-replies.hex"
+    ))
+    .unwrap()
 }
 
 #[test]

@@ -12,6 +12,15 @@ use rvs_ipvs_proto::IpvsMessage;
 
 type Msg = NetlinkMessage<GenlMessage<IpvsMessage>>;
 
+/// The captured kernel replies, read once.
+static REPLIES: std::sync::LazyLock<Vec<Vec<u8>>> = std::sync::LazyLock::new(|| {
+    rvs_testrig::fixtures::read_hex(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/kernel-replies.hex"
+    ))
+    .unwrap()
+});
+
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -28,10 +37,7 @@ proptest! {
 
     #[test]
     fn mutated_kernel_replies_never_panic(index in 0usize..10, pos in any::<usize>(), byte in any::<u8>()) {
-        let text = include_str!("fixtures/kernel-replies.hex");
-        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-        let line = lines[index % lines.len()];
-        let mut bytes: Vec<u8> = (0..line.len()).step_by(2).map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap()).collect();
+        let mut bytes = REPLIES[index % REPLIES.len()].clone();
         let at = pos % bytes.len();
         bytes[at] = byte;
         if let Ok(mut msg) = Msg::deserialize(&bytes) {

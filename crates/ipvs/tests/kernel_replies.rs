@@ -16,21 +16,12 @@ use rvs_model::{ForwardMethod, Scheduler, ServiceFlags};
 
 type Msg = NetlinkMessage<GenlMessage<IpvsMessage>>;
 
-const FIXTURES: &str = include_str!("../../ipvs-proto/tests/fixtures/kernel-replies.hex");
-
-fn unhex(line: &str) -> Vec<u8> {
-    (0..line.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap())
-        .collect()
-}
-
 fn fixtures() -> Vec<Vec<u8>> {
-    FIXTURES
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(unhex)
-        .collect()
+    rvs_testrig::fixtures::read_hex(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ipvs-proto/tests/fixtures/kernel-replies.hex"
+    ))
+    .unwrap()
 }
 
 fn payload(bytes: &[u8]) -> IpvsMessage {

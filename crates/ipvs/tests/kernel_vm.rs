@@ -14,7 +14,7 @@ use rvs_model::admin::{Admin, AdminError, Op, OpKind, errno};
 use rvs_model::{
     Destination, ForwardMethod, Netmask, Scheduler, Service, ServiceFlags, ServiceKey, Timeouts,
 };
-use rvs_testrig::{Vm, VmJob};
+use rvs_testrig::{Vm, VmJob, fixtures};
 
 #[test]
 fn kernel_client_passes_its_checks_in_the_real_kernel() {
@@ -41,25 +41,25 @@ fn kernel_client_passes_its_checks_in_the_real_kernel() {
     assert!(passed >= 8, "expected every in-VM test to run: {summary}");
     // `RVS_WRITE_FIXTURES=1` refreshes the codec's kernel-captured fixtures.
     if std::env::var_os("RVS_WRITE_FIXTURES").is_some() {
-        let lines: String = out
+        let messages: Vec<Vec<u8>> = out
             .output
             .lines()
             .filter_map(|l| l.split("capture ").nth(1))
-            .map(|hex| format!("{hex}\n"))
+            .map(|hex| fixtures::from_hex(hex.trim()).unwrap())
             .collect();
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../ipvs-proto/tests/fixtures/kernel-replies.hex"
-        );
-        std::fs::write(
-            path,
-            format!(
-                "# Replies of the IPVS generic netlink family of Linux {} (x86-64) to\n\
-                 # rvs-ipvs's requests, one netlink message per line, as IpvsClient::start_capture\n\
-                 # received them in the test VM: in_vm_kernel_replies_re_emit_identically in\n\
-                 # crates/ipvs/tests/kernel_vm.rs, written with RVS_WRITE_FIXTURES=1.\n{lines}",
+        fixtures::write_hex(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../ipvs-proto/tests/fixtures/kernel-replies.hex"
+            ),
+            &format!(
+                "Replies of the IPVS generic netlink family of Linux {} (x86-64) to\n\
+                 rvs-ipvs's requests, one netlink message per line, as IpvsClient::start_capture\n\
+                 received them in the test VM: in_vm_kernel_replies_re_emit_identically in\n\
+                 crates/ipvs/tests/kernel_vm.rs, written with RVS_WRITE_FIXTURES=1.",
                 vm.kernel_release()
             ),
+            &messages,
         )
         .unwrap();
     }
@@ -452,14 +452,10 @@ fn in_vm_kernel_replies_re_emit_identically() {
             let mut again = vec![0; msg.buffer_len()];
             msg.serialize(&mut again);
             assert_eq!(again, bytes, "re-emission differs for {msg:?}");
-            println!("capture {}", hex(bytes));
+            println!("capture {}", fixtures::to_hex(bytes));
             messages += 1;
             rest = &rest[(len + 3) & !3..];
         }
     }
     assert!(messages >= 6, "{messages}");
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -20,7 +20,7 @@
 //! * one-packet UDP scheduling leaves no entry behind.
 //!
 //! The exact kernel sequences are checked against a real kernel in
-//! `kernel_differential.rs`.
+//! `kernel_differential_vm.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(clippy::disallowed_methods)] // one real instant is the origin of simulated time

@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{cli_field, cli_members, in_netns, sh};
+use common::{cli_field, cli_members, sh};
 use rvs_netfilter::ipset::message::{emit_buffer, parse_buffer};
 use rvs_netfilter::ipset::sync::sync_set;
 use rvs_netfilter::ipset::{
@@ -74,12 +74,14 @@ fn kube_proxy_sets_show_in_kube_proxy_formats_and_update_in_place() {
     for family in [Family::Inet, Family::Inet6] {
         let desired = sample(family);
         let plan = desired.plan(131072);
-        let reports = in_netns(&netns, move || {
-            let mut client = IpsetClient::open().unwrap();
-            plan.iter()
-                .map(|(spec, members)| sync_set(&mut client, spec, members).unwrap())
-                .collect::<Vec<_>>()
-        });
+        let reports = netns
+            .enter(move || {
+                let mut client = IpsetClient::open().unwrap();
+                plan.iter()
+                    .map(|(spec, members)| sync_set(&mut client, spec, members).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
         assert!(reports.iter().all(|r| r.created), "{reports:?}");
 
         for set in KubeSet::ALL {
@@ -133,17 +135,19 @@ fn kube_proxy_sets_show_in_kube_proxy_formats_and_update_in_place() {
         };
         changed.insert(cluster_ip, entry(cluster_ip, vip));
         let plan = changed.plan(131072);
-        let reports = in_netns(&netns, move || {
-            let mut client = IpsetClient::open().unwrap();
-            plan.iter()
-                .map(|(spec, members)| {
-                    (
-                        spec.name.clone(),
-                        sync_set(&mut client, spec, members).unwrap(),
-                    )
-                })
-                .collect::<Vec<_>>()
-        });
+        let reports = netns
+            .enter(move || {
+                let mut client = IpsetClient::open().unwrap();
+                plan.iter()
+                    .map(|(spec, members)| {
+                        (
+                            spec.name.clone(),
+                            sync_set(&mut client, spec, members).unwrap(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
         for (name, report) in &reports {
             let changes = report.added + report.deleted;
             if *name == cluster_ip.name(family) {
@@ -173,18 +177,22 @@ fn maxelem_change_rebuilds_and_swaps_keeping_references() {
     let second = set.spec(Family::Inet, 1000);
     // A rule referencing the set: swap keeps it valid, destroy could not.
     let m = members.clone();
-    in_netns(&netns, move || {
-        let mut client = IpsetClient::open().unwrap();
-        sync_set(&mut client, &first, &m).unwrap();
-    });
+    netns
+        .enter(move || {
+            let mut client = IpsetClient::open().unwrap();
+            sync_set(&mut client, &first, &m).unwrap();
+        })
+        .unwrap();
     sh(
         &netns,
         "iptables-legacy -A INPUT -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT",
     );
-    let report = in_netns(&netns, move || {
-        let mut client = IpsetClient::open().unwrap();
-        sync_set(&mut client, &second, &members).unwrap()
-    });
+    let report = netns
+        .enter(move || {
+            let mut client = IpsetClient::open().unwrap();
+            sync_set(&mut client, &second, &members).unwrap()
+        })
+        .unwrap();
     assert!(report.rebuilt, "{report:?}");
     let listing = sh(&netns, "ipset list KUBE-CLUSTER-IP");
     assert!(
@@ -201,86 +209,88 @@ fn flush_swap_destroy_and_kernel_errors_name_the_set() {
     let Some(netns) = Netns::or_skip("flush_swap_destroy_and_kernel_errors") else {
         return;
     };
-    let results = in_netns(&netns, || {
-        let mut c = IpsetClient::open().unwrap();
-        let a = SetSpec::new("A", SetType::HashIp, Family::Inet);
-        let b = SetSpec::new("B", SetType::HashIp, Family::Inet);
-        let ip = |s: &str| Entry::parse(SetType::HashIp, s).unwrap();
-        c.apply(&[
-            Op::Create {
-                spec: a.clone(),
-                exist_ok: false,
-            },
-            Op::Create {
-                spec: b,
-                exist_ok: false,
-            },
-            Op::Add {
-                set: "A".into(),
-                entry: ip("10.0.0.1"),
-                comment: None,
-                exist_ok: false,
-            },
-            Op::Add {
-                set: "B".into(),
-                entry: ip("10.0.0.2"),
-                comment: None,
-                exist_ok: false,
-            },
-            Op::Swap("A".into(), "B".into()),
-        ])
-        .unwrap();
-        let a_members = c.get("A").unwrap().unwrap().members;
-        // Per-op results from one batch: duplicates and missing sets fail
-        // individually, naming set and member.
-        let batch = c
-            .batch(&[
-                Op::Add {
-                    set: "A".into(),
-                    entry: ip("10.0.0.2"),
-                    comment: None,
+    let results = netns
+        .enter(|| {
+            let mut c = IpsetClient::open().unwrap();
+            let a = SetSpec::new("A", SetType::HashIp, Family::Inet);
+            let b = SetSpec::new("B", SetType::HashIp, Family::Inet);
+            let ip = |s: &str| Entry::parse(SetType::HashIp, s).unwrap();
+            c.apply(&[
+                Op::Create {
+                    spec: a.clone(),
+                    exist_ok: false,
+                },
+                Op::Create {
+                    spec: b,
                     exist_ok: false,
                 },
                 Op::Add {
                     set: "A".into(),
+                    entry: ip("10.0.0.1"),
+                    comment: None,
+                    exist_ok: false,
+                },
+                Op::Add {
+                    set: "B".into(),
                     entry: ip("10.0.0.2"),
                     comment: None,
-                    exist_ok: true,
+                    exist_ok: false,
                 },
-                Op::Add {
-                    set: "NOPE".into(),
-                    entry: ip("10.0.0.3"),
-                    comment: None,
-                    exist_ok: true,
-                },
-                Op::Del {
-                    set: "A".into(),
-                    entry: ip("10.9.9.9"),
-                    missing_ok: true,
-                },
-                Op::Add {
-                    set: "A".into(),
-                    entry: ip("fd00::1"),
-                    comment: None,
-                    exist_ok: true,
-                },
-                Op::Create {
-                    spec: SetSpec::new("A", SetType::HashIpPort, Family::Inet),
-                    exist_ok: true,
-                },
+                Op::Swap("A".into(), "B".into()),
             ])
             .unwrap();
-        c.apply(&[Op::Flush("A".into())]).unwrap();
-        let flushed = c.get("A").unwrap().unwrap().members.len();
-        c.apply(&[Op::Destroy("A".into()), Op::Destroy("B".into())])
-            .unwrap();
-        let gone = c.get("A").unwrap();
-        // Destroying a missing set is acknowledged by current kernels;
-        // flushing one is not.
-        c.destroy_if_exists("A").unwrap();
-        let missing = c.apply(&[Op::Flush("A".into())]).unwrap_err();
-        (a_members, batch, flushed, gone, missing)
-    });
+            let a_members = c.get("A").unwrap().unwrap().members;
+            // Per-op results from one batch: duplicates and missing sets fail
+            // individually, naming set and member.
+            let batch = c
+                .batch(&[
+                    Op::Add {
+                        set: "A".into(),
+                        entry: ip("10.0.0.2"),
+                        comment: None,
+                        exist_ok: false,
+                    },
+                    Op::Add {
+                        set: "A".into(),
+                        entry: ip("10.0.0.2"),
+                        comment: None,
+                        exist_ok: true,
+                    },
+                    Op::Add {
+                        set: "NOPE".into(),
+                        entry: ip("10.0.0.3"),
+                        comment: None,
+                        exist_ok: true,
+                    },
+                    Op::Del {
+                        set: "A".into(),
+                        entry: ip("10.9.9.9"),
+                        missing_ok: true,
+                    },
+                    Op::Add {
+                        set: "A".into(),
+                        entry: ip("fd00::1"),
+                        comment: None,
+                        exist_ok: true,
+                    },
+                    Op::Create {
+                        spec: SetSpec::new("A", SetType::HashIpPort, Family::Inet),
+                        exist_ok: true,
+                    },
+                ])
+                .unwrap();
+            c.apply(&[Op::Flush("A".into())]).unwrap();
+            let flushed = c.get("A").unwrap().unwrap().members.len();
+            c.apply(&[Op::Destroy("A".into()), Op::Destroy("B".into())])
+                .unwrap();
+            let gone = c.get("A").unwrap();
+            // Destroying a missing set is acknowledged by current kernels;
+            // flushing one is not.
+            c.destroy_if_exists("A").unwrap();
+            let missing = c.apply(&[Op::Flush("A".into())]).unwrap_err();
+            (a_members, batch, flushed, gone, missing)
+        })
+        .unwrap();
     let (a_members, batch, flushed, gone, missing) = results;
     assert_eq!(a_members[0].entry.to_string(), "10.0.0.2");
     let msgs: Vec<String> = batch
@@ -314,27 +324,29 @@ fn large_batches_go_in_few_sendmsgs_and_list_back() {
     let Some(netns) = Netns::or_skip("large_batches_go_in_few_sendmsgs") else {
         return;
     };
-    let count = in_netns(&netns, || {
-        let mut c = IpsetClient::open().unwrap();
-        let spec = KubeSet::ClusterIp.spec(Family::Inet, 65536);
-        let members: BTreeSet<Entry> = (0..20_000u32)
-            .map(|i| {
-                let ip = std::net::Ipv4Addr::from(0x0a60_0000 + i);
-                Entry::IpPort(ip.into(), rvs_netfilter::ipset::Proto::TCP, 80)
-            })
-            .collect();
-        sync_set(&mut c, &spec, &members).unwrap();
-        let listed = c.get(&spec.name).unwrap().unwrap();
-        assert_eq!(
-            listed
-                .members
-                .iter()
-                .map(|m| m.entry)
-                .collect::<BTreeSet<_>>(),
-            members
-        );
-        listed.members.len()
-    });
+    let count = netns
+        .enter(|| {
+            let mut c = IpsetClient::open().unwrap();
+            let spec = KubeSet::ClusterIp.spec(Family::Inet, 65536);
+            let members: BTreeSet<Entry> = (0..20_000u32)
+                .map(|i| {
+                    let ip = std::net::Ipv4Addr::from(0x0a60_0000 + i);
+                    Entry::IpPort(ip.into(), rvs_netfilter::ipset::Proto::TCP, 80)
+                })
+                .collect();
+            sync_set(&mut c, &spec, &members).unwrap();
+            let listed = c.get(&spec.name).unwrap().unwrap();
+            assert_eq!(
+                listed
+                    .members
+                    .iter()
+                    .map(|m| m.entry)
+                    .collect::<BTreeSet<_>>(),
+                members
+            );
+            listed.members.len()
+        })
+        .unwrap();
     assert_eq!(count, 20_000);
     let cli = sh(&netns, "ipset list KUBE-CLUSTER-IP | grep -c ,tcp:80");
     assert_eq!(cli.trim(), "20000");
@@ -367,12 +379,14 @@ fn kernel_dumps_of_cli_made_sets_parse_and_re_emit_identically() {
         return;
     };
     sh(&netns, CLI_SETUP);
-    let (recorded, sets) = in_netns(&netns, || {
-        let mut c = IpsetClient::open().unwrap();
-        c.record();
-        let sets = c.list(None).unwrap();
-        (c.take_recorded(), sets)
-    });
+    let (recorded, sets) = netns
+        .enter(|| {
+            let mut c = IpsetClient::open().unwrap();
+            c.record();
+            let sets = c.list(None).unwrap();
+            (c.take_recorded(), sets)
+        })
+        .unwrap();
     for buf in &recorded {
         let parsed = parse_buffer(buf).unwrap();
         assert_eq!(&emit_buffer(&parsed), buf);
@@ -394,18 +408,15 @@ fn kernel_dumps_of_cli_made_sets_parse_and_re_emit_identically() {
     }
     assert_eq!(sets.len(), 7);
     if std::env::var("RVS_RECORD_FIXTURES").as_deref() == Ok("1") {
-        let mut text = String::from(
-            "# `ipset list` dump replies from Linux (host kernel, fresh netns) for the sets\n\
-             # made by CLI_SETUP in tests/ipset_netns.rs; one received buffer per line, hex.\n",
-        );
-        for buf in &recorded {
-            text.extend(buf.iter().map(|b| format!("{b:02x}")));
-            text.push('\n');
-        }
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/ipset_list_dump.hex"
-        );
-        std::fs::write(path, text).unwrap();
+        rvs_testrig::fixtures::write_hex(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/ipset_list_dump.hex"
+            ),
+            "`ipset list` dump replies from Linux (host kernel, fresh netns) for the sets\n\
+             made by CLI_SETUP in tests/ipset_netns.rs; one received buffer per line, hex.",
+            &recorded,
+        )
+        .unwrap();
     }
 }

@@ -16,7 +16,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::{in_netns, sh};
+use common::sh;
 use rvs_netfilter::ipset::kube::destroy_all;
 use rvs_netfilter::ipset::sync::sync_set;
 use rvs_netfilter::ipset::{Entry, Family, IpsetClient, KubeSet, KubeSets};
@@ -69,12 +69,14 @@ fn sets(family: Family) -> (KubeSets, IpAddr) {
 /// `iptables-save` of both tables without comments and counters.
 fn saved(netns: &Netns, ipt: &Iptables) -> String {
     let ipt = ipt.clone();
-    let text = in_netns(netns, move || {
-        Table::ALL
-            .iter()
-            .map(|t| ipt.save(*t).unwrap())
-            .collect::<String>()
-    });
+    let text = netns
+        .enter(move || {
+            Table::ALL
+                .iter()
+                .map(|t| ipt.save(*t).unwrap())
+                .collect::<String>()
+        })
+        .unwrap();
     let _ = netns;
     text.lines()
         .filter(|l| !l.starts_with('#'))
@@ -133,13 +135,15 @@ fn exercise(backend: Backend, family: Family) {
     };
     let rules = render(&desired, &cfg).unwrap();
     let (r, i, d) = (rules.clone(), ipt.clone(), desired.clone());
-    in_netns(&netns, move || {
-        let mut client = IpsetClient::open().unwrap();
-        for (spec, members) in d.plan(65536) {
-            sync_set(&mut client, &spec, &members).unwrap();
-        }
-        i.apply(&r).unwrap();
-    });
+    netns
+        .enter(move || {
+            let mut client = IpsetClient::open().unwrap();
+            for (spec, members) in d.plan(65536) {
+                sync_set(&mut client, &spec, &members).unwrap();
+            }
+            i.apply(&r).unwrap();
+        })
+        .unwrap();
     let first = saved(&netns, &ipt);
     for table in Table::ALL {
         for chain in &rules.table(table).chains {
@@ -198,7 +202,7 @@ fn exercise(backend: Backend, family: Family) {
 
     // A second apply changes nothing.
     let (r, i) = (rules.clone(), ipt.clone());
-    in_netns(&netns, move || i.apply(&r).unwrap());
+    netns.enter(move || i.apply(&r).unwrap()).unwrap();
     assert_eq!(
         saved(&netns, &ipt),
         first,
@@ -208,13 +212,15 @@ fn exercise(backend: Backend, family: Family) {
     // REJECT of non-service ports on VIPs (kube-proxy #72236): a
     // listener on a VIP port that is no service is refused, a service
     // port is reachable.
-    let (refused, served) = in_netns(&netns, move || {
-        let other = TcpListener::bind(SocketAddr::new(vip, 9999)).unwrap();
-        let service = TcpListener::bind(SocketAddr::new(vip, 53)).unwrap();
-        let refused = connect(other.local_addr().unwrap()).map(drop);
-        let served = connect(service.local_addr().unwrap()).map(drop);
-        (refused, served)
-    });
+    let (refused, served) = netns
+        .enter(move || {
+            let other = TcpListener::bind(SocketAddr::new(vip, 9999)).unwrap();
+            let service = TcpListener::bind(SocketAddr::new(vip, 53)).unwrap();
+            let refused = connect(other.local_addr().unwrap()).map(drop);
+            let served = connect(service.local_addr().unwrap()).map(drop);
+            (refused, served)
+        })
+        .unwrap();
     assert_eq!(
         refused.unwrap_err().kind(),
         std::io::ErrorKind::ConnectionRefused,
@@ -225,32 +231,34 @@ fn exercise(backend: Backend, family: Family) {
     // Cleanup: our jumps and chains go, the foreign ones stay as they
     // were; then nothing references the sets any more.
     let i = ipt.clone();
-    let kept = in_netns(&netns, move || i.cleanup().unwrap());
+    let kept = netns.enter(move || i.cleanup().unwrap()).unwrap();
     assert!(kept.is_empty(), "{kept:?}");
     let after = saved(&netns, &ipt);
     assert!(!after.contains("KUBE-"), "{test}\n{after}");
     assert_eq!(after, before, "{test}: cleanup changed foreign rules");
-    in_netns(&netns, move || {
-        let mut client = IpsetClient::open().unwrap();
-        client
-            .apply(&[rvs_netfilter::ipset::Op::Create {
-                spec: rvs_netfilter::ipset::SetSpec::new(
-                    "FOREIGN-SET",
-                    rvs_netfilter::ipset::SetType::HashIp,
-                    family,
-                ),
-                exist_ok: false,
-            }])
-            .unwrap();
-        destroy_all(&mut client, family).unwrap();
-        let left: Vec<String> = client
-            .list(None)
-            .unwrap()
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
-        assert_eq!(left, ["FOREIGN-SET"]);
-    });
+    netns
+        .enter(move || {
+            let mut client = IpsetClient::open().unwrap();
+            client
+                .apply(&[rvs_netfilter::ipset::Op::Create {
+                    spec: rvs_netfilter::ipset::SetSpec::new(
+                        "FOREIGN-SET",
+                        rvs_netfilter::ipset::SetType::HashIp,
+                        family,
+                    ),
+                    exist_ok: false,
+                }])
+                .unwrap();
+            destroy_all(&mut client, family).unwrap();
+            let left: Vec<String> = client
+                .list(None)
+                .unwrap()
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            assert_eq!(left, ["FOREIGN-SET"]);
+        })
+        .unwrap();
 }
 
 #[test]

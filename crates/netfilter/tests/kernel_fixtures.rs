@@ -9,16 +9,11 @@ use rvs_netfilter::ipset::ops::collect_sets;
 use rvs_netfilter::ipset::{AdtAttr, DataAttr, IpsetAttr, Netlink, SetType};
 
 fn buffers() -> Vec<Vec<u8>> {
-    include_str!("fixtures/ipset_list_dump.hex")
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            (0..l.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&l[i..i + 2], 16).unwrap())
-                .collect()
-        })
-        .collect()
+    rvs_testrig::fixtures::read_hex(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ipset_list_dump.hex"
+    ))
+    .unwrap()
 }
 
 #[test]

@@ -176,7 +176,7 @@ fn members(fake: &Fake, set: &str) -> usize {
 fn a_full_sync_writes_every_set_and_the_rules_with_their_jumps() {
     let fake = Fake::default();
     let root = tempdir("full");
-    let mut side = side(&fake, &root);
+    let mut side = side(&fake, root.path());
     let report = side.after_sync(&cluster(3, &[0]), &config(), None);
     assert_eq!(report.failures, 0);
     let k = fake.0.borrow();
@@ -191,7 +191,7 @@ fn a_full_sync_writes_every_set_and_the_rules_with_their_jumps() {
 fn a_partial_sync_sends_only_the_changed_members_and_reuses_the_rules() {
     let fake = Fake::default();
     let root = tempdir("partial");
-    let mut side = side(&fake, &root);
+    let mut side = side(&fake, root.path());
     side.after_sync(&cluster(3, &[]), &config(), None);
     // A fourth Service: its members are added in one batch; no set
     // changes emptiness, so the rules last applied stand.
@@ -225,7 +225,7 @@ fn a_partial_sync_sends_only_the_changed_members_and_reuses_the_rules() {
 fn a_failure_makes_the_next_sync_a_full_one() {
     let fake = Fake::default();
     let root = tempdir("failure");
-    let mut side = side(&fake, &root);
+    let mut side = side(&fake, root.path());
     side.after_sync(&cluster(2, &[]), &config(), None);
     // The batch fails: counted, and the next (partial) sync is full.
     fake.0.borrow_mut().fail_batch = true;
@@ -261,7 +261,7 @@ fn a_failure_makes_the_next_sync_a_full_one() {
 fn sysctls_that_could_not_be_set_are_retried_on_full_syncs_only() {
     let fake = Fake::default();
     let root = tempdir("sysctl");
-    let mut side = side(&fake, &root);
+    let mut side = side(&fake, root.path());
     // No vs directory yet: every IPVS sysctl fails.
     std::fs::create_dir_all(root.join("net/ipv4")).unwrap();
     std::fs::write(root.join("net/ipv4/ip_forward"), "0\n").unwrap();
@@ -290,12 +290,9 @@ fn sysctls_that_could_not_be_set_are_retried_on_full_syncs_only() {
         std::fs::read_to_string(root.join("net/ipv4/vs/conntrack")).unwrap(),
         "1\n"
     );
-    std::fs::remove_dir_all(&root).unwrap();
 }
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("rvs-node-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A private directory standing in for `/proc/sys`, removed on drop.
+fn tempdir(name: &str) -> rvs_testrig::TempDir {
+    rvs_testrig::TempDir::new(&format!("node-{name}")).unwrap()
 }

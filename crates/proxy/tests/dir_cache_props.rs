@@ -76,15 +76,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
     #[test]
     fn the_cache_matches_a_fresh_load(steps in proptest::collection::vec(step(), 1..14)) {
-        let dir = std::env::temp_dir().join(format!(
-            "rvs-dircache-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let temp = rvs_testrig::TempDir::new("dircache").unwrap();
+        let dir = temp.path();
         let mut cache = DirCache::new("node-a", None);
-        let mut before = cache.load(&dir).unwrap().state.clone();
+        let mut before = cache.load(dir).unwrap().state.clone();
         for (f, objs) in steps {
             let path = dir.join(format!("f{f}.json"));
             match objs {
@@ -93,13 +88,12 @@ proptest! {
                     let _ = std::fs::remove_file(&path);
                 }
             }
-            let loaded = cache.load(&dir).unwrap();
+            let loaded = cache.load(dir).unwrap();
             let state = loaded.state.clone();
             let changes = loaded.changes;
-            prop_assert_eq!(&state, &fresh(&dir));
+            prop_assert_eq!(&state, &fresh(dir));
             prop_assert_eq!(changes, state.changes_since(&before));
             before = state;
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -32,6 +32,27 @@ topo_host() {
     $IP -n "$name" -6 route add default via "fd00:$n::1"
 }
 
+# topo_backends: the usual cast, forwarding on: host client (index 1),
+# and hosts b1 (2) and b2 (3) serving "backend-one" and "backend-two"
+# over HTTP on port 80.
+topo_backends() {
+    topo_forwarding &&
+    topo_host client 1 &&
+    topo_host b1 2 &&
+    topo_host b2 3 &&
+    topo_http b1 backend-one &&
+    topo_http b2 backend-two
+}
+
+# topo_log FILE: from here on append the script's stderr (the logs of the
+# daemons it starts) to FILE, and print FILE after a "== log" line when
+# the script exits, so that a failed run shows them.
+topo_log() {
+    exec 2>>"$1"
+    # shellcheck disable=SC2064 # FILE is expanded now, on purpose
+    trap "echo '== log'; cat '$1'" EXIT
+}
+
 # topo_addr N [6]: the address of test host N (IPv6 with a second argument).
 topo_addr() {
     if [ -n "${2:-}" ]; then echo "fd00:$1::2"; else echo "10.0.$1.2"; fi

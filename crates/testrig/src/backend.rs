@@ -5,7 +5,8 @@
 //! (after reading one line, so a held-open connection can also be probed
 //! later with [`Probe`]), and a UDP server that answers every datagram
 //! with its name. They run on threads, bind only the loopback address
-//! they are given, and stop when dropped.
+//! they are given, and stop when dropped. The clients that ask them (and
+//! [`http_get`], for the HTTP servers under test) live here too.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -142,6 +143,24 @@ impl Probe {
         })
     }
 
+    /// Connects to `addr` up to `attempts` times until a connection is
+    /// answered by backend `name`, and returns that one, held open (for
+    /// tests that drain or remove a backend under an open connection).
+    pub fn connect_to(
+        addr: SocketAddr,
+        name: &str,
+        attempts: usize,
+        timeout: Duration,
+    ) -> io::Result<Option<Probe>> {
+        for _ in 0..attempts {
+            let mut probe = Probe::connect(addr, timeout)?;
+            if probe.ask()? == name {
+                return Ok(Some(probe));
+            }
+        }
+        Ok(None)
+    }
+
     /// Sends one line and returns the backend's name.
     pub fn ask(&mut self) -> io::Result<String> {
         self.stream.get_mut().write_all(b"who\n")?;
@@ -172,6 +191,47 @@ pub fn ask_until_up(addr: SocketAddr, timeout: Duration) -> io::Result<String> {
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
+}
+
+/// What an HTTP server answered to [`http_get`].
+#[derive(Clone, Debug)]
+pub struct HttpReply {
+    /// The status code.
+    pub status: u16,
+    /// The header lines after the status line, lowercased.
+    pub headers: String,
+    /// The body.
+    pub body: String,
+}
+
+/// `GET PATH` over HTTP/1.1 on a new connection (`Connection: close`),
+/// each step bounded by `timeout`; the answer read to its end.
+pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<HttpReply> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let invalid =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {text:?}"));
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| invalid("no end of the header"))?;
+    let (status_line, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| invalid("no status code"))?;
+    Ok(HttpReply {
+        status,
+        headers: headers.to_ascii_lowercase(),
+        body: body.to_owned(),
+    })
 }
 
 /// One UDP datagram from `from` to `addr`: the name that answered.

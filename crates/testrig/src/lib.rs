@@ -10,6 +10,11 @@
 //!   iptables and nftables tests), removed even when a test fails.
 //! * [`sim`]: a simulated clock and the userspace IPVS core as an
 //!   `Admin` dataplane, for sync-loop tests without sleeping or a kernel.
+//! * [`fixtures`]: test data kept as files (hex dumps of kernel messages,
+//!   the end-to-end scenarios' Kubernetes manifests).
+//! * [`process`]: daemons under test, killed when the test ends and
+//!   stopped with SIGTERM within a bound; [`tempdir`]: private
+//!   directories removed on drop; [`eventually`]: bounded polling.
 //!
 //! Tests that cannot get a rig (no root, no qemu, no kernel package) skip
 //! with a message, unless `RVS_REQUIRE_PRIVILEGED=1` is set, in which case
@@ -17,16 +22,21 @@
 
 pub mod backend;
 mod cpio;
+pub mod fixtures;
 mod host;
 pub mod image;
 pub mod kernel;
 pub mod netns;
+pub mod process;
 pub mod sim;
+pub mod tempdir;
 pub mod vm;
 
 use std::path::PathBuf;
 
 pub use netns::Netns;
+pub use process::Daemon;
+pub use tempdir::TempDir;
 pub use vm::{Vm, VmJob, VmOutput};
 
 /// Errors of the rigs. Every variant says what was being done.
@@ -64,6 +74,17 @@ pub enum RigError {
         /// Everything the VM printed.
         console: String,
     },
+    /// Something the test waits for did not happen in time.
+    #[error("timed out after {within:?} waiting for {what}")]
+    Deadline {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        within: std::time::Duration,
+    },
+    /// A fixture file is malformed.
+    #[error("{0}")]
+    Fixture(String),
     /// The VM stopped without reporting a verdict.
     #[error("VM stopped without a verdict ({status}); console:\n{console}")]
     NoVerdict {
@@ -98,6 +119,20 @@ pub fn skip(test: &str, reason: &dyn std::fmt::Display) {
     #[allow(clippy::print_stderr)]
     {
         eprintln!("SKIP {test}: {reason} (set RVS_REQUIRE_PRIVILEGED=1 to make this a failure)");
+    }
+}
+
+/// Polls `check` every 20 ms until it holds; panics naming `what` when
+/// `within` has passed first. For tests waiting on something that
+/// happens in the background (a listener coming up, a sync landing).
+pub fn eventually(what: &str, within: std::time::Duration, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

@@ -1,13 +1,17 @@
 //! Fresh network namespaces on the host kernel.
 //!
 //! For tests of ipset, iptables and nftables programming against the host
-//! kernel without touching the host's own tables. A [`Netns`] is deleted
-//! (and its processes killed) when dropped, including when the test
-//! panics; namespaces left by killed test processes are removed the next
-//! time one is created.
+//! kernel without touching the host's own tables. Programs run in a
+//! namespace through `ip netns exec` ([`Netns::command`]), Rust code on a
+//! thread that joined it ([`Netns::enter`]). A [`Netns`] is deleted (and
+//! its processes killed) when dropped, including when the test panics;
+//! namespaces left by killed test processes are removed the next time one
+//! is created.
 
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::sched::{CloneFlags, setns};
 
 use crate::{RigError, host};
 
@@ -75,6 +79,30 @@ impl Netns {
         let mut cmd = self.command(program);
         cmd.args(args);
         host::run(&mut cmd, &format!("in namespace {}", self.name))
+    }
+
+    /// Runs `f` on a thread that has joined the namespace, so that the
+    /// sockets it opens (netlink included) live there, and returns what
+    /// it returns. A panic in `f` is resumed on the calling thread.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, RigError> {
+        let path = format!("/run/netns/{}", self.name);
+        let joined = std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> Result<T, RigError> {
+                    let file =
+                        std::fs::File::open(&path).map_err(RigError::io(format!("open {path}")))?;
+                    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| RigError::Io {
+                        context: format!("join namespace {path}"),
+                        source: errno.into(),
+                    })?;
+                    Ok(f())
+                })
+                .join()
+        });
+        match joined {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 
     /// Runs a `sh -c` script inside the namespace and returns its stdout;

@@ -161,6 +161,16 @@ impl VmJob {
         self
     }
 
+    /// Places the manifest files of end-to-end scenario `scenario` (see
+    /// [`crate::fixtures::manifests`]) in the guest directory `dir`, where
+    /// the script points `rvs-proxy --manifests`.
+    pub fn manifests(mut self, scenario: &str, dir: &str) -> Result<VmJob, RigError> {
+        for (name, text) in crate::fixtures::manifests(scenario)? {
+            self = self.file(&format!("{}/{name}", dir.trim_end_matches('/')), text);
+        }
+        Ok(self)
+    }
+
     /// Exports an environment variable to the script.
     pub fn env(mut self, key: &str, value: &str) -> VmJob {
         self.env.push((key.to_owned(), value.to_owned()));
@@ -184,6 +194,13 @@ impl VmOutput {
     /// `true` when the script exited with 0.
     pub fn success(&self) -> bool {
         self.exit_code == 0
+    }
+
+    /// The lines of [`VmOutput::output`] after the line `== NAME`, up to
+    /// the next line starting with `== `: scripts mark the parts of their
+    /// output that way.
+    pub fn section(&self, name: &str) -> Vec<&str> {
+        section(&self.output, name)
     }
 
     /// Panics with the script's output and the console when the script
@@ -299,6 +316,17 @@ fn boot(qemu: &Path, kernel: &Path, initrd: &Path, job: &VmJob) -> Result<VmOutp
     }
 }
 
+/// See [`VmOutput::section`].
+fn section<'a>(output: &'a str, name: &str) -> Vec<&'a str> {
+    let marker = format!("== {name}");
+    output
+        .lines()
+        .skip_while(|line| *line != marker)
+        .skip(1)
+        .take_while(|line| !line.starts_with("== "))
+        .collect()
+}
+
 /// Finds the script's output and exit code between the marker lines.
 fn parse_verdict(console: &str) -> Option<(i32, String)> {
     let start = console.find(BEGIN)? + BEGIN.len();
@@ -333,6 +361,16 @@ mod tests {
             parse_verdict(console),
             Some((3, "line 1\nline 2\n".to_owned()))
         );
+    }
+
+    #[test]
+    fn sections_run_from_their_marker_to_the_next() {
+        let output = "noise\n== plan\na\nb\n== sync\n== traffic\nc\n";
+        assert_eq!(section(output, "plan"), ["a", "b"]);
+        assert!(section(output, "sync").is_empty());
+        assert_eq!(section(output, "traffic"), ["c"]);
+        assert!(section(output, "missing").is_empty());
+        assert!(section(output, "pla").is_empty(), "whole names only");
     }
 
     #[test]

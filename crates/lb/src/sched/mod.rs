@@ -18,7 +18,7 @@
 //! to for this flow (`tried`) are treated as overloaded for this one
 //! decision.
 //!
-//! `tests/kernel_differential.rs` runs the same services, destinations and
+//! `tests/kernel_differential_vm.rs` runs the same services, destinations and
 //! connection sequences in the test VM's kernel and in the core and
 //! requires the same choice for every connection (all schedulers but
 //! `twos`, IPv4 and IPv6, thresholds, persistence); `tests/scheduler_props.rs`

@@ -1,25 +1,9 @@
-//! Shared helpers of the netns tests: running code inside a test
-//! namespace, and the ipset CLI.
+//! Shared helpers of the netns tests: shell scripts in a test namespace,
+//! and reading the ipset CLI's listings.
 
 #![allow(dead_code, unreachable_pub)] // each test file uses part of it
 
-use std::fs::File;
-
-use nix::sched::{CloneFlags, setns};
 use rvs_testrig::Netns;
-
-/// Runs `f` on a thread that has joined `netns`'s network namespace, so
-/// sockets it opens live there.
-pub fn in_netns<T: Send + 'static>(netns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{}", netns.name());
-    std::thread::spawn(move || {
-        let file = File::open(&path).unwrap();
-        setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
-}
 
 /// Runs a shell script in the namespace and returns its stdout.
 pub fn sh(netns: &Netns, script: &str) -> String {

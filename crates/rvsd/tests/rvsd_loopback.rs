@@ -6,7 +6,7 @@
 //! Its admin socket is 0600, or 0660 for `--admin-socket-group`, and
 //! SIGTERM stops it even after its socket file was removed or replaced.
 //! A second rvsd in the same network namespace refuses to start and names
-//! the first; one in another namespace starts (as root).
+//! the first (one in another namespace starts: `rvsd_netns.rs`).
 //! Every loop is bounded in count and time.
 //!
 //! Each rvsd gets its own `--instance-lock` name, so the tests run side by
@@ -14,114 +14,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
-use std::io::Read as _;
+mod common;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rvs_admin::{Admin, AdminClient};
+use common::{RVSD, Rvsd, STEP, lock_name};
+use rvs_admin::Admin;
 use rvs_model::admin::Op;
 use rvs_model::{Destination, Protocol, Scheduler, Service, ServiceKey};
 use rvs_testrig::backend::{Backend, Probe, ask_once, ask_udp, ask_until_up};
-
-const STEP: Duration = Duration::from_secs(5);
-const RVSD: &str = env!("CARGO_BIN_EXE_rvsd");
-
-/// The instance lock of the test tagged `tag`.
-fn lock_name(tag: &str) -> String {
-    format!("rvsd-test-{tag}-{}", std::process::id())
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Rvsd {
-    child: Child,
-    socket: PathBuf,
-    _dir: TempDir,
-}
-
-impl Rvsd {
-    fn start(tag: &str) -> Rvsd {
-        Rvsd::start_with(tag, Command::new(RVSD), &lock_name(tag), &[])
-    }
-
-    /// Runs `rvsd` (`program`, which may be a wrapper such as `ip netns
-    /// exec`) with a socket in a fresh directory for `tag`, the instance
-    /// lock `lock` and `extra` arguments; waits for the socket.
-    fn start_with(tag: &str, mut program: Command, lock: &str, extra: &[&str]) -> Rvsd {
-        let dir = std::env::temp_dir().join(format!("rvsd-test-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("admin.sock");
-        let child = program
-            .arg("--admin-socket")
-            .arg(&socket)
-            .args(["--workers", "2", "--grace", "1", "--instance-lock", lock])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut rvsd = Rvsd {
-            child,
-            socket,
-            _dir: TempDir(dir),
-        };
-        let deadline = Instant::now() + STEP;
-        while !rvsd.socket.exists() {
-            if let Some(status) = rvsd.child.try_wait().unwrap() {
-                panic!("rvsd exited before creating its socket: {status}");
-            }
-            assert!(Instant::now() < deadline, "rvsd did not create its socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        rvsd
-    }
-
-    fn admin(&self) -> AdminClient {
-        AdminClient::connect(&self.socket).unwrap()
-    }
-
-    fn terminate(mut self) -> ExitStatus {
-        self.stop()
-    }
-
-    /// Sends SIGTERM and waits (within `STEP`) for rvsd to exit; its
-    /// directory stays until the rig is dropped.
-    fn stop(&mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let deadline = Instant::now() + STEP;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "rvsd did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Rvsd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use rvs_testrig::process::run_bounded;
 
 fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
@@ -179,15 +83,9 @@ fn tcp_round_robin_weights_drain_and_dead_backends() {
     admin
         .apply(&Op::EditService(Service::new(key, Scheduler::RoundRobin)))
         .unwrap();
-    let mut held = None;
-    for _ in 0..4 {
-        let mut probe = Probe::connect(vip, STEP).unwrap();
-        if probe.ask().unwrap() == "b" {
-            held = Some(probe);
-            break;
-        }
-    }
-    let mut held = held.expect("one of four rr connections reaches b");
+    let mut held = Probe::connect_to(vip, "b", 4, STEP)
+        .unwrap()
+        .expect("one of four rr connections reaches b");
     let mut quiet = Destination::masquerade(b.addr());
     quiet.weight = 0;
     admin.apply(&Op::EditDestination(key, quiet)).unwrap();
@@ -307,36 +205,6 @@ fn ipv6_loopback_and_source_hashing() {
     assert!(rvsd.terminate().success());
 }
 
-/// Runs `command` to its end (within `STEP`): its status and stderr.
-fn run_bounded(command: &mut Command) -> (ExitStatus, String) {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + STEP;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} was still running after {STEP:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status, stderr)
-}
-
 #[test]
 fn a_second_rvsd_in_the_namespace_refuses_to_start_and_names_the_first() {
     let first = Rvsd::start("second");
@@ -348,11 +216,13 @@ fn a_second_rvsd_in_the_namespace_refuses_to_start_and_names_the_first() {
             .arg("--admin-socket")
             .arg(&first.socket)
             .args(["--instance-lock", &lock]),
-    );
+        STEP,
+    )
+    .unwrap();
     assert!(!status.success(), "{status:?}");
     let expected = format!(
         "rvsd: another userspace dataplane is running in this network namespace (pid {}: {RVSD} --admin-socket {} --workers 2",
-        first.child.id(),
+        first.daemon.id(),
         first.socket.display()
     );
     assert!(
@@ -368,34 +238,6 @@ fn a_second_rvsd_in_the_namespace_refuses_to_start_and_names_the_first() {
     let again = Rvsd::start("second");
     assert!(again.admin().services().unwrap().is_empty());
     assert!(again.terminate().success());
-}
-
-#[test]
-fn an_rvsd_in_another_network_namespace_starts_beside_one_here() {
-    let test = "an_rvsd_in_another_network_namespace_starts_beside_one_here";
-    let Some(ns) = rvs_testrig::Netns::or_skip(test) else {
-        return;
-    };
-    let lock = lock_name("netns");
-    let here = Rvsd::start_with("netns-here", Command::new(RVSD), &lock, &[]);
-    let there = Rvsd::start_with("netns-there", ns.command(RVSD), &lock, &[]);
-    // Both serve their admin sockets (paths are not per namespace).
-    assert_eq!(here.admin().info().unwrap().conn_table_size, 4096);
-    assert_eq!(there.admin().info().unwrap().conn_table_size, 4096);
-    // While in the first namespace the lock still holds.
-    let (status, stderr) = run_bounded(Command::new(RVSD).args([
-        "--admin-socket",
-        "/nonexistent/never-created.sock",
-        "--instance-lock",
-        &lock,
-    ]));
-    assert!(!status.success(), "{status:?}");
-    assert!(
-        stderr.contains(&format!("(pid {}: ", here.child.id())),
-        "{stderr}"
-    );
-    assert!(there.terminate().success());
-    assert!(here.terminate().success());
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Proves the host-kernel rig: namespaces are isolated from the host and
-//! from each other, carry traffic between them, and vanish when dropped.
+//! from each other, carry traffic between them, run Rust code entered into
+//! them, and vanish when dropped.
 
 use rvs_testrig::Netns;
 
@@ -43,19 +44,17 @@ fn namespaces_carry_traffic_and_are_removed_on_drop() {
     let b = Netns::new().unwrap();
     a.link(&b, "192.0.2.1/24", "192.0.2.2/24").unwrap();
     // An HTTP server in b (killed with the namespace), a bounded client in a.
-    let root = std::env::temp_dir().join(format!("rvs-netns-test-{}", std::process::id()));
-    std::fs::create_dir_all(&root).unwrap();
+    let root = rvs_testrig::TempDir::new("netns-test").unwrap();
     std::fs::write(root.join("index.html"), "pong\n").unwrap();
     b.command("busybox")
         .args(["httpd", "-p", "192.0.2.2:7777", "-h"])
-        .arg(&root)
+        .arg(root.path())
         .status()
         .unwrap();
     let reply = a
         .sh("for i in 1 2 3 4 5 6 7 8 9 10; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 busybox nc -w 2 192.0.2.2 7777 | tail -n 1 | grep . && exit 0; sleep 0.2; done; exit 1")
         .unwrap();
     assert_eq!(reply.trim(), "pong");
-    std::fs::remove_dir_all(&root).unwrap();
 
     let (a_name, b_name) = (a.name().to_owned(), b.name().to_owned());
     assert!(exists(&a_name) && exists(&b_name));
@@ -79,4 +78,22 @@ fn a_namespace_is_removed_even_when_the_test_panics() {
     .unwrap_err();
     let name = name.downcast::<String>().unwrap();
     assert!(!exists(&name), "{name} survived the panic");
+}
+
+#[test]
+fn code_entered_into_a_namespace_opens_its_sockets_there() {
+    let Some(ns) = Netns::or_skip("code_entered_into_a_namespace_opens_its_sockets_there") else {
+        return;
+    };
+    ns.run("ip", &["addr", "add", "192.0.2.77/32", "dev", "lo"])
+        .unwrap();
+    let bind = || std::net::TcpListener::bind("192.0.2.77:0").map(|_| ());
+    assert!(
+        ns.enter(bind).unwrap().is_ok(),
+        "the address is the namespace's"
+    );
+    assert!(bind().is_err(), "and not the host's");
+    // A panic inside comes out as the same panic.
+    let panic = std::panic::catch_unwind(|| ns.enter(|| std::panic::panic_any(7_u32))).unwrap_err();
+    assert_eq!(panic.downcast_ref::<u32>(), Some(&7));
 }

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rvs_admin::{RunningServer, Server, SharedAdmin};
+use rvs_testrig::TempDir;
 use rvs_testrig::backend::{Backend, Probe, ask_once, ask_until_up};
 use rvs_userspace::{Dataplane, Options};
 
@@ -36,17 +37,15 @@ const RATE_TITLE: &str = "Prot LocalAddress:Port                 CPS    InPPS   
 /// A userspace dataplane behind an admin socket in a private directory;
 /// everything stops and goes away on drop.
 struct Rig {
-    dir: PathBuf,
     socket: PathBuf,
     server: Option<RunningServer>,
     dataplane: Option<Dataplane>,
+    _dir: TempDir,
 }
 
 impl Rig {
     fn start(tag: &str) -> Rig {
-        let dir = std::env::temp_dir().join(format!("rvsadm-us-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new(&format!("rvsadm-us-{tag}")).unwrap();
         let socket = dir.join("admin.sock");
         let dataplane = Dataplane::start(Options {
             workers: 1,
@@ -60,10 +59,10 @@ impl Rig {
         let admin: SharedAdmin = Arc::new(Mutex::new(dataplane.admin()));
         let server = Server::new(listener, admin).unwrap().spawn().unwrap();
         Rig {
-            dir,
             socket,
             server: Some(server),
             dataplane: Some(dataplane),
+            _dir: dir,
         }
     }
 
@@ -108,7 +107,6 @@ impl Drop for Rig {
         if let Some(dataplane) = self.dataplane.take() {
             dataplane.shutdown(Duration::from_millis(200));
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -542,10 +540,8 @@ fn traffic_moves_stats_rates_and_the_connection_table() {
 
     // Deleting the service stops the VIP answering.
     rig.ok(&format!("-D -t {vip}"));
-    let deadline = Instant::now() + STEP;
-    while ask_once(vip, Duration::from_millis(200)).is_ok() {
-        assert!(Instant::now() < deadline, "{vip} still answers after -D");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    rvs_testrig::eventually(&format!("{vip} to stop answering after -D"), STEP, || {
+        ask_once(vip, Duration::from_millis(200)).is_err()
+    });
     assert_eq!(rig.list("-L -n"), format!("{HEADER}{TITLE}"));
 }

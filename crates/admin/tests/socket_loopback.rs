@@ -17,6 +17,7 @@ use rvs_model::{
     Connection, Daemon, DaemonState, Destination, DestinationStatus, Info, Scheduler, Service,
     ServiceKey, ServiceStatus, Stats, Timeouts,
 };
+use rvs_testrig::TempDir;
 
 /// A minimal dataplane: services and destinations in maps.
 #[derive(Default)]
@@ -164,27 +165,9 @@ impl Drop for Fixture {
     }
 }
 
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("rvs-admin-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn start(name: &str) -> Fixture {
-    let dir = TempDir::new(name);
-    let path = dir.0.join("admin.sock");
+    let dir = TempDir::new(&format!("admin-{name}")).unwrap();
+    let path = dir.join("admin.sock");
     let listener = rvs_admin::bind(&path).unwrap();
     let admin: SharedAdmin = Arc::new(Mutex::new(Memory::default()));
     let running = Server::new(listener, admin).unwrap().spawn().unwrap();
@@ -361,8 +344,8 @@ fn malformed_lines_get_an_error_and_the_connection_keeps_working() {
 
 #[test]
 fn connecting_to_a_missing_socket_names_the_path() {
-    let dir = TempDir::new("missing");
-    let path = dir.0.join("nobody-here.sock");
+    let dir = TempDir::new("admin-missing").unwrap();
+    let path = dir.join("nobody-here.sock");
     let err = AdminClient::connect(&path).unwrap_err();
     match &err {
         AdminError::Transport {
@@ -412,8 +395,8 @@ fn shutdown_stops_a_server_with_idle_clients_promptly() {
 
 #[test]
 fn plain_serve_runs_until_the_listener_is_gone() {
-    let dir = TempDir::new("serve");
-    let path = dir.0.join("admin.sock");
+    let dir = TempDir::new("admin-serve").unwrap();
+    let path = dir.join("admin.sock");
     let listener = rvs_admin::bind(&path).unwrap();
     let admin: SharedAdmin = Arc::new(Mutex::new(Memory::default()));
     let _thread = std::thread::spawn(move || rvs_admin::serve(listener, admin));

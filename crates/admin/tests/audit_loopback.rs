@@ -7,51 +7,14 @@
 
 #![allow(clippy::unwrap_used)] // test code
 
+mod common;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use rvs_admin::{Admin, AdminClient, Server, SharedAdmin};
-use rvs_model::admin::{AdminError, Op, OpKind, errno};
-use rvs_model::{
-    Connection, Daemon, DestinationStatus, Info, Scheduler, Service, ServiceKey, ServiceStatus,
-    Timeouts,
-};
-
-/// Accepts every change except deleting a service.
-struct Stub;
-
-impl Admin for Stub {
-    fn info(&mut self) -> Result<Info, AdminError> {
-        Ok(Info {
-            version: 1,
-            conn_table_size: 7,
-        })
-    }
-    fn services(&mut self) -> Result<Vec<ServiceStatus>, AdminError> {
-        Ok(Vec::new())
-    }
-    fn service(&mut self, _: &ServiceKey) -> Result<ServiceStatus, AdminError> {
-        Err(AdminError::refused(OpKind::GetServices, errno::ESRCH))
-    }
-    fn destinations(&mut self, _: &ServiceKey) -> Result<Vec<DestinationStatus>, AdminError> {
-        Ok(Vec::new())
-    }
-    fn timeouts(&mut self) -> Result<Timeouts, AdminError> {
-        Ok(Timeouts::default())
-    }
-    fn daemons(&mut self) -> Result<Vec<Daemon>, AdminError> {
-        Ok(Vec::new())
-    }
-    fn connections(&mut self) -> Result<Vec<Connection>, AdminError> {
-        Ok(Vec::new())
-    }
-    fn apply(&mut self, op: &Op) -> Result<(), AdminError> {
-        match op {
-            Op::DeleteService(_) => Err(AdminError::refused(op.kind(), errno::ESRCH)),
-            _ => Ok(()),
-        }
-    }
-}
+use rvs_admin::{Admin, AdminClient, Server};
+use rvs_model::admin::Op;
+use rvs_model::{Scheduler, Service, ServiceKey};
 
 /// Everything logged, as text.
 #[derive(Clone, Default)]
@@ -86,11 +49,9 @@ fn changes_are_logged_with_the_peer_and_the_op() {
         .with_writer(move || writer.clone())
         .init();
 
-    let dir = std::env::temp_dir().join(format!("rvs-audit-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = rvs_testrig::TempDir::new("audit").unwrap();
     let path = dir.join("admin.sock");
-    let admin: SharedAdmin = Arc::new(Mutex::new(Stub));
+    let admin = common::stub();
     let server = Server::new(rvs_admin::bind(&path).unwrap(), admin)
         .unwrap()
         .spawn()
@@ -107,7 +68,7 @@ fn changes_are_logged_with_the_peer_and_the_op() {
     client.info().unwrap();
     drop(client);
     server.stop().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 
     let uid = nix::unistd::geteuid().as_raw();
     let peer = format!("peer_uid={uid} peer_pid={}", std::process::id());

@@ -69,12 +69,7 @@ set -e
 . /usr/lib/rvs/topo.sh
 grep -q '^ip_vs ' /proc/modules
 grep -q '^ip_vs_rr ' /proc/modules
-topo_forwarding
-topo_host client 1
-topo_host b1 2
-topo_host b2 3
-topo_http b1 backend-one
-topo_http b2 backend-two
+topo_backends
 topo_vip 10.96.0.10/32
 ipvsadm -A -t 10.96.0.10:80 -s rr
 ipvsadm -a -t 10.96.0.10:80 -r "$(topo_addr 2)":80 -m

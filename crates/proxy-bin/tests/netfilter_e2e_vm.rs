@@ -21,76 +21,10 @@
 //! * `--cleanup` removes our virtual servers, sets, chains and
 //!   kube-ipvs0, and leaves a foreign virtual server, chain and set;
 //! * the legacy iptables backend as well as nft.
+//!
+//! The manifests are `crates/testrig/fixtures/manifests/netfilter/`.
 
 use rvs_testrig::{Vm, VmJob};
-
-const MANIFESTS: &str = r#"
-kind: Node
-metadata: {name: node-a}
-status:
-  addresses: [{type: InternalIP, address: 10.0.1.1}]
----
-kind: Service
-metadata: {name: np, namespace: default}
-spec:
-  type: NodePort
-  clusterIP: 10.96.0.20
-  ports: [{name: http, port: 80, nodePort: 30080}]
----
-kind: EndpointSlice
-metadata: {name: np-1, namespace: default, labels: {kubernetes.io/service-name: np}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints:
-- {addresses: [10.0.2.2], nodeName: node-a}
----
-kind: Service
-metadata: {name: local, namespace: default}
-spec:
-  type: NodePort
-  clusterIP: 10.96.0.21
-  externalTrafficPolicy: Local
-  ports: [{name: http, port: 80, nodePort: 30081}]
----
-kind: EndpointSlice
-metadata: {name: local-1, namespace: default, labels: {kubernetes.io/service-name: local}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints:
-- {addresses: [10.0.2.2], nodeName: node-a}
----
-kind: Service
-metadata: {name: lb, namespace: default}
-spec:
-  type: LoadBalancer
-  clusterIP: 10.96.0.22
-  loadBalancerSourceRanges: [10.0.1.0/24]
-  ports: [{name: http, port: 80, nodePort: 30082}]
-status:
-  loadBalancer:
-    ingress: [{ip: 192.0.2.10}]
----
-kind: EndpointSlice
-metadata: {name: lb-1, namespace: default, labels: {kubernetes.io/service-name: lb}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints:
-- {addresses: [10.0.3.2], nodeName: node-a}
----
-kind: Service
-metadata: {name: ext, namespace: default}
-spec:
-  clusterIP: 10.96.0.24
-  externalIPs: [198.51.100.5]
-  ports: [{name: http, port: 80}]
----
-kind: EndpointSlice
-metadata: {name: ext-1, namespace: default, labels: {kubernetes.io/service-name: ext}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints:
-- {addresses: [10.0.3.2], nodeName: node-a}
-"#;
 
 const SCRIPT: &str = r#"
 set -e
@@ -139,8 +73,7 @@ iptables -A INPUT -j FOREIGN
 ipset create foreign hash:ip
 echo 0 > /proc/sys/net/ipv4/ip_forward
 
-exec 2>>/tmp/proxy.log
-trap 'echo "== log"; cat /tmp/proxy.log' EXIT
+topo_log /tmp/proxy.log
 P0="rvs-proxy --manifests /etc/rvs/m --hostname-override node-a --cluster-cidr 10.0.2.0/23 --ipvs-strict-arp"
 P="$P0 --ipset-maxelem 4096"
 $P & pid=$!
@@ -201,16 +134,6 @@ echo "legacy-after: $(iptables-legacy-save | grep -c 'KUBE-' || true)"
 ipset list -n | sort
 "#;
 
-fn section<'a>(output: &'a str, name: &str) -> Vec<&'a str> {
-    output
-        .split(&format!("== {name}\n"))
-        .nth(1)
-        .unwrap_or("")
-        .lines()
-        .take_while(|l| !l.starts_with("== "))
-        .collect()
-}
-
 fn value<'a>(lines: &[&'a str], key: &str) -> &'a str {
     lines
         .iter()
@@ -225,14 +148,15 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
     };
     let job = VmJob::new(SCRIPT)
         .binary("rvs-proxy", env!("CARGO_BIN_EXE_rvs-proxy"))
-        .file("etc/rvs/m/cluster.yaml", MANIFESTS);
+        .manifests("netfilter", "/etc/rvs/m")
+        .unwrap();
     let out = vm.run(&job).expect("VM run");
     let o = &out.output;
     assert!(out.success(), "script failed:\n{o}");
     assert!(!o.contains(" ERROR "), "{o}");
 
     assert_eq!(
-        section(o, "sysctls"),
+        out.section("sysctls"),
         [
             "vs/conntrack=1",
             "vs/expire_nodest_conn=1",
@@ -244,7 +168,7 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
         "{o}"
     );
 
-    let sets = section(o, "sets");
+    let sets = out.section("sets");
     for name in [
         "KUBE-CLUSTER-IP",
         "KUBE-LOAD-BALANCER-SOURCE-CIDR",
@@ -268,7 +192,7 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
         "hairpin members: {o}"
     );
 
-    let traffic = section(o, "traffic");
+    let traffic = out.section("traffic");
     // Masqueraded to the node's address towards the pod.
     assert_eq!(value(&traffic, "nodeport"), "10.0.2.1", "{o}");
     // externalTrafficPolicy: Local keeps the client's address.
@@ -283,7 +207,7 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
     assert_eq!(value(&traffic, "non-service-port"), "-", "{o}");
     assert_ne!(value(&traffic, "rejected"), "0", "{o}");
 
-    let widen = section(o, "widen");
+    let widen = out.section("widen");
     assert_eq!(
         value(&widen, "lb-stranger"),
         "10.0.3.1",
@@ -302,7 +226,7 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
         "{partial:?}"
     );
 
-    let maxelem = section(o, "maxelem");
+    let maxelem = out.section("maxelem");
     assert_eq!(
         maxelem,
         [
@@ -314,7 +238,7 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
         "{o}"
     );
 
-    let cleaned = section(o, "cleanup");
+    let cleaned = out.section("cleanup");
     assert_eq!(
         cleaned,
         [
@@ -329,7 +253,7 @@ fn ipvs_ipsets_and_iptables_carry_traffic_together() {
         "{o}"
     );
 
-    let legacy = section(o, "legacy");
+    let legacy = out.section("legacy");
     assert_eq!(value(&legacy, "legacy-chains"), "11", "{o}");
     assert_eq!(value(&legacy, "nft-chains"), "0", "{o}");
     assert_eq!(value(&legacy, "nodeport"), "10.0.2.1", "{o}");

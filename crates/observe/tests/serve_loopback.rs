@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -14,29 +13,10 @@ use rvs_model::admin::OpKind;
 use rvs_observe::{
     HealthState, IpFamily, Metrics, ServeOptions, ServiceHealth, ServiceName, SyncKind, serve,
 };
+use rvs_testrig::backend::{HttpReply, http_get};
 
-struct Got {
-    status: u16,
-    headers: String,
-    body: String,
-}
-
-fn get(addr: SocketAddr, path: &str) -> std::io::Result<Got> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a full response");
-    let status = head[9..12].parse().expect("a status code");
-    Ok(Got {
-        status,
-        headers: head.to_ascii_lowercase(),
-        body: body.to_owned(),
-    })
+fn get(addr: SocketAddr, path: &str) -> std::io::Result<HttpReply> {
+    http_get(addr, path, Duration::from_secs(5))
 }
 
 /// One runtime for every server of this test binary, as rvs-proxy has.
@@ -412,15 +392,10 @@ fn a_busy_address_is_retried_until_it_is_free() {
     let running = serve(&options, &metrics, &health, runtime()).unwrap();
     assert_eq!(running.healthz_addr(), None);
     drop(taken);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(got) = get(addr, "/livez") {
-            assert_eq!(got.status, 200);
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    rvs_testrig::eventually("the retried bind listens", Duration::from_secs(10), || {
+        get(addr, "/livez").is_ok()
+    });
+    assert_eq!(get(addr, "/livez").unwrap().status, 200);
     running.stop();
 }
 

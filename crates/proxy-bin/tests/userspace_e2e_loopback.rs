@@ -5,116 +5,72 @@
 //! endpoint lives on, new ones avoid it) and up again, an idle endpoint
 //! is removed at once; kube-proxy's timeout flags apply; the admin socket
 //! shows the state; SIGTERM stops the proxy cleanly. Bounded throughout.
+//! The manifests are the template
+//! `crates/testrig/fixtures/manifests/userspace/cluster.yaml`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use rvs_admin::{Admin, AdminClient};
 use rvs_model::{Protocol, ServiceKey};
-use rvs_testrig::backend::{Backend, Probe, ask_once, ask_udp};
+use rvs_testrig::backend::{Backend, Probe, ask_once, ask_udp, http_get};
+use rvs_testrig::{Daemon, TempDir, fixtures};
 
 const STEP: Duration = Duration::from_secs(10);
 const NODE: &str = "e2e-node";
 const CLUSTER_IP: &str = "127.0.70.1";
 const DNS_IP: &str = "127.0.70.53";
-const LB_IP: &str = "127.0.70.2";
 const HEALTH_CHECK_PORT: u16 = 31899;
 const METRICS: &str = "127.0.74.1:10249";
 const HEALTHZ: &str = "127.0.74.1:10256";
 
-/// A plain HTTP/1.0 GET: the status code and the body.
-fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), STEP)?;
-    stream.set_read_timeout(Some(STEP))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+/// `GET PATH` from `addr`: the status code and the body.
+fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_get(self::addr(addr), path, STEP).map(|reply| (reply.status, reply.body))
 }
 
 fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
 }
 
+/// The `userspace` scenario's manifests with web's and lb's endpoints
+/// at `web_endpoints` (on this node).
 fn manifests(web_endpoints: &[&str]) -> String {
     let endpoints: Vec<String> = web_endpoints
         .iter()
-        .map(|ip| {
-            format!(r#"{{"addresses":["{ip}"],"conditions":{{"ready":true}},"nodeName":"{NODE}"}}"#)
-        })
+        .map(|ip| format!("{{addresses: [{ip}], conditions: {{ready: true}}, nodeName: {NODE}}}"))
         .collect();
-    format!(
-        r#"{{"apiVersion":"v1","kind":"List","items":[
-{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{NODE}"}},
-  "status":{{"addresses":[{{"type":"InternalIP","address":"127.0.0.1"}}]}}}},
-{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"web","namespace":"default"}},
-  "spec":{{"type":"NodePort","clusterIP":"{CLUSTER_IP}",
-    "ports":[{{"name":"http","port":18081,"targetPort":18091,"nodePort":31881,"protocol":"TCP"}}]}}}},
-{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
-  "metadata":{{"name":"web-1","namespace":"default","labels":{{"kubernetes.io/service-name":"web"}}}},
-  "addressType":"IPv4","ports":[{{"name":"http","port":18091,"protocol":"TCP"}}],
-  "endpoints":[{}]}},
-{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"lb","namespace":"default"}},
-  "spec":{{"type":"LoadBalancer","clusterIP":"{LB_IP}","externalTrafficPolicy":"Local",
-    "healthCheckNodePort":{HEALTH_CHECK_PORT},
-    "ports":[{{"name":"http","port":18082,"targetPort":18091,"nodePort":31882,"protocol":"TCP"}}]}}}},
-{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
-  "metadata":{{"name":"lb-1","namespace":"default","labels":{{"kubernetes.io/service-name":"lb"}}}},
-  "addressType":"IPv4","ports":[{{"name":"http","port":18091,"protocol":"TCP"}}],
-  "endpoints":[{}]}},
-{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"dns","namespace":"kube-system"}},
-  "spec":{{"clusterIP":"{DNS_IP}","ports":[{{"name":"dns","port":15354,"targetPort":15355,"protocol":"UDP"}}]}}}},
-{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
-  "metadata":{{"name":"dns-1","namespace":"kube-system","labels":{{"kubernetes.io/service-name":"dns"}}}},
-  "addressType":"IPv4","ports":[{{"name":"dns","port":15355,"protocol":"UDP"}}],
-  "endpoints":[{{"addresses":["127.0.72.1"],"conditions":{{"ready":true}}}}]}}
-]}}"#,
-        endpoints.join(","),
-        endpoints.join(",")
+    let files = fixtures::manifests("userspace").unwrap();
+    let [(_, template)] = &files[..] else {
+        panic!("one template expected: {files:?}");
+    };
+    fixtures::fill(
+        template,
+        &[
+            ("NODE", NODE),
+            ("CLUSTER_IP", CLUSTER_IP),
+            ("DNS_IP", DNS_IP),
+            ("HEALTH_CHECK_PORT", &HEALTH_CHECK_PORT.to_string()),
+            ("ENDPOINTS", &format!("[{}]", endpoints.join(", "))),
+        ],
     )
+    .unwrap()
 }
 
 /// Replaces the manifest file in one step, as a `kubectl` dump would.
 fn write_manifests(dir: &Path, text: &str) {
-    let tmp = dir.join(".cluster.json.tmp");
+    let tmp = dir.join(".cluster.yaml.tmp");
     std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, dir.join("cluster.json")).unwrap();
-}
-
-struct Proxy {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    std::fs::rename(&tmp, dir.join("cluster.yaml")).unwrap();
 }
 
 /// Waits until `check` holds, or fails with `what`.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + STEP;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn eventually(what: &str, check: impl FnMut() -> bool) {
+    rvs_testrig::eventually(what, STEP, check);
 }
 
 #[test]
@@ -123,30 +79,29 @@ fn userspace_proxy_serves_services_from_manifests() {
     let _b = Backend::tcp(addr("127.0.71.2:18091"), "b").unwrap();
     let _dns = Backend::udp(addr("127.0.72.1:15355"), "dns").unwrap();
 
-    let dir = std::env::temp_dir().join(format!("rvs-userspace-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    let dir = TempDir::new("userspace-e2e").unwrap();
     let manifest_dir = dir.join("manifests");
+    std::fs::create_dir_all(&manifest_dir).unwrap();
     write_manifests(&manifest_dir, &manifests(&["127.0.71.1", "127.0.71.2"]));
     let socket = dir.join("admin.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_rvs-proxy"))
-        .arg("--manifests")
-        .arg(&manifest_dir)
-        .args(["--dataplane", "userspace", "--hostname-override", NODE])
-        .args(["--workers", "2"])
-        // Its own lock: other tests' dataplanes may run on this host.
-        .args(["--instance-lock", "rvs-proxy-userspace-e2e"])
-        .args(["--ipvs-tcpfin-timeout", "7s"])
-        .args(["--metrics-bind-address", METRICS])
-        .args(["--healthz-bind-address", HEALTHZ])
-        .arg("--admin-socket")
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let proxy = Proxy { child, dir };
+    let mut proxy = Daemon::spawn(
+        Command::new(env!("CARGO_BIN_EXE_rvs-proxy"))
+            .arg("--manifests")
+            .arg(&manifest_dir)
+            .args(["--dataplane", "userspace", "--hostname-override", NODE])
+            .args(["--workers", "2"])
+            // Its own lock: other tests' dataplanes may run on this host.
+            .args(["--instance-lock", "rvs-proxy-userspace-e2e"])
+            .args(["--ipvs-tcpfin-timeout", "7s"])
+            .args(["--metrics-bind-address", METRICS])
+            .args(["--healthz-bind-address", HEALTHZ])
+            .arg("--admin-socket")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    )
+    .unwrap();
 
     let vip = addr(&format!("{CLUSTER_IP}:18081"));
     eventually("the cluster IP answers", || ask_once(vip, STEP).is_ok());
@@ -155,15 +110,15 @@ fn userspace_proxy_serves_services_from_manifests() {
         assert_ne!(pair[0], pair[1], "rr alternates: {names:?}");
     }
     // kube-proxy's health and metrics endpoints.
-    eventually("healthz answers", || http_get(HEALTHZ, "/healthz").is_ok());
-    let (status, body) = http_get(HEALTHZ, "/healthz").unwrap();
+    eventually("healthz answers", || get(HEALTHZ, "/healthz").is_ok());
+    let (status, body) = get(HEALTHZ, "/healthz").unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(
         body.contains("lastUpdated") && body.contains("currentTime"),
         "{body}"
     );
-    assert_eq!(http_get(HEALTHZ, "/livez").unwrap().0, 200);
-    let (status, metrics) = http_get(METRICS, "/metrics").unwrap();
+    assert_eq!(get(HEALTHZ, "/livez").unwrap().0, 200);
+    let (status, metrics) = get(METRICS, "/metrics").unwrap();
     assert_eq!(status, 200);
     for name in [
         "kubeproxy_sync_proxy_rules_duration_seconds_bucket",
@@ -175,9 +130,9 @@ fn userspace_proxy_serves_services_from_manifests() {
     // The Local-policy LoadBalancer's health check node port: both
     // endpoints are on this node.
     eventually("the health check node port answers", || {
-        http_get(&format!("127.0.0.1:{HEALTH_CHECK_PORT}"), "/").is_ok_and(|(s, _)| s == 200)
+        get(&format!("127.0.0.1:{HEALTH_CHECK_PORT}"), "/").is_ok_and(|(s, _)| s == 200)
     });
-    let (_, body) = http_get(&format!("127.0.0.1:{HEALTH_CHECK_PORT}"), "/").unwrap();
+    let (_, body) = get(&format!("127.0.0.1:{HEALTH_CHECK_PORT}"), "/").unwrap();
     assert!(body.contains("\"localEndpoints\": 2"), "{body}");
 
     let node_port = addr("127.0.0.1:31881");
@@ -190,15 +145,9 @@ fn userspace_proxy_serves_services_from_manifests() {
     );
 
     // Scale down to `a` while a connection to `b` is open.
-    let mut held = None;
-    for _ in 0..4 {
-        let mut probe = Probe::connect(vip, STEP).unwrap();
-        if probe.ask().unwrap() == "b" {
-            held = Some(probe);
-            break;
-        }
-    }
-    let mut held = held.expect("one of four rr connections reaches b");
+    let mut held = Probe::connect_to(vip, "b", 4, STEP)
+        .unwrap()
+        .expect("one of four rr connections reaches b");
     write_manifests(&manifest_dir, &manifests(&["127.0.71.1"]));
     eventually("new connections avoid the removed endpoint", || {
         (0..4).all(|_| ask_once(vip, STEP).unwrap() == "a")
@@ -282,26 +231,7 @@ fn userspace_proxy_serves_services_from_manifests() {
         "web's cluster IP and node port, lb's cluster IP and node port, dns: {services:?}"
     );
 
-    let pid = proxy.child.id().to_string();
-    let mut proxy = proxy;
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + STEP;
-    let status = loop {
-        if let Some(status) = proxy.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rvs-proxy did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = proxy.terminate(STEP).unwrap();
     assert!(status.success(), "{status:?}");
     assert!(!socket.exists(), "the admin socket is removed on exit");
 }

@@ -1,116 +1,32 @@
-//! Who may use the admin socket, and what binding it may replace: the
-//! socket's mode whatever the umask, the group option, another uid kept
-//! out (as root: child processes that drop to uid 65534), the refusal of
-//! anything at the path that is not a stale socket of ours, and stopping
-//! the server when its socket file is gone or replaced.
+//! Who may use the admin socket, and what binding it may replace, as
+//! the socket's owner: the socket's mode whatever the umask, the group
+//! option, the refusal of anything at the path that is not a stale
+//! socket of ours, and stopping the server when its socket file is gone
+//! or replaced. Keeping another uid out needs root: `access_root.rs`.
 //!
 //! Child processes are this test binary run again on the `child_probe`
 //! test, told what to do through environment variables: the umask is
-//! process-wide, and so are uid and gid, so neither is changed in the
-//! multi-threaded test process itself.
+//! process-wide, so it is not changed in the multi-threaded test process
+//! itself.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
+mod common;
+
 use std::io::Write as _;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rvs_admin::{
-    Admin, AdminClient, BindError, BindOptions, Occupant, Server, SharedAdmin, SocketGroup,
-};
-use rvs_model::admin::{AdminError, Op};
-use rvs_model::{Connection, Daemon, DestinationStatus, Info, ServiceKey, ServiceStatus, Timeouts};
-
-const NOBODY: u32 = 65534;
-/// A gid no account on the test host has as its primary group.
-const OTHER_GID: u32 = 4242;
-const EACCES: i32 = 13;
-
-/// A dataplane that answers `Info` and accepts every change.
-struct Stub;
-
-impl Admin for Stub {
-    fn info(&mut self) -> Result<Info, AdminError> {
-        Ok(Info {
-            version: 1,
-            conn_table_size: 7,
-        })
-    }
-    fn services(&mut self) -> Result<Vec<ServiceStatus>, AdminError> {
-        Ok(Vec::new())
-    }
-    fn service(&mut self, _: &ServiceKey) -> Result<ServiceStatus, AdminError> {
-        Err(AdminError::refused(
-            rvs_model::admin::OpKind::GetServices,
-            rvs_model::admin::errno::ESRCH,
-        ))
-    }
-    fn destinations(&mut self, _: &ServiceKey) -> Result<Vec<DestinationStatus>, AdminError> {
-        Ok(Vec::new())
-    }
-    fn timeouts(&mut self) -> Result<Timeouts, AdminError> {
-        Ok(Timeouts::default())
-    }
-    fn daemons(&mut self) -> Result<Vec<Daemon>, AdminError> {
-        Ok(Vec::new())
-    }
-    fn connections(&mut self) -> Result<Vec<Connection>, AdminError> {
-        Ok(Vec::new())
-    }
-    fn apply(&mut self, _: &Op) -> Result<(), AdminError> {
-        Ok(())
-    }
-}
-
-fn stub() -> SharedAdmin {
-    Arc::new(Mutex::new(Stub))
-}
-
-/// A directory (mode 0755, so other uids reach the socket's own mode)
-/// removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("rvs-access-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        TempDir(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// The gid files created here get: this process's effective gid.
-    fn gid(&self) -> u32 {
-        std::fs::metadata(&self.0).unwrap().gid()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
-}
+use common::{child, gid, mode, refused, stub, temp_dir};
+use rvs_admin::{Admin, AdminClient, BindError, BindOptions, Occupant, Server, SocketGroup};
+use rvs_testrig::TempDir;
 
 /// Entries of `dir` other than the ones named: nothing may be left behind.
 fn leftovers(dir: &TempDir, expected: &[&str]) -> Vec<String> {
-    std::fs::read_dir(&dir.0)
+    std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| !expected.contains(&name.as_str()))
@@ -119,31 +35,21 @@ fn leftovers(dir: &TempDir, expected: &[&str]) -> Vec<String> {
 
 // ---- child processes ------------------------------------------------------
 
-const PROBE_CONNECT: &str = "RVS_ACCESS_PROBE_CONNECT";
 const PROBE_BIND: &str = "RVS_ACCESS_PROBE_BIND";
 const PROBE_UMASK: &str = "RVS_ACCESS_PROBE_UMASK";
 const PROBE_GROUP: &str = "RVS_ACCESS_PROBE_GROUP";
 
-/// Exit codes of [`child_probe`] (an errno when a connect fails).
-const CONNECTED: i32 = 42;
+/// Exit codes of [`child_probe`].
 const BOUND: i32 = 43;
 const BIND_FAILED: i32 = 3;
 
 /// Does nothing in a normal run. Run again by the tests below with
-/// `RVS_ACCESS_PROBE_CONNECT=PATH` it connects to PATH; with
 /// `RVS_ACCESS_PROBE_BIND=PATH` it sets the umask to
 /// `RVS_ACCESS_PROBE_UMASK` (octal) and creates the admin socket at PATH
 /// (for `RVS_ACCESS_PROBE_GROUP`, if set), leaving the file. It exits
 /// with the outcome.
 #[test]
 fn child_probe() {
-    if let Some(path) = std::env::var_os(PROBE_CONNECT) {
-        let code = match UnixStream::connect(&path) {
-            Ok(_) => CONNECTED,
-            Err(e) => e.raw_os_error().unwrap_or(1),
-        };
-        std::process::exit(code);
-    }
     if let Some(path) = std::env::var_os(PROBE_BIND) {
         let umask = std::env::var(PROBE_UMASK).unwrap();
         let umask = u32::from_str_radix(&umask, 8).unwrap();
@@ -166,28 +72,6 @@ fn child_probe() {
     }
 }
 
-/// Runs [`child_probe`] with `envs`, as `ids` (uid, gid) if given, and
-/// returns its exit code.
-fn child(envs: &[(&str, &std::ffi::OsStr)], ids: Option<(u32, u32)>) -> i32 {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child_probe", "--test-threads=1", "--quiet"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (name, value) in envs {
-        cmd.env(name, value);
-    }
-    if let Some((uid, gid)) = ids {
-        // std drops the supplementary groups too when root sets a uid.
-        cmd.uid(uid).gid(gid);
-    }
-    cmd.status().unwrap().code().unwrap()
-}
-
-fn connect_as(path: &Path, uid: u32, gid: u32) -> i32 {
-    child(&[(PROBE_CONNECT, path.as_os_str())], Some((uid, gid)))
-}
-
 fn bind_under_umask(path: &Path, umask: &str, group: Option<u32>) -> i32 {
     let group = group.map(|g| g.to_string());
     let mut envs = vec![
@@ -204,7 +88,7 @@ fn bind_under_umask(path: &Path, umask: &str, group: Option<u32>) -> i32 {
 
 #[test]
 fn the_socket_is_owner_only() {
-    let dir = TempDir::new("mode");
+    let dir = temp_dir("mode");
     let path = dir.join("admin.sock");
     let listener = rvs_admin::bind(&path).unwrap();
     assert_eq!(listener.path(), Some(path.as_path()));
@@ -229,19 +113,19 @@ fn the_socket_is_owner_only() {
 
 #[test]
 fn the_mode_is_0600_or_0660_whatever_the_umask() {
-    let dir = TempDir::new("umask");
+    let dir = temp_dir("umask");
     for umask in ["000", "002", "077", "277"] {
-        let path = dir.join(&format!("owner-{umask}.sock"));
+        let path = dir.join(format!("owner-{umask}.sock"));
         assert_eq!(bind_under_umask(&path, umask, None), BOUND, "umask {umask}");
         assert_eq!(mode(&path), 0o600, "umask {umask}");
-        let path = dir.join(&format!("group-{umask}.sock"));
+        let path = dir.join(format!("group-{umask}.sock"));
         assert_eq!(
-            bind_under_umask(&path, umask, Some(dir.gid())),
+            bind_under_umask(&path, umask, Some(gid(&dir))),
             BOUND,
             "umask {umask}"
         );
         assert_eq!(mode(&path), 0o660, "umask {umask}");
-        assert_eq!(std::fs::metadata(&path).unwrap().gid(), dir.gid());
+        assert_eq!(std::fs::metadata(&path).unwrap().gid(), gid(&dir));
     }
     let mut left = leftovers(&dir, &[]);
     left.retain(|name| !name.ends_with(".sock"));
@@ -250,14 +134,14 @@ fn the_mode_is_0600_or_0660_whatever_the_umask() {
 
 #[test]
 fn a_group_makes_the_socket_0660_and_group_owned() {
-    let dir = TempDir::new("group");
+    let dir = temp_dir("group");
     let path = dir.join("admin.sock");
     let opts = BindOptions {
-        group: Some(SocketGroup::Id(dir.gid())),
+        group: Some(SocketGroup::Id(gid(&dir))),
     };
     let listener = rvs_admin::bind_with(&path, &opts).unwrap();
     assert_eq!(mode(&path), 0o660);
-    assert_eq!(std::fs::metadata(&path).unwrap().gid(), dir.gid());
+    assert_eq!(std::fs::metadata(&path).unwrap().gid(), gid(&dir));
     drop(listener);
     assert!(!path.exists(), "dropping the listener removes its file");
 }
@@ -275,7 +159,7 @@ fn groups_parse_as_ids_or_names_and_unknown_names_are_refused() {
     assert!("".parse::<SocketGroup>().is_err());
     assert!("99999999999".parse::<SocketGroup>().is_err());
 
-    let dir = TempDir::new("nogroup");
+    let dir = temp_dir("nogroup");
     let path = dir.join("admin.sock");
     let opts = BindOptions {
         group: Some(SocketGroup::Name("rvs-no-such-group".into())),
@@ -291,71 +175,12 @@ fn groups_parse_as_ids_or_names_and_unknown_names_are_refused() {
     assert!(leftovers(&dir, &[]).is_empty());
 }
 
-#[test]
-fn another_uid_cannot_connect_and_a_group_member_can() {
-    if !is_root() {
-        rvs_testrig::skip(
-            "another_uid_cannot_connect_and_a_group_member_can",
-            &"switching to another uid needs root",
-        );
-        return;
-    }
-    let dir = TempDir::new("uid");
-    let path = dir.join("admin.sock");
-    let listener = rvs_admin::bind(&path).unwrap();
-    let server = Server::new(listener, stub()).unwrap().spawn().unwrap();
-    assert_eq!(
-        connect_as(&path, NOBODY, NOBODY),
-        EACCES,
-        "mode 0600 keeps nobody out"
-    );
-    // Control: the directory is reachable, it is the socket's mode that
-    // keeps them out.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-    assert_eq!(connect_as(&path, NOBODY, NOBODY), CONNECTED);
-    server.stop().unwrap();
-
-    let path = dir.join("group.sock");
-    let opts = BindOptions {
-        group: Some(SocketGroup::Id(OTHER_GID)),
-    };
-    let listener = rvs_admin::bind_with(&path, &opts).unwrap();
-    let server = Server::new(listener, stub()).unwrap().spawn().unwrap();
-    assert_eq!(std::fs::metadata(&path).unwrap().gid(), OTHER_GID);
-    assert_eq!(
-        connect_as(&path, NOBODY, OTHER_GID),
-        CONNECTED,
-        "a member of the group"
-    );
-    assert_eq!(connect_as(&path, NOBODY, NOBODY), EACCES, "not a member");
-    server.stop().unwrap();
-}
-
 // ---- what is at the path --------------------------------------------------
-
-fn refused(path: &Path) -> Occupant {
-    match rvs_admin::bind(path) {
-        Err(BindError::Occupied {
-            path: named,
-            occupant,
-        }) => {
-            assert_eq!(named, path);
-            let text = BindError::Occupied {
-                path: named,
-                occupant: occupant.clone(),
-            }
-            .to_string();
-            assert!(text.contains(&*path.to_string_lossy()), "{text}");
-            occupant
-        }
-        other => panic!("{}: expected a refusal, got {other:?}", path.display()),
-    }
-}
 
 #[test]
 fn symlinks_files_directories_and_fifos_are_never_replaced() {
-    let dir = TempDir::new("occupied");
-    let elsewhere = TempDir::new("occupied-elsewhere");
+    let dir = temp_dir("occupied");
+    let elsewhere = temp_dir("occupied-elsewhere");
 
     // A dangling symlink: nothing is created where it points.
     let target = elsewhere.join("created-through-the-link.sock");
@@ -430,7 +255,7 @@ fn symlinks_files_directories_and_fifos_are_never_replaced() {
 
 #[test]
 fn a_live_socket_is_refused_and_keeps_serving() {
-    let dir = TempDir::new("live");
+    let dir = temp_dir("live");
     let path = dir.join("admin.sock");
     let first = Server::new(rvs_admin::bind(&path).unwrap(), stub())
         .unwrap()
@@ -452,7 +277,7 @@ fn a_live_socket_is_refused_and_keeps_serving() {
 
 #[test]
 fn a_stale_socket_of_ours_is_replaced() {
-    let dir = TempDir::new("stale");
+    let dir = temp_dir("stale");
     let path = dir.join("admin.sock");
     // Bound and closed without removing the file: nobody listens.
     drop(UnixListener::bind(&path).unwrap());
@@ -468,31 +293,6 @@ fn a_stale_socket_of_ours_is_replaced() {
     );
     server.stop().unwrap();
     assert!(!path.exists());
-}
-
-#[test]
-fn a_stale_socket_of_another_uid_is_refused() {
-    if !is_root() {
-        rvs_testrig::skip(
-            "a_stale_socket_of_another_uid_is_refused",
-            &"giving a socket to another uid needs root",
-        );
-        return;
-    }
-    let dir = TempDir::new("foreign");
-    let path = dir.join("admin.sock");
-    drop(UnixListener::bind(&path).unwrap());
-    std::os::unix::fs::lchown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
-    let occupant = refused(&path);
-    assert_eq!(
-        occupant,
-        Occupant::ForeignSocket {
-            uid: NOBODY,
-            ours: 0
-        }
-    );
-    assert!(occupant.to_string().contains("uid 65534"), "{occupant}");
-    assert_eq!(std::fs::symlink_metadata(&path).unwrap().uid(), NOBODY);
 }
 
 // ---- stopping -------------------------------------------------------------
@@ -513,7 +313,7 @@ fn stop_within_two_seconds(server: rvs_admin::RunningServer) {
 
 #[test]
 fn stopping_does_not_need_the_socket_file() {
-    let dir = TempDir::new("removed");
+    let dir = temp_dir("removed");
     let path = dir.join("admin.sock");
     let server = Server::new(rvs_admin::bind(&path).unwrap(), stub())
         .unwrap()
@@ -529,7 +329,7 @@ fn stopping_does_not_need_the_socket_file() {
 
 #[test]
 fn stopping_leaves_a_file_that_replaced_the_socket() {
-    let dir = TempDir::new("replaced");
+    let dir = temp_dir("replaced");
     let path = dir.join("admin.sock");
     let server = Server::new(rvs_admin::bind(&path).unwrap(), stub())
         .unwrap()
@@ -560,7 +360,7 @@ fn stopping_leaves_a_file_that_replaced_the_socket() {
 
 #[test]
 fn stopping_removes_the_socket_it_created_but_not_a_plain_listeners() {
-    let dir = TempDir::new("remove");
+    let dir = temp_dir("remove");
     let path = dir.join("admin.sock");
     let server = Server::new(rvs_admin::bind(&path).unwrap(), stub())
         .unwrap()

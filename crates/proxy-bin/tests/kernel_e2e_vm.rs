@@ -2,62 +2,20 @@
 //! in, IPVS and `kube-ipvs0` programmed, real TCP and UDP traffic from a
 //! client namespace to backend namespaces (multi-port Services included),
 //! endpoint changes, foreign state left alone, and `--cleanup` removing
-//! only what rvs-proxy owns.
+//! only what rvs-proxy owns. The manifests are the `kernel-*` scenarios
+//! of `crates/testrig/fixtures/manifests/`.
 
 use rvs_testrig::{Vm, VmJob};
-
-const MANIFESTS: &str = r#"
-kind: Node
-metadata: {name: node-a}
-status:
-  addresses: [{type: InternalIP, address: 10.0.1.1}]
----
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  type: NodePort
-  clusterIP: 10.96.0.10
-  ports: [{name: http, port: 80, targetPort: 80, nodePort: 30080}]
----
-kind: Service
-metadata: {name: sticky, namespace: default}
-spec:
-  clusterIP: 10.96.0.11
-  sessionAffinity: ClientIP
-  ports: [{name: http, port: 8080, targetPort: 80}]
----
-kind: EndpointSlice
-metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints:
-- {addresses: [10.0.2.2], conditions: {ready: true}}
-- {addresses: [10.0.3.2], conditions: {ready: true}}
----
-kind: EndpointSlice
-metadata: {name: sticky-1, namespace: default, labels: {kubernetes.io/service-name: sticky}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints:
-- {addresses: [10.0.2.2]}
-- {addresses: [10.0.3.2]}
-"#;
 
 const SCRIPT: &str = r#"
 set -e
 . /usr/lib/rvs/topo.sh
-topo_forwarding
-topo_host client 1
-topo_host b1 2
-topo_host b2 3
-topo_http b1 backend-one
-topo_http b2 backend-two
+topo_backends
 # State that belongs to someone else.
 ipvsadm -A -t 10.0.0.99:80 -s wlc
 ipvsadm -A -f 5 -s rr
 P="rvs-proxy --manifests /etc/rvs/m --hostname-override node-a"
-trap 'echo "== log"; cat /tmp/proxy.log' EXIT
-exec 2>>/tmp/proxy.log
+topo_log /tmp/proxy.log
 
 echo "== plan"
 $P --dry-run
@@ -89,16 +47,6 @@ ipvsadm -S -n | sort
 /usr/sbin/ip link show kube-ipvs0 >/dev/null 2>&1 && echo "kube-ipvs0 still there" || echo "kube-ipvs0 gone"
 "#;
 
-fn section<'a>(output: &'a str, name: &str) -> Vec<&'a str> {
-    output
-        .split(&format!("== {name}\n"))
-        .nth(1)
-        .unwrap_or("")
-        .lines()
-        .take_while(|l| !l.starts_with("== "))
-        .collect()
-}
-
 #[test]
 fn rvs_proxy_programs_the_kernel_from_manifests() {
     let Some(vm) = Vm::or_skip("rvs_proxy_programs_the_kernel_from_manifests") else {
@@ -106,13 +54,14 @@ fn rvs_proxy_programs_the_kernel_from_manifests() {
     };
     let job = VmJob::new(SCRIPT)
         .binary("rvs-proxy", env!("CARGO_BIN_EXE_rvs-proxy"))
-        .file("etc/rvs/m/cluster.yaml", MANIFESTS);
+        .manifests("kernel-sync", "/etc/rvs/m")
+        .unwrap();
     let out = vm.run(&job).expect("VM run");
     assert!(out.success(), "script failed:\n{}", out.output);
     assert!(!out.output.contains(" ERROR "), "{}", out.output);
     let o = &out.output;
 
-    let plan = section(o, "plan");
+    let plan = out.section("plan");
     assert!(
         plan.contains(&"add service TCP 10.96.0.10:80 scheduler rr"),
         "{plan:?}"
@@ -127,7 +76,7 @@ fn rvs_proxy_programs_the_kernel_from_manifests() {
     );
     assert_eq!(plan.len(), 9, "3 services + 6 real servers: {plan:?}");
 
-    let saved = section(o, "sync");
+    let saved = out.section("sync");
     let want = [
         "-A -f 5 -s rr",
         "-A -t 10.0.0.99:80 -s wlc",
@@ -142,7 +91,10 @@ fn rvs_proxy_programs_the_kernel_from_manifests() {
         "-a -t 10.96.0.11:8080 -r 10.0.3.2:80 -m -w 1",
     ];
     assert_eq!(saved, want, "{o}");
-    assert_eq!(section(o, "kube-ipvs0"), ["10.96.0.10/32", "10.96.0.11/32"]);
+    assert_eq!(
+        out.section("kube-ipvs0"),
+        ["10.96.0.10/32", "10.96.0.11/32"]
+    );
 
     let replies = |prefix: &str| -> Vec<String> {
         o.lines()
@@ -166,20 +118,20 @@ fn rvs_proxy_programs_the_kernel_from_manifests() {
     );
 
     assert!(
-        section(o, "converged").is_empty(),
+        out.section("converged").is_empty(),
         "a converged node plans nothing: {o}"
     );
 
     let after = replies("after: ");
     assert_eq!(after, ["backend-one", "backend-one", "backend-one"]);
-    let scale = section(o, "scale down");
+    let scale = out.section("scale down");
     // The removed real server is drained (weight 0) or already gone.
     if let Some(line) = scale.iter().find(|l| l.contains("10.0.3.2:80")) {
         assert_eq!(line.split_whitespace().nth(3), Some("0"), "{line}");
     }
 
-    assert_eq!(section(o, "unbind"), ["10.96.0.10/32", "0"], "{o}");
-    let cleaned = section(o, "cleanup");
+    assert_eq!(out.section("unbind"), ["10.96.0.10/32", "0"], "{o}");
+    let cleaned = out.section("cleanup");
     assert_eq!(
         cleaned,
         [
@@ -191,46 +143,11 @@ fn rvs_proxy_programs_the_kernel_from_manifests() {
     );
 }
 
-const LIVE_MANIFESTS: &str = r#"
-kind: Node
-metadata: {name: node-a}
-status:
-  addresses: [{type: InternalIP, address: 10.0.1.1}]
----
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  clusterIPs: [10.96.0.10, 'fd00:96::10']
-  ports: [{name: http, port: 80, targetPort: 80}]
----
-kind: EndpointSlice
-metadata: {name: web-v4, namespace: default, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints:
-- {addresses: [10.0.2.2]}
-- {addresses: [10.0.3.2]}
----
-kind: EndpointSlice
-metadata: {name: web-v6, namespace: default, labels: {kubernetes.io/service-name: web}}
-addressType: IPv6
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints:
-- {addresses: ['fd00:2::2']}
-- {addresses: ['fd00:3::2']}
-"#;
-
 const LIVE_SCRIPT: &str = r#"
 set -e
 . /usr/lib/rvs/topo.sh
-topo_forwarding
-topo_host client 1
-topo_host b1 2
-topo_host b2 3
-topo_http b1 backend-one
-topo_http b2 backend-two
-exec 2>>/tmp/proxy.log
-trap 'echo "== log"; cat /tmp/proxy.log' EXIT
+topo_backends
+topo_log /tmp/proxy.log
 P="rvs-proxy --manifests /etc/rvs/m --hostname-override node-a"
 cp /etc/rvs/m/cluster.yaml /tmp/original.yaml
 $P & pid=$!
@@ -279,7 +196,8 @@ fn live_traffic_survives_scaling_and_restarts() {
     };
     let job = VmJob::new(LIVE_SCRIPT)
         .binary("rvs-proxy", env!("CARGO_BIN_EXE_rvs-proxy"))
-        .file("etc/rvs/m/cluster.yaml", LIVE_MANIFESTS);
+        .manifests("kernel-live", "/etc/rvs/m")
+        .unwrap();
     let out = vm.run(&job).expect("VM run");
     assert!(out.success(), "script failed:\n{}", out.output);
     let o = &out.output;
@@ -298,55 +216,6 @@ fn live_traffic_survives_scaling_and_restarts() {
     assert!(o.contains("after restart: 4"), "{o}");
 }
 
-const MULTI_MANIFESTS: &str = r#"
-kind: Node
-metadata: {name: node-a}
-status:
-  addresses: [{type: InternalIP, address: 10.0.1.1}]
----
-kind: Service
-metadata: {name: multi, namespace: default}
-spec:
-  clusterIP: 10.96.0.20
-  ports:
-  - {name: http, port: 80, targetPort: 80}
-  - {name: alt, port: 8080, targetPort: alt-http}
----
-kind: EndpointSlice
-metadata: {name: multi-1, namespace: default, labels: {kubernetes.io/service-name: multi}}
-addressType: IPv4
-# Not in the Service's order: ports are matched by name.
-ports:
-- {name: alt, port: 8081, protocol: TCP}
-- {name: http, port: 80, protocol: TCP}
-endpoints:
-- {addresses: [10.0.2.2]}
-- {addresses: [10.0.3.2]}
-"#;
-
-/// A kube-dns-like Service: the same port over UDP and TCP, also as one
-/// node port for both protocols.
-const DNS_MANIFESTS: &str = r#"
-kind: Service
-metadata: {name: dns, namespace: default}
-spec:
-  type: NodePort
-  clusterIP: 10.96.0.30
-  ports:
-  - {name: dns, port: 53, protocol: UDP, targetPort: 5353, nodePort: 30053}
-  - {name: dns-tcp, port: 53, protocol: TCP, targetPort: 5353, nodePort: 30053}
----
-kind: EndpointSlice
-metadata: {name: dns-1, namespace: default, labels: {kubernetes.io/service-name: dns}}
-addressType: IPv4
-ports:
-- {name: dns, port: 5353, protocol: UDP}
-- {name: dns-tcp, port: 5353, protocol: TCP}
-endpoints:
-- {addresses: [10.0.2.2]}
-- {addresses: [10.0.3.2]}
-"#;
-
 const MULTI_SCRIPT: &str = r#"
 set -e
 . /usr/lib/rvs/topo.sh
@@ -354,8 +223,7 @@ topo_forwarding
 topo_host client 1
 topo_host b1 2
 topo_host b2 3
-exec 2>>/tmp/proxy.log
-trap 'echo "== log"; cat /tmp/proxy.log' EXIT
+topo_log /tmp/proxy.log
 # This test binary, run in the guest, is the UDP server and client
 # (busybox nc has no UDP); its harness chatter goes to the log.
 T="kernel-e2e --ignored --exact --nocapture --test-threads 1"
@@ -420,14 +288,14 @@ fn multi_port_and_udp_services_reach_the_right_backends() {
     let job = VmJob::new(MULTI_SCRIPT)
         .binary("rvs-proxy", env!("CARGO_BIN_EXE_rvs-proxy"))
         .binary("kernel-e2e", exe)
-        .file("etc/rvs/m/multi.yaml", MULTI_MANIFESTS)
-        .file("etc/rvs/m/dns.yaml", DNS_MANIFESTS);
+        .manifests("kernel-multi-port", "/etc/rvs/m")
+        .unwrap();
     let out = vm.run(&job).expect("VM run");
     let o = &out.output;
     assert!(out.success(), "script failed:\n{o}");
     assert!(!o.contains(" ERROR "), "{o}");
 
-    let mut saved = section(o, "saved");
+    let mut saved = out.section("saved");
     saved.sort_unstable();
     let mut want = vec![
         "-A -t 10.0.1.1:30053 -s rr",
@@ -453,7 +321,8 @@ fn multi_port_and_udp_services_reach_the_right_backends() {
     assert_eq!(saved, want, "{o}");
 
     // `ipvsadm -Ln` of the UDP virtual server: its real servers, masqueraded.
-    let listing: Vec<Vec<&str>> = section(o, "udp listing")
+    let listing: Vec<Vec<&str>> = out
+        .section("udp listing")
         .iter()
         .map(|l| l.split_whitespace().collect())
         .collect();
@@ -471,21 +340,21 @@ fn multi_port_and_udp_services_reach_the_right_backends() {
     assert_eq!(reals, ["10.0.2.2:5353", "10.0.3.2:5353"], "{o}");
 
     // Each service port reaches its own target port on both backends.
-    let mut multi = section(o, "multi-port");
+    let mut multi = out.section("multi-port");
     multi.sort_unstable();
     assert_eq!(
         multi,
         ["8080: b1-8081", "8080: b2-8081", "80: b1-80", "80: b2-80"],
         "{o}"
     );
-    let dns_tcp = section(o, "dns tcp");
+    let dns_tcp = out.section("dns tcp");
     assert_eq!(dns_tcp.len(), 2, "{o}");
     assert!(dns_tcp.iter().all(|r| r.ends_with("-dns-tcp")), "{o}");
 
     // UDP: every datagram answered by a UDP backend, the reply coming back
     // from the address the client asked (IPVS reverses the NAT).
     let udp = |name: &str| -> Vec<(String, String, String)> {
-        section(o, name)
+        out.section(name)
             .iter()
             .map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
@@ -517,7 +386,7 @@ fn multi_port_and_udp_services_reach_the_right_backends() {
     assert_eq!(node_port_backends, ["b1-dns", "b2-dns"], "{o}");
 
     // The kernel's connection table agrees with who answered each flow.
-    let conns = section(o, "udp connections");
+    let conns = out.section("udp connections");
     for (port, reply, _) in &cluster {
         let backend = if reply == "b1-dns" {
             "10.0.2.2:5353"
@@ -535,7 +404,7 @@ fn multi_port_and_udp_services_reach_the_right_backends() {
 
     // A removed UDP endpoint goes at once, and its flows move to the rest.
     assert_eq!(
-        section(o, "udp scale down"),
+        out.section("udp scale down"),
         [
             "-a -u 10.0.1.1:30053 -r 10.0.2.2:5353 -m -w 1",
             "-a -u 10.96.0.30:53 -r 10.0.2.2:5353 -m -w 1"

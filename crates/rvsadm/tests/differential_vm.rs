@@ -661,12 +661,7 @@ ipvsadm -C; ipvsadm -R < /tmp/c; ipvsadm -S -n > /tmp/d; cmp /tmp/a /tmp/d
 echo "interoperate-ok $(wc -l < /tmp/a) rules"
 ipvsadm -C
 . /usr/lib/rvs/topo.sh
-topo_forwarding
-topo_host client 1
-topo_host b1 2
-topo_host b2 3
-topo_http b1 backend-one
-topo_http b2 backend-two
+topo_backends
 topo_vip 10.96.0.10/32
 $RV -A -t 10.96.0.10:80 -s rr
 $RV -a -t 10.96.0.10:80 -r 10.0.2.2:80 -m
