@@ -22,7 +22,7 @@ pub use kube::{KubeSet, KubeSets};
 pub use message::{Addr, AdtAttr, DataAttr, IpsetAttr, IpsetCmd, IpsetMessage, Netlink};
 pub use ops::Op;
 pub use sync::{SetDiff, SyncReport};
-pub use types::{Entry, Family, ListedSet, Member, Proto, SetSpec, SetType};
+pub use types::{Entry, EntryError, Family, ListedSet, Member, Proto, SetSpec, SetType};
 pub use wire::RawNla;
 
 /// Bytes that are not a well-formed netlink/ipset message.

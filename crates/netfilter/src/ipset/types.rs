@@ -342,9 +342,27 @@ fn parse_proto_port(s: &str) -> Result<(Proto, u16), String> {
     Ok((proto.parse()?, port))
 }
 
+/// A set member that cannot be read: not of its set's type, or malformed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct EntryError {
+    /// What is wrong, naming the offending part.
+    pub reason: String,
+}
+
+impl From<String> for EntryError {
+    fn from(reason: String) -> EntryError {
+        EntryError { reason }
+    }
+}
+
 impl Entry {
     /// Parses ipset's text format for a member of a `set_type` set.
-    pub fn parse(set_type: SetType, s: &str) -> Result<Entry, String> {
+    pub fn parse(set_type: SetType, s: &str) -> Result<Entry, EntryError> {
+        Entry::parse_text(set_type, s).map_err(EntryError::from)
+    }
+
+    fn parse_text(set_type: SetType, s: &str) -> Result<Entry, String> {
         let parts: Vec<&str> = s.split(',').collect();
         match (set_type, parts.as_slice()) {
             (SetType::HashIp, [ip]) => Ok(Entry::Ip(parse_ip(ip)?)),
@@ -475,7 +493,11 @@ impl Entry {
     }
 
     /// Reads a member of a `set_type` set from a list reply's attributes.
-    pub fn from_data(set_type: SetType, data: &[DataAttr]) -> Result<Entry, String> {
+    pub fn from_data(set_type: SetType, data: &[DataAttr]) -> Result<Entry, EntryError> {
+        Entry::from_attrs(set_type, data).map_err(EntryError::from)
+    }
+
+    fn from_attrs(set_type: SetType, data: &[DataAttr]) -> Result<Entry, String> {
         let mut ip = None;
         let mut ip2 = None;
         let mut cidr = None;
