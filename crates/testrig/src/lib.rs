@@ -58,7 +58,7 @@ pub use control_plane::ControlPlane;
 pub use netns::Netns;
 pub use relay::Relay;
 pub use sandbox::{Sandbox, SandboxOptions};
-pub use vm::{Vm, VmJob, VmOutput};
+pub use vm::{RunningVm, Vm, VmJob, VmOutput};
 
 /// Errors of the rigs. Every variant says what was being done.
 #[derive(Debug, thiserror::Error)]
