@@ -2,8 +2,10 @@
 //!
 //! Three watchers (Services, EndpointSlices, this node's Node) fill one
 //! [`Store`]. The watcher lists, then watches from the list's
-//! resourceVersion with bookmarks, relists after `410 Gone` or a dropped
-//! stream, and backs off on errors (`default_backoff`). Each kind replaces
+//! resourceVersion with bookmarks, resumes a dropped stream from its last
+//! resourceVersion, relists after `410 Gone` (at once: the backoff is for
+//! errors, see `feed`) and backs off on errors as client-go's reflector
+//! does (0.8 s doubling to 30 s, jittered). Each kind replaces
 //! its objects atomically when a (re)list completes, so deletions missed
 //! while disconnected disappear too. The store is *ready* only once every
 //! kind has completed its first list: the proxy never syncs a partial
@@ -365,13 +367,41 @@ pub fn label_selector(service_proxy_name: Option<&str>) -> String {
     }
 }
 
+/// What the watcher yields, with `410 Gone` taken out of the errors.
+enum Step<K> {
+    /// An event.
+    Event(Event<K>),
+    /// The watch cannot resume (`410 Gone`); the watcher relists next.
+    Gone(watcher::Error),
+}
+
+/// `true` for the API server's `410 Gone` (Expired).
+fn is_gone(error: &watcher::Error) -> bool {
+    status_of(error).is_some_and(|s| s.code == 410)
+}
+
 async fn feed<K: Kept>(api: Api<K>, config: watcher::Config, store: Arc<Store>) {
     let mut buffer: Vec<(ObjectName, Option<K::Reduced>)> = Vec::new();
-    let stream = watcher::watcher(api, config).default_backoff();
+    // Errors are retried with client-go's reflector backoff (0.8 s
+    // doubling to 30 s, jittered up to 100 %, reset by the next event).
+    // A 410 Gone is not an error here: the API server answered, and the
+    // watcher's next step is the relist, which should not wait out a
+    // backoff that grew while the API server was away (up to 60 s).
+    let stream = watcher::watcher(api, config)
+        .map(|item| match item {
+            Ok(event) => Ok(Step::Event(event)),
+            Err(e) if is_gone(&e) => Ok(Step::Gone(e)),
+            Err(e) => Err(e),
+        })
+        .backoff(watcher::DefaultBackoff::default());
     futures_util::pin_mut!(stream);
     let kind = K::KIND;
     let mut lists = 0u64;
-    while let Some(event) = stream.next().await {
+    while let Some(step) = stream.next().await {
+        let event = match step {
+            Ok(Step::Event(event)) => Ok(event),
+            Ok(Step::Gone(e)) | Err(e) => Err(e),
+        };
         match event {
             Ok(Event::Init) => buffer.clear(),
             Ok(Event::InitApply(obj)) => buffer.push(obj.reduce(&store)),
@@ -491,9 +521,11 @@ mod tests {
             message.contains("410 Gone") && message.ends_with("relisting"),
             "{message}"
         );
+        assert!(is_gone(&gone), "a 410 skips the backoff");
         let unauthorized =
             watcher::Error::WatchFailed(kube::Error::Api(status(401, "Unauthorized")));
         assert_eq!(explain(Kind::Nodes, &unauthorized).0, Severity::Error);
+        assert!(!is_gone(&unauthorized));
         let (severity, message) = explain(Kind::Services, &watcher::Error::NoResourceVersion);
         assert_eq!(severity, Severity::Warn);
         assert!(message.starts_with("cannot watch services ("), "{message}");
