@@ -156,15 +156,23 @@ impl Drop for KillOnDrop {
 }
 
 /// Runs the test inside and returns its output; `Err` when it failed.
+///
+/// The inner run gets a temporary directory of its own (`TMPDIR`): it is
+/// PID 1 like every other sandboxed test, so names made from its PID
+/// would collide. The directory is removed after a successful run and
+/// kept (and named in the error) after a failed one.
 fn run_inside(test: &str, options: &SandboxOptions) -> Result<String, RigError> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let exe = std::env::current_exe().map_err(RigError::io("find the test binary"))?;
-    let log_path = std::env::temp_dir().join(format!(
-        "rvs-sandbox-{}-{}.log",
+    let dir = std::env::temp_dir().join(format!(
+        "rvs-sandbox-{}-{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let _remove = RemoveOnDrop(log_path.clone());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(RigError::io(format!("create {}", dir.display())))?;
+    let mut cleanup = RemoveOnDrop(Some(dir.clone()));
+    let log_path = dir.join("output.log");
     let log = std::fs::File::create(&log_path)
         .map_err(RigError::io(format!("create {}", log_path.display())))?;
     let log_err = log
@@ -185,6 +193,7 @@ fn run_inside(test: &str, options: &SandboxOptions) -> Result<String, RigError> 
     .arg(&exe)
     .args([test, "--exact", "--nocapture", "--test-threads=1"])
     .env(INSIDE, test)
+    .env("TMPDIR", &dir)
     .stdin(Stdio::null())
     .stdout(log)
     .stderr(log_err);
@@ -215,30 +224,34 @@ fn run_inside(test: &str, options: &SandboxOptions) -> Result<String, RigError> 
     std::fs::File::open(&log_path)
         .and_then(|mut f| f.read_to_string(&mut output))
         .map_err(RigError::io(format!("read {}", log_path.display())))?;
-    match status {
-        Some(status) if status.success() => {
-            // libtest exits 0 also when the filter matched nothing.
-            if output.contains("running 0 tests") {
-                return Err(RigError::Unexpected(format!(
-                    "`{line}` ran no test: is {test:?} the test's full name?\n{output}"
-                )));
-            }
-            Ok(output)
+    let failed = match status {
+        // libtest exits 0 also when the filter matched nothing.
+        Some(status) if status.success() && !output.contains("running 0 tests") => {
+            return Ok(output);
         }
-        Some(status) => Err(RigError::Unexpected(format!(
-            "failed inside its sandbox ({status}):\n{output}"
-        ))),
-        None => Err(RigError::Unexpected(format!(
-            "killed inside its sandbox after {} s:\n{output}",
+        Some(status) if status.success() => {
+            format!("ran no test: is {test:?} the test's full name?")
+        }
+        Some(status) => format!("failed inside its sandbox ({status})"),
+        None => format!(
+            "killed inside its sandbox after {} s",
             options.timeout.as_secs()
-        ))),
-    }
+        ),
+    };
+    cleanup.0 = None;
+    Err(RigError::Unexpected(format!(
+        "{failed}; its files are kept in {}:\n{output}",
+        dir.display()
+    )))
 }
 
-struct RemoveOnDrop(PathBuf);
+/// Removes a directory when dropped, unless told to keep it.
+struct RemoveOnDrop(Option<PathBuf>);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
