@@ -416,6 +416,9 @@ cmd_up() {
 		--log-level=warn
 
 	# The flags are kept so that start-apiserver brings it back the same.
+	# --shutdown-watch-termination-grace-period: on SIGTERM, end active
+	# watches (clients see the stream close) and exit; with the default 0
+	# it stops listening but keeps them open until it is killed, 10 s later.
 	printf '%s\n' \
 		--etcd-servers="${etcd_url}" \
 		--bind-address=127.0.0.1 \
@@ -433,6 +436,7 @@ cmd_up() {
 		--allow-privileged=true \
 		--endpoint-reconciler-type=none \
 		--profiling=false \
+		--shutdown-watch-termination-grace-period=2s \
 		--v=1 >"${dir}/kube-apiserver.args"
 	start_apiserver "${dir}"
 	local t_ready
