@@ -18,7 +18,7 @@
 //!
 //! Watch errors never touch the store: while the API server is away (or
 //! refuses a request) the proxy keeps syncing its last complete view. They
-//! are logged by what the operator can do about them (see [`report`]): a
+//! are logged by what the operator can do about them (see `report`): a
 //! `403 Forbidden` names the verb and resource the ClusterRole lacks, a
 //! `401` the credentials, a `410 Gone` is the expected relist, anything
 //! else (the API server unreachable) a warning that the watch is retried.
