@@ -6,6 +6,11 @@
 #   scripts/control-plane.sh up DIR      start it; state, certs, logs in DIR
 #   scripts/control-plane.sh down DIR    stop what `up DIR` started (idempotent)
 #   scripts/control-plane.sh status DIR  exit 0 iff both processes are alive
+#   scripts/control-plane.sh stop-apiserver DIR   stop kube-apiserver only
+#                                          (etcd and its data stay)
+#   scripts/control-plane.sh start-apiserver DIR  start it again, with the
+#                                          same flags, port and certs; waits
+#                                          for /readyz
 #
 # `up` prints the admin kubeconfig path as the last line of stdout and writes
 # DIR/env (shell syntax: KUBECONFIG, RVS_APISERVER_URL, RVS_ETCD_URL, ...).
@@ -16,6 +21,9 @@
 #   DIR/ca.{crt,key}                 cluster CA (also the client CA)
 #   DIR/apiserver.{crt,key}          serving cert: 127.0.0.1, localhost,
 #                                    the first service IP, kubernetes.default...
+#                                    and RVS_APISERVER_EXTRA_SANS
+#   DIR/kube-apiserver.args          its flags, one per line (start-apiserver
+#                                    reuses them)
 #   DIR/sa.{key,pub}                 service-account token signing key pair
 #   DIR/admin.kubeconfig             O=system:masters client (certs embedded)
 #   DIR/kube-proxy.kubeconfig        CN=system:kube-proxy client: the RBAC
@@ -37,6 +45,9 @@
 #   RVS_NODE_ZONE            default zone-a (topology.kubernetes.io/zone)
 #   RVS_NODE_POD_CIDR        default 10.244.0.0/24 (spec.podCIDR(s))
 #   RVS_READY_TIMEOUT        seconds to wait for /readyz (default 60)
+#   RVS_APISERVER_EXTRA_SANS comma-separated extra names in the serving cert:
+#                            IP addresses (e.g. 10.0.2.100, the address a
+#                            test VM reaches the apiserver at) or DNS names
 #
 # Requirements: bash, openssl, coreutils; setsid (util-linux) if available.
 set -euo pipefail
@@ -52,7 +63,7 @@ die() {
 	exit 1
 }
 usage() {
-	sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -176,8 +187,29 @@ first_service_ip() {
 	printf '%d.%d.%d.%d\n' "${a}" "${b}" "${c}" "$((d + 1))"
 }
 
+# extra_sans: RVS_APISERVER_EXTRA_SANS as subjectAltName entries (",IP:a,DNS:b"),
+# empty when unset. An entry of digits and dots, or with a colon, is an IP.
+extra_sans() {
+	local list="${RVS_APISERVER_EXTRA_SANS:-}" entry out=""
+	local -a entries=()
+	IFS=, read -r -a entries <<<"${list}"
+	for entry in "${entries[@]}"; do
+		entry="${entry// /}"
+		[[ -n "${entry}" ]] || continue
+		if [[ "${entry}" =~ ^[0-9.]+$ || "${entry}" == *:* ]]; then
+			out+=",IP:${entry}"
+		elif [[ "${entry}" =~ ^[A-Za-z0-9.-]+$ ]]; then
+			out+=",DNS:${entry}"
+		else
+			die "RVS_APISERVER_EXTRA_SANS: ${entry@Q} is neither an IP address nor a DNS name"
+		fi
+	done
+	printf '%s\n' "${out}"
+}
+
 make_certs() {
-	local dir="$1" svc_ip="$2"
+	local dir="$1" svc_ip="$2" extra
+	extra="$(extra_sans)"
 	new_key "${dir}/ca.key"
 	openssl req -x509 -new -key "${dir}/ca.key" -subj "/CN=rvs-test-ca" -days 365 -sha256 \
 		-addext "basicConstraints=critical,CA:TRUE" \
@@ -187,7 +219,7 @@ make_certs() {
 		"basicConstraints=critical,CA:FALSE" \
 		"keyUsage=critical,digitalSignature,keyEncipherment" \
 		"extendedKeyUsage=serverAuth" \
-		"subjectAltName=IP:127.0.0.1,DNS:localhost,IP:${svc_ip},DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local")"
+		"subjectAltName=IP:127.0.0.1,DNS:localhost,IP:${svc_ip},DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local${extra}")"
 	local client_ext
 	client_ext="$(printf '%s\n' "basicConstraints=critical,CA:FALSE" \
 		"keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=clientAuth")"
@@ -268,6 +300,43 @@ EOF
 	log "node ${name} registered (InternalIP ${ip}, zone ${zone}, podCIDR ${podcidr})"
 }
 
+# --- kube-apiserver (re)start -------------------------------------------------
+
+# wait_ready DIR: wait for /readyz with the admin kubeconfig, failing fast if
+# a component died, and after RVS_READY_TIMEOUT seconds.
+wait_ready() {
+	local dir="$1" c timeout="${RVS_READY_TIMEOUT:-60}" deadline
+	deadline=$(($(now_ms) + timeout * 1000))
+	until "${K8S_BIN}/kubectl" --kubeconfig="${dir}/admin.kubeconfig" \
+		get --raw /readyz --request-timeout=2s >/dev/null 2>&1; do
+		for c in "${COMPONENTS[@]}"; do
+			if ! pid_of "${dir}" "${c}" >/dev/null; then
+				grep -v "FLAG:" "${dir}/${c}.log" | tail -n 20 >&2 || true
+				die "${c} exited during startup; see ${dir}/${c}.log"
+			fi
+		done
+		if (($(now_ms) > deadline)); then
+			grep -v "FLAG:" "${dir}/kube-apiserver.log" | tail -n 20 >&2 || true
+			die "kube-apiserver not ready after ${timeout}s; see ${dir}/kube-apiserver.log"
+		fi
+		sleep 0.2
+	done
+}
+
+# start_apiserver DIR: spawn kube-apiserver with the flags in
+# DIR/kube-apiserver.args and wait until it is ready. A previous run's log
+# is kept as DIR/kube-apiserver.log.prev.
+start_apiserver() {
+	local dir="$1"
+	local -a args=()
+	mapfile -t args <"${dir}/kube-apiserver.args"
+	if [[ -f "${dir}/kube-apiserver.log" ]]; then
+		mv "${dir}/kube-apiserver.log" "${dir}/kube-apiserver.log.prev"
+	fi
+	spawn "${dir}" kube-apiserver "${args[@]}"
+	wait_ready "${dir}"
+}
+
 # --- commands -----------------------------------------------------------------
 
 cmd_down() {
@@ -346,7 +415,11 @@ cmd_up() {
 		--unsafe-no-fsync \
 		--log-level=warn
 
-	spawn "${dir}" kube-apiserver \
+	# The flags are kept so that start-apiserver brings it back the same.
+	# --shutdown-watch-termination-grace-period: on SIGTERM, end active
+	# watches (clients see the stream close) and exit; with the default 0
+	# it stops listening but keeps them open until it is killed, 10 s later.
+	printf '%s\n' \
 		--etcd-servers="${etcd_url}" \
 		--bind-address=127.0.0.1 \
 		--advertise-address=127.0.0.1 \
@@ -363,24 +436,9 @@ cmd_up() {
 		--allow-privileged=true \
 		--endpoint-reconciler-type=none \
 		--profiling=false \
-		--v=1
-
-	# Wait for /readyz, failing fast if a component died.
-	local timeout="${RVS_READY_TIMEOUT:-60}" deadline
-	deadline=$(($(now_ms) + timeout * 1000))
-	until "${kubectl[@]}" get --raw /readyz --request-timeout=2s >/dev/null 2>&1; do
-		for c in "${COMPONENTS[@]}"; do
-			if ! pid_of "${dir}" "${c}" >/dev/null; then
-				grep -v "FLAG:" "${dir}/${c}.log" | tail -n 20 >&2 || true
-				die "${c} exited during startup; see ${dir}/${c}.log"
-			fi
-		done
-		if (($(now_ms) > deadline)); then
-			grep -v "FLAG:" "${dir}/kube-apiserver.log" | tail -n 20 >&2 || true
-			die "kube-apiserver not ready after ${timeout}s; see ${dir}/kube-apiserver.log"
-		fi
-		sleep 0.2
-	done
+		--shutdown-watch-termination-grace-period=2s \
+		--v=1 >"${dir}/kube-apiserver.args"
+	start_apiserver "${dir}"
 	local t_ready
 	t_ready="$(now_ms)"
 	log "apiserver ready at ${api_url} after $(((t_ready - t0) / 1000)).$(printf '%03d' $(((t_ready - t0) % 1000)))s"
@@ -405,12 +463,50 @@ EOF
 	printf '%s\n' "${dir}/admin.kubeconfig"
 }
 
+# load_env DIR: K8S_BIN as `up DIR` found it (unless set), for the commands
+# that act on a running control plane.
+load_env() {
+	local dir="$1" line
+	[[ -f "${dir}/env" ]] || die "${dir}/env missing: was '$0 up ${dir}' run?"
+	if [[ -z "${K8S_BIN:-}" ]]; then
+		line="$(grep -m1 '^K8S_BIN=' "${dir}/env")" || die "${dir}/env names no K8S_BIN"
+		K8S_BIN="${line#K8S_BIN=}"
+	fi
+}
+
+cmd_stop_apiserver() {
+	local dir="$1"
+	[[ -d "${dir}" ]] || die "${dir}: no such control plane"
+	stop "${dir}" kube-apiserver
+}
+
+cmd_start_apiserver() {
+	local dir t0 t1
+	dir="$(cd "$1" && pwd)"
+	load_env "${dir}"
+	pid_of "${dir}" etcd >/dev/null || die "etcd is not running in ${dir}; run 'up' instead"
+	if pid_of "${dir}" kube-apiserver >/dev/null; then
+		die "kube-apiserver is already running in ${dir}"
+	fi
+	t0="$(now_ms)"
+	# Do not leave an apiserver that never got ready behind.
+	UP_DIR="${dir}"
+	UP_OK=0
+	trap 'if [[ "${UP_OK}" != 1 ]]; then log "start-apiserver failed; stopping it"; stop "${UP_DIR}" kube-apiserver; fi' EXIT
+	start_apiserver "${dir}"
+	UP_OK=1
+	t1="$(now_ms)"
+	log "kube-apiserver ready again after $(((t1 - t0) / 1000)).$(printf '%03d' $(((t1 - t0) % 1000)))s"
+}
+
 main() {
 	[[ $# -eq 2 ]] || usage
 	case "$1" in
 	up) cmd_up "$2" ;;
 	down) cmd_down "$2" ;;
 	status) cmd_status "$2" ;;
+	stop-apiserver) cmd_stop_apiserver "$2" ;;
+	start-apiserver) cmd_start_apiserver "$2" ;;
 	*) usage ;;
 	esac
 }

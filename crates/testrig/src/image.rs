@@ -41,6 +41,9 @@ pub const MODULES: &[&str] = &[
     "ip_vs_fo",
     "ip_vs_ovf",
     "ip_vs_twos",
+    // The NIC of jobs with a forward to the host (virtio-net-pci).
+    "virtio_pci",
+    "virtio_net",
     // Devices for topologies and netlink capture.
     "dummy",
     "veth",

@@ -15,12 +15,38 @@
 //! * [`process`]: daemons under test, killed when the test ends and
 //!   stopped with SIGTERM within a bound; [`tempdir`]: private
 //!   directories removed on drop; [`eventually`]: bounded polling.
+//! * [`control_plane`]: a real etcd and kube-apiserver on 127.0.0.1
+//!   ([`ControlPlane`], from `scripts/control-plane.sh`), with `kubectl`,
+//!   API server stop/start (an outage), etcd compaction, and kubeconfigs
+//!   for tokens or other server addresses; taken down when dropped.
+//! * [`relay`]: a loopback TCP relay a test cuts and restores, to
+//!   disconnect a client (rvs-proxy) from the API server while both run.
+//! * [`sandbox`]: re-runs a test in a fresh user, network, PID and mount
+//!   namespace (no root needed), where whole ranges can be routed to
+//!   loopback: for backends the API server would refuse on 127.0.0.0/8.
+//!
+//! A test against the API server, in outline (`K8S_BIN` or a Go
+//! toolchain is needed, else it skips):
+//!
+//! ```no_run
+//! use rvs_testrig::ControlPlane;
+//!
+//! let Some(plane) = ControlPlane::or_skip("my_test") else { return };
+//! plane.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n").unwrap();
+//! let names = plane.kubectl(&["get", "namespaces", "-o", "name"]).unwrap();
+//! assert!(names.contains("namespace/demo"));
+//! plane.stop_apiserver().unwrap(); // an outage: etcd keeps the data
+//! plane.start_apiserver().unwrap(); // same port, same certificates
+//! plane.compact_etcd().unwrap(); // old resourceVersions are gone
+//! // Dropping `plane` takes etcd and kube-apiserver down.
+//! ```
 //!
 //! Tests that cannot get a rig (no root, no qemu, no kernel package) skip
 //! with a message, unless `RVS_REQUIRE_PRIVILEGED=1` is set, in which case
 //! a skip is a failure: see [`skip`].
 
 pub mod backend;
+pub mod control_plane;
 mod cpio;
 pub mod fixtures;
 mod host;
@@ -28,16 +54,21 @@ pub mod image;
 pub mod kernel;
 pub mod netns;
 pub mod process;
+pub mod relay;
+pub mod sandbox;
 pub mod sim;
 pub mod tempdir;
 pub mod vm;
 
 use std::path::PathBuf;
 
+pub use control_plane::ControlPlane;
 pub use netns::Netns;
 pub use process::Daemon;
+pub use relay::Relay;
+pub use sandbox::{Sandbox, SandboxOptions};
 pub use tempdir::TempDir;
-pub use vm::{Vm, VmJob, VmOutput};
+pub use vm::{RunningVm, Vm, VmJob, VmOutput};
 
 /// Errors of the rigs. Every variant says what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +97,9 @@ pub enum RigError {
     /// Something the rig needs is not available on this host.
     #[error("{0}")]
     Unavailable(String),
+    /// A helper or server answered something the rig did not expect.
+    #[error("{0}")]
+    Unexpected(String),
     /// The VM did not report a verdict in time.
     #[error("VM run timed out after {seconds} s; console so far:\n{console}")]
     Timeout {

@@ -4,13 +4,24 @@
 //! a small cpio archive holding them (under `/rvs`) to the cached base
 //! initramfs, boots `qemu-system-x86_64 -accel tcg` with no NIC, and reads
 //! the serial console until the init script reports the script's exit code
-//! between marker lines (see `assets/init.sh`).
+//! between marker lines (see `assets/init.sh`). [`Vm::start`] lets the
+//! test act on the host while the job runs (waiting for lines on the
+//! console), [`Vm::run`] just waits.
+//!
+//! A job may opt into one forward from the guest to a host port on
+//! 127.0.0.1 ([`VmJob::forward_to_host`]): the VM then gets a virtio NIC
+//! on qemu's user-mode network with `restrict=on` — nothing else leaves
+//! the VM — and a `guestfwd` that runs `busybox nc 127.0.0.1 PORT` on the
+//! host for every connection the guest opens to the forwarded address.
+//! The guest script configures the NIC (see [`GUEST_NET_SETUP`]).
 
 use std::io::Read;
+use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::cpio::Archive;
@@ -19,6 +30,16 @@ use crate::{RigError, host};
 
 const BEGIN: &str = "@@RVS-BEGIN@@";
 const END_PREFIX: &str = "@@RVS-END rc=";
+
+/// The guest's address on qemu's user-mode network.
+pub const GUEST_ADDR: &str = "10.0.2.15/24";
+
+/// Shell lines that bring the guest's NIC up on qemu's user-mode network
+/// (static: 10.0.2.15/24 on `eth0`, no default route), for jobs with
+/// [`VmJob::forward_to_host`]. iproute2 by its full path: busybox has an
+/// `ip` applet too.
+pub const GUEST_NET_SETUP: &str = "/usr/sbin/ip link set eth0 up\n\
+/usr/sbin/ip addr add 10.0.2.15/24 dev eth0\n";
 
 /// A prepared VM: kernel, base image and qemu. Cheap to share; every
 /// [`Vm::run`] boots a fresh machine.
@@ -37,6 +58,7 @@ pub struct VmJob {
     env: Vec<(String, String)>,
     timeout: Duration,
     memory_mib: u32,
+    forward: Option<(SocketAddrV4, u16)>,
 }
 
 /// What a job printed and how it ended.
@@ -86,6 +108,12 @@ impl Vm {
     /// A script that fails is not an error here: check
     /// [`VmOutput::exit_code`] or call [`VmOutput::assert_success`].
     pub fn run(&self, job: &VmJob) -> Result<VmOutput, RigError> {
+        self.start(job)?.wait()
+    }
+
+    /// Boots a fresh VM for `job` and returns while it runs; the console
+    /// is read meanwhile. Dropping the [`RunningVm`] kills qemu.
+    pub fn start(&self, job: &VmJob) -> Result<RunningVm, RigError> {
         static RUNS: AtomicU32 = AtomicU32::new(0);
         let runs = crate::cache_dir().join("runs");
         std::fs::create_dir_all(&runs)
@@ -95,9 +123,9 @@ impl Vm {
             std::process::id(),
             RUNS.fetch_add(1, Ordering::Relaxed)
         ));
-        let _cleanup = RemoveOnDrop(initrd.clone());
+        let cleanup = RemoveOnDrop(initrd.clone());
         self.write_initrd(job, &initrd)?;
-        boot(&self.qemu, &self.image.kernel.vmlinuz, &initrd, job)
+        boot(&self.qemu, &self.image.kernel.vmlinuz, cleanup, job)
     }
 
     fn write_initrd(&self, job: &VmJob, path: &Path) -> Result<(), RigError> {
@@ -144,7 +172,19 @@ impl VmJob {
             env: Vec::new(),
             timeout: Duration::from_secs(180),
             memory_mib: 1024,
+            forward: None,
         }
+    }
+
+    /// Gives the guest a NIC whose only way out is one forward: TCP
+    /// connections to `guest` (an address in qemu's 10.0.2.0/24 other than
+    /// the guest's own, e.g. `10.0.2.100:443`) reach `127.0.0.1:host_port`
+    /// on the host. The script must bring the NIC up first
+    /// ([`GUEST_NET_SETUP`]). Needs `busybox` on the host (the image does
+    /// too), which relays each connection.
+    pub fn forward_to_host(mut self, guest: SocketAddrV4, host_port: u16) -> VmJob {
+        self.forward = Some((guest, host_port));
+        self
     }
 
     /// Copies the host executable `path` to `/rvs/bin/NAME` (on the
@@ -217,8 +257,45 @@ impl VmOutput {
     }
 }
 
-fn boot(qemu: &Path, kernel: &Path, initrd: &Path, job: &VmJob) -> Result<VmOutput, RigError> {
+/// A VM running a job; killed when dropped.
+#[derive(Debug)]
+pub struct RunningVm {
+    child: Child,
+    console: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+    started: Instant,
+    timeout: Duration,
+    _initrd: RemoveOnDrop,
+}
+
+/// The `-nic` option: none, or user-mode networking restricted to the
+/// job's one forward.
+fn nic_option(forward: Option<(SocketAddrV4, u16)>) -> Result<String, RigError> {
+    let Some((guest, host_port)) = forward else {
+        return Ok("none".to_owned());
+    };
+    let busybox = host::which("busybox").ok_or_else(|| {
+        RigError::Unavailable("busybox not found: install Debian's busybox-static".into())
+    })?;
+    // qemu runs the command (split like a shell would, no shell) for
+    // every connection, with stdin and stdout on it. A comma in an option
+    // value is written twice.
+    let command = format!("{} nc 127.0.0.1 {host_port}", busybox.display()).replace(',', ",,");
+    Ok(format!(
+        "user,model=virtio-net-pci,restrict=on,guestfwd=tcp:{}:{}-cmd:{command}",
+        guest.ip(),
+        guest.port(),
+    ))
+}
+
+fn boot(
+    qemu: &Path,
+    kernel: &Path,
+    initrd: RemoveOnDrop,
+    job: &VmJob,
+) -> Result<RunningVm, RigError> {
     let started = Instant::now();
+    let nic = nic_option(job.forward)?;
     let mut cmd = Command::new(qemu);
     cmd.args([
         "-accel",
@@ -231,12 +308,12 @@ fn boot(qemu: &Path, kernel: &Path, initrd: &Path, job: &VmJob) -> Result<VmOutp
         "-display",
         "none",
     ])
-    .args(["-nic", "none", "-serial", "stdio", "-no-reboot"])
+    .args(["-nic", &nic, "-serial", "stdio", "-no-reboot"])
     .args(["-m", &job.memory_mib.to_string()])
     .arg("-kernel")
     .arg(kernel)
     .arg("-initrd")
-    .arg(initrd)
+    .arg(&initrd.0)
     .args([
         "-append",
         "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=1 printk.devkmsg=off",
@@ -278,41 +355,109 @@ fn boot(qemu: &Path, kernel: &Path, initrd: &Path, job: &VmJob) -> Result<VmOutp
             }
         }));
     }
+    Ok(RunningVm {
+        child,
+        console,
+        readers,
+        started,
+        timeout: job.timeout,
+        _initrd: initrd,
+    })
+}
 
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(RigError::io("wait for qemu"))? {
-            break Some(status);
-        }
-        if started.elapsed() > job.timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    for reader in readers {
-        let _ = reader.join();
+impl RunningVm {
+    /// Everything on the serial console so far.
+    pub fn console(&self) -> String {
+        let raw = self
+            .console
+            .lock()
+            .map(|buf| buf.clone())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&raw).replace('\r', "")
     }
-    let raw = console.lock().map(|buf| buf.clone()).unwrap_or_default();
-    let console = String::from_utf8_lossy(&raw).replace('\r', "");
-    let elapsed = started.elapsed();
-    let Some(status) = status else {
-        return Err(RigError::Timeout {
-            seconds: job.timeout.as_secs(),
-            console,
-        });
-    };
-    match parse_verdict(&console) {
-        Some((exit_code, output)) => Ok(VmOutput {
-            exit_code,
-            output,
-            console,
-            elapsed,
-        }),
-        None => Err(RigError::NoVerdict {
-            status: status.to_string(),
-            console,
-        }),
+
+    /// Waits until the console shows a line equal to `line` (the script
+    /// printing a marker), for at most `timeout`. Fails when qemu exits
+    /// first, or on timeout, with the console so far.
+    pub fn wait_for_line(&mut self, line: &str, timeout: Duration) -> Result<(), RigError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.console().lines().any(|l| l == line) {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .map_err(RigError::io("wait for qemu"))?
+            {
+                return Err(RigError::NoVerdict {
+                    status: format!("{status}, before the line {line:?}"),
+                    console: self.console(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(RigError::Timeout {
+                    seconds: timeout.as_secs(),
+                    console: self.console(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the job to end (within the job's timeout, counted from
+    /// the boot) and returns its output.
+    pub fn wait(mut self) -> Result<VmOutput, RigError> {
+        let status = loop {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .map_err(RigError::io("wait for qemu"))?
+            {
+                break Some(status);
+            }
+            if self.started.elapsed() > self.timeout {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for reader in std::mem::take(&mut self.readers) {
+            let _ = reader.join();
+        }
+        let console = self.console();
+        let elapsed = self.started.elapsed();
+        let Some(status) = status else {
+            return Err(RigError::Timeout {
+                seconds: self.timeout.as_secs(),
+                console,
+            });
+        };
+        match parse_verdict(&console) {
+            Some((exit_code, output)) => Ok(VmOutput {
+                exit_code,
+                output,
+                console,
+                elapsed,
+            }),
+            None => Err(RigError::NoVerdict {
+                status: status.to_string(),
+                console,
+            }),
+        }
+    }
+}
+
+impl Drop for RunningVm {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        for reader in std::mem::take(&mut self.readers) {
+            let _ = reader.join();
+        }
     }
 }
 
@@ -341,6 +486,7 @@ fn parse_verdict(console: &str) -> Option<(i32, String)> {
     Some((code, output))
 }
 
+#[derive(Debug)]
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {

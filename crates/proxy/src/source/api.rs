@@ -2,8 +2,10 @@
 //!
 //! Three watchers (Services, EndpointSlices, this node's Node) fill one
 //! [`Store`]. The watcher lists, then watches from the list's
-//! resourceVersion with bookmarks, relists after `410 Gone` or a dropped
-//! stream, and backs off on errors (`default_backoff`). Each kind replaces
+//! resourceVersion with bookmarks, resumes a dropped stream from its last
+//! resourceVersion, relists after `410 Gone` (at once: the backoff is for
+//! errors, see `feed`) and backs off on errors as client-go's reflector
+//! does (0.8 s doubling to 30 s, jittered). Each kind replaces
 //! its objects atomically when a (re)list completes, so deletions missed
 //! while disconnected disappear too. The store is *ready* only once every
 //! kind has completed its first list: the proxy never syncs a partial
@@ -13,6 +15,13 @@
 //! `service.kubernetes.io/headless` and, by default, without
 //! `service.kubernetes.io/service-proxy-name` (or with it equal to
 //! `--service-proxy-name`); the Node by `metadata.name`.
+//!
+//! Watch errors never touch the store: while the API server is away (or
+//! refuses a request) the proxy keeps syncing its last complete view. They
+//! are logged by what the operator can do about them (see `report`): a
+//! `403 Forbidden` names the verb and resource the ClusterRole lacks, a
+//! `401` the credentials, a `410 Gone` is the expected relist, anything
+//! else (the API server unreachable) a warning that the watch is retried.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -104,6 +113,92 @@ enum Kind {
     Services = 0,
     Slices = 1,
     Nodes = 2,
+}
+
+impl Kind {
+    /// The resource as RBAC rules name it, with its API group.
+    fn resource(self) -> &'static str {
+        match self {
+            Kind::Services => "services",
+            Kind::Slices => "endpointslices.discovery.k8s.io",
+            Kind::Nodes => "nodes",
+        }
+    }
+}
+
+/// The API server's answer inside a watcher error, if it gave one.
+fn status_of(error: &watcher::Error) -> Option<&kube::core::Status> {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status))
+        | watcher::Error::WatchError(status) => Some(status),
+        _ => None,
+    }
+}
+
+/// How loud a watcher error is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Severity {
+    /// Expected now and then (a relist).
+    Info,
+    /// Transient, presumably (the API server unreachable).
+    Warn,
+    /// Needs the operator (RBAC, credentials).
+    Error,
+}
+
+/// What a watcher error means, by what can be done about it.
+fn explain(kind: Kind, error: &watcher::Error) -> (Severity, String) {
+    let resource = kind.resource();
+    let verb = match error {
+        watcher::Error::InitialListFailed(_) => "list",
+        _ => "watch",
+    };
+    match status_of(error).map(|s| (s.code, s.message.as_str())) {
+        Some((403, message)) => (
+            Severity::Error,
+            format!(
+                "not allowed to {verb} {resource} (403 Forbidden: {message}): grant `{verb}` on \
+                 {resource} in rvs-proxy's ClusterRole (see deploy/kubernetes/rbac.yaml); \
+                 keeping the last view and retrying"
+            ),
+        ),
+        Some((401, message)) => (
+            Severity::Error,
+            format!(
+                "the API server does not accept rvs-proxy's credentials to {verb} {resource} \
+                 (401 Unauthorized: {message}): check the kubeconfig's token or client \
+                 certificate; keeping the last view and retrying"
+            ),
+        ),
+        Some((410, message)) => (
+            Severity::Info,
+            format!(
+                "the watch of {resource} cannot resume from its resourceVersion (410 Gone: \
+                 {message}): relisting"
+            ),
+        ),
+        _ => (
+            Severity::Warn,
+            format!(
+                "cannot {verb} {resource} ({error}); keeping the last view and retrying with \
+                 backoff"
+            ),
+        ),
+    }
+}
+
+/// Logs a watcher error (see [`explain`]). Nothing is dropped from the
+/// store either way: the watcher retries with backoff, and the proxy
+/// syncs its last complete view meanwhile.
+fn report(kind: Kind, error: &watcher::Error) {
+    let resource = kind.resource();
+    match explain(kind, error) {
+        (Severity::Error, message) => tracing::error!(resource, "{message}"),
+        (Severity::Warn, message) => tracing::warn!(resource, "{message}"),
+        (Severity::Info, message) => tracing::info!(resource, "{message}"),
+    }
 }
 
 impl Store {
@@ -272,12 +367,41 @@ pub fn label_selector(service_proxy_name: Option<&str>) -> String {
     }
 }
 
+/// What the watcher yields, with `410 Gone` taken out of the errors.
+enum Step<K> {
+    /// An event.
+    Event(Event<K>),
+    /// The watch cannot resume (`410 Gone`); the watcher relists next.
+    Gone(watcher::Error),
+}
+
+/// `true` for the API server's `410 Gone` (Expired).
+fn is_gone(error: &watcher::Error) -> bool {
+    status_of(error).is_some_and(|s| s.code == 410)
+}
+
 async fn feed<K: Kept>(api: Api<K>, config: watcher::Config, store: Arc<Store>) {
     let mut buffer: Vec<(ObjectName, Option<K::Reduced>)> = Vec::new();
-    let stream = watcher::watcher(api, config).default_backoff();
+    // Errors are retried with client-go's reflector backoff (0.8 s
+    // doubling to 30 s, jittered up to 100 %, reset by the next event).
+    // A 410 Gone is not an error here: the API server answered, and the
+    // watcher's next step is the relist, which should not wait out a
+    // backoff that grew while the API server was away (up to 60 s).
+    let stream = watcher::watcher(api, config)
+        .map(|item| match item {
+            Ok(event) => Ok(Step::Event(event)),
+            Err(e) if is_gone(&e) => Ok(Step::Gone(e)),
+            Err(e) => Err(e),
+        })
+        .backoff(watcher::DefaultBackoff::default());
     futures_util::pin_mut!(stream);
     let kind = K::KIND;
-    while let Some(event) = stream.next().await {
+    let mut lists = 0u64;
+    while let Some(step) = stream.next().await {
+        let event = match step {
+            Ok(Step::Event(event)) => Ok(event),
+            Ok(Step::Gone(e)) | Err(e) => Err(e),
+        };
         match event {
             Ok(Event::Init) => buffer.clear(),
             Ok(Event::InitApply(obj)) => buffer.push(obj.reduce(&store)),
@@ -300,7 +424,17 @@ async fn feed<K: Kept>(api: Api<K>, config: watcher::Config, store: Arc<Store>) 
                     }
                     o.listed[kind as usize] = true;
                 });
-                tracing::info!(?kind, count, "listed");
+                lists += 1;
+                if lists == 1 {
+                    tracing::info!(resource = kind.resource(), count, "listed");
+                } else {
+                    // What a relist no longer holds was deleted meanwhile.
+                    tracing::info!(
+                        resource = kind.resource(),
+                        count,
+                        "relisted; objects gone meanwhile are removed"
+                    );
+                }
             }
             Ok(Event::Apply(obj)) => {
                 let (name, value) = obj.reduce(&store);
@@ -310,9 +444,11 @@ async fn feed<K: Kept>(api: Api<K>, config: watcher::Config, store: Arc<Store>) 
                 let name = object_name(obj.meta());
                 store.update(|o| K::set(o, name, None));
             }
-            Err(e) => tracing::warn!(?kind, error = %e, "watch failed; retrying with backoff"),
+            Err(e) => report(kind, &e),
         }
     }
+    // The watcher retries forever; it ends only with the runtime.
+    tracing::debug!(resource = kind.resource(), "watch ended");
 }
 
 /// Starts the three watchers on the current tokio runtime.
@@ -332,4 +468,66 @@ pub fn spawn(client: Client, node_name: &str, service_proxy_name: Option<&str>) 
     let named = watcher::Config::default().fields(&node_field);
     tokio::spawn(feed(nodes, named, Arc::clone(&store)));
     store
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::*;
+
+    fn status(code: u16, message: &str) -> Box<Status> {
+        Box::new(Status {
+            code,
+            message: message.to_owned(),
+            ..Status::default()
+        })
+    }
+
+    #[test]
+    fn a_forbidden_watch_names_the_verb_the_resource_and_the_cluster_role() {
+        let error = watcher::Error::WatchStartFailed(kube::Error::Api(status(
+            403,
+            "endpointslices.discovery.k8s.io is forbidden: User \"system:serviceaccount:kube-system:rvs-proxy\" cannot watch resource \"endpointslices\"",
+        )));
+        let (severity, message) = explain(Kind::Slices, &error);
+        assert_eq!(severity, Severity::Error);
+        assert!(
+            message.starts_with(
+                "not allowed to watch endpointslices.discovery.k8s.io (403 Forbidden: "
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains(
+                "grant `watch` on endpointslices.discovery.k8s.io in rvs-proxy's ClusterRole"
+            ),
+            "{message}"
+        );
+        let list = watcher::Error::InitialListFailed(kube::Error::Api(status(403, "no")));
+        assert!(
+            explain(Kind::Services, &list)
+                .1
+                .starts_with("not allowed to list services")
+        );
+    }
+
+    #[test]
+    fn gone_is_a_relist_and_other_errors_a_retry() {
+        let gone = watcher::Error::WatchError(status(410, "too old resource version: 1 (2)"));
+        let (severity, message) = explain(Kind::Nodes, &gone);
+        assert_eq!(severity, Severity::Info);
+        assert!(
+            message.contains("410 Gone") && message.ends_with("relisting"),
+            "{message}"
+        );
+        assert!(is_gone(&gone), "a 410 skips the backoff");
+        let unauthorized =
+            watcher::Error::WatchFailed(kube::Error::Api(status(401, "Unauthorized")));
+        assert_eq!(explain(Kind::Nodes, &unauthorized).0, Severity::Error);
+        assert!(!is_gone(&unauthorized));
+        let (severity, message) = explain(Kind::Services, &watcher::Error::NoResourceVersion);
+        assert_eq!(severity, Severity::Warn);
+        assert!(message.starts_with("cannot watch services ("), "{message}");
+    }
 }
