@@ -461,7 +461,14 @@ pub fn prepare(args: impl IntoIterator<Item = OsString>) -> Prepared {
             Token::Known { spec, value, raw } => (spec, value, raw),
         };
         if spec.handling != Handling::Implemented {
-            let given = value.as_deref().unwrap_or("true");
+            let mut given = value.as_deref().unwrap_or("true");
+            if spec.is_bool() {
+                given = match parse_go_bool(given) {
+                    Some(true) => "true",
+                    Some(false) => "false",
+                    None => given,
+                };
+            }
             if !spec.inert.contains(&given) {
                 ignore(
                     spec,
@@ -616,7 +623,7 @@ mod tests {
             "5",
             "--conntrack-min=6",
             "--feature-gates=A=true,B=false",
-            "--profiling=false",
+            "--profiling=0",
             "--logging-format=text",
             "--iptables-sync-period=10s",
             "--conntrack-tcp-be-liberal",
