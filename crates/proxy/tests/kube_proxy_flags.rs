@@ -4,6 +4,8 @@
 //! `scripts/k8s-binaries.sh`), the committed text against the live one,
 //! so the fixture cannot go stale silently.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 use std::collections::BTreeSet;
 
 use rvs_proxy::flags::{KUBE_PROXY_FLAGS, KUBE_PROXY_VERSION, lookup, parse_help};
