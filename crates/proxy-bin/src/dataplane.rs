@@ -17,7 +17,7 @@ use rvs_proxy::cluster::ClusterState;
 use rvs_proxy::observe::Observer;
 use rvs_proxy::run::{NodeSide, Runner, SyncObserver, SystemClock};
 use rvs_proxy::source::Source;
-use rvs_proxy::sync::{AddressBinder, NoBinder, Syncer, describe};
+use rvs_proxy::sync::{AddressBinder, NoBinder, SyncReport, Syncer, describe};
 use tokio::runtime::Handle;
 
 use crate::cli::{Cli, Dataplane};
@@ -142,18 +142,25 @@ pub(crate) fn without_source(
         tracing::info!("system initialized and --init-only given: exiting");
         return Ok(());
     }
-    let admin = IpvsClient::connect()
-        .context("connecting to the kernel's IPVS (is the ip_vs module loaded?)")?;
     let mut binder = KubeIpvs0::new(runtime).context("opening rtnetlink")?;
-    let host = binder
-        .host_addresses()
-        .context("listing the host's addresses")?;
-    let mut syncer = Syncer::new(admin, binder, config);
-    let report = syncer.cleanup(&host)?;
-    syncer
-        .binder
-        .remove_device()
-        .context("removing kube-ipvs0")?;
+    let report = match IpvsClient::connect() {
+        Ok(admin) => {
+            let host = binder
+                .host_addresses()
+                .context("listing the host's addresses")?;
+            let mut syncer = Syncer::new(admin, binder, config);
+            let report = syncer.cleanup(&host)?;
+            binder = syncer.binder;
+            report
+        }
+        // Without ip_vs there are no virtual servers (kube-proxy skips
+        // IPVS then too); the rest may still be there.
+        Err(e) => {
+            tracing::info!(error = %e, "no IPVS in this kernel: no virtual servers to remove");
+            SyncReport::default()
+        }
+    };
+    binder.remove_device().context("removing kube-ipvs0")?;
     // Rules before sets: the kernel keeps sets that rules reference.
     let families = rvs_node::netfilter::kernel_families();
     let nf_failures = rvs_node::netfilter::cleanup(cli.backend(), &families);
