@@ -116,6 +116,30 @@ impl KubeIpvs0 {
             .map_err(|e| err("list", None, format!("addresses of {DEVICE}: {e}")))
     }
 
+    /// The host's own addresses: those of every interface but
+    /// `kube-ipvs0` (for `--cleanup`, which takes node ports on them
+    /// as its own without a cluster view).
+    pub fn host_addresses(&mut self) -> Result<BTreeSet<IpAddr>, BindError> {
+        let device = self.find()?;
+        let handle = self.handle.clone();
+        let messages = self
+            .runtime
+            .block_on(async move {
+                handle
+                    .address()
+                    .get()
+                    .execute()
+                    .try_collect::<Vec<_>>()
+                    .await
+            })
+            .map_err(|e| err("list", None, format!("the host's addresses: {e}")))?;
+        Ok(messages
+            .iter()
+            .filter(|m| Some(m.header.index) != device)
+            .filter_map(address_of)
+            .collect())
+    }
+
     /// Deletes the device (for `--cleanup` once it holds nothing).
     pub fn remove_device(&mut self) -> Result<(), BindError> {
         let Some(index) = self.find()? else {

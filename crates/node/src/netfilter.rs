@@ -138,7 +138,10 @@ pub struct NetfilterOptions {
     pub maxelem: u32,
     /// Rules options; `local_detect` is per family, below.
     pub rules: RulesConfig,
-    /// Local-traffic detection of IPv4 and IPv6.
+    /// Local-traffic detection of IPv4 and IPv6; a
+    /// [`LocalDetect::NodeCidr`] is resolved against the Node's pod
+    /// CIDRs at each sync, so a pod CIDR appearing or changing
+    /// re-renders the rules.
     pub local_detect: [LocalDetect; 2],
     /// The families programmed.
     pub families: Vec<IpFamily>,
@@ -173,6 +176,8 @@ struct FamilyState {
     tracker: Option<IpsetTracker>,
     /// The rules last applied successfully.
     applied: Option<RuleSet>,
+    /// The local-traffic detection they were rendered with.
+    local: LocalDetect,
 }
 
 /// kube-proxy's ipsets and iptables rules for the families the node runs.
@@ -207,6 +212,7 @@ impl<S: SetBackend, R: RuleBackend> Netfilter<S, R> {
                 family: *family,
                 tracker: None,
                 applied: None,
+                local: LocalDetect::None,
             })
             .collect();
         Netfilter {
@@ -286,15 +292,19 @@ impl<S: SetBackend, R: RuleBackend> Netfilter<S, R> {
         let Some(tracker) = state.tracker.as_ref() else {
             return;
         };
+        let ipv6 = family == IpFamily::V6;
+        let pod_cidrs = cluster.node.as_ref().map(|n| n.pod_cidrs.as_slice());
+        let local =
+            self.options.local_detect[usize::from(ipv6)].resolve(pod_cidrs.unwrap_or(&[]), ipv6);
         // A partial sync whose sets kept their emptiness (and the same
-        // no-node-access entries) writes the rules last applied: nothing
-        // to render or restore.
-        if changed.is_some() && !rules_changed && state.applied.is_some() {
+        // no-node-access entries and local detection) writes the rules
+        // last applied: nothing to render or restore.
+        if changed.is_some() && !rules_changed && state.applied.is_some() && state.local == local {
             return;
         }
         let input = rules_input(tracker, nf, report);
         let mut cfg = self.options.rules.clone();
-        cfg.local_detect = self.options.local_detect[usize::from(family == IpFamily::V6)].clone();
+        cfg.local_detect = local.clone();
         let rules = match render_input(&input, &cfg) {
             Ok(rules) => rules,
             Err(e) => {
@@ -314,6 +324,7 @@ impl<S: SetBackend, R: RuleBackend> Netfilter<S, R> {
             Ok(()) => {
                 report.restores += 2;
                 state.applied = Some(rules);
+                state.local = local;
             }
             Err(e) => {
                 report.failures += 1;
@@ -501,4 +512,102 @@ pub fn cleanup(backend: Backend, families: &[IpFamily]) -> usize {
         }
     }
     failures
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use rvs_model::Protocol;
+    use rvs_proxy::cluster::{NodeInfo, ServiceInfo, ServicePort};
+
+    use super::*;
+
+    /// Sets that take anything; rules that keep the last applied.
+    #[derive(Default)]
+    struct Fake(Vec<RuleSet>);
+
+    impl SetBackend for Fake {
+        fn sync_set(
+            &mut self,
+            _: &SetSpec,
+            _: &BTreeSet<Entry>,
+        ) -> Result<ipset::sync::SyncReport, IpsetError> {
+            Ok(ipset::sync::SyncReport::default())
+        }
+        fn batch(&mut self, ops: &[Op]) -> Result<Vec<Result<(), IpsetError>>, IpsetError> {
+            Ok(ops.iter().map(|_| Ok(())).collect())
+        }
+    }
+
+    impl RuleBackend for Fake {
+        fn apply(&mut self, _: Family, rules: &RuleSet, _: bool) -> Result<(), IptablesError> {
+            self.0.push(rules.clone());
+            Ok(())
+        }
+    }
+
+    fn cluster(pod_cidrs: &[&str]) -> ClusterState {
+        let name = ObjectName::new("default", "web");
+        let port = ServicePort {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: None,
+        };
+        let vip = IpAddr::from([10, 96, 0, 1]);
+        let mut c = ClusterState {
+            node: Some(NodeInfo {
+                name: "node-a".into(),
+                pod_cidrs: pod_cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+                ..NodeInfo::default()
+            }),
+            ..ClusterState::default()
+        };
+        c.services
+            .insert(name.clone(), ServiceInfo::new(name, vec![vip], vec![port]));
+        c
+    }
+
+    fn masquerade_rule(rules: &RuleSet) -> String {
+        rules
+            .nat
+            .rules
+            .iter()
+            .find(|r| {
+                r.contains("KUBE-CLUSTER-IP dst,dst") || r.contains("KUBE-CLUSTER-IP src,dst")
+            })
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn node_cidr_follows_the_nodes_pod_cidr() {
+        let options = NetfilterOptions {
+            maxelem: 65536,
+            rules: RulesConfig::default(),
+            local_detect: [LocalDetect::NodeCidr, LocalDetect::NodeCidr],
+            families: vec![IpFamily::V4],
+        };
+        let mut nf = Netfilter::new(options, Fake::default(), Fake::default());
+        let config = ProxyConfig::default();
+        // No pod CIDR yet: no detection, as kube-proxy's no-op detector.
+        assert_eq!(nf.sync(&cluster(&[]), &config, None).failures, 0);
+        let first = masquerade_rule(&nf.rules().0[0]);
+        assert!(first.contains("src,dst -j KUBE-MARK-MASQ"), "{first}");
+        // The pod CIDR appears: even a partial sync with no Service
+        // changed in its scope renders the rules again.
+        let changed = BTreeSet::from([ObjectName::new("default", "other")]);
+        let report = nf.sync(&cluster(&["10.244.1.0/24"]), &config, Some(&changed));
+        assert_eq!(report.failures, 0);
+        assert_eq!(nf.rules().0.len(), 2);
+        let now = masquerade_rule(&nf.rules().0[1]);
+        assert!(
+            now.contains("dst,dst ! -s 10.244.1.0/24 -j KUBE-MARK-MASQ"),
+            "{now}"
+        );
+        // The same again: nothing to restore.
+        nf.sync(&cluster(&["10.244.1.0/24"]), &config, Some(&changed));
+        assert_eq!(nf.rules().0.len(), 2);
+    }
 }

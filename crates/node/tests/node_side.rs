@@ -109,7 +109,7 @@ fn cluster(n: u8, node_port: &[u8]) -> ClusterState {
         node: Some(NodeInfo {
             name: "node-a".into(),
             addresses: vec!["192.168.1.10".parse().unwrap()],
-            zone: None,
+            ..NodeInfo::default()
         }),
         ..ClusterState::default()
     };

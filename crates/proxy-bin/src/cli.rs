@@ -1,19 +1,16 @@
 //! The command line, with kube-proxy's flag names and value formats
 //! (Go durations such as `30s` or `1m30s`, comma-separated CIDR lists).
+//! [`rvs_proxy::flags::prepare`] reads the arguments first, the way
+//! kube-proxy does, so this parser sees only what rvs-proxy implements.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
-use rvs_model::Timeouts;
-use rvs_netfilter::iptables::{Backend, DetectLocalMode, LocalDetect, RulesConfig};
-use rvs_node::{NetfilterOptions, NodeOptions};
-use rvs_observe::{ServeOptions, parse_bind_address};
-use rvs_proxy::ProxyConfig;
-use rvs_proxy::observe::ObserveOptions;
-use rvs_proxy::run::RunOptions;
+use rvs_netfilter::iptables::DetectLocalMode;
+use rvs_proxy::config::NodePortAddress;
 
 /// Which dataplane carries the traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -38,7 +35,7 @@ pub(crate) enum IptablesBackend {
 
 /// rvs-proxy: kube-proxy's IPVS mode, in Rust.
 #[derive(Debug, Parser)]
-#[command(name = "rvs-proxy", version)]
+#[command(name = "rvs-proxy", version, args_override_self = true, after_help = AFTER_HELP)]
 pub(crate) struct Cli {
     /// Read Services, EndpointSlices and Nodes from this directory of
     /// manifests (watched for changes) instead of the API server.
@@ -134,10 +131,16 @@ pub(crate) struct Cli {
     #[arg(long, value_delimiter = ',', value_parser = parse_cidr)]
     pub(crate) ipvs_exclude_cidrs: Vec<IpNet>,
 
-    /// Node addresses that serve NodePorts (default: every address of the
-    /// Node object).
-    #[arg(long, value_delimiter = ',', value_parser = parse_cidr)]
-    pub(crate) nodeport_addresses: Vec<IpNet>,
+    /// Node addresses that serve NodePorts: CIDRs and the keywords
+    /// `primary`, `localhost`, `all` (default: every address of the Node
+    /// object).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) nodeport_addresses: Vec<NodePortAddress>,
+
+    /// The node's primary IP for `--nodeport-addresses=primary` (default:
+    /// the Node object's).
+    #[arg(long, value_name = "IP")]
+    pub(crate) bind_address: Option<IpAddr>,
 
     /// Serve only Services labelled
     /// `service.kubernetes.io/service-proxy-name=NAME`.
@@ -152,6 +155,16 @@ pub(crate) struct Cli {
     /// addresses, nothing else) and exit.
     #[arg(long)]
     pub(crate) cleanup: bool,
+
+    /// Set the sysctls the kernel dataplane needs (the part that needs
+    /// full root) and exit.
+    #[arg(long)]
+    pub(crate) init_only: bool,
+
+    /// Write the configuration rvs-proxy would run with, as a
+    /// `KubeProxyConfiguration`, to this file and exit.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) write_config_to: Option<PathBuf>,
 
     /// Print the changes a sync would apply, apply nothing, and exit.
     #[arg(long)]
@@ -190,8 +203,10 @@ pub(crate) struct Cli {
     pub(crate) once: bool,
 
     /// A kube-proxy `KubeProxyConfiguration` file
-    /// (`kubeproxy.config.k8s.io/v1alpha1`); flags given explicitly win
-    /// over its values.
+    /// (`kubeproxy.config.k8s.io/v1alpha1`). As with kube-proxy, it
+    /// replaces kube-proxy's other flags but `--hostname-override`,
+    /// `--master`, `-v` and `--cleanup` (rvs-proxy's own flags still
+    /// apply).
     #[arg(long, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,
 
@@ -215,105 +230,8 @@ pub(crate) struct Cli {
     pub(crate) verbosity: u8,
 }
 
-impl Cli {
-    /// The settings that shape desired state.
-    pub(crate) fn proxy_config(&self) -> anyhow::Result<ProxyConfig> {
-        let node_name = self.hostname_override.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_default()
-        });
-        Ok(ProxyConfig {
-            node_name,
-            scheduler: self
-                .ipvs_scheduler
-                .parse()
-                .map_err(|e| anyhow::anyhow!("--ipvs-scheduler: {e}"))?,
-            exclude_cidrs: self.ipvs_exclude_cidrs.clone(),
-            nodeport_addresses: self.nodeport_addresses.clone(),
-            service_proxy_name: self.service_proxy_name.clone(),
-            sync_period: self.ipvs_sync_period,
-            min_sync_period: self.ipvs_min_sync_period,
-        })
-    }
-
-    /// How the sync loop runs.
-    pub(crate) fn run_options(&self) -> RunOptions {
-        let mut options = RunOptions {
-            once: self.once,
-            ..RunOptions::default()
-        };
-        options.schedule.min_period = self.ipvs_min_sync_period;
-        options.schedule.full_period = self.ipvs_sync_period;
-        options
-    }
-
-    /// The metrics and health servers.
-    pub(crate) fn observe_options(&self) -> anyhow::Result<ObserveOptions> {
-        Ok(ObserveOptions {
-            serve: ServeOptions {
-                metrics_addr: parse_bind_address(&self.metrics_bind_address, 10249)
-                    .context("--metrics-bind-address")?,
-                healthz_addr: parse_bind_address(&self.healthz_bind_address, 10256)
-                    .context("--healthz-bind-address")?,
-                proxy_mode: "ipvs".into(),
-                bind_hard_fail: self.bind_address_hard_fail,
-                ..ServeOptions::default()
-            },
-            sync_period: self.ipvs_sync_period,
-            families: rvs_node::netfilter::kernel_families(),
-        })
-    }
-
-    /// The kernel dataplane's sets, rules and sysctls.
-    pub(crate) fn node_options(&self) -> anyhow::Result<NodeOptions> {
-        Ok(NodeOptions {
-            netfilter: NetfilterOptions {
-                maxelem: self.ipset_maxelem,
-                rules: RulesConfig {
-                    masquerade_all: self.masquerade_all,
-                    masquerade_bit: self.iptables_masquerade_bit,
-                    ..RulesConfig::default()
-                },
-                local_detect: LocalDetect::per_family(
-                    self.detect_local_mode,
-                    &self.cluster_cidr,
-                    self.pod_bridge_interface.as_deref(),
-                    self.pod_interface_name_prefix.as_deref(),
-                )?,
-                families: rvs_node::netfilter::kernel_families(),
-            },
-            backend: self.backend(),
-            strict_arp: self.ipvs_strict_arp,
-            sysctl_root: PathBuf::from("/proc/sys"),
-        })
-    }
-
-    /// The IPVS timeouts to set at start, as `ipvsadm --set` takes them
-    /// (whole seconds; 0 leaves a value unchanged), or `None` when all
-    /// three flags are unset, as kube-proxy skips the call then.
-    pub(crate) fn timeouts(&self) -> anyhow::Result<Option<Timeouts>> {
-        let secs = |flag: &str, d: Duration| -> anyhow::Result<u32> {
-            u32::try_from(d.as_secs())
-                .map_err(|_| anyhow::anyhow!("--{flag}: {} s is too long", d.as_secs()))
-        };
-        let t = Timeouts {
-            tcp: secs("ipvs-tcp-timeout", self.ipvs_tcp_timeout)?,
-            tcp_fin: secs("ipvs-tcpfin-timeout", self.ipvs_tcpfin_timeout)?,
-            udp: secs("ipvs-udp-timeout", self.ipvs_udp_timeout)?,
-        };
-        Ok((t != Timeouts::default()).then_some(t))
-    }
-
-    /// The iptables backend.
-    pub(crate) fn backend(&self) -> Backend {
-        match self.iptables_backend {
-            IptablesBackend::System => Backend::System,
-            IptablesBackend::Legacy => Backend::Legacy,
-            IptablesBackend::Nft => Backend::Nft,
-        }
-    }
-}
+const AFTER_HELP: &str = "Every other flag of kube-proxy v1.37 is accepted too; \
+those rvs-proxy does not implement are named in a warning and ignored.";
 
 fn parse_cidr(text: &str) -> Result<IpNet, String> {
     text.trim()
@@ -324,6 +242,3 @@ fn parse_cidr(text: &str) -> Result<IpNet, String> {
 /// Go durations (`300ms`, `30s`, `1m30s`, `1h`), read the same way as
 /// the config file's.
 pub(crate) use rvs_proxy::config_file::parse_go_duration;
-
-#[cfg(test)]
-mod tests;

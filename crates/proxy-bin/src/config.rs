@@ -1,6 +1,8 @@
-//! The command line merged with a `--config` file: a flag given on the
-//! command line wins; otherwise the file's value (when it sets one)
-//! replaces the flag's default. The file is read by
+//! The command line merged with a `--config` file, by kube-proxy's rule:
+//! [`rvs_proxy::flags::prepare`] has already dropped the kube-proxy flags
+//! kube-proxy ignores beside a file, so a flag still given wins (only
+//! `--hostname-override` and `-v` of the file's settings), and the file's
+//! value (when it sets one) replaces a default. The file is read by
 //! [`rvs_proxy::config_file`], which names the field of any error.
 
 use anyhow::Context;
@@ -11,21 +13,57 @@ use rvs_proxy::config_file::{FileConfig, default_bind_addresses};
 use crate::cli::Cli;
 
 /// Parses the process's arguments (exiting on `--help` or a usage error,
-/// as clap does) and applies the `--config` file if one is named.
-/// Also returns the file's fields rvs-proxy accepts but does not
-/// implement, for the caller to log once logging is set up (the file's
-/// `logging.verbosity` decides how).
+/// as clap does) and applies the `--config` file if one is named. Also
+/// returns what was accepted and not acted on (flags, file fields), for
+/// the caller to warn about once logging is set up.
 pub(crate) fn parse_args() -> anyhow::Result<(Cli, Vec<String>)> {
-    let matches = Cli::command().get_matches();
+    let prepared = rvs_proxy::flags::prepare(std::env::args_os());
+    let matches = Cli::command().get_matches_from(&prepared.args);
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let mut ignored = Vec::new();
+    let mut ignored: Vec<String> = prepared.ignored.iter().map(|i| i.to_string()).collect();
     if let Some(path) = cli.config.clone() {
         let file = rvs_proxy::config_file::load(&path)
             .with_context(|| format!("--config {}", path.display()))?;
         merge(&mut cli, &file, &|id| explicit(&matches, id))?;
-        ignored = file.ignored;
+        let field = |f| format!("--config: {f}: accepted but not implemented by rvs-proxy");
+        ignored.extend(file.ignored.iter().map(field));
     }
     Ok((cli, ignored))
+}
+
+/// The settings `cli` runs with, as a configuration file holds them (for
+/// `--write-config-to`).
+pub(crate) fn to_file(cli: &Cli) -> anyhow::Result<FileConfig> {
+    let addr = |flag: &str, text: &str, port| {
+        rvs_observe::parse_bind_address(text, port).with_context(|| format!("--{flag}"))
+    };
+    let nonzero = |d: std::time::Duration| (!d.is_zero()).then_some(d);
+    Ok(FileConfig {
+        hostname_override: cli.hostname_override.clone(),
+        bind_address: cli.bind_address,
+        healthz_bind_address: addr("healthz-bind-address", &cli.healthz_bind_address, 10256)?,
+        metrics_bind_address: addr("metrics-bind-address", &cli.metrics_bind_address, 10249)?,
+        bind_address_hard_fail: Some(cli.bind_address_hard_fail),
+        mode: Some(cli.proxy_mode.clone()),
+        kubeconfig: cli.kubeconfig.clone(),
+        cluster_cidrs: Some(cli.cluster_cidr.clone()).filter(|c| !c.is_empty()),
+        nodeport_addresses: Some(cli.nodeport_addresses.clone()).filter(|n| !n.is_empty()),
+        ipvs_scheduler: Some(cli.proxy_config()?.scheduler),
+        ipvs_sync_period: Some(cli.ipvs_sync_period),
+        ipvs_min_sync_period: Some(cli.ipvs_min_sync_period),
+        ipvs_exclude_cidrs: Some(cli.ipvs_exclude_cidrs.clone()).filter(|c| !c.is_empty()),
+        ipvs_strict_arp: Some(cli.ipvs_strict_arp),
+        ipvs_tcp_timeout: nonzero(cli.ipvs_tcp_timeout),
+        ipvs_tcpfin_timeout: nonzero(cli.ipvs_tcpfin_timeout),
+        ipvs_udp_timeout: nonzero(cli.ipvs_udp_timeout),
+        detect_local_mode: Some(cli.detect_local_mode.to_string()),
+        pod_bridge_interface: cli.pod_bridge_interface.clone(),
+        pod_interface_name_prefix: cli.pod_interface_name_prefix.clone(),
+        masquerade_all: Some(cli.masquerade_all),
+        masquerade_bit: Some(cli.iptables_masquerade_bit),
+        verbosity: Some(cli.verbosity),
+        ignored: Vec::new(),
+    })
 }
 
 /// Whether the flag with this id was given on the command line.
@@ -74,6 +112,7 @@ fn merge(cli: &mut Cli, file: &FileConfig, explicit: &dyn Fn(&str) -> bool) -> a
         file.ipvs_exclude_cidrs.clone()
     );
     take!("ipvs_strict_arp", ipvs_strict_arp, file.ipvs_strict_arp);
+    take!("bind_address", bind_address, file.bind_address.map(Some));
     take!("ipvs_tcp_timeout", ipvs_tcp_timeout, file.ipvs_tcp_timeout);
     take!(
         "ipvs_tcpfin_timeout",
@@ -125,62 +164,4 @@ fn merge(cli: &mut Cli, file: &FileConfig, explicit: &dyn Fn(&str) -> bool) -> a
             .to_string();
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use clap::Parser;
-
-    use super::*;
-
-    const FILE: &str = "apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-mode: ipvs
-clusterCIDR: 10.244.0.0/16
-metricsBindAddress: 0.0.0.0:10249
-ipvs:
-  scheduler: wlc
-  syncPeriod: 1m
-  strictARP: true
-iptables:
-  masqueradeAll: true
-";
-
-    fn merged(args: &[&str]) -> Cli {
-        let matches = Cli::command().try_get_matches_from(args).unwrap();
-        let mut cli = Cli::from_arg_matches(&matches).unwrap();
-        let file = rvs_proxy::config_file::parse(FILE, "test").unwrap();
-        merge(&mut cli, &file, &|id| explicit(&matches, id)).unwrap();
-        cli
-    }
-
-    #[test]
-    fn the_file_replaces_defaults() {
-        let cli = merged(&["rvs-proxy"]);
-        assert_eq!(cli.ipvs_scheduler, "wlc");
-        assert_eq!(cli.ipvs_sync_period, Duration::from_secs(60));
-        assert!(cli.ipvs_strict_arp && cli.masquerade_all);
-        assert_eq!(cli.cluster_cidr.len(), 1);
-        assert_eq!(cli.metrics_bind_address, "0.0.0.0:10249");
-        assert_eq!(cli.healthz_bind_address, "0.0.0.0:10256");
-    }
-
-    #[test]
-    fn explicit_flags_win_over_the_file() {
-        let cli = merged(&[
-            "rvs-proxy",
-            "--ipvs-scheduler=rr",
-            "--ipvs-sync-period=5s",
-            "--metrics-bind-address=127.0.0.1:19999",
-        ]);
-        assert_eq!(cli.ipvs_scheduler, "rr");
-        assert_eq!(cli.ipvs_sync_period, Duration::from_secs(5));
-        assert_eq!(cli.metrics_bind_address, "127.0.0.1:19999");
-        // What the command line left alone still comes from the file.
-        assert!(cli.masquerade_all);
-        let cli = Cli::try_parse_from(["rvs-proxy"]).unwrap();
-        assert_eq!(cli.ipvs_scheduler, "rr", "default without a file");
-    }
 }

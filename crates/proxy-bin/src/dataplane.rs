@@ -1,6 +1,6 @@
 //! Wiring one dataplane to the source and running the chosen mode:
-//! `--dry-run` (print the plan), `--cleanup` (remove what rvs owns) or
-//! the sync loop.
+//! `--dry-run` (print the plan) or the sync loop; and, without a source,
+//! `--cleanup` (remove what rvs owns) and `--init-only`.
 
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
@@ -10,18 +10,23 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use rvs_ipvs::IpvsClient;
 use rvs_model::admin::{Admin, Op};
+use rvs_netfilter::iptables::DetectLocalMode;
 use rvs_node::{KernelSide, KubeIpvs0};
 use rvs_proxy::ProxyConfig;
+use rvs_proxy::cluster::ClusterState;
 use rvs_proxy::observe::Observer;
 use rvs_proxy::run::{NodeSide, Runner, SyncObserver, SystemClock};
 use rvs_proxy::source::Source;
-use rvs_proxy::sync::{AddressBinder, NoBinder, Syncer, describe};
+use rvs_proxy::sync::{AddressBinder, NoBinder, SyncReport, Syncer, describe};
 use tokio::runtime::Handle;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Dataplane};
 
-/// How long `--dry-run` and `--cleanup` wait for the source's first view.
+/// How long `--dry-run` waits for the source's first view.
 const FIRST_VIEW: Duration = Duration::from_secs(60);
+/// How long `--detect-local-mode=NodeCIDR` waits for the Node's pod CIDR
+/// at start (kube-proxy's `podCIDRsTimeout`).
+const POD_CIDR_WAIT: Duration = Duration::from_secs(300);
 
 /// What every mode needs.
 pub(crate) struct Parts<'a> {
@@ -46,19 +51,19 @@ pub(crate) fn kernel(parts: Parts<'_>) -> anyhow::Result<()> {
     let binder = KubeIpvs0::new(parts.runtime).context("opening rtnetlink")?;
     let mut side = KernelSide::new(cli.node_options()?);
     let mut syncer = Syncer::new(admin, binder, parts.config.clone());
-    if cli.cleanup {
-        return cleanup(parts, &mut syncer, |binder| {
-            binder.remove_device().context("removing kube-ipvs0")?;
-            // Rules before sets: the kernel keeps sets that rules reference.
-            let failures = rvs_node::netfilter::cleanup(
-                cli.backend(),
-                &rvs_node::netfilter::kernel_families(),
-            );
-            Ok(failures)
-        });
-    }
     if !cli.dry_run {
         side.ensure_sysctls();
+    }
+    if cli.detect_local_mode == DetectLocalMode::NodeCidr && !cli.dry_run {
+        // As kube-proxy: wait for the pod CIDR at start (it then exits
+        // when it changes; rvs-proxy re-renders the rules instead).
+        let node = &parts.config.node_name;
+        let has_cidr = |c: &ClusterState| c.node.as_ref().is_some_and(|n| !n.pod_cidrs.is_empty());
+        if parts.source.wait_for(POD_CIDR_WAIT, has_cidr)?.is_none() {
+            bail!(
+                "--detect-local-mode=NodeCIDR: timeout waiting for PodCIDR allocation on node {node:?}"
+            );
+        }
     }
     drive(parts, &mut syncer, Some(&mut side))?;
     if !cli.dry_run {
@@ -71,12 +76,6 @@ pub(crate) fn kernel(parts: Parts<'_>) -> anyhow::Result<()> {
 /// socket, optionally with addresses bound to `kube-ipvs0`.
 pub(crate) fn userspace(parts: Parts<'_>) -> anyhow::Result<()> {
     let cli = parts.cli;
-    if cli.cleanup {
-        tracing::info!(
-            "the userspace dataplane keeps no state beyond its process: nothing to clean up"
-        );
-        return Ok(());
-    }
     let options = rvs_userspace::Options {
         workers: cli.workers,
         instance_lock: Some(cli.instance_lock.clone()),
@@ -121,31 +120,61 @@ pub(crate) fn userspace(parts: Parts<'_>) -> anyhow::Result<()> {
     result
 }
 
-/// `--cleanup`: the virtual servers and addresses rvs owns, then
-/// `rest` (the device and netfilter state; returns its failures).
-fn cleanup<A: Admin, B: AddressBinder>(
-    parts: Parts<'_>,
-    syncer: &mut Syncer<A, B>,
-    rest: impl FnOnce(&mut B) -> anyhow::Result<usize>,
+/// `--cleanup` and `--init-only`, which need no source. `--cleanup`
+/// removes the virtual servers rvs owns as the node alone shows them
+/// (see [`rvs_proxy::sync::cleanup_owns`]), `kube-ipvs0`, then our
+/// iptables chains and jumps and our ipsets; `--init-only` sets the
+/// sysctls. The userspace dataplane keeps no state beyond its process.
+pub(crate) fn without_source(
+    cli: &Cli,
+    config: ProxyConfig,
+    runtime: &Handle,
 ) -> anyhow::Result<()> {
-    let cluster = parts
-        .source
-        .first_view(FIRST_VIEW)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    let report = syncer.cleanup(&cluster)?;
-    let nf_failures = rest(&mut syncer.binder)?;
+    if cli.dataplane == Dataplane::Userspace {
+        tracing::info!("the userspace dataplane keeps no state beyond its process: nothing to do");
+        return Ok(());
+    }
+    if cli.init_only {
+        let failed = KernelSide::new(cli.node_options()?).ensure_sysctls();
+        if failed > 0 {
+            bail!("--init-only: {failed} sysctls could not be set (see the log)");
+        }
+        tracing::info!("system initialized and --init-only given: exiting");
+        return Ok(());
+    }
+    let mut binder = KubeIpvs0::new(runtime).context("opening rtnetlink")?;
+    let report = match IpvsClient::connect() {
+        Ok(admin) => {
+            let host = binder
+                .host_addresses()
+                .context("listing the host's addresses")?;
+            let mut syncer = Syncer::new(admin, binder, config);
+            let report = syncer.cleanup(&host)?;
+            binder = syncer.binder;
+            report
+        }
+        // Without ip_vs there are no virtual servers (kube-proxy skips
+        // IPVS then too); the rest may still be there.
+        Err(e) => {
+            tracing::info!(error = %e, "no IPVS in this kernel: no virtual servers to remove");
+            SyncReport::default()
+        }
+    };
+    binder.remove_device().context("removing kube-ipvs0")?;
+    // Rules before sets: the kernel keeps sets that rules reference.
+    let families = rvs_node::netfilter::kernel_families();
+    let nf_failures = rvs_node::netfilter::cleanup(cli.backend(), &families);
     tracing::info!(
         deleted = report.applied,
         failed = report.failed,
         netfilter_failures = nf_failures,
         "cleaned up"
     );
-    if report.failed + nf_failures > 0 {
+    if report.failed + report.address_failures + nf_failures > 0 {
         bail!(
-            "cleanup incomplete: {} IPVS deletions and {nf_failures} netfilter steps failed (see the log)",
-            report.failed
+            "cleanup incomplete: {} IPVS deletions, {} unbindings and {nf_failures} netfilter steps failed (see the log)",
+            report.failed,
+            report.address_failures
         );
     }
     Ok(())

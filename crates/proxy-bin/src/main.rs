@@ -10,6 +10,7 @@
 mod cli;
 mod config;
 mod dataplane;
+mod options;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -63,8 +64,8 @@ async fn watch_signals(stop: Arc<AtomicBool>) {
 fn run() -> anyhow::Result<()> {
     let (cli, ignored) = config::parse_args()?;
     init_logging(cli.verbosity);
-    for field in ignored {
-        tracing::warn!(%field, "--config: field accepted but not implemented by rvs-proxy");
+    for what in ignored {
+        tracing::warn!("{what}");
     }
     if cli.proxy_mode != "ipvs" {
         bail!(
@@ -73,6 +74,17 @@ fn run() -> anyhow::Result<()> {
         );
     }
     let config = cli.proxy_config()?;
+    if let Some(path) = &cli.write_config_to {
+        // As kube-proxy: everything checked first, then written, then exit.
+        cli.node_options()?;
+        cli.observe_options()?;
+        cli.timeouts()?;
+        let text = rvs_proxy::config_file::render(&config::to_file(&cli)?);
+        std::fs::write(path, text)
+            .with_context(|| format!("--write-config-to {}", path.display()))?;
+        tracing::info!(file = %path.display(), "wrote the configuration");
+        return Ok(());
+    }
     // One runtime for everything asynchronous: API watchers, metrics and
     // health servers, rtnetlink, signals. The sync loop runs on this
     // thread and blocks on it where it must.
@@ -87,6 +99,13 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    // Neither needs a source, as in kube-proxy (its --cleanup runs before
+    // it reads its kubeconfig).
+    if cli.cleanup || cli.init_only {
+        let result = dataplane::without_source(&cli, config, runtime.handle());
+        runtime.shutdown_timeout(DRAIN);
+        return result;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     runtime.spawn(watch_signals(Arc::clone(&stop)));
     let proxy_name = config.service_proxy_name.as_deref();

@@ -194,10 +194,40 @@ pub struct SliceInfo {
 pub struct NodeInfo {
     /// Node name.
     pub name: String,
-    /// InternalIP and ExternalIP addresses.
+    /// InternalIP addresses, then ExternalIP ones (the order kube-proxy's
+    /// `GetNodeHostIPs` picks primary addresses in).
     pub addresses: Vec<IpAddr>,
     /// `topology.kubernetes.io/zone`.
     pub zone: Option<String>,
+    /// `spec.podCIDRs` (or the older `spec.podCIDR`): this node's pod
+    /// ranges, for `--detect-local-mode=NodeCIDR`.
+    pub pod_cidrs: Vec<IpNet>,
+}
+
+impl NodeInfo {
+    /// The node's primary addresses, as kube-proxy's `GetNodeHostIPs`
+    /// finds them: the first address, then the first of the other
+    /// family, if any.
+    pub fn primary_ips(&self) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = self.addresses.first().copied().into_iter().collect();
+        if let Some(first) = out.first().copied()
+            && let Some(other) = self
+                .addresses
+                .iter()
+                .find(|a| a.is_ipv6() != first.is_ipv6())
+        {
+            out.push(*other);
+        }
+        out
+    }
+
+    /// The pod CIDR of one family (the first, as kube-proxy takes).
+    pub fn pod_cidr(&self, ipv6: bool) -> Option<IpNet> {
+        self.pod_cidrs
+            .iter()
+            .find(|c| c.addr().is_ipv6() == ipv6)
+            .copied()
+    }
 }
 
 /// Everything the proxy knows about the cluster.
@@ -523,16 +553,39 @@ pub fn node_info(node: &Node) -> Result<NodeInfo, ObjectError> {
         object: name.clone(),
     };
     let mut addresses = Vec::new();
-    for (i, a) in node
-        .status
-        .iter()
-        .flat_map(|s| s.addresses.iter().flatten())
-        .enumerate()
-    {
-        if matches!(a.type_.as_str(), "InternalIP" | "ExternalIP") {
-            addresses.push(ctx.ip(format!("status.addresses[{i}].address"), &a.address)?);
+    for kind in ["InternalIP", "ExternalIP"] {
+        for (i, a) in node
+            .status
+            .iter()
+            .flat_map(|s| s.addresses.iter().flatten())
+            .enumerate()
+        {
+            if a.type_ == kind {
+                addresses.push(ctx.ip(format!("status.addresses[{i}].address"), &a.address)?);
+            }
         }
     }
+    let spec = node.spec.as_ref();
+    let (field, texts): (&str, Vec<&String>) = match spec.and_then(|s| s.pod_cidrs.as_ref()) {
+        Some(list) if !list.is_empty() => ("spec.podCIDRs", list.iter().collect()),
+        _ => (
+            "spec.podCIDR",
+            spec.and_then(|s| s.pod_cidr.as_ref()).into_iter().collect(),
+        ),
+    };
+    let pod_cidrs = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let field = if field == "spec.podCIDRs" {
+                format!("{field}[{i}]")
+            } else {
+                field.to_owned()
+            };
+            text.parse::<IpNet>()
+                .map_err(|_| ctx.err(field, format!("{text:?} is not a CIDR")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let zone = node
         .metadata
         .labels
@@ -543,6 +596,7 @@ pub fn node_info(node: &Node) -> Result<NodeInfo, ObjectError> {
         name,
         addresses,
         zone,
+        pod_cidrs,
     })
 }
 
@@ -657,5 +711,45 @@ impl ClusterState {
             self.node = Some(node_info(node)?);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(yaml: &str) -> Result<NodeInfo, ObjectError> {
+        let node: Node = serde_saphyr::from_str(yaml).unwrap();
+        node_info(&node)
+    }
+
+    #[test]
+    fn nodes_keep_their_pod_cidrs_and_primary_addresses() {
+        let n = node(
+            "metadata: {name: a}
+spec: {podCIDR: 10.244.1.0/24, podCIDRs: [10.244.1.0/24, 'fd00:244:1::/64']}
+status:
+  addresses:
+  - {type: ExternalIP, address: 203.0.113.7}
+  - {type: Hostname, address: a}
+  - {type: InternalIP, address: 'fd00::7'}
+  - {type: InternalIP, address: 192.168.0.7}
+",
+        )
+        .unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            n.addresses,
+            [ip("fd00::7"), ip("192.168.0.7"), ip("203.0.113.7")]
+        );
+        assert_eq!(n.primary_ips(), [ip("fd00::7"), ip("192.168.0.7")]);
+        assert_eq!(n.pod_cidr(false), Some("10.244.1.0/24".parse().unwrap()));
+        assert_eq!(n.pod_cidr(true), Some("fd00:244:1::/64".parse().unwrap()));
+        // The older single field, when podCIDRs is not there.
+        let n = node("metadata: {name: a}\nspec: {podCIDR: 10.244.2.0/24}\n").unwrap();
+        assert_eq!(n.pod_cidrs, ["10.244.2.0/24".parse::<IpNet>().unwrap()]);
+        assert!(n.primary_ips().is_empty());
+        let e = node("metadata: {name: a}\nspec: {podCIDRs: [10.244.1.0]}\n").unwrap_err();
+        assert_eq!(e.field, "spec.podCIDRs[0]", "{e}");
     }
 }

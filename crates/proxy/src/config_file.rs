@@ -17,6 +17,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use rvs_model::Scheduler;
 use serde::Deserialize;
+
+use crate::config::NodePortAddress;
 use serde_json::Value;
 
 /// The only `apiVersion` accepted.
@@ -87,9 +89,9 @@ pub struct FileConfig {
     /// `clusterCIDR` (`--cluster-cidr`): one CIDR, or a comma-separated
     /// pair of one per family.
     pub cluster_cidrs: Option<Vec<IpNet>>,
-    /// `nodePortAddresses` (`--nodeport-addresses`), with the keywords
-    /// `all` and `localhost` expanded to their CIDRs.
-    pub nodeport_addresses: Option<Vec<IpNet>>,
+    /// `nodePortAddresses` (`--nodeport-addresses`): CIDRs and the
+    /// keywords `primary`, `localhost` and `all`.
+    pub nodeport_addresses: Option<Vec<NodePortAddress>>,
     /// `ipvs.scheduler` (`--ipvs-scheduler`).
     pub ipvs_scheduler: Option<Scheduler>,
     /// `ipvs.syncPeriod` (`--ipvs-sync-period`); 0 means the default.
@@ -107,7 +109,7 @@ pub struct FileConfig {
     /// `ipvs.udpTimeout` (`--ipvs-udp-timeout`).
     pub ipvs_udp_timeout: Option<Duration>,
     /// `detectLocalMode` (`--detect-local-mode`): `ClusterCIDR`,
-    /// `BridgeInterface` or `InterfaceNamePrefix`.
+    /// `NodeCIDR`, `BridgeInterface` or `InterfaceNamePrefix`.
     pub detect_local_mode: Option<String>,
     /// `detectLocal.bridgeInterface` (`--pod-bridge-interface`).
     pub pod_bridge_interface: Option<String>,
@@ -522,17 +524,15 @@ fn convert(raw: Raw) -> FieldResult<FileConfig> {
     out.detect_local_mode = match non_empty(raw.detect_local_mode) {
         None => None,
         Some(m)
-            if ["ClusterCIDR", "BridgeInterface", "InterfaceNamePrefix"].contains(&m.as_str()) =>
+            if [
+                "ClusterCIDR",
+                "NodeCIDR",
+                "BridgeInterface",
+                "InterfaceNamePrefix",
+            ]
+            .contains(&m.as_str()) =>
         {
             Some(m)
-        }
-        // kube-proxy takes the pod CIDR from the Node object; rvs-proxy
-        // would silently masquerade differently, so say so instead.
-        Some(m) if m == "NodeCIDR" => {
-            return bad(
-                "detectLocalMode",
-                "\"NodeCIDR\" is not supported by rvs-proxy; use ClusterCIDR with clusterCIDR, BridgeInterface or InterfaceNamePrefix",
-            );
         }
         Some(m) => {
             return bad(
@@ -585,24 +585,12 @@ fn convert(raw: Raw) -> FieldResult<FileConfig> {
         None => None,
         Some(list) if list.is_empty() => None,
         Some(list) => {
-            let mut cidrs = Vec::new();
-            for (i, entry) in list.iter().enumerate() {
-                let field = format!("nodePortAddresses[{i}]");
-                match entry.trim() {
-                    "all" => cidrs.extend(["0.0.0.0/0", "::/0"].map(|c| cidr(&field, c))),
-                    "localhost" => {
-                        cidrs.extend(["127.0.0.0/8", "::1/128"].map(|c| cidr(&field, c)))
-                    }
-                    "primary" => {
-                        return bad(
-                            &field,
-                            "\"primary\" is not supported by rvs-proxy; list the node's CIDRs",
-                        );
-                    }
-                    other => cidrs.push(cidr(&field, other)),
-                }
-            }
-            Some(cidrs.into_iter().collect::<FieldResult<Vec<_>>>()?)
+            let entries = list.iter().enumerate().map(|(i, entry)| {
+                entry
+                    .parse::<NodePortAddress>()
+                    .map_err(|e| (format!("nodePortAddresses[{i}]"), e.to_string()))
+            });
+            Some(entries.collect::<FieldResult<Vec<_>>>()?)
         }
     };
 
@@ -630,6 +618,174 @@ fn convert(raw: Raw) -> FieldResult<FileConfig> {
         ignored,
     );
     Ok(out)
+}
+
+/// Writes `config` as a `KubeProxyConfiguration` (what
+/// `--write-config-to` writes): the settings it holds, each under its
+/// field, keys sorted as kube-proxy writes them; [`parse`] reads it back
+/// to the same settings.
+pub fn render(config: &FileConfig) -> String {
+    use serde_json::{Map, json};
+    let mut root = Map::new();
+    let mut put = |path: &str, value: Option<Value>| {
+        let Some(value) = value else { return };
+        let mut map = &mut root;
+        let mut keys = path.split('.').peekable();
+        while let Some(key) = keys.next() {
+            if keys.peek().is_none() {
+                map.insert(key.to_owned(), value);
+                return;
+            }
+            let entry = map.entry(key).or_insert_with(|| Value::Object(Map::new()));
+            let Value::Object(next) = entry else { return };
+            map = next;
+        }
+    };
+    let text = |v: &dyn ToString| json!(v.to_string());
+    let list = |v: &[IpNet]| json!(v.iter().map(ToString::to_string).collect::<Vec<_>>());
+    let dur = |d: &Duration| json!(format_go_duration(*d));
+    put("apiVersion", Some(json!(API_VERSION)));
+    put("kind", Some(json!(KIND)));
+    put(
+        "hostnameOverride",
+        config.hostname_override.as_ref().map(|v| text(v)),
+    );
+    put("bindAddress", config.bind_address.as_ref().map(|v| text(v)));
+    put(
+        "healthzBindAddress",
+        config.healthz_bind_address.as_ref().map(|v| text(v)),
+    );
+    put(
+        "metricsBindAddress",
+        config.metrics_bind_address.as_ref().map(|v| text(v)),
+    );
+    put(
+        "bindAddressHardFail",
+        config.bind_address_hard_fail.map(|v| json!(v)),
+    );
+    put("mode", config.mode.as_ref().map(|v| text(v)));
+    put(
+        "clientConnection.kubeconfig",
+        config.kubeconfig.as_ref().map(|p| text(&p.display())),
+    );
+    put(
+        "clusterCIDR",
+        config.cluster_cidrs.as_ref().map(|v| {
+            json!(
+                v.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        }),
+    );
+    put(
+        "nodePortAddresses",
+        config
+            .nodeport_addresses
+            .as_ref()
+            .map(|v| json!(v.iter().map(ToString::to_string).collect::<Vec<_>>())),
+    );
+    put(
+        "ipvs.scheduler",
+        config.ipvs_scheduler.as_ref().map(|v| text(v)),
+    );
+    put("ipvs.syncPeriod", config.ipvs_sync_period.as_ref().map(dur));
+    put(
+        "ipvs.minSyncPeriod",
+        config.ipvs_min_sync_period.as_ref().map(dur),
+    );
+    put(
+        "ipvs.excludeCIDRs",
+        config.ipvs_exclude_cidrs.as_deref().map(list),
+    );
+    put("ipvs.strictARP", config.ipvs_strict_arp.map(|v| json!(v)));
+    put("ipvs.tcpTimeout", config.ipvs_tcp_timeout.as_ref().map(dur));
+    put(
+        "ipvs.tcpFinTimeout",
+        config.ipvs_tcpfin_timeout.as_ref().map(dur),
+    );
+    put("ipvs.udpTimeout", config.ipvs_udp_timeout.as_ref().map(dur));
+    put(
+        "detectLocalMode",
+        config.detect_local_mode.as_ref().map(|v| text(v)),
+    );
+    put(
+        "detectLocal.bridgeInterface",
+        config.pod_bridge_interface.as_ref().map(|v| text(v)),
+    );
+    put(
+        "detectLocal.interfaceNamePrefix",
+        config.pod_interface_name_prefix.as_ref().map(|v| text(v)),
+    );
+    put(
+        "iptables.masqueradeAll",
+        config.masquerade_all.map(|v| json!(v)),
+    );
+    put(
+        "iptables.masqueradeBit",
+        config.masquerade_bit.map(|v| json!(v)),
+    );
+    put("logging.verbosity", config.verbosity.map(|v| json!(v)));
+    let mut out = String::new();
+    emit_yaml(&Value::Object(root), 0, &mut out);
+    out
+}
+
+/// Block-style YAML of a JSON value: mappings and lists on their own
+/// lines, scalars as JSON (which YAML reads as they are).
+fn emit_yaml(value: &Value, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match v {
+                    Value::Object(m) if !m.is_empty() => {
+                        out.push_str(&format!("{pad}{key}:\n"));
+                        emit_yaml(v, indent + 2, out);
+                    }
+                    Value::Array(a) if !a.is_empty() => {
+                        out.push_str(&format!("{pad}{key}:\n"));
+                        for item in a {
+                            out.push_str(&format!("{pad}- {item}\n"));
+                        }
+                    }
+                    scalar => out.push_str(&format!("{pad}{key}: {scalar}\n")),
+                }
+            }
+        }
+        scalar => out.push_str(&format!("{pad}{scalar}\n")),
+    }
+}
+
+/// Formats a duration as Go's `time.Duration.String` does: `1h0m0s`,
+/// `1m30s`, `30s`, `1.5s`, `500ms`, `0s`.
+pub fn format_go_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".to_owned();
+    }
+    if d < Duration::from_secs(1) {
+        let nanos = d.as_nanos();
+        return match nanos {
+            n if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
+            n if n % 1_000 == 0 => format!("{}µs", n / 1_000),
+            n => format!("{n}ns"),
+        };
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let frac = d.subsec_nanos();
+    let s = if frac == 0 {
+        format!("{s}s")
+    } else {
+        let digits = format!("{frac:09}");
+        format!("{s}.{}s", digits.trim_end_matches('0'))
+    };
+    match (h, m) {
+        (0, 0) => s,
+        (0, m) => format!("{m}m{s}"),
+        (h, m) => format!("{h}h{m}m{s}"),
+    }
 }
 
 /// Parses a Go duration (`time.ParseDuration`): `300ms`, `1.5h`, `1m30s`,
@@ -836,13 +992,19 @@ winkernel:
             ("clusterCIDR: 10.244.0.0/16,fd00:10:244::/56", |c| {
                 c.cluster_cidrs == Some(vec![net("10.244.0.0/16"), net("fd00:10:244::/56")])
             }),
-            ("nodePortAddresses: [192.168.0.0/24, localhost]", |c| {
-                c.nodeport_addresses
-                    == Some(vec![
-                        net("192.168.0.0/24"),
-                        net("127.0.0.0/8"),
-                        net("::1/128"),
-                    ])
+            (
+                "nodePortAddresses: [192.168.0.0/24, localhost, primary]",
+                |c| {
+                    c.nodeport_addresses
+                        == Some(vec![
+                            NodePortAddress::Cidr(net("192.168.0.0/24")),
+                            NodePortAddress::Localhost,
+                            NodePortAddress::Primary,
+                        ])
+                },
+            ),
+            ("detectLocalMode: NodeCIDR", |c| {
+                c.detect_local_mode.as_deref() == Some("NodeCIDR")
             }),
             ("nodePortAddresses: []", |c| c.nodeport_addresses.is_none()),
             ("ipvs: {excludeCIDRs: [10.0.0.0/8]}", |c| {
@@ -982,17 +1144,12 @@ winkernel:
             ),
             ("clusterCIDR: 10.0.0.0", "clusterCIDR", "not a CIDR"),
             (
-                "nodePortAddresses: [primary]",
-                "nodePortAddresses[0]",
-                "primary",
+                "nodePortAddresses: [primary, 10.0.0.1]",
+                "nodePortAddresses[1]",
+                "not a CIDR",
             ),
             ("oomScoreAdj: -2000", "oomScoreAdj", "[-1000, 1000]"),
             ("detectLocalMode: Magic", "detectLocalMode", "not one of"),
-            (
-                "detectLocalMode: NodeCIDR",
-                "detectLocalMode",
-                "not supported",
-            ),
             (
                 "detectLocalMode: BridgeInterface",
                 "detectLocal.bridgeInterface",
@@ -1080,6 +1237,50 @@ winkernel:
         }
         for text in ["", "30", "s", "5 minutes", "1d", "1.2.3s"] {
             assert!(parse_go_duration(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn rendered_configs_read_back_to_the_same_settings() {
+        for yaml in [
+            KUBEADM,
+            include_str!("../../../deploy/kubernetes/config.conf"),
+        ] {
+            let config = parse(yaml, "in").unwrap();
+            let text = render(&config);
+            let again = parse(&text, "out").unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(again, config, "{text}");
+        }
+        let config = parse(
+            &format!(
+                "{HEAD}nodePortAddresses: [primary, 10.0.0.0/8]\ndetectLocalMode: NodeCIDR\n\
+                 ipvs: {{syncPeriod: 1m30s, excludeCIDRs: [10.1.0.0/16]}}\n"
+            ),
+            "in",
+        )
+        .unwrap();
+        let text = render(&config);
+        assert!(
+            text.contains("ipvs:\n  excludeCIDRs:\n  - \"10.1.0.0/16\"\n"),
+            "{text}"
+        );
+        assert!(text.contains("  syncPeriod: \"1m30s\"\n"), "{text}");
+        assert_eq!(parse(&text, "out").unwrap(), config);
+    }
+
+    #[test]
+    fn go_duration_strings() {
+        for (d, want) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(3600), "1h0m0s"),
+            (Duration::from_secs(86400), "24h0m0s"),
+        ] {
+            assert_eq!(format_go_duration(d), want);
+            assert_eq!(parse_go_duration(want), Ok(d));
         }
     }
 

@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use rvs_model::{Destination, Protocol, Service, ServiceKey};
 
 use crate::cluster::{ClusterState, EndpointInfo, ObjectName, ServicePort, SliceInfo};
-use crate::config::ProxyConfig;
+use crate::config::{ProxyConfig, node_port_ips};
 
 /// Which kind of address a virtual server listens on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,15 +75,7 @@ pub fn desired_for(
 ) -> Desired {
     let wanted = |name: &ObjectName| only.is_none_or(|set| set.contains(name));
     let mut desired = Desired::default();
-    let node_addresses: Vec<IpAddr> = cluster
-        .node
-        .iter()
-        .flat_map(|n| n.addresses.iter().copied())
-        .filter(|a| {
-            config.nodeport_addresses.is_empty()
-                || config.nodeport_addresses.iter().any(|net| net.contains(a))
-        })
-        .collect();
+    let node_addresses = node_port_ips(cluster.node.as_ref(), config);
     let mut slices_by_service: BTreeMap<&ObjectName, Vec<&SliceInfo>> = BTreeMap::new();
     for slice in cluster.slices.values().filter(|s| wanted(&s.service)) {
         slices_by_service

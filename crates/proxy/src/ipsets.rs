@@ -40,7 +40,7 @@ use ipnet::IpNet;
 use rvs_model::Protocol;
 
 use crate::cluster::{ClusterState, ObjectName, ServiceInfo, SliceInfo};
-use crate::config::ProxyConfig;
+use crate::config::{ProxyConfig, node_port_ips};
 
 /// An IP family (kube-proxy runs one proxier per family).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -386,14 +386,9 @@ impl FamilyContext {
             .flat_map(|n| n.addresses.iter().copied())
             .filter(|a| family.has(a))
             .collect();
-        let node_port_ips = node_addrs
-            .iter()
-            .copied()
-            .filter(|a| {
-                config.nodeport_addresses.is_empty()
-                    || config.nodeport_addresses.iter().any(|n| n.contains(a))
-            })
-            .filter(|a| !a.is_loopback())
+        let node_port_ips = node_port_ips(node, config)
+            .into_iter()
+            .filter(|a| family.has(a) && !a.is_loopback())
             .collect();
         FamilyContext {
             family,
@@ -662,7 +657,7 @@ mod tests {
             node: Some(NodeInfo {
                 name: "node-a".into(),
                 addresses: node.iter().map(|s| ip(s)).collect(),
-                zone: None,
+                ..NodeInfo::default()
             }),
         }
     }

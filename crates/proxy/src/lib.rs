@@ -17,6 +17,8 @@
 //!   [`rvs_model::admin::Admin`] surface and an address binder.
 //! * [`schedule`]: when to sync, in full or in part, re-check draining
 //!   real servers, read counters and back off — a sans-IO state machine.
+//! * [`flags`]: kube-proxy's command line, flag by flag, and the pass
+//!   that reads it as kube-proxy does.
 //! * [`run`]: the loop carrying out the schedule against a source, a
 //!   syncer, the rest of the node ([`run::NodeSide`]) and the observers
 //!   ([`observe`]: kube-proxy's metrics and health servers).
@@ -25,6 +27,7 @@ pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod desired;
+pub mod flags;
 pub mod ipsets;
 pub mod observe;
 pub mod reconcile;

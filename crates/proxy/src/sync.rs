@@ -19,6 +19,32 @@ use crate::config::ProxyConfig;
 use crate::desired::{Desired, desired_for, desired_state};
 use crate::reconcile::{Observed, Ownership, Plan, plan, simulate};
 
+/// kube-proxy's default `--service-node-port-range` (an API server
+/// flag; kube-proxy has none): the ports `--cleanup` takes for node
+/// ports on the host's own addresses.
+pub const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// Whether `--cleanup` removes the virtual server `key` without a
+/// cluster view: its address is bound to the binder's device
+/// (`kube-ipvs0`), or it is one of the host's own addresses (`host`:
+/// its interfaces' addresses) at a port in [`NODE_PORT_RANGE`]; and it
+/// is not in `--ipvs-exclude-cidrs`. Firewall-mark services never are.
+pub fn cleanup_owns(
+    key: &ServiceKey,
+    bound: &BTreeSet<IpAddr>,
+    host: &BTreeSet<IpAddr>,
+    exclude: &[ipnet::IpNet],
+) -> bool {
+    match key {
+        ServiceKey::Addr { addr, .. } => {
+            let ip = addr.ip();
+            (bound.contains(&ip) || (host.contains(&ip) && NODE_PORT_RANGE.contains(&addr.port())))
+                && !exclude.iter().any(|net| net.contains(&ip))
+        }
+        ServiceKey::Fwmark { .. } => false,
+    }
+}
+
 /// Binds virtual addresses to the node so traffic to them reaches the
 /// dataplane (for the kernel: addresses on the `kube-ipvs0` dummy device).
 pub trait AddressBinder {
@@ -488,15 +514,46 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
         applied
     }
 
-    /// `--cleanup`: deletes the virtual servers on addresses the proxy
-    /// owns (bound addresses and this node's node-port addresses), and
-    /// unbinds its addresses. Nothing else is touched.
-    pub fn cleanup(&mut self, cluster: &ClusterState) -> Result<SyncReport, SyncError> {
-        self.sync(&ClusterState {
-            services: Default::default(),
-            slices: Default::default(),
-            node: cluster.node.clone(),
-        })
+    /// `--cleanup`, without a cluster view: deletes the virtual servers
+    /// the proxy owns, found from the node alone, and unbinds every
+    /// address bound (see [`cleanup_owns`]). Nothing else is touched.
+    pub fn cleanup(&mut self, host: &BTreeSet<IpAddr>) -> Result<SyncReport, SyncError> {
+        let started = Instant::now();
+        self.cache = None;
+        let observed = observe(&mut self.admin).map_err(SyncError::Read)?;
+        let bound = self.binder.bound().map_err(SyncError::Bind)?;
+        let exclude = &self.config.exclude_cidrs;
+        let owned: Vec<Observed> = observed
+            .into_iter()
+            .filter(|o| cleanup_owns(&o.status.service.key, &bound, host, exclude))
+            .collect();
+        let ownership = Ownership {
+            addresses: owned
+                .iter()
+                .filter_map(|o| match o.status.service.key {
+                    ServiceKey::Addr { addr, .. } => Some(addr.ip()),
+                    ServiceKey::Fwmark { .. } => None,
+                })
+                .collect(),
+            exclude: exclude.clone(),
+        };
+        let plan = plan(&owned, &Desired::default(), &ownership);
+        let unbind: Vec<IpAddr> = bound
+            .iter()
+            .filter(|a| !self.excluded(a))
+            .copied()
+            .collect();
+        let mut report = SyncReport::default();
+        let mut bound_now = bound;
+        self.execute(
+            &plan,
+            &BTreeSet::new(),
+            &mut bound_now,
+            &unbind,
+            &mut report,
+        );
+        report.elapsed = started.elapsed();
+        Ok(report)
     }
 }
 

@@ -39,7 +39,7 @@ fn cluster(spec: &[Spec]) -> ClusterState {
                 "192.168.1.10".parse().unwrap(),
                 "fd00:1::10".parse().unwrap(),
             ],
-            zone: None,
+            ..NodeInfo::default()
         }),
         ..ClusterState::default()
     };

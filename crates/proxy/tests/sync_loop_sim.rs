@@ -234,7 +234,7 @@ fn cluster(endpoints: &[u8], extra: u8) -> ClusterState {
         node: Some(NodeInfo {
             name: "node-a".into(),
             addresses: vec!["192.168.1.10".parse().unwrap()],
-            zone: None,
+            ..NodeInfo::default()
         }),
         ..ClusterState::default()
     };

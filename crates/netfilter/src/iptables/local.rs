@@ -14,6 +14,9 @@ pub enum DetectLocalMode {
     /// Pods are in `--cluster-cidr` (no detection when it is unset).
     #[default]
     ClusterCidr,
+    /// Pods are in this node's `spec.podCIDRs`, known only at sync time
+    /// ([`LocalDetect::NodeCidr`], then [`LocalDetect::resolve`]).
+    NodeCidr,
     /// Pods attach to the bridge `--pod-bridge-interface`.
     BridgeInterface,
     /// Pod interfaces start with `--pod-interface-name-prefix`.
@@ -22,8 +25,9 @@ pub enum DetectLocalMode {
 
 impl DetectLocalMode {
     /// Every mode, by kube-proxy's name.
-    pub const ALL: [(DetectLocalMode, &'static str); 3] = [
+    pub const ALL: [(DetectLocalMode, &'static str); 4] = [
         (DetectLocalMode::ClusterCidr, "ClusterCIDR"),
+        (DetectLocalMode::NodeCidr, "NodeCIDR"),
         (DetectLocalMode::BridgeInterface, "BridgeInterface"),
         (DetectLocalMode::InterfaceNamePrefix, "InterfaceNamePrefix"),
     ];
@@ -44,7 +48,7 @@ impl fmt::Display for DetectLocalMode {
 pub enum LocalDetectError {
     /// Not a mode rvs knows.
     #[error(
-        "--detect-local-mode: {0:?} is not one of ClusterCIDR, BridgeInterface, InterfaceNamePrefix"
+        "--detect-local-mode: {0:?} is not one of ClusterCIDR, NodeCIDR, BridgeInterface, InterfaceNamePrefix"
     )]
     UnknownMode(String),
     /// Two CIDRs of one family.
@@ -76,6 +80,8 @@ impl LocalDetect {
     /// The detection of IPv4 and IPv6 for `mode` and its flags
     /// (`--cluster-cidr`, `--pod-bridge-interface`,
     /// `--pod-interface-name-prefix`; empty names count as missing).
+    /// `NodeCIDR` gives [`LocalDetect::NodeCidr`] for both, to be
+    /// [resolved](LocalDetect::resolve) at each sync.
     pub fn per_family(
         mode: DetectLocalMode,
         cluster_cidrs: &[IpNet],
@@ -98,6 +104,7 @@ impl LocalDetect {
                 }
                 Ok(out)
             }
+            DetectLocalMode::NodeCidr => Ok([LocalDetect::NodeCidr, LocalDetect::NodeCidr]),
             DetectLocalMode::BridgeInterface => {
                 let d = LocalDetect::BridgeInterface(named(bridge, "pod-bridge-interface")?);
                 Ok([d.clone(), d])
@@ -107,6 +114,22 @@ impl LocalDetect {
                     LocalDetect::InterfaceNamePrefix(named(prefix, "pod-interface-name-prefix")?);
                 Ok([d.clone(), d])
             }
+        }
+    }
+}
+
+impl LocalDetect {
+    /// The detection to render, given this node's pod CIDRs: a
+    /// [`LocalDetect::NodeCidr`] becomes the first pod CIDR of `ipv6`'s
+    /// family, or no detection when the node has none of it (kube-proxy's
+    /// no-op detector); anything else stays as it is.
+    pub fn resolve(&self, pod_cidrs: &[IpNet], ipv6: bool) -> LocalDetect {
+        match self {
+            LocalDetect::NodeCidr => pod_cidrs
+                .iter()
+                .find(|c| c.addr().is_ipv6() == ipv6)
+                .map_or(LocalDetect::None, |c| LocalDetect::Cidr(*c)),
+            other => other.clone(),
         }
     }
 }
@@ -153,5 +176,19 @@ mod tests {
         );
         let prefix = DetectLocalMode::InterfaceNamePrefix;
         assert!(LocalDetect::per_family(prefix, &[], None, None).is_err());
+    }
+
+    #[test]
+    fn node_cidr_is_resolved_per_family_at_sync_time() {
+        let [v4d, v6d] =
+            LocalDetect::per_family(DetectLocalMode::NodeCidr, &[], None, None).unwrap();
+        assert_eq!(v4d, LocalDetect::NodeCidr);
+        let v4: IpNet = "10.244.1.0/24".parse().unwrap();
+        let v6: IpNet = "fd00:244:1::/64".parse().unwrap();
+        assert_eq!(v4d.resolve(&[v6, v4], false), LocalDetect::Cidr(v4));
+        assert_eq!(v6d.resolve(&[v6, v4], true), LocalDetect::Cidr(v6));
+        assert_eq!(v6d.resolve(&[v4], true), LocalDetect::None);
+        let bridge = LocalDetect::BridgeInterface("cbr0".into());
+        assert_eq!(bridge.resolve(&[v4], false), bridge);
     }
 }

@@ -144,6 +144,10 @@ pub enum LocalDetect {
     /// `ClusterCIDR` / `NodeCIDR`: local traffic comes from this CIDR
     /// (one per family).
     Cidr(IpNet),
+    /// `NodeCIDR` before the node's pod CIDR is known: not renderable;
+    /// [`LocalDetect::resolve`] turns it into [`LocalDetect::Cidr`] (or
+    /// [`LocalDetect::None`]) at each sync.
+    NodeCidr,
     /// `BridgeInterface`: local traffic enters from this bridge.
     BridgeInterface(String),
     /// `InterfaceNamePrefix`: local traffic enters from interfaces with
@@ -155,7 +159,7 @@ impl LocalDetect {
     /// The match for "not local" traffic.
     fn if_not_local(&self) -> Option<String> {
         match self {
-            LocalDetect::None => None,
+            LocalDetect::None | LocalDetect::NodeCidr => None,
             LocalDetect::Cidr(net) => Some(format!("! -s {net}")),
             LocalDetect::BridgeInterface(i) => Some(format!("! -i {i}")),
             LocalDetect::InterfaceNamePrefix(p) => Some(format!("! -i {p}+")),
@@ -397,6 +401,12 @@ pub fn render_input(sets: &RulesInput, cfg: &RulesConfig) -> Result<RuleSet, Ipt
         return Err(IptablesError::Config {
             field: "local_detect",
             reason: format!("cluster CIDR {net} is not {}", sets.family.name()),
+        });
+    }
+    if cfg.local_detect == LocalDetect::NodeCidr {
+        return Err(IptablesError::Config {
+            field: "local_detect",
+            reason: "NodeCIDR must be resolved to the node's pod CIDR first".into(),
         });
     }
     if let LocalDetect::BridgeInterface(name) | LocalDetect::InterfaceNamePrefix(name) =

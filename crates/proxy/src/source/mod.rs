@@ -138,16 +138,36 @@ impl Source {
     /// The first complete view, waiting up to `timeout` for it (the API
     /// source needs its initial lists); `None` when it did not come.
     pub fn first_view(&mut self, timeout: Duration) -> Result<Option<ClusterState>, SourceError> {
+        self.wait_for(timeout, |_| true)
+    }
+
+    /// The first complete view for which `ready` holds, waiting up to
+    /// `timeout` (say, for this node's pod CIDR, as kube-proxy does with
+    /// `--detect-local-mode=NodeCIDR`); `None` when none came.
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        ready: impl Fn(&ClusterState) -> bool,
+    ) -> Result<Option<ClusterState>, SourceError> {
         let deadline = std::time::Instant::now() + timeout;
+        // Read again on a change, or every second (not on every wake-up:
+        // each read of an incomplete view logs what it misses).
+        let mut last_load = None::<std::time::Instant>;
+        let mut changed = true;
         loop {
-            if let Some((cluster, _)) = self.load()? {
-                return Ok(Some(cluster.clone()));
+            if changed || last_load.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                last_load = Some(std::time::Instant::now());
+                if let Some((cluster, _)) = self.load()?
+                    && ready(cluster)
+                {
+                    return Ok(Some(cluster.clone()));
+                }
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return Ok(None);
             }
-            self.wait_change(left.min(Duration::from_millis(200)));
+            changed = self.wait_change(left.min(Duration::from_millis(200)));
         }
     }
 }

@@ -1,0 +1,117 @@
+//! The option structs of each part, built from the command line: the
+//! settings go where they are used, never as `&Cli`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use rvs_model::Timeouts;
+use rvs_netfilter::iptables::{Backend, LocalDetect, RulesConfig};
+use rvs_node::{NetfilterOptions, NodeOptions};
+use rvs_observe::{ServeOptions, parse_bind_address};
+use rvs_proxy::ProxyConfig;
+use rvs_proxy::observe::ObserveOptions;
+use rvs_proxy::run::RunOptions;
+
+use crate::cli::{Cli, IptablesBackend};
+
+impl Cli {
+    /// The settings that shape desired state.
+    pub(crate) fn proxy_config(&self) -> anyhow::Result<ProxyConfig> {
+        let node_name = self.hostname_override.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default()
+        });
+        Ok(ProxyConfig {
+            node_name,
+            scheduler: self
+                .ipvs_scheduler
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--ipvs-scheduler: {e}"))?,
+            exclude_cidrs: self.ipvs_exclude_cidrs.clone(),
+            nodeport_addresses: self.nodeport_addresses.clone(),
+            bind_address: self.bind_address,
+            service_proxy_name: self.service_proxy_name.clone(),
+            sync_period: self.ipvs_sync_period,
+            min_sync_period: self.ipvs_min_sync_period,
+        })
+    }
+
+    /// How the sync loop runs.
+    pub(crate) fn run_options(&self) -> RunOptions {
+        let mut options = RunOptions {
+            once: self.once,
+            ..RunOptions::default()
+        };
+        options.schedule.min_period = self.ipvs_min_sync_period;
+        options.schedule.full_period = self.ipvs_sync_period;
+        options
+    }
+
+    /// The metrics and health servers.
+    pub(crate) fn observe_options(&self) -> anyhow::Result<ObserveOptions> {
+        Ok(ObserveOptions {
+            serve: ServeOptions {
+                metrics_addr: parse_bind_address(&self.metrics_bind_address, 10249)
+                    .context("--metrics-bind-address")?,
+                healthz_addr: parse_bind_address(&self.healthz_bind_address, 10256)
+                    .context("--healthz-bind-address")?,
+                proxy_mode: "ipvs".into(),
+                bind_hard_fail: self.bind_address_hard_fail,
+                ..ServeOptions::default()
+            },
+            sync_period: self.ipvs_sync_period,
+            families: rvs_node::netfilter::kernel_families(),
+        })
+    }
+
+    /// The kernel dataplane's sets, rules and sysctls.
+    pub(crate) fn node_options(&self) -> anyhow::Result<NodeOptions> {
+        Ok(NodeOptions {
+            netfilter: NetfilterOptions {
+                maxelem: self.ipset_maxelem,
+                rules: RulesConfig {
+                    masquerade_all: self.masquerade_all,
+                    masquerade_bit: self.iptables_masquerade_bit,
+                    ..RulesConfig::default()
+                },
+                local_detect: LocalDetect::per_family(
+                    self.detect_local_mode,
+                    &self.cluster_cidr,
+                    self.pod_bridge_interface.as_deref(),
+                    self.pod_interface_name_prefix.as_deref(),
+                )?,
+                families: rvs_node::netfilter::kernel_families(),
+            },
+            backend: self.backend(),
+            strict_arp: self.ipvs_strict_arp,
+            sysctl_root: PathBuf::from("/proc/sys"),
+        })
+    }
+
+    /// The IPVS timeouts to set at start, as `ipvsadm --set` takes them
+    /// (whole seconds; 0 leaves a value unchanged), or `None` when all
+    /// three flags are unset, as kube-proxy skips the call then.
+    pub(crate) fn timeouts(&self) -> anyhow::Result<Option<Timeouts>> {
+        let secs = |flag: &str, d: Duration| -> anyhow::Result<u32> {
+            u32::try_from(d.as_secs())
+                .map_err(|_| anyhow::anyhow!("--{flag}: {} s is too long", d.as_secs()))
+        };
+        let t = Timeouts {
+            tcp: secs("ipvs-tcp-timeout", self.ipvs_tcp_timeout)?,
+            tcp_fin: secs("ipvs-tcpfin-timeout", self.ipvs_tcpfin_timeout)?,
+            udp: secs("ipvs-udp-timeout", self.ipvs_udp_timeout)?,
+        };
+        Ok((t != Timeouts::default()).then_some(t))
+    }
+
+    /// The iptables backend.
+    pub(crate) fn backend(&self) -> Backend {
+        match self.iptables_backend {
+            IptablesBackend::System => Backend::System,
+            IptablesBackend::Legacy => Backend::Legacy,
+            IptablesBackend::Nft => Backend::Nft,
+        }
+    }
+}
