@@ -32,8 +32,17 @@ fn init_logging(verbosity: u8) {
         2 | 3 => "debug",
         _ => "trace",
     };
+    // kube's client logs an error for every failed connection attempt and
+    // dumps 403s; the API source logs each such failure once, classified
+    // (what to fix, that the last view is kept), so below -v=4 kube's own
+    // lines are left out. RUST_LOG overrides all of it.
+    let default = if verbosity >= 4 {
+        level.to_owned()
+    } else {
+        format!("{level},kube_client=off,kube_runtime=off")
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -202,6 +202,10 @@ pub struct NodeInfo {
     /// `spec.podCIDRs` (or the older `spec.podCIDR`): this node's pod
     /// ranges, for `--detect-local-mode=NodeCIDR`.
     pub pod_cidrs: Vec<IpNet>,
+    /// The Node is going away: it has a deletion timestamp or the cluster
+    /// autoscaler's `ToBeDeletedByClusterAutoscaler` taint. kube-proxy's
+    /// `/healthz` then fails, so load balancers drain the node.
+    pub deleting: bool,
 }
 
 impl NodeInfo {
@@ -592,11 +596,17 @@ pub fn node_info(node: &Node) -> Result<NodeInfo, ObjectError> {
         .as_ref()
         .and_then(|l| l.get(ZONE_LABEL))
         .cloned();
+    let taints = spec.and_then(|s| s.taints.as_ref()).into_iter().flatten();
+    let deleting = !rvs_observe::HealthState::node_eligible_from(
+        node.metadata.deletion_timestamp.is_some(),
+        taints.map(|t| t.key.as_str()),
+    );
     Ok(NodeInfo {
         name,
         addresses,
         zone,
         pod_cidrs,
+        deleting,
     })
 }
 
@@ -721,6 +731,20 @@ mod tests {
     fn node(yaml: &str) -> Result<NodeInfo, ObjectError> {
         let node: Node = serde_saphyr::from_str(yaml).unwrap();
         node_info(&node)
+    }
+
+    #[test]
+    fn a_node_being_deleted_or_drained_by_the_autoscaler_is_going_away() {
+        assert!(!node("metadata: {name: a}\n").unwrap().deleting);
+        let tainted = "metadata: {name: a}
+spec:
+  taints:
+  - {key: example.com/other, effect: NoSchedule}
+  - {key: ToBeDeletedByClusterAutoscaler, value: '1700000000', effect: NoSchedule}
+";
+        assert!(node(tainted).unwrap().deleting);
+        let deleted = "metadata: {name: a, deletionTimestamp: '2026-12-05T00:00:00Z'}\n";
+        assert!(node(deleted).unwrap().deleting);
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub const METRICS_PORT: u16 = 10249;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigFileError {
     /// The file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -328,7 +328,7 @@ fn duration(field: &str, text: Option<String>) -> FieldResult<Option<Duration>> 
     }
     parse_go_duration(&text)
         .map(Some)
-        .map_err(|e| (field.to_owned(), e))
+        .map_err(|e| (field.to_owned(), e.to_string()))
 }
 
 fn cidr(field: &str, text: &str) -> FieldResult<IpNet> {
@@ -788,10 +788,20 @@ pub fn format_go_duration(d: Duration) -> String {
     }
 }
 
+/// A text that is not a Go duration.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a duration such as 30s, 500ms or 1m30s")]
+pub struct BadDuration {
+    /// What was given.
+    pub text: String,
+}
+
 /// Parses a Go duration (`time.ParseDuration`): `300ms`, `1.5h`, `1m30s`,
 /// `0`; units `ns`, `us` (`µs`), `ms`, `s`, `m`, `h`.
-pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration such as 30s, 500ms or 1m30s");
+pub fn parse_go_duration(text: &str) -> Result<Duration, BadDuration> {
+    let bad = || BadDuration {
+        text: text.to_owned(),
+    };
     let rest = text.strip_prefix('+').unwrap_or(text);
     if rest == "0" {
         return Ok(Duration::ZERO);

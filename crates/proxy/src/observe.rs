@@ -135,6 +135,11 @@ impl SyncObserver for Observer {
             }
         }
         if let Some(cluster) = cluster {
+            // kube-proxy's SyncNode: a Node going away fails /healthz
+            // (not /livez); an unknown Node leaves it as it was.
+            if let Some(node) = &cluster.node {
+                self.health.set_node_eligible(!node.deleting);
+            }
             local_policies(&self.metrics, &mut self.health_checks, cluster);
         }
     }
