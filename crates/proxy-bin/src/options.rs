@@ -15,14 +15,34 @@ use rvs_proxy::run::RunOptions;
 
 use crate::cli::{Cli, IptablesBackend};
 
+/// This node's name as kube-proxy's `nodeutil.GetHostname` makes it:
+/// `--hostname-override`, or (when that is unset or empty) the host
+/// name, trimmed of white space and lower-cased; empty is an error.
+/// Node names are lower-case DNS names, so an upper-case host name
+/// still finds its Node.
+pub(crate) fn node_name(
+    hostname_override: Option<&str>,
+    hostname: impl FnOnce() -> std::io::Result<String>,
+) -> anyhow::Result<String> {
+    let raw = match hostname_override.filter(|h| !h.is_empty()) {
+        Some(name) => name.to_owned(),
+        None => hostname().context("couldn't determine hostname (/proc/sys/kernel/hostname)")?,
+    };
+    let name = raw.trim();
+    if name.is_empty() {
+        anyhow::bail!(
+            "--hostname-override or the host name: empty hostname is invalid (set --hostname-override)"
+        );
+    }
+    Ok(name.to_lowercase())
+}
+
 impl Cli {
     /// The settings that shape desired state.
     pub(crate) fn proxy_config(&self) -> anyhow::Result<ProxyConfig> {
-        let node_name = self.hostname_override.clone().unwrap_or_else(|| {
+        let node_name = node_name(self.hostname_override.as_deref(), || {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_default()
-        });
+        })?;
         Ok(ProxyConfig {
             node_name,
             scheduler: self
@@ -113,5 +133,25 @@ impl Cli {
             IptablesBackend::Legacy => Backend::Legacy,
             IptablesBackend::Nft => Backend::Nft,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_name;
+
+    #[test]
+    fn node_names_are_trimmed_and_lower_cased_as_kube_proxys() {
+        let never = || -> std::io::Result<String> { panic!("host name read") };
+        assert_eq!(node_name(Some("Node-A"), never).unwrap(), "node-a");
+        assert_eq!(node_name(Some(" node-b\n"), never).unwrap(), "node-b");
+        let host = || Ok("Worker-7.Example.COM\n".to_owned());
+        assert_eq!(node_name(None, host).unwrap(), "worker-7.example.com");
+        // An empty override falls back to the host name, as kube-proxy's.
+        assert_eq!(node_name(Some(""), host).unwrap(), "worker-7.example.com");
+        let e = node_name(Some("  "), never).unwrap_err();
+        assert!(e.to_string().contains("empty hostname is invalid"), "{e}");
+        let e = node_name(None, || Err(std::io::Error::other("no procfs"))).unwrap_err();
+        assert!(format!("{e:#}").contains("no procfs"), "{e:#}");
     }
 }
