@@ -16,12 +16,13 @@
 //! * `sessionAffinity: ClientIP` makes the virtual server persistent for
 //!   `timeoutSeconds` (default 10800) per client address;
 //! * the scheduler is the node default or the Service's
-//!   `rvs.dev/ipvs-scheduler` annotation.
+//!   `rvs.dev/ipvs-scheduler` annotation; with `mh` the virtual server
+//!   also gets the `mh-port` flag, as kube-proxy sets it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
-use rvs_model::{Destination, Protocol, Service, ServiceKey};
+use rvs_model::{Destination, Protocol, Scheduler, Service, ServiceFlags, ServiceKey};
 
 use crate::cluster::{ClusterState, EndpointInfo, ObjectName, ServicePort, SliceInfo};
 use crate::config::{ProxyConfig, node_port_ips};
@@ -113,6 +114,7 @@ pub fn desired_for(
                 if let Some(timeout) = svc.affinity_timeout {
                     service = service.persistent(timeout);
                 }
+                service.flags = scheduler_flags(service.scheduler, service.flags);
                 let destinations = dests
                     .iter()
                     .filter(|(addr, _)| addr.is_ipv6() == ip.is_ipv6())
@@ -254,6 +256,16 @@ impl EndpointSets {
             local: local_set,
         }
     }
+}
+
+/// The scheduler flags kube-proxy sets: `mh-port`
+/// (`IP_VS_SVC_F_SCHED_MH_PORT`, kube-proxy's `FlagSourceHash` 0x10) with
+/// the `mh` scheduler, so Maglev hashes the client's port too and
+/// connections from one client spread over the real servers
+/// (`pkg/proxy/ipvs/proxier.go`: `if proxier.ipvsScheduler == "mh"`).
+/// rvs applies it to a Service's annotated `mh` as well.
+pub fn scheduler_flags(scheduler: Scheduler, flags: ServiceFlags) -> ServiceFlags {
+    flags.with(ServiceFlags::SCHED2, scheduler == Scheduler::Maglev)
 }
 
 /// `true` for protocols whose removed real servers are deleted at once

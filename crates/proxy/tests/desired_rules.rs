@@ -229,6 +229,32 @@ fn multi_port_udp_ipv6_and_scheduler_annotation() {
             .all(|s| s.service.scheduler == Scheduler::Maglev)
     );
     assert_eq!(d.services.len(), 4);
+    // kube-proxy's --ipvs-scheduler=mh also sets mh-port
+    // (IP_VS_SVC_F_SCHED_MH_PORT, `-b mh-port`); an annotated mh too.
+    assert!(d.services.values().all(|s| {
+        s.service.flags.has(rvs_model::ServiceFlags::SCHED2)
+            && !s.service.flags.has(rvs_model::ServiceFlags::SCHED1)
+    }));
+}
+
+#[test]
+fn the_mh_scheduler_gets_the_mh_port_flag_and_others_none() {
+    let mh = ProxyConfig {
+        node_name: "node-a".into(),
+        scheduler: Scheduler::Maglev,
+        ..ProxyConfig::default()
+    };
+    let d = desired_with(WEB, &mh);
+    let s = &d.services[&tcp("10.96.0.10:80")].service;
+    assert_eq!(
+        s.flags,
+        rvs_model::ServiceFlags(rvs_model::ServiceFlags::SCHED2)
+    );
+    let d = desired(WEB);
+    assert_eq!(
+        d.services[&tcp("10.96.0.10:80")].service.flags,
+        rvs_model::ServiceFlags::default()
+    );
 }
 
 #[test]
