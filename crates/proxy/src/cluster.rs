@@ -145,7 +145,7 @@ pub struct EndpointInfo {
     pub addr: IpAddr,
     /// `conditions.ready` (unset means ready).
     pub ready: bool,
-    /// `conditions.serving` (unset means the value of ready).
+    /// `conditions.serving` (unset means serving, as kube-proxy reads it).
     pub serving: bool,
     /// `conditions.terminating`.
     pub terminating: bool,
@@ -623,7 +623,8 @@ pub fn slice_info(slice: &EndpointSlice) -> Result<Option<(ObjectName, SliceInfo
 /// kube-proxy (`pkg/proxy/endpointslicecache.go`) ignores a port
 /// without a name or with no or a zero port number, and an endpoint
 /// without addresses; an address that does not parse reaches no real
-/// server.
+/// server. Unset `serving` means serving (`Serving == nil ||
+/// *Serving`), and an empty hint list means no hints.
 pub fn slice_info_with(
     slice: &EndpointSlice,
     warnings: &mut Vec<ObjectError>,
@@ -674,14 +675,16 @@ pub fn slice_info_with(
     for (i, ep) in slice.endpoints.iter().enumerate() {
         let conditions = ep.conditions.as_ref();
         let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
-        let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
+        let serving = conditions.and_then(|c| c.serving).unwrap_or(true);
         let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
         let hints = ep.hints.as_ref();
         let zone_hints = hints
             .and_then(|h| h.for_zones.as_ref())
+            .filter(|z| !z.is_empty())
             .map(|z| z.iter().map(|z| z.name.clone()).collect());
         let node_hints = hints
             .and_then(|h| h.for_nodes.as_ref())
+            .filter(|n| !n.is_empty())
             .map(|n| n.iter().map(|n| n.name.clone()).collect());
         // kube-proxy uses the first address of an endpoint.
         let Some(first) = ep.addresses.first() else {
@@ -1063,6 +1066,30 @@ endpoints:
                 .iter()
                 .all(|w| w.kind == "EndpointSlice" && w.object == "default/web-1")
         );
+    }
+
+    #[test]
+    fn unset_serving_means_serving_and_empty_hint_lists_mean_no_hints() {
+        let (info, warnings) = slice(
+            "metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- {addresses: [10.244.1.5], conditions: {ready: false, terminating: true}}
+- {addresses: [10.244.1.6], hints: {forZones: [], forNodes: []}}
+- {addresses: [10.244.1.7], hints: {forZones: [{name: a}], forNodes: [{name: n}]}}
+",
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let e = &info.endpoints;
+        // kube-proxy: `Serving == nil || *Serving`, not the value of ready.
+        assert!(!e[0].ready && e[0].serving && e[0].terminating);
+        assert_eq!(
+            (e[1].zone_hints.as_ref(), e[1].node_hints.as_ref()),
+            (None, None)
+        );
+        assert_eq!(e[2].zone_hints.as_deref(), Some(&["a".to_owned()][..]));
+        assert_eq!(e[2].node_hints.as_deref(), Some(&["n".to_owned()][..]));
     }
 
     #[test]

@@ -158,10 +158,14 @@ pub fn desired_for(
     desired
 }
 
-/// The endpoints of one Service port, with their target ports.
+/// The endpoints of one Service port, with their target ports, one per
+/// address and target port. An endpoint listed twice (in two slices
+/// while it moves between them, or a terminating pod and a new one
+/// sharing an IP) counts once, and the non-terminating copy wins, as in
+/// kube-proxy's `EndpointSliceCache.addEndpoints`.
 fn endpoints_for<'a>(slices: &[&'a SliceInfo], port: &ServicePort) -> Vec<(&'a EndpointInfo, u16)> {
-    let mut out = Vec::new();
-    let mut seen = BTreeSet::new();
+    let mut out: Vec<(&EndpointInfo, u16)> = Vec::new();
+    let mut index: BTreeMap<(IpAddr, u16), usize> = BTreeMap::new();
     for slice in slices {
         let Some(target) = slice
             .ports
@@ -171,8 +175,13 @@ fn endpoints_for<'a>(slices: &[&'a SliceInfo], port: &ServicePort) -> Vec<(&'a E
             continue;
         };
         for ep in &slice.endpoints {
-            if seen.insert((ep.addr, target.port)) {
-                out.push((ep, target.port));
+            match index.get(&(ep.addr, target.port)) {
+                None => {
+                    index.insert((ep.addr, target.port), out.len());
+                    out.push((ep, target.port));
+                }
+                Some(&i) if !ep.terminating => out[i] = (ep, target.port),
+                Some(_) => {}
             }
         }
     }

@@ -307,3 +307,42 @@ fn the_example_manifests_load_and_plan() {
     };
     assert!(d.services[&dns].service.is_persistent());
 }
+
+/// An endpoint listed in two slices (moving between them, or a new pod
+/// reusing a terminating pod's IP) counts once; kube-proxy keeps the
+/// non-terminating copy whatever the order of the slices.
+#[test]
+fn a_duplicate_endpoint_counts_once_and_the_non_terminating_copy_wins() {
+    let terminating = "- {addresses: [10.244.1.5], conditions: {ready: false, serving: false, terminating: true}}\n";
+    let running = "- {addresses: [10.244.1.5], conditions: {ready: true}}\n";
+    for (a, b) in [(terminating, running), (running, terminating)] {
+        let d = desired(&format!(
+            "{WEB}---\n{}---\n{}",
+            slice("web-a", "web", 8080, a),
+            slice("web-b", "web", 8080, b)
+        ));
+        assert_eq!(dests(&d, &tcp("10.96.0.10:80")), ["10.244.1.5:8080"]);
+    }
+    // Two terminating copies: the first stays (neither replaces it), and
+    // an unset `serving` counts as serving.
+    let t1 = "- {addresses: [10.244.1.5], conditions: {ready: false, terminating: true}}\n";
+    let t2 = "- {addresses: [10.244.1.5], conditions: {ready: false, serving: false, terminating: true}}\n";
+    let d = desired(&format!(
+        "{WEB}---\n{}---\n{}",
+        slice("web-a", "web", 8080, t1),
+        slice("web-b", "web", 8080, t2)
+    ));
+    assert_eq!(dests(&d, &tcp("10.96.0.10:80")), ["10.244.1.5:8080"]);
+}
+
+#[test]
+fn empty_hint_lists_are_no_hints() {
+    let eps = "- {addresses: [10.244.1.5], hints: {forZones: [{name: zone-a}]}}\n- {addresses: [10.244.2.6], hints: {forZones: []}}\n";
+    let d = desired(&format!("{WEB}---\n{}", slice("web-1", "web", 8080, eps)));
+    assert_eq!(dests(&d, &tcp("10.96.0.10:80")).len(), 2);
+    // forNodes hints count (PreferSameTrafficDistribution is GA in
+    // v1.37: kube-proxy's --help lists no such gate).
+    let eps = "- {addresses: [10.244.1.5], hints: {forNodes: [{name: node-a}]}}\n- {addresses: [10.244.2.6], hints: {forNodes: [{name: node-b}]}}\n";
+    let d = desired(&format!("{WEB}---\n{}", slice("web-1", "web", 8080, eps)));
+    assert_eq!(dests(&d, &tcp("10.96.0.10:80")), ["10.244.1.5:8080"]);
+}
