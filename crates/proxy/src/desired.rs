@@ -11,8 +11,14 @@
 //! * topology hints narrow the cluster set to this node's zone (or this
 //!   node) when every ready endpoint carries hints and one matches;
 //! * `internalTrafficPolicy: Local` serves cluster IPs from this node's
-//!   endpoints only, `externalTrafficPolicy: Local` does the same for
-//!   external IPs, load-balancer IPs and node ports;
+//!   endpoints, `externalTrafficPolicy: Local` does the same for
+//!   external IPs, load-balancer IPs and node ports; without a local
+//!   endpoint both fall back to the cluster set as kube-proxy's
+//!   `syncEndpoint` does (kubernetes#97081), which is empty for an
+//!   `internalTrafficPolicy: Local` Service no one reaches from outside;
+//! * an endpoint in two slices counts once, the non-terminating copy
+//!   first; a Service takes part in an IP family only through its
+//!   cluster IP of that family;
 //! * `sessionAffinity: ClientIP` makes the virtual server persistent for
 //!   `timeoutSeconds` (default 10800) per client address;
 //! * the scheduler is the node default or the Service's
@@ -69,6 +75,14 @@ pub fn desired_state(cluster: &ClusterState, config: &ProxyConfig) -> Desired {
 
 /// Desired state for some Services only (`None`: all), for syncs that
 /// touch only what changed.
+///
+/// As kube-proxy, which runs one proxier per IP family, a Service takes
+/// part in a family through its cluster IP of that family: a
+/// single-stack Service gets no virtual server of the other family, on
+/// node addresses, external IPs or load-balancer IPs alike
+/// (`ServiceChangeTracker` drops it when `GetClusterIPByFamily` is
+/// empty, and `newBaseServiceInfo` keeps only the family's external and
+/// ingress IPs).
 pub fn desired_for(
     cluster: &ClusterState,
     config: &ProxyConfig,
@@ -89,71 +103,79 @@ pub fn desired_for(
             .get(&svc.name)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        for port in &svc.ports {
-            let endpoints = endpoints_for(slices, port);
-            let sets = EndpointSets::new(&endpoints, cluster, config);
-            let internal = if svc.internal_local {
-                &sets.local
-            } else {
-                &sets.cluster
-            };
-            let external = if svc.external_local {
-                &sets.local
-            } else {
-                &sets.cluster
-            };
-            let mut add = |ip: IpAddr, vport: u16, kind: VipKind, dests: &[(IpAddr, u16)]| {
-                let key = ServiceKey::Addr {
-                    protocol: port.protocol,
-                    addr: SocketAddr::new(ip, vport),
-                };
-                if desired.services.contains_key(&key) {
-                    return;
-                }
-                let mut service = Service::new(key, svc.scheduler.unwrap_or(config.scheduler));
-                if let Some(timeout) = svc.affinity_timeout {
-                    service = service.persistent(timeout);
-                }
-                service.flags = scheduler_flags(service.scheduler, service.flags);
-                let destinations = dests
-                    .iter()
-                    .filter(|(addr, _)| addr.is_ipv6() == ip.is_ipv6())
-                    .map(|(addr, p)| {
-                        let sa = SocketAddr::new(*addr, *p);
-                        (sa, Destination::masquerade(sa))
-                    })
-                    .collect();
-                desired.services.insert(
-                    key,
-                    DesiredService {
-                        service,
-                        destinations,
-                        origin: (svc.name.clone(), port.name.clone()),
-                        kind,
-                    },
-                );
-            };
-            for ip in &svc.cluster_ips {
-                add(*ip, port.port, VipKind::ClusterIp, internal);
-            }
-            for ip in &svc.external_ips {
-                add(*ip, port.port, VipKind::ExternalIp, external);
-            }
-            for ip in &svc.load_balancer_ips {
-                add(*ip, port.port, VipKind::LoadBalancer, external);
-            }
-            if let Some(node_port) = port.node_port {
-                for ip in &node_addresses {
-                    add(*ip, node_port, VipKind::NodePort, external);
-                }
-            }
-        }
-        desired.addresses.extend(
-            svc.cluster_ips
+        for &cluster_ip in &svc.cluster_ips {
+            let ipv6 = cluster_ip.is_ipv6();
+            let family = |ip: &&IpAddr| ip.is_ipv6() == ipv6;
+            let external_ips: Vec<IpAddr> =
+                svc.external_ips.iter().filter(family).copied().collect();
+            let lb_ips: Vec<IpAddr> = svc
+                .load_balancer_ips
                 .iter()
-                .chain(&svc.external_ips)
-                .chain(&svc.load_balancer_ips),
-        );
+                .filter(family)
+                .copied()
+                .collect();
+            let node_ips: Vec<IpAddr> = node_addresses.iter().filter(family).copied().collect();
+            for port in &svc.ports {
+                let endpoints: Vec<(&EndpointInfo, u16)> = endpoints_for(slices, port)
+                    .into_iter()
+                    .filter(|(ep, _)| ep.addr.is_ipv6() == ipv6)
+                    .collect();
+                let policy = Policy {
+                    internal_local: svc.internal_local,
+                    external_local: svc.external_local,
+                    externally_accessible: port.node_port.is_some()
+                        || !external_ips.is_empty()
+                        || !lb_ips.is_empty(),
+                };
+                let sets = EndpointSets::new(&endpoints, policy, cluster, config);
+                let internal = sets.for_policy(svc.internal_local);
+                let external = sets.for_policy(svc.external_local);
+                let mut add = |ip: IpAddr, vport: u16, kind: VipKind, dests: &[(IpAddr, u16)]| {
+                    let key = ServiceKey::Addr {
+                        protocol: port.protocol,
+                        addr: SocketAddr::new(ip, vport),
+                    };
+                    if desired.services.contains_key(&key) {
+                        return;
+                    }
+                    let mut service = Service::new(key, svc.scheduler.unwrap_or(config.scheduler));
+                    if let Some(timeout) = svc.affinity_timeout {
+                        service = service.persistent(timeout);
+                    }
+                    service.flags = scheduler_flags(service.scheduler, service.flags);
+                    let destinations = dests
+                        .iter()
+                        .map(|(addr, p)| {
+                            let sa = SocketAddr::new(*addr, *p);
+                            (sa, Destination::masquerade(sa))
+                        })
+                        .collect();
+                    desired.services.insert(
+                        key,
+                        DesiredService {
+                            service,
+                            destinations,
+                            origin: (svc.name.clone(), port.name.clone()),
+                            kind,
+                        },
+                    );
+                };
+                add(cluster_ip, port.port, VipKind::ClusterIp, internal);
+                for ip in &external_ips {
+                    add(*ip, port.port, VipKind::ExternalIp, external);
+                }
+                for ip in &lb_ips {
+                    add(*ip, port.port, VipKind::LoadBalancer, external);
+                }
+                if let Some(node_port) = port.node_port {
+                    for ip in &node_ips {
+                        add(*ip, node_port, VipKind::NodePort, external);
+                    }
+                }
+            }
+            desired.addresses.insert(cluster_ip);
+            desired.addresses.extend(external_ips.iter().chain(&lb_ips));
+        }
     }
     desired
 }
@@ -188,7 +210,32 @@ fn endpoints_for<'a>(slices: &[&'a SliceInfo], port: &ServicePort) -> Vec<(&'a E
     out
 }
 
-/// The endpoint sets kube-proxy derives for one Service port.
+/// What decides which endpoint sets a Service port uses (kube-proxy's
+/// `ServicePort` policy methods, for one family).
+#[derive(Clone, Copy, Debug)]
+struct Policy {
+    internal_local: bool,
+    external_local: bool,
+    /// A node port, or external or load-balancer IPs of the family.
+    externally_accessible: bool,
+}
+
+impl Policy {
+    /// `UsesClusterEndpoints`: `Cluster` internal policy, or any
+    /// external access (even with the `Local` external policy, for
+    /// the fallback below).
+    fn uses_cluster(self) -> bool {
+        !self.internal_local || self.externally_accessible
+    }
+
+    /// `UsesLocalEndpoints`.
+    fn uses_local(self) -> bool {
+        self.internal_local || (self.external_local && self.externally_accessible)
+    }
+}
+
+/// The endpoint sets kube-proxy derives for one Service port of one
+/// family (`CategorizeEndpoints` in `pkg/proxy/topology.go`).
 struct EndpointSets {
     cluster: Vec<(IpAddr, u16)>,
     local: Vec<(IpAddr, u16)>,
@@ -197,6 +244,7 @@ struct EndpointSets {
 impl EndpointSets {
     fn new(
         endpoints: &[(&EndpointInfo, u16)],
+        policy: Policy,
         cluster: &ClusterState,
         config: &ProxyConfig,
     ) -> EndpointSets {
@@ -204,15 +252,28 @@ impl EndpointSets {
         let node_name = node
             .map(|n| n.name.as_str())
             .unwrap_or(config.node_name.as_str());
-        let is_local = |ep: &EndpointInfo| ep.node_name.as_deref() == Some(node_name);
+        let is_local =
+            |ep: &EndpointInfo| !node_name.is_empty() && ep.node_name.as_deref() == Some(node_name);
         let ready: Vec<&(&EndpointInfo, u16)> =
             endpoints.iter().filter(|(ep, _)| ep.ready).collect();
+        let pick = |eps: Vec<&(&EndpointInfo, u16)>| -> Vec<(IpAddr, u16)> {
+            eps.into_iter().map(|(ep, port)| (ep.addr, *port)).collect()
+        };
+        let serving_terminating = |local_only: bool| -> Vec<(IpAddr, u16)> {
+            pick(
+                endpoints
+                    .iter()
+                    .filter(|(ep, _)| ep.serving && ep.terminating && (!local_only || is_local(ep)))
+                    .collect(),
+            )
+        };
 
-        // Topology: node hints, then zone hints, when every ready endpoint
-        // has them and at least one matches this node.
-        let by_hint =
-            |hint: &dyn Fn(&EndpointInfo) -> Option<bool>| -> Option<Vec<&(&EndpointInfo, u16)>> {
-                if ready.is_empty() || ready.iter().any(|(ep, _)| hint(ep).is_none()) {
+        let mut cluster_set = Vec::new();
+        if policy.uses_cluster() {
+            // Topology: node hints, then zone hints, when every ready
+            // endpoint has them and at least one matches this node.
+            let by_hint = |hint: &dyn Fn(&EndpointInfo) -> Option<bool>| -> Option<Vec<&(&EndpointInfo, u16)>> {
+                if ready.iter().any(|(ep, _)| hint(ep).is_none()) {
                     return None;
                 }
                 let matching: Vec<_> = ready
@@ -222,47 +283,51 @@ impl EndpointSets {
                     .collect();
                 (!matching.is_empty()).then_some(matching)
             };
-        let node_hint = |ep: &EndpointInfo| {
-            ep.node_hints
-                .as_ref()
-                .map(|h| h.iter().any(|n| n == node_name))
-        };
-        let zone = node.and_then(|n| n.zone.clone());
-        let zone_hint = |ep: &EndpointInfo| match &zone {
-            Some(zone) => ep.zone_hints.as_ref().map(|h| h.iter().any(|z| z == zone)),
-            None => None,
-        };
-        let topo = by_hint(&node_hint).or_else(|| by_hint(&zone_hint));
-
-        let pick = |eps: Vec<&(&EndpointInfo, u16)>| -> Vec<(IpAddr, u16)> {
-            eps.into_iter().map(|(ep, port)| (ep.addr, *port)).collect()
-        };
-        let fallback = |local_only: bool| -> Vec<(IpAddr, u16)> {
-            pick(
-                endpoints
-                    .iter()
-                    .filter(|(ep, _)| ep.serving && ep.terminating && (!local_only || is_local(ep)))
-                    .collect(),
-            )
-        };
-        let cluster_set = match topo {
-            Some(eps) => pick(eps),
-            None if !ready.is_empty() => pick(ready.clone()),
-            None => fallback(false),
-        };
-        let local_ready: Vec<_> = ready
-            .iter()
-            .copied()
-            .filter(|(ep, _)| is_local(ep))
-            .collect();
-        let local_set = if local_ready.is_empty() {
-            fallback(true)
-        } else {
-            pick(local_ready)
-        };
+            let node_hint = |ep: &EndpointInfo| {
+                ep.node_hints
+                    .as_ref()
+                    .map(|h| h.iter().any(|n| n == node_name))
+            };
+            let zone = node.and_then(|n| n.zone.clone()).unwrap_or_default();
+            let zone_hint =
+                |ep: &EndpointInfo| ep.zone_hints.as_ref().map(|h| h.iter().any(|z| *z == zone));
+            let topo = by_hint(&node_hint).or_else(|| by_hint(&zone_hint));
+            cluster_set = match topo {
+                Some(eps) => pick(eps),
+                None if !ready.is_empty() => pick(ready.clone()),
+                None => serving_terminating(false),
+            };
+        }
+        let mut local_set = Vec::new();
+        if policy.uses_local() {
+            let local_ready: Vec<_> = ready
+                .iter()
+                .copied()
+                .filter(|(ep, _)| is_local(ep))
+                .collect();
+            local_set = if local_ready.is_empty() {
+                serving_terminating(true)
+            } else {
+                pick(local_ready)
+            };
+        }
         EndpointSets {
             cluster: cluster_set,
             local: local_set,
+        }
+    }
+
+    /// The real servers of a virtual server whose traffic policy is
+    /// `Local` (`only_local`) or `Cluster`, as kube-proxy's IPVS
+    /// `syncEndpoint`: the local endpoints, and when there are none the
+    /// cluster ones (kubernetes#97081: pods on this node still reach the
+    /// Service; external traffic to it is dropped by the rules, whose
+    /// replies carry pod addresses).
+    fn for_policy(&self, only_local: bool) -> &[(IpAddr, u16)] {
+        if only_local && !self.local.is_empty() {
+            &self.local
+        } else {
+            &self.cluster
         }
     }
 }
