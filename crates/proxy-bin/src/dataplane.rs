@@ -162,7 +162,7 @@ pub(crate) fn without_source(
     };
     binder.remove_device().context("removing kube-ipvs0")?;
     // Rules before sets: the kernel keeps sets that rules reference.
-    let families = rvs_node::netfilter::kernel_families();
+    let families = rvs_node::netfilter::kernel_families(cli.backend());
     let nf_failures = rvs_node::netfilter::cleanup(cli.backend(), &families);
     tracing::info!(
         deleted = report.applied,

@@ -82,7 +82,7 @@ impl Cli {
                 ..ServeOptions::default()
             },
             sync_period: self.ipvs_sync_period,
-            families: rvs_node::netfilter::kernel_families(),
+            families: rvs_node::netfilter::kernel_families(self.backend()),
         })
     }
 
@@ -102,7 +102,7 @@ impl Cli {
                     self.pod_bridge_interface.as_deref(),
                     self.pod_interface_name_prefix.as_deref(),
                 )?,
-                families: rvs_node::netfilter::kernel_families(),
+                families: rvs_node::netfilter::kernel_families(self.backend()),
             },
             backend: self.backend(),
             strict_arp: self.ipvs_strict_arp,

@@ -52,10 +52,7 @@ impl Observer {
         let families: Vec<IpFamily> = options
             .families
             .iter()
-            .map(|f| match f {
-                ipsets::IpFamily::V4 => IpFamily::V4,
-                ipsets::IpFamily::V6 => IpFamily::V6,
-            })
+            .map(|f| observe_family(*f))
             .collect();
         let metrics = Metrics::new(&families);
         // kube-proxy's health timeout: twice the sync period.
@@ -104,7 +101,29 @@ impl SyncObserver for Observer {
             SyncKind::Full => rvs_observe::SyncKind::Full,
             SyncKind::Partial => rvs_observe::SyncKind::Partial,
         };
+        // rvs's own result label: any failure at all.
         let ok = report.is_some_and(|r| r.failed + r.address_failures == 0) && node.failures == 0;
+        // kube-proxy's health: a sync that ran counts as an update of
+        // each family whose rules (and sets) were written; a refused
+        // virtual server, real server, address or set member is only
+        // logged ('Failed to sync service', 'Error adding entry to
+        // ipset'), so one missing scheduler module does not fail /livez
+        // (and restart the proxy) forever.
+        if report.is_some_and(|r| !r.device_failed) {
+            let families: Vec<IpFamily> = self
+                .health
+                .families()
+                .iter()
+                .copied()
+                .filter(|f| {
+                    !node
+                        .unsynced_families
+                        .iter()
+                        .any(|u| observe_family(*u) == *f)
+                })
+                .collect();
+            self.health.updated_families(&families);
+        }
         if let Some(report) = report {
             if let Some(changed) = &report.changed {
                 // A changed Service counts once, whether its Service or
@@ -125,14 +144,9 @@ impl SyncObserver for Observer {
             }
         }
         self.metrics.sync_finished(kind, elapsed, ok);
-        if ok {
-            self.health.updated();
-        }
-        if node.failures > 0 {
-            // Netfilter failures, by kube-proxy's counter.
-            for &f in self.metrics.families() {
-                self.metrics.iptables_restore_failed(f);
-            }
+        for family in &node.restore_failed {
+            self.metrics
+                .iptables_restore_failed(observe_family(*family));
         }
         if let Some(cluster) = cluster {
             // kube-proxy's SyncNode: a Node going away fails /healthz
@@ -149,6 +163,14 @@ impl SyncObserver for Observer {
             Ok(services) => self.metrics.virtual_services(&services),
             Err(e) => tracing::debug!(error = %e, "reading virtual service counters"),
         }
+    }
+}
+
+/// The observers' name of a family.
+fn observe_family(family: ipsets::IpFamily) -> IpFamily {
+    match family {
+        ipsets::IpFamily::V4 => IpFamily::V4,
+        ipsets::IpFamily::V6 => IpFamily::V6,
     }
 }
 
@@ -225,5 +247,110 @@ fn local_policies(
     }
     for error in health_checks.sync(&wanted) {
         tracing::warn!(%error, "health check node port not served; retried next sync");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    fn observer(runtime: &tokio::runtime::Runtime) -> Observer {
+        let options = ObserveOptions {
+            serve: ServeOptions {
+                metrics_addr: None,
+                healthz_addr: None,
+                ..ServeOptions::default()
+            },
+            sync_period: Duration::from_secs(30),
+            families: vec![ipsets::IpFamily::V4, ipsets::IpFamily::V6],
+        };
+        Observer::start(&options, runtime.handle()).unwrap()
+    }
+
+    fn late(o: &Observer) {
+        o.health
+            .queued_at(SystemTime::now() - Duration::from_secs(600));
+    }
+
+    fn livez(o: &Observer) -> (u16, String) {
+        let r = o.health.livez_at(SystemTime::now());
+        (r.status, r.body)
+    }
+
+    /// kube-proxy calls `Updated` after every sync that ran and only logs
+    /// a refused virtual server, so a missing scheduler module does not
+    /// make /livez restart the proxy forever; a family whose rules could
+    /// not be written is not updated.
+    #[test]
+    fn refused_operations_do_not_keep_the_proxy_unhealthy() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut o = observer(&runtime);
+        let refused = SyncReport {
+            failed: 3,
+            address_failures: 1,
+            ..SyncReport::default()
+        };
+        late(&o);
+        assert_eq!(livez(&o).0, 503);
+        o.synced(
+            SyncKind::Full,
+            Duration::ZERO,
+            Some(&refused),
+            &NodeReport::default(),
+            None,
+        );
+        assert_eq!(livez(&o).0, 200, "{}", livez(&o).1);
+
+        // IPv6's iptables-restore failed: IPv4 is updated, IPv6 is not.
+        late(&o);
+        let node = NodeReport {
+            failures: 1,
+            unsynced_families: vec![ipsets::IpFamily::V6],
+            restore_failed: vec![ipsets::IpFamily::V6],
+            ..NodeReport::default()
+        };
+        o.synced(SyncKind::Full, Duration::ZERO, Some(&refused), &node, None);
+        let (status, body) = livez(&o);
+        assert_eq!(status, 503);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"]["IPv4"]["healthy"], true, "{body}");
+        assert_eq!(v["status"]["IPv6"]["healthy"], false, "{body}");
+
+        // A sync that could not run, or could not create kube-ipvs0,
+        // updates nothing.
+        o.synced(
+            SyncKind::Full,
+            Duration::ZERO,
+            None,
+            &NodeReport::default(),
+            None,
+        );
+        assert_eq!(livez(&o).0, 503);
+        let device = SyncReport {
+            device_failed: true,
+            ..SyncReport::default()
+        };
+        o.synced(
+            SyncKind::Full,
+            Duration::ZERO,
+            Some(&device),
+            &NodeReport::default(),
+            None,
+        );
+        assert_eq!(livez(&o).0, 503);
+        o.synced(
+            SyncKind::Partial,
+            Duration::ZERO,
+            Some(&SyncReport::default()),
+            &NodeReport::default(),
+            None,
+        );
+        assert_eq!(livez(&o).0, 200);
+        o.stop();
     }
 }

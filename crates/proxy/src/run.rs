@@ -46,6 +46,14 @@ pub struct NodeReport {
     pub restores: usize,
     /// Steps that failed (each logged where it failed).
     pub failures: usize,
+    /// Families whose sets or rules could not be written at all (a set
+    /// not created, `iptables-restore` refused): kube-proxy's proxier of
+    /// such a family returns before `healthzServer.Updated`, while
+    /// failures of single members or virtual servers are only logged.
+    pub unsynced_families: Vec<crate::ipsets::IpFamily>,
+    /// Families whose `iptables-restore` failed (kube-proxy's
+    /// `sync_proxy_rules_iptables_restore_failures_total`).
+    pub restore_failed: Vec<crate::ipsets::IpFamily>,
     /// Time spent on sets.
     pub ipset_time: Duration,
     /// Time spent on rules.

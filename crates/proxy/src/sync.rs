@@ -77,6 +77,17 @@ pub struct BindError {
     pub detail: String,
 }
 
+impl BindError {
+    /// The actions a binder reports when its device itself could not be
+    /// found or created (then no address can be bound this sync).
+    pub const DEVICE_ACTIONS: [&'static str; 2] = ["create", "look up"];
+
+    /// Whether the device failed, not one address.
+    pub fn is_device(&self) -> bool {
+        Self::DEVICE_ACTIONS.contains(&self.action)
+    }
+}
+
 /// A binder for dataplanes that need none (the userspace dataplane binds
 /// its listeners itself). It remembers what it was told, so ownership
 /// still follows the desired addresses.
@@ -121,6 +132,10 @@ pub struct SyncReport {
     pub addresses_changed: usize,
     /// Address (un)bindings that failed.
     pub address_failures: usize,
+    /// The binder's device (`kube-ipvs0`) could not be found or created:
+    /// kube-proxy's sync stops there ('Failed to create dummy interface')
+    /// and does not count as updated.
+    pub device_failed: bool,
     /// Real servers still draining.
     pub draining: usize,
     /// Virtual servers desired.
@@ -633,6 +648,7 @@ fn bind_result(result: Result<(), BindError>, report: &mut SyncReport) -> bool {
         }
         Err(err) => {
             report.address_failures += 1;
+            report.device_failed |= err.is_device();
             tracing::warn!(error = %err, "address binding failed; the next sync retries");
             false
         }
