@@ -120,8 +120,9 @@ impl KubeIpvs0 {
     }
 
     /// The host's own addresses: those of every interface but
-    /// `kube-ipvs0` (for `--cleanup`, which takes node ports on them
-    /// as its own without a cluster view).
+    /// `kube-ipvs0` (node ports are served on them; `--cleanup` takes
+    /// node ports on them as its own without a cluster view). An address
+    /// on both another interface and `kube-ipvs0` is the host's.
     pub fn host_addresses(&mut self) -> Result<BTreeSet<IpAddr>, BindError> {
         let device = self.find()?;
         let handle = self.handle.clone();
@@ -248,5 +249,11 @@ impl AddressBinder for KubeIpvs0 {
 
     fn unbind(&mut self, addr: IpAddr) -> Result<(), BindError> {
         self.unbind_all(&[addr]).pop().unwrap_or(Ok(()))
+    }
+
+    /// Every interface's addresses but `kube-ipvs0`'s, read in one
+    /// dump (kube-proxy's `GetAllLocalAddressesExcept`).
+    fn local_addresses(&mut self) -> Option<Result<BTreeSet<IpAddr>, BindError>> {
+        Some(self.host_addresses())
     }
 }

@@ -55,6 +55,8 @@ impl Cli {
             service_proxy_name: self.service_proxy_name.clone(),
             sync_period: self.ipvs_sync_period,
             min_sync_period: self.ipvs_min_sync_period,
+            // Read from kube-ipvs0's binder at each full sync.
+            local_addresses: None,
         })
     }
 

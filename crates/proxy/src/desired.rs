@@ -2,8 +2,10 @@
 //!
 //! It follows kube-proxy's IPVS mode. Every Service port yields a virtual
 //! server on each cluster IP, external IP and load-balancer ingress IP
-//! (those addresses are bound to `kube-ipvs0`), and, for NodePort and
-//! LoadBalancer Services, on each node address at the node port. Real
+//! (those addresses are bound to `kube-ipvs0`, but for external and
+//! ingress IPs the host already has), and, for NodePort and LoadBalancer
+//! Services, on each of the host's addresses at the node port (see
+//! [`node_port_ips`]). Real
 //! servers are the endpoint address and target port, weight 1,
 //! masqueraded. Endpoint choice follows kube-proxy's rules:
 //!
@@ -31,7 +33,7 @@ use std::net::{IpAddr, SocketAddr};
 use rvs_model::{Destination, Protocol, Scheduler, Service, ServiceFlags, ServiceKey};
 
 use crate::cluster::{ClusterState, EndpointInfo, ObjectName, ServicePort, SliceInfo};
-use crate::config::{ProxyConfig, node_port_ips};
+use crate::config::{ProxyConfig, host_addresses, node_port_ips};
 
 /// Which kind of address a virtual server listens on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,6 +93,7 @@ pub fn desired_for(
     let wanted = |name: &ObjectName| only.is_none_or(|set| set.contains(name));
     let mut desired = Desired::default();
     let node_addresses = node_port_ips(cluster.node.as_ref(), config);
+    let host = host_addresses(cluster.node.as_ref(), config);
     let mut slices_by_service: BTreeMap<&ObjectName, Vec<&SliceInfo>> = BTreeMap::new();
     for slice in cluster.slices.values().filter(|s| wanted(&s.service)) {
         slices_by_service
@@ -174,7 +177,16 @@ pub fn desired_for(
                 }
             }
             desired.addresses.insert(cluster_ip);
-            desired.addresses.extend(external_ips.iter().chain(&lb_ips));
+            // kube-proxy binds no external or ingress IP the host already
+            // has ('We must not add the address to the dummy device if it
+            // exist on another interface'), so KUBE-IPVS-FILTER does not
+            // reject the host's other ports on it.
+            desired.addresses.extend(
+                external_ips
+                    .iter()
+                    .chain(&lb_ips)
+                    .filter(|ip| !host.contains(ip)),
+            );
         }
     }
     desired

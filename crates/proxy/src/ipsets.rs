@@ -26,7 +26,7 @@
 //!   has addresses of the family that serve node ports;
 //! * `KUBE-HEALTH-CHECK-NODE-PORT`: `healthCheckNodePort`s;
 //! * `KUBE-IPVS-IPS`: the addresses bound to kube-ipvs0 (cluster IPs,
-//!   and external/ingress IPs that are not node addresses).
+//!   and external/ingress IPs that are not the host's own addresses).
 //!
 //! Every member comes from exactly one Service, so the sets are also
 //! kept per Service ([`IpsetTracker`]): a partial sync recomputes the
@@ -40,7 +40,7 @@ use ipnet::IpNet;
 use rvs_model::Protocol;
 
 use crate::cluster::{ClusterState, ObjectName, ServiceInfo, SliceInfo};
-use crate::config::{ProxyConfig, node_port_ips};
+use crate::config::{ProxyConfig, host_addresses, node_port_ips};
 
 /// An IP family (kube-proxy runs one proxier per family).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -366,7 +366,7 @@ fn proto(p: Protocol) -> &'static str {
 pub struct FamilyContext {
     family: IpFamily,
     node_name: String,
-    /// The node's addresses of the family.
+    /// The node's own addresses of the family ([`host_addresses`]).
     node_addrs: Vec<IpAddr>,
     /// kube-proxy's nodeIP: the node's primary address of the family.
     node_ip: Option<IpAddr>,
@@ -381,11 +381,15 @@ impl FamilyContext {
         let node_name = node
             .map(|n| n.name.clone())
             .unwrap_or_else(|| config.node_name.clone());
-        let node_addrs: Vec<IpAddr> = node
-            .iter()
-            .flat_map(|n| n.addresses.iter().copied())
+        let node_addrs: Vec<IpAddr> = host_addresses(node, config)
+            .into_iter()
             .filter(|a| family.has(a))
             .collect();
+        // kube-proxy's nodeIP: the Node object's primary address.
+        let node_ip = node
+            .iter()
+            .flat_map(|n| n.addresses.iter().copied())
+            .find(|a| family.has(a));
         let node_port_ips = node_port_ips(node, config)
             .into_iter()
             .filter(|a| family.has(a) && !a.is_loopback())
@@ -393,7 +397,7 @@ impl FamilyContext {
         FamilyContext {
             family,
             node_name,
-            node_ip: node_addrs.first().copied(),
+            node_ip,
             node_addrs,
             node_port_ips,
         }

@@ -63,6 +63,12 @@ pub trait AddressBinder {
     fn unbind_all(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), BindError>> {
         addrs.iter().map(|a| self.unbind(*a)).collect()
     }
+    /// The host's own addresses, on every interface but the binder's
+    /// device: where kube-proxy serves node ports. `None` for binders
+    /// that have no device (then the Node object's addresses stand in).
+    fn local_addresses(&mut self) -> Option<Result<BTreeSet<IpAddr>, BindError>> {
+        None
+    }
 }
 
 /// An address binding failed.
@@ -243,11 +249,31 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
         }
     }
 
+    /// Reads the host's addresses from the binder into the config
+    /// ([`ProxyConfig::local_addresses`]), as kube-proxy reads them every
+    /// sync; on failure the last ones are kept and the failure counted.
+    fn read_local_addresses(&mut self, report: &mut SyncReport) {
+        match self.binder.local_addresses() {
+            None => {}
+            Some(Ok(local)) => {
+                if self.config.local_addresses.as_ref() != Some(&local) {
+                    tracing::debug!(addresses = ?local, "the host's addresses (node ports)");
+                }
+                self.config.local_addresses = Some(local);
+            }
+            Some(Err(e)) => {
+                report.address_failures += 1;
+                tracing::warn!(error = %e, "listing the host's addresses failed; node ports keep the last ones");
+            }
+        }
+    }
+
     /// Computes what a full sync would do, without doing it.
     pub fn plan(
         &mut self,
         cluster: &ClusterState,
     ) -> Result<(Desired, Plan, BTreeSet<IpAddr>), SyncError> {
+        self.read_local_addresses(&mut SyncReport::default());
         let desired = desired_state(cluster, &self.config);
         let observed = observe(&mut self.admin).map_err(SyncError::Read)?;
         let bound = self.binder.bound().map_err(SyncError::Bind)?;
@@ -272,11 +298,15 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
         bound: &BTreeSet<IpAddr>,
         keys: impl IntoIterator<Item = &'k ServiceKey>,
     ) -> Ownership {
-        let node: Vec<IpAddr> = cluster
-            .node
-            .iter()
-            .flat_map(|n| n.addresses.iter().copied())
-            .collect();
+        // The Node's addresses and the host's own (node ports live on
+        // them, also those a previous run or kube-proxy left there).
+        let mut node = crate::config::host_addresses(cluster.node.as_ref(), &self.config);
+        node.extend(
+            cluster
+                .node
+                .iter()
+                .flat_map(|n| n.addresses.iter().copied()),
+        );
         Ownership {
             addresses: keys
                 .into_iter()
@@ -304,6 +334,8 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
     pub fn sync(&mut self, cluster: &ClusterState) -> Result<SyncReport, SyncError> {
         let started = Instant::now();
         self.cache = None;
+        let mut report = SyncReport::default();
+        self.read_local_addresses(&mut report);
         let desired = desired_state(cluster, &self.config);
         let observed = observe(&mut self.admin).map_err(SyncError::Read)?;
         let bound = self.binder.bound().map_err(SyncError::Bind)?;
@@ -319,10 +351,7 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
             .filter(|a| !self.excluded(a))
             .copied()
             .collect();
-        let mut report = SyncReport {
-            services: desired.services.len(),
-            ..SyncReport::default()
-        };
+        report.services = desired.services.len();
         report.plan_time = started.elapsed();
         let mut bound_now = bound;
         let applied = self.execute(
