@@ -301,8 +301,7 @@ impl EndpointSets {
                     .map(|h| h.iter().any(|n| n == node_name))
             };
             let zone = node.and_then(|n| n.zone.clone()).unwrap_or_default();
-            let zone_hint =
-                |ep: &EndpointInfo| ep.zone_hints.as_ref().map(|h| h.iter().any(|z| *z == zone));
+            let zone_hint = |ep: &EndpointInfo| ep.zone_hints.as_ref().map(|h| h.contains(&zone));
             let topo = by_hint(&node_hint).or_else(|| by_hint(&zone_hint));
             cluster_set = match topo {
                 Some(eps) => pick(eps),
