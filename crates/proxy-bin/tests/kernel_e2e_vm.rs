@@ -74,17 +74,29 @@ fn rvs_proxy_programs_the_kernel_from_manifests() {
         plan.contains(&"add real server 10.0.3.2:80 to TCP 10.0.1.1:30080 weight 1"),
         "{plan:?}"
     );
-    assert_eq!(plan.len(), 9, "3 services + 6 real servers: {plan:?}");
+    // As kube-proxy, the node port is served on every host address (the
+    // Node object lists only 10.0.1.1): 10.0.1.1, 10.0.2.1, 10.0.3.1.
+    assert!(
+        plan.contains(&"add service TCP 10.0.3.1:30080 scheduler rr"),
+        "{plan:?}"
+    );
+    assert_eq!(plan.len(), 15, "5 services + 10 real servers: {plan:?}");
 
     let saved = out.section("sync");
     let want = [
         "-A -f 5 -s rr",
         "-A -t 10.0.0.99:80 -s wlc",
         "-A -t 10.0.1.1:30080 -s rr",
+        "-A -t 10.0.2.1:30080 -s rr",
+        "-A -t 10.0.3.1:30080 -s rr",
         "-A -t 10.96.0.10:80 -s rr",
         "-A -t 10.96.0.11:8080 -s rr -p 10800",
         "-a -t 10.0.1.1:30080 -r 10.0.2.2:80 -m -w 1",
         "-a -t 10.0.1.1:30080 -r 10.0.3.2:80 -m -w 1",
+        "-a -t 10.0.2.1:30080 -r 10.0.2.2:80 -m -w 1",
+        "-a -t 10.0.2.1:30080 -r 10.0.3.2:80 -m -w 1",
+        "-a -t 10.0.3.1:30080 -r 10.0.2.2:80 -m -w 1",
+        "-a -t 10.0.3.1:30080 -r 10.0.3.2:80 -m -w 1",
         "-a -t 10.96.0.10:80 -r 10.0.2.2:80 -m -w 1",
         "-a -t 10.96.0.10:80 -r 10.0.3.2:80 -m -w 1",
         "-a -t 10.96.0.11:8080 -r 10.0.2.2:80 -m -w 1",
@@ -148,7 +160,7 @@ set -e
 . /usr/lib/rvs/topo.sh
 topo_backends
 topo_log /tmp/proxy.log
-P="rvs-proxy --manifests /etc/rvs/m --hostname-override node-a"
+P="rvs-proxy --manifests /etc/rvs/m --hostname-override node-a --ipvs-sync-period 2s"
 cp /etc/rvs/m/cluster.yaml /tmp/original.yaml
 $P & pid=$!
 until ipvsadm -L -n -t 10.96.0.10:80 2>/dev/null | grep -q 10.0.3.2; do sleep 0.1; done
@@ -183,6 +195,14 @@ $P & pid=$!
 sleep 1
 wait $loader
 cat /tmp/live
+echo "== recreate"
+# kube-ipvs0 deleted and re-created behind the running proxy (a new
+# interface index): the next full sync binds the addresses again.
+/usr/sbin/ip link del kube-ipvs0
+/usr/sbin/ip link add kube-ipvs0 type dummy
+for i in $(seq 300); do /usr/sbin/ip -o addr show dev kube-ipvs0 | grep -q '10.96.0.10/32' && break; sleep 0.1; done
+/usr/sbin/ip -o addr show dev kube-ipvs0 | grep -c '10.96.0.10/32' || true
+echo "== end"
 kill $pid; wait $pid || true
 echo "after restart: $(ipvsadm -S -n | grep -c '^-a')"
 "#;
@@ -212,6 +232,7 @@ fn live_traffic_survives_scaling_and_restarts() {
     assert!(o.contains("up: 1"), "and comes back at weight 1: {o}");
     let live = o.lines().find(|l| l.starts_with("ok=")).unwrap_or("");
     assert_eq!(live, "ok=120 fail=0", "{o}");
+    assert_eq!(out.section("recreate"), ["1"], "{o}");
     // The restarted proxy adopted the state: 2 services x 2 real servers.
     assert!(o.contains("after restart: 4"), "{o}");
 }
