@@ -157,6 +157,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU); /* per-CPU LRU lists: no global lock */
 	__uint(max_entries, 1);
 	__type(key, struct aff_key);
 	__type(value, struct aff_val);
@@ -165,6 +166,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, 1);
 	__type(key, struct flow_key);
 	__type(value, struct flow_val);
@@ -362,15 +364,21 @@ static __always_inline __u32 schedule(struct svc_val *svc, struct client *cl)
 	return NO_BACKEND;
 }
 
-/* The backend for this client, honouring ClientIP affinity. */
-static __always_inline __u32 pick(struct svc_val *svc, struct client *cl, __u32 *gen)
+/* The backend for this client, honouring ClientIP affinity. Who the
+ * client is is worked out only when something needs it (not for rr/wrr
+ * without affinity: two helper calls saved per connection). */
+static __always_inline __u32 pick(struct bpf_sock_addr *ctx, struct svc_val *svc, __u32 *gen)
 {
 	struct aff_key ak = {};
+	struct client cl_store = {};
+	struct client *cl = &cl_store;
 	struct aff_val *av;
 	struct be_val *be;
 	__u64 now = 0;
 	__u32 id;
 
+	if (svc->timeout || svc->sched == SCHED_SH || svc->sched == SCHED_MH)
+		client_of(ctx, cl);
 	if (svc->timeout) {
 		now = bpf_ktime_get_ns();
 		ak.svc = svc->id;
@@ -499,7 +507,6 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, int family)
 {
 	struct svc_key k;
 	struct svc_val *svc;
-	struct client cl;
 	struct be_val *be;
 	__u32 id, gen = 0;
 	int how;
@@ -508,8 +515,7 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, int family)
 	svc = bpf_map_lookup_elem(&rvs_svc, &k);
 	if (!svc)
 		return 1;
-	client_of(ctx, &cl);
-	id = pick(svc, &cl, &gen);
+	id = pick(ctx, svc, &gen);
 	be = id == NO_BACKEND ? 0 : backend(id);
 	if (!be || be->family != k.family) {
 		/* IPVS answers a service without a usable real server with
@@ -531,7 +537,6 @@ static __always_inline int do_sendmsg(struct bpf_sock_addr *ctx, int family)
 	struct flow_val *fv;
 	struct svc_key k;
 	struct svc_val *svc;
-	struct client cl;
 	struct be_val *be = 0;
 	__u64 cookie, conns = 0;
 	__u32 id = NO_BACKEND, gen = 0;
@@ -563,8 +568,7 @@ static __always_inline int do_sendmsg(struct bpf_sock_addr *ctx, int family)
 		}
 	}
 	if (!be) {
-		client_of(ctx, &cl);
-		id = pick(svc, &cl, &gen);
+		id = pick(ctx, svc, &gen);
 		be = id == NO_BACKEND ? 0 : backend(id);
 		if (!be || be->family != k.family) {
 			bpf_set_retval(-ECONNREFUSED);

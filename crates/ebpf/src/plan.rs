@@ -182,6 +182,8 @@ struct Svc {
     committed_slots: Vec<Option<u32>>,
     /// What the service map holds for this key.
     committed_val: Option<SvcValBytes>,
+    /// A reused id whose round-robin position must restart.
+    rr_reset: bool,
 }
 
 impl Svc {
@@ -279,6 +281,8 @@ fn scheduler_of(code: SchedCode) -> Scheduler {
 /// A service deleted in this batch whose entries must go.
 #[derive(Clone, Debug)]
 struct Removed {
+    /// The model key, when known (not for orphans found at adoption).
+    model: Option<ServiceKey>,
     key: SvcKey,
     id: u32,
     slots: Vec<Option<u32>>,
@@ -365,6 +369,7 @@ impl Table {
             let (Some((protocol, addr)), Some(val)) = (layout::parse_svc_key(k), SvcVal::decode(v))
             else {
                 table.removed.push(Removed {
+                    model: None,
                     key: *k,
                     id: u32::MAX,
                     slots: Vec::new(),
@@ -387,6 +392,7 @@ impl Table {
                     planned: Vec::new(),
                     committed_slots: Vec::new(),
                     committed_val: Some(*v),
+                    rr_reset: false,
                 },
             );
         }
@@ -435,6 +441,7 @@ impl Table {
         }
         for (id, slots) in orphan_slots {
             table.removed.push(Removed {
+                model: None,
                 key: [0; 20],
                 id,
                 slots,
@@ -630,6 +637,7 @@ impl Table {
                 planned: Vec::new(),
                 committed_slots: Vec::new(),
                 committed_val: None,
+                rr_reset: !fresh,
             },
         );
         self.dirty.insert(svc.key);
@@ -690,6 +698,7 @@ impl Table {
         }
         self.svc_ids.release(svc.id);
         self.removed.push(Removed {
+            model: Some(*key),
             key: layout_key(key),
             id: svc.id,
             slots: svc.committed_slots,
@@ -811,16 +820,11 @@ impl Table {
     pub fn commit(&mut self) -> Vec<Write> {
         let mut out = Vec::new();
         let removed = std::mem::take(&mut self.removed);
-        let live_keys: BTreeSet<SvcKey> = self
-            .dirty
-            .iter()
-            .chain(self.services.keys())
-            .filter(|k| self.services.contains_key(k))
-            .map(layout_key)
-            .collect();
-        let (early, late): (Vec<Removed>, Vec<Removed>) = removed
+        // A key deleted and added again in this batch keeps its entry
+        // (overwritten below): no gap for it.
+        let (late, early): (Vec<Removed>, Vec<Removed>) = removed
             .into_iter()
-            .partition(|r| !live_keys.contains(&r.key));
+            .partition(|r| r.model.is_some_and(|k| self.services.contains_key(&k)));
         // 1. Services gone for good: their entry, then their slots.
         for r in &early {
             if r.had_entry {
@@ -876,8 +880,11 @@ impl Table {
                     });
                 }
             }
-            if changed && matches!(svc.sched_code(), SchedCode::Wrr | SchedCode::Rr) {
+            // A fresh id's position is 0 already: only a table that
+            // changed under a live service, or a reused id, restarts.
+            if (changed && svc.committed_val.is_some()) || svc.rr_reset {
                 out.push(Write::ResetRr(svc.id));
+                svc.rr_reset = false;
             }
             let value = svc.value();
             if svc.committed_val != Some(value) {
@@ -1045,7 +1052,7 @@ mod tests {
                 _ => "other",
             })
             .collect();
-        assert_eq!(kinds, ["be", "be", "slot", "slot", "rr", "svc"]);
+        assert_eq!(kinds, ["be", "be", "slot", "slot", "svc"]);
         // Nothing left to do.
         assert!(t.commit().is_empty());
         // Newest first, as the kernel lists them.

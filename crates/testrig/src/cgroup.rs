@@ -218,9 +218,11 @@ const LINE_PREFIX: &str = "RVS-CLIENT ";
 /// What a client process does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// TCP: connect, send a line, read the backend's one-line answer.
+    /// TCP: connect, send a line, read the backend's one-line answer;
+    /// the time reported runs from `connect()` to the answer.
     Tcp,
-    /// TCP: connect only (a latency sample), then close.
+    /// TCP: connect only (the time reported is `connect()`'s), then
+    /// close with a reset (no TIME_WAIT piles up over many samples).
     TcpConnect,
     /// UDP: `connect()`, send, receive.
     UdpConnected,
@@ -314,14 +316,17 @@ impl ClientSpec {
 pub enum Attempt {
     /// It worked: the backend's answer (empty for [`Mode::TcpConnect`]),
     /// the peer the socket reported (`getpeername`, or the reply's
-    /// source for unconnected UDP), and how long `connect()` took.
+    /// source for unconnected UDP), and how long it took.
     Ok {
         /// What the backend answered.
         reply: String,
         /// The address the application saw as its peer.
         peer: SocketAddr,
-        /// The `connect()` (or `sendto()`) call's duration.
-        micros: u64,
+        /// Its duration in nanoseconds: see [`Mode`].
+        nanos: u64,
+        /// When it started, in microseconds since the Unix epoch (to
+        /// compare with events in the test process).
+        start_us: u64,
     },
     /// It failed, with the error's text.
     Err(String),
@@ -464,16 +469,19 @@ impl Drop for Client {
 }
 
 fn parse_attempt(line: &str) -> Attempt {
-    let mut f = line.splitn(4, ' ');
-    match (f.next(), f.next(), f.next(), f.next()) {
-        (Some("ok"), Some(micros), Some(peer), reply) => match (micros.parse(), peer.parse()) {
-            (Ok(micros), Ok(peer)) => Attempt::Ok {
-                reply: reply.unwrap_or_default().to_owned(),
-                peer,
-                micros,
-            },
-            _ => Attempt::Err(format!("unreadable line {line:?}")),
-        },
+    let mut f = line.splitn(5, ' ');
+    match (f.next(), f.next(), f.next(), f.next(), f.next()) {
+        (Some("ok"), Some(nanos), Some(start), Some(peer), reply) => {
+            match (nanos.parse(), start.parse(), peer.parse()) {
+                (Ok(nanos), Ok(start_us), Ok(peer)) => Attempt::Ok {
+                    reply: reply.unwrap_or_default().to_owned(),
+                    peer,
+                    nanos,
+                    start_us,
+                },
+                _ => Attempt::Err(format!("unreadable line {line:?}")),
+            }
+        }
         _ => Attempt::Err(line.strip_prefix("err ").unwrap_or(line).to_owned()),
     }
 }
@@ -508,8 +516,9 @@ fn run_client(spec: &ClientSpec) -> Vec<String> {
         if start.elapsed() >= spec.within {
             break;
         }
+        let start_us = now_us();
         let line = match attempt(spec, &mut shared) {
-            Ok((micros, peer, reply)) => format!("ok {micros} {peer} {reply}"),
+            Ok((nanos, peer, reply)) => format!("ok {nanos} {start_us} {peer} {reply}"),
             Err(e) => format!("err {e}"),
         };
         lines.push(line);
@@ -518,6 +527,13 @@ fn run_client(spec: &ClientSpec) -> Vec<String> {
         }
     }
     lines
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 fn bind_addr(spec: &ClientSpec) -> SocketAddr {
@@ -547,9 +563,9 @@ fn tcp_connect(spec: &ClientSpec) -> std::io::Result<(TcpStream, u64)> {
             TcpStream::from(fd)
         }
     };
-    let micros = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    Ok((stream, micros))
+    Ok((stream, nanos))
 }
 
 fn attempt(
@@ -558,30 +574,40 @@ fn attempt(
 ) -> std::io::Result<(u64, SocketAddr, String)> {
     match spec.mode {
         Mode::Tcp => {
-            let (mut stream, micros) = tcp_connect(spec)?;
+            let t = Instant::now();
+            let (mut stream, _) = tcp_connect(spec)?;
             let peer = stream.peer_addr()?;
             stream.write_all(b"who\n")?;
             let mut reply = String::new();
             BufReader::new(&stream).read_line(&mut reply)?;
-            Ok((micros, peer, reply.trim().to_owned()))
+            let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            Ok((nanos, peer, reply.trim().to_owned()))
         }
         Mode::TcpConnect => {
-            let (stream, micros) = tcp_connect(spec)?;
+            let (stream, nanos) = tcp_connect(spec)?;
             let peer = stream.peer_addr()?;
-            Ok((micros, peer, String::new()))
+            nix::sys::socket::setsockopt(
+                &stream,
+                nix::sys::socket::sockopt::Linger,
+                &nix::libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                },
+            )?;
+            Ok((nanos, peer, String::new()))
         }
         Mode::UdpConnected => {
             let socket = UdpSocket::bind(bind_addr(spec))?;
             socket.set_read_timeout(Some(IO_TIMEOUT))?;
             let t = Instant::now();
             socket.connect(spec.target)?;
-            let micros = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
             socket.send(b"who\n")?;
             let mut buf = [0u8; 512];
             let n = socket.recv(&mut buf)?;
             let peer = socket.peer_addr()?;
             let reply = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
-            Ok((micros, peer, reply))
+            Ok((nanos, peer, reply))
         }
         Mode::Udp => {
             let socket = match shared.take() {
@@ -594,14 +620,14 @@ fn attempt(
             };
             let t = Instant::now();
             socket.send_to(b"who\n", spec.target)?;
-            let micros = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
             let mut buf = [0u8; 512];
             let (n, from) = socket.recv_from(&mut buf)?;
             let reply = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
             if spec.one_socket {
                 *shared = Some(socket);
             }
-            Ok((micros, from, reply))
+            Ok((nanos, from, reply))
         }
     }
 }
@@ -622,11 +648,12 @@ mod tests {
     #[test]
     fn attempts_parse() {
         assert_eq!(
-            parse_attempt("ok 12 10.96.0.1:80 backend one"),
+            parse_attempt("ok 12 1700000000000000 10.96.0.1:80 backend one"),
             Attempt::Ok {
                 reply: "backend one".into(),
                 peer: "10.96.0.1:80".parse().unwrap(),
-                micros: 12
+                nanos: 12,
+                start_us: 1_700_000_000_000_000,
             }
         );
         assert_eq!(
