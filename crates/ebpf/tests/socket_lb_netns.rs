@@ -297,3 +297,58 @@ fn ipv6_and_v4_mapped_destinations_are_balanced() {
     assert_eq!(report.replies(), ["b2", "b2"], "{report:?}");
     lb.detach().expect("detach");
 }
+
+#[test]
+fn the_admin_socket_lists_services_and_counters_as_rvsadm_reads_them() {
+    let Some(rig) =
+        Rig::or_skip("the_admin_socket_lists_services_and_counters_as_rvsadm_reads_them")
+    else {
+        return;
+    };
+    let _b = [rig.tcp_backend(2, "b2"), rig.tcp_backend(3, "b3")];
+    let lb = rig.attach();
+    let shared: rvs_admin::SharedAdmin = std::sync::Arc::new(std::sync::Mutex::new(lb));
+    let dir = rvs_testrig::TempDir::new("ebpf-admin").unwrap();
+    let path = dir.join("admin.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let server = rvs_admin::Server::new(listener, std::sync::Arc::clone(&shared))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    // What `rvsadm --target unix:PATH` does: the admin client.
+    let mut client = rvs_admin::AdminClient::connect(&path).unwrap();
+    let key = ServiceKey::tcp(vip());
+    for result in client.apply_batch(&[
+        Op::AddService(Service::new(key, Scheduler::RoundRobin)),
+        Op::AddDestination(key, dest(2, 8080, 1)),
+        Op::AddDestination(key, dest(3, 8080, 1)),
+    ]) {
+        result.unwrap();
+    }
+    let err = client
+        .apply(&Op::AddService(Service::new(
+            ServiceKey::Fwmark {
+                mark: 7,
+                ipv6: false,
+            },
+            Scheduler::RoundRobin,
+        )))
+        .unwrap_err();
+    assert_eq!(err.errno(), Some(rvs_model::admin::errno::EOPNOTSUPP));
+    let report = rig.run(&ClientSpec::new(Mode::Tcp, vip(), 4));
+    assert!(report.errors().is_empty(), "{report:?}");
+    let services = client.services().unwrap();
+    assert_eq!(services.len(), 1);
+    assert_eq!(services[0].stats.conns, 4);
+    let dests = client.destinations(&key).unwrap();
+    assert_eq!(
+        dests.iter().map(|d| d.stats.conns).collect::<Vec<_>>(),
+        [2, 2]
+    );
+    assert_eq!(client.info().unwrap().version, 0x01_02_01);
+    drop(client);
+    drop(server);
+    drop(shared);
+    // Detach by the pins (the server may hold its handle a moment longer).
+    assert!(rvs_ebpf::SocketLb::remove_pins(&rig.pin_dir()).unwrap());
+}
