@@ -203,7 +203,7 @@ pub enum EbpfError {
     #[error("load eBPF programs: {0}")]
     Load(#[source] Box<aya::EbpfError>),
     /// A program could not be loaded or attached.
-    #[error("program {name}: {source}")]
+    #[error("program {name}")]
     Program {
         /// The program.
         name: String,
@@ -212,7 +212,7 @@ pub enum EbpfError {
         source: Box<aya::programs::ProgramError>,
     },
     /// A map operation failed.
-    #[error("map {name}: {source}")]
+    #[error("map {name}")]
     Map {
         /// The map.
         name: String,
@@ -221,7 +221,7 @@ pub enum EbpfError {
         source: Box<aya::maps::MapError>,
     },
     /// A file-system or other I/O step failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -229,6 +229,20 @@ pub enum EbpfError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The cgroup v2 hierarchy's root on this host (the first `cgroup2`
+/// mount; on a hybrid layout, `/sys/fs/cgroup/unified`): where
+/// `rvs-proxy --dataplane ebpf` attaches by default, so every process on
+/// the node is balanced.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| PathBuf::from(mount_point))
+    })
 }
 
 /// Where to attach, where to pin, and how big the maps are.

@@ -18,10 +18,12 @@ pub mod sysctl;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use rvs_model::admin::Admin;
 use rvs_netfilter::iptables::Backend;
 use rvs_proxy::ProxyConfig;
 use rvs_proxy::cluster::{ClusterState, ObjectName};
 use rvs_proxy::run::{NodeReport, NodeSide};
+use rvs_proxy::sync::{BindError, SyncError, SyncReport, Syncer};
 
 pub use kube_ipvs0::KubeIpvs0;
 pub use netfilter::{
@@ -110,4 +112,56 @@ impl<S: SetBackend, R: RuleBackend> NodeSide for KernelSide<S, R> {
         }
         report
     }
+}
+
+/// What `--cleanup` removed, and what it could not.
+#[derive(Debug, Default)]
+pub struct CleanupReport {
+    /// The virtual servers and addresses.
+    pub ipvs: SyncReport,
+    /// Netfilter steps (chains, jumps, sets) that failed.
+    pub netfilter_failures: usize,
+}
+
+impl CleanupReport {
+    /// Whether anything failed (each failure is logged).
+    pub fn failed(&self) -> bool {
+        self.ipvs.failed + self.ipvs.address_failures + self.netfilter_failures > 0
+    }
+}
+
+/// Why `--cleanup` could not even start.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    /// The dataplane could not be read.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// kube-ipvs0 or the host's addresses could not be read or removed.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+/// `--cleanup` of the kernel dataplane without a cluster view: the
+/// virtual servers rvs owns as the node alone shows them (see
+/// [`rvs_proxy::sync::cleanup_owns`]; none when `admin` is `None`, a
+/// kernel without `ip_vs`), `kube-ipvs0`, then our iptables chains and
+/// jumps, then our ipsets. Nothing foreign is touched.
+pub fn cleanup<A: Admin>(
+    admin: Option<A>,
+    mut binder: KubeIpvs0,
+    config: ProxyConfig,
+    backend: Backend,
+) -> Result<CleanupReport, CleanupError> {
+    let mut report = CleanupReport::default();
+    if let Some(admin) = admin {
+        let host = binder.host_addresses()?;
+        let mut syncer = Syncer::new(admin, binder, config);
+        report.ipvs = syncer.cleanup(&host)?;
+        binder = syncer.binder;
+    }
+    binder.remove_device()?;
+    // Rules before sets: the kernel keeps sets that rules reference.
+    let families = netfilter::kernel_families(backend);
+    report.netfilter_failures = netfilter::cleanup(backend, &families);
+    Ok(report)
 }

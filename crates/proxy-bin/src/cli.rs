@@ -19,6 +19,13 @@ pub(crate) enum Dataplane {
     Kernel,
     /// The userspace forwarder in this process.
     Userspace,
+    /// eBPF socket-level load balancing for the processes of `--cgroup`
+    /// (no node ports from outside the node).
+    Ebpf,
+    /// The socket-level load balancer for the node's own processes, and
+    /// IPVS for traffic that arrives from outside (node ports).
+    #[value(name = "kernel,ebpf")]
+    KernelEbpf,
 }
 
 /// Which iptables binaries program the rules (an rvs addition;
@@ -171,8 +178,8 @@ pub(crate) struct Cli {
     pub(crate) dry_run: bool,
 
     /// Serve the admin protocol on this unix socket, so
-    /// `rvsadm --target unix:PATH` reads and programs the userspace
-    /// dataplane (the kernel's is read by `rvsadm` directly).
+    /// `rvsadm --target unix:PATH` reads and programs the userspace or
+    /// eBPF dataplane (the kernel's is read by `rvsadm` directly).
     #[arg(long, value_name = "PATH")]
     pub(crate) admin_socket: Option<PathBuf>,
 
@@ -180,6 +187,16 @@ pub(crate) struct Cli {
     /// 0660 instead of 0600.
     #[arg(long, value_name = "NAME|GID")]
     pub(crate) admin_socket_group: Option<rvs_admin::SocketGroup>,
+
+    /// eBPF dataplane: the cgroup v2 whose processes are balanced
+    /// (default: the cgroup v2 root, every process on the node).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) cgroup: Option<PathBuf>,
+
+    /// eBPF dataplane: the bpffs directory its maps and programs are
+    /// pinned in, so a restart adopts them without a gap.
+    #[arg(long, value_name = "PATH", default_value = "/sys/fs/bpf/rvs-proxy")]
+    pub(crate) bpf_pin_dir: PathBuf,
 
     /// Userspace dataplane: the per-network-namespace lock that keeps a
     /// second one from starting (change it only to run several on
