@@ -5,7 +5,8 @@
 //!   addresses bound to it (an [`rvs_proxy::sync::AddressBinder`]);
 //! * [`netfilter`]: kube-proxy's ipsets and iptables rules, synced after
 //!   each IPVS sync in the same scope, behind set and rule backends;
-//! * [`sysctl`]: the sysctls kube-proxy sets at start.
+//! * [`sysctl`]: the sysctls (conntrack's and IPVS's) kube-proxy sets at
+//!   start.
 //!
 //! [`KernelSide`] puts the netfilter syncer and the sysctls behind
 //! [`rvs_proxy::run::NodeSide`], so the sync loop runs them after each
@@ -16,7 +17,6 @@ pub mod netfilter;
 pub mod sysctl;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use rvs_netfilter::iptables::Backend;
 use rvs_proxy::ProxyConfig;
@@ -37,8 +37,31 @@ pub struct NodeOptions {
     pub backend: Backend,
     /// `--ipvs-strict-arp`.
     pub strict_arp: bool,
-    /// Where sysctls live (`/proc/sys`).
-    pub sysctl_root: PathBuf,
+    /// The `--conntrack-*` settings.
+    pub conntrack: sysctl::ConntrackOptions,
+    /// Where `/proc/sys` and `/sys` are.
+    pub sysctl_roots: sysctl::Roots,
+}
+
+/// What the node side needs to know of the host it runs on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    /// The kernel's release (`uname -r`).
+    pub release: String,
+    /// The CPUs kube-proxy sizes the conntrack table by
+    /// ([`sysctl::cpu_count`]).
+    pub cpus: usize,
+}
+
+impl Host {
+    /// The running kernel's release and the host's CPUs (read under
+    /// `sys`).
+    pub fn detect(sys: &std::path::Path) -> Host {
+        Host {
+            release: sysctl::kernel_release(),
+            cpus: sysctl::cpu_count(sys),
+        }
+    }
 }
 
 /// The kernel dataplane's node side: kube-proxy's sets, rules and
@@ -47,7 +70,7 @@ pub struct NodeOptions {
 pub struct KernelSide<S = KernelSets, R = KernelRules> {
     netfilter: Netfilter<S, R>,
     sysctls: Vec<sysctl::Sysctl>,
-    sysctl_root: PathBuf,
+    sysctl_roots: sysctl::Roots,
     /// Setting a sysctl failed: full syncs try again.
     sysctls_failed: bool,
 }
@@ -58,27 +81,24 @@ impl KernelSide {
         let rules = KernelRules {
             backend: options.backend,
         };
-        KernelSide::with_backends(
-            options,
-            KernelSets::default(),
-            rules,
-            &sysctl::kernel_release(),
-        )
+        let host = Host::detect(&options.sysctl_roots.sys);
+        KernelSide::with_backends(options, KernelSets::default(), rules, &host)
     }
 }
 
 impl<S: SetBackend, R: RuleBackend> KernelSide<S, R> {
     /// A node side writing through `sets` and `rules`, setting the
-    /// sysctls a kernel of `release` needs.
-    pub fn with_backends(
-        options: NodeOptions,
-        sets: S,
-        rules: R,
-        release: &str,
-    ) -> KernelSide<S, R> {
+    /// sysctls `host` needs: the conntrack ones, then the IPVS ones, in
+    /// kube-proxy's order.
+    pub fn with_backends(options: NodeOptions, sets: S, rules: R, host: &Host) -> KernelSide<S, R> {
+        let mut sysctls = sysctl::conntrack_sysctls(&options.conntrack, host.cpus);
+        sysctls.extend(sysctl::kube_proxy_sysctls(
+            &host.release,
+            options.strict_arp,
+        ));
         KernelSide {
-            sysctls: sysctl::kube_proxy_sysctls(release, options.strict_arp),
-            sysctl_root: options.sysctl_root,
+            sysctls,
+            sysctl_roots: options.sysctl_roots,
             netfilter: Netfilter::new(options.netfilter, sets, rules),
             sysctls_failed: false,
         }
@@ -86,9 +106,14 @@ impl<S: SetBackend, R: RuleBackend> KernelSide<S, R> {
 
     /// Sets the sysctls that differ; returns how many could not be set.
     pub fn ensure_sysctls(&mut self) -> usize {
-        let (_, failed) = sysctl::ensure(&self.sysctl_root, &self.sysctls);
+        let (_, failed) = sysctl::ensure(&self.sysctl_roots, &self.sysctls);
         self.sysctls_failed = failed > 0;
         failed
+    }
+
+    /// The sysctls this side sets, in order.
+    pub fn sysctls(&self) -> &[sysctl::Sysctl] {
+        &self.sysctls
     }
 
     /// The netfilter syncer.

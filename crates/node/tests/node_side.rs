@@ -1,7 +1,8 @@
 //! The kernel node side's logic with fake set and rule backends: what a
 //! full and a partial sync write, the applied-rules cache, a failure
-//! turning the next sync into a full one, and sysctls retried on full
-//! syncs. The real kernel paths are covered by the netns and VM tests.
+//! turning the next sync into a full one, and sysctls (the conntrack ones
+//! too) retried on full syncs. The real kernel paths are covered by the
+//! netns and VM tests.
 
 #![allow(clippy::unwrap_used)] // test code
 
@@ -14,7 +15,8 @@ use std::rc::Rc;
 use rvs_model::Protocol;
 use rvs_netfilter::ipset::{Entry, Family, IpsetError, Op, SetSpec, sync::SyncReport};
 use rvs_netfilter::iptables::{IptablesError, LocalDetect, RuleSet, RulesConfig};
-use rvs_node::{KernelSide, NetfilterOptions, NodeOptions, RuleBackend, SetBackend};
+use rvs_node::sysctl::{ConntrackOptions, Roots};
+use rvs_node::{Host, KernelSide, NetfilterOptions, NodeOptions, RuleBackend, SetBackend};
 use rvs_proxy::ProxyConfig;
 use rvs_proxy::cluster::{
     ClusterState, EndpointInfo, NodeInfo, ObjectName, ServiceInfo, ServicePort, SliceInfo,
@@ -142,7 +144,18 @@ fn cluster(n: u8, node_port: &[u8]) -> ClusterState {
     c
 }
 
+/// A node side on fakes, with the IPVS sysctls only.
 fn side(fake: &Fake, sysctl_root: &Path) -> KernelSide<Fake, Fake> {
+    let no_conntrack = ConntrackOptions {
+        max_per_core: 0,
+        tcp_established_timeout: std::time::Duration::ZERO,
+        tcp_close_wait_timeout: std::time::Duration::ZERO,
+        ..ConntrackOptions::default()
+    };
+    side_with(fake, sysctl_root, no_conntrack)
+}
+
+fn side_with(fake: &Fake, root: &Path, conntrack: ConntrackOptions) -> KernelSide<Fake, Fake> {
     let options = NodeOptions {
         netfilter: NetfilterOptions {
             maxelem: 65536,
@@ -152,9 +165,17 @@ fn side(fake: &Fake, sysctl_root: &Path) -> KernelSide<Fake, Fake> {
         },
         backend: rvs_netfilter::iptables::Backend::System,
         strict_arp: false,
-        sysctl_root: sysctl_root.to_owned(),
+        conntrack,
+        sysctl_roots: Roots {
+            proc_sys: root.to_owned(),
+            sys: root.join("sys"),
+        },
     };
-    KernelSide::with_backends(options, fake.clone(), fake.clone(), "6.1.0")
+    let host = Host {
+        release: "6.1.0".into(),
+        cpus: 8,
+    };
+    KernelSide::with_backends(options, fake.clone(), fake.clone(), &host)
 }
 
 fn config() -> ProxyConfig {
@@ -289,6 +310,54 @@ fn sysctls_that_could_not_be_set_are_retried_on_full_syncs_only() {
     assert_eq!(
         std::fs::read_to_string(root.join("net/ipv4/vs/conntrack")).unwrap(),
         "1\n"
+    );
+}
+
+#[test]
+fn conntrack_sysctls_come_first_and_raise_the_table_only() {
+    let fake = Fake::default();
+    let root = tempdir("conntrack-sysctl");
+    let side = side_with(&fake, root.path(), ConntrackOptions::default());
+    let paths: Vec<&str> = side.sysctls().iter().map(|s| s.path).collect();
+    assert_eq!(
+        paths[..5],
+        [
+            "net/netfilter/nf_conntrack_max",
+            "module/nf_conntrack/parameters/hashsize",
+            "net/netfilter/nf_conntrack_tcp_timeout_established",
+            "net/netfilter/nf_conntrack_tcp_timeout_close_wait",
+            "net/ipv4/vs/conntrack",
+        ]
+    );
+    let mut side = side;
+    let nf = root.join("net/netfilter");
+    std::fs::create_dir_all(&nf).unwrap();
+    std::fs::create_dir_all(root.join("sys/module/nf_conntrack/parameters")).unwrap();
+    std::fs::write(nf.join("nf_conntrack_max"), "1048576\n").unwrap();
+    std::fs::write(nf.join("nf_conntrack_tcp_timeout_established"), "432000\n").unwrap();
+    std::fs::write(nf.join("nf_conntrack_tcp_timeout_close_wait"), "60\n").unwrap();
+    std::fs::write(
+        root.join("sys/module/nf_conntrack/parameters/hashsize"),
+        "16384\n",
+    )
+    .unwrap();
+    // The four IPVS ones fail (no net/ipv4 here); the conntrack ones are
+    // set.
+    assert_eq!(side.ensure_sysctls(), 4);
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    // 32768 × 8 CPUs is below the 1048576 already there: left.
+    assert_eq!(read(&nf.join("nf_conntrack_max")), "1048576\n");
+    assert_eq!(
+        read(&root.join("sys/module/nf_conntrack/parameters/hashsize")),
+        "65536\n"
+    );
+    assert_eq!(
+        read(&nf.join("nf_conntrack_tcp_timeout_established")),
+        "86400\n"
+    );
+    assert_eq!(
+        read(&nf.join("nf_conntrack_tcp_timeout_close_wait")),
+        "3600\n"
     );
 }
 
