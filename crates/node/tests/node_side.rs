@@ -1,8 +1,9 @@
-//! The kernel node side's logic with fake set and rule backends: what a
-//! full and a partial sync write, the applied-rules cache, a failure
-//! turning the next sync into a full one, and sysctls (the conntrack ones
-//! too) retried on full syncs. The real kernel paths are covered by the
-//! netns and VM tests.
+//! The kernel node side's logic with fake set, rule and conntrack
+//! backends: what a full and a partial sync write, the applied-rules
+//! cache, a failure turning the next sync into a full one, sysctls (the
+//! conntrack ones too) retried on full syncs, and the stale UDP conntrack
+//! cleanup run when UDP endpoints changed. The real kernel paths are
+//! covered by the netns and VM tests.
 
 #![allow(clippy::unwrap_used)] // test code
 
@@ -15,6 +16,7 @@ use std::rc::Rc;
 use rvs_model::Protocol;
 use rvs_netfilter::ipset::{Entry, Family, IpsetError, Op, SetSpec, sync::SyncReport};
 use rvs_netfilter::iptables::{IptablesError, LocalDetect, RuleSet, RulesConfig};
+use rvs_node::conntrack::{ConntrackBackend, ConntrackError, Flow, IPPROTO_UDP, Tuple5};
 use rvs_node::sysctl::{ConntrackOptions, Roots};
 use rvs_node::{Host, KernelSide, NetfilterOptions, NodeOptions, RuleBackend, SetBackend};
 use rvs_proxy::ProxyConfig;
@@ -36,6 +38,10 @@ struct Kernel {
     applies: Vec<(Family, bool)>,
     fail_batch: bool,
     fail_apply: bool,
+    /// The conntrack table, and how often it was listed.
+    flows: Vec<Flow>,
+    lists: usize,
+    fail_conntrack: bool,
 }
 
 #[derive(Clone, Default)]
@@ -100,6 +106,27 @@ impl RuleBackend for Fake {
     }
 }
 
+impl ConntrackBackend for Fake {
+    fn list(&mut self, _family: IpFamily) -> Result<Vec<Flow>, ConntrackError> {
+        let mut k = self.0.borrow_mut();
+        k.lists += 1;
+        if k.fail_conntrack {
+            return Err(ConntrackError::Kernel {
+                op: "dump conntrack entries",
+                errno: 1,
+            });
+        }
+        Ok(k.flows.clone())
+    }
+
+    fn delete(&mut self, flows: &[Flow]) -> Result<usize, ConntrackError> {
+        let mut k = self.0.borrow_mut();
+        let before = k.flows.len();
+        k.flows.retain(|f| !flows.contains(f));
+        Ok(before - k.flows.len())
+    }
+}
+
 fn name(s: &str) -> ObjectName {
     ObjectName::new("default", s)
 }
@@ -145,7 +172,7 @@ fn cluster(n: u8, node_port: &[u8]) -> ClusterState {
 }
 
 /// A node side on fakes, with the IPVS sysctls only.
-fn side(fake: &Fake, sysctl_root: &Path) -> KernelSide<Fake, Fake> {
+fn side(fake: &Fake, sysctl_root: &Path) -> KernelSide<Fake, Fake, Fake> {
     let no_conntrack = ConntrackOptions {
         max_per_core: 0,
         tcp_established_timeout: std::time::Duration::ZERO,
@@ -155,7 +182,11 @@ fn side(fake: &Fake, sysctl_root: &Path) -> KernelSide<Fake, Fake> {
     side_with(fake, sysctl_root, no_conntrack)
 }
 
-fn side_with(fake: &Fake, root: &Path, conntrack: ConntrackOptions) -> KernelSide<Fake, Fake> {
+fn side_with(
+    fake: &Fake,
+    root: &Path,
+    conntrack: ConntrackOptions,
+) -> KernelSide<Fake, Fake, Fake> {
     let options = NodeOptions {
         netfilter: NetfilterOptions {
             maxelem: 65536,
@@ -175,7 +206,7 @@ fn side_with(fake: &Fake, root: &Path, conntrack: ConntrackOptions) -> KernelSid
         release: "6.1.0".into(),
         cpus: 8,
     };
-    KernelSide::with_backends(options, fake.clone(), fake.clone(), &host)
+    KernelSide::with_backends(options, fake.clone(), fake.clone(), fake.clone(), &host)
 }
 
 fn config() -> ProxyConfig {
@@ -359,6 +390,108 @@ fn conntrack_sysctls_come_first_and_raise_the_table_only() {
         read(&nf.join("nf_conntrack_tcp_timeout_close_wait")),
         "3600\n"
     );
+}
+
+fn udp_flow(client: &str, to: &str, reply_from: &str) -> Flow {
+    let client = client.parse().unwrap();
+    Flow {
+        original: Tuple5 {
+            protocol: IPPROTO_UDP,
+            src: client,
+            dst: to.parse().unwrap(),
+        },
+        reply: Tuple5 {
+            protocol: IPPROTO_UDP,
+            src: reply_from.parse().unwrap(),
+            dst: client,
+        },
+        zone: 0,
+    }
+}
+
+/// `dns`: UDP 53 on 10.96.0.53, endpoints `eps` at port 5353.
+fn with_dns(mut c: ClusterState, eps: &[&str]) -> ClusterState {
+    let dns = name("dns");
+    c.services.insert(
+        dns.clone(),
+        ServiceInfo::new(
+            dns.clone(),
+            vec!["10.96.0.53".parse().unwrap()],
+            vec![ServicePort {
+                name: "dns".into(),
+                protocol: Protocol::Udp,
+                port: 53,
+                node_port: None,
+            }],
+        ),
+    );
+    c.slices.insert(
+        name("dns-1"),
+        SliceInfo {
+            service: dns,
+            ports: vec![SlicePort {
+                name: "dns".into(),
+                protocol: Protocol::Udp,
+                port: 5353,
+            }],
+            endpoints: eps
+                .iter()
+                .map(|e| EndpointInfo::ready(e.parse().unwrap()))
+                .collect(),
+        },
+    );
+    c
+}
+
+#[test]
+fn stale_udp_entries_are_cleared_when_udp_endpoints_change() {
+    let fake = Fake::default();
+    let root = tempdir("conntrack-clean");
+    let mut side = side(&fake, root.path());
+    let old = udp_flow("10.0.0.5:40000", "10.96.0.53:53", "10.244.0.1:5353");
+    let new = udp_flow("10.0.0.6:40000", "10.96.0.53:53", "10.244.0.2:5353");
+    fake.0.borrow_mut().flows = vec![old, new];
+    // The first sync: every endpoint is new; both endpoints serve.
+    side.after_sync(
+        &with_dns(cluster(1, &[]), &["10.244.0.1", "10.244.0.2"]),
+        &config(),
+        None,
+    );
+    assert_eq!(fake.0.borrow().lists, 1);
+    assert_eq!(fake.0.borrow().flows.len(), 2);
+    // A TCP Service changes: no cleanup.
+    let c = with_dns(cluster(2, &[]), &["10.244.0.1", "10.244.0.2"]);
+    side.after_sync(&c, &config(), Some(&changed(&["s1"])));
+    assert_eq!(fake.0.borrow().lists, 1);
+    // A full sync without endpoint changes: none either.
+    side.after_sync(&c, &config(), None);
+    assert_eq!(fake.0.borrow().lists, 1);
+    // 10.244.0.1 goes: its entry is deleted, the other kept.
+    let c = with_dns(cluster(2, &[]), &["10.244.0.2"]);
+    let report = side.after_sync(&c, &config(), Some(&changed(&["dns"])));
+    assert_eq!(report.failures, 0);
+    assert_eq!(fake.0.borrow().lists, 2);
+    assert_eq!(fake.0.borrow().flows, [new]);
+}
+
+#[test]
+fn a_failed_cleanup_is_retried_at_the_next_full_sync() {
+    let fake = Fake::default();
+    let root = tempdir("conntrack-retry");
+    let mut side = side(&fake, root.path());
+    let old = udp_flow("10.0.0.5:40000", "10.96.0.53:53", "10.244.0.1:5353");
+    fake.0.borrow_mut().flows = vec![old];
+    side.after_sync(&with_dns(cluster(1, &[]), &["10.244.0.1"]), &config(), None);
+    fake.0.borrow_mut().fail_conntrack = true;
+    let c = with_dns(cluster(1, &[]), &["10.244.0.2"]);
+    let report = side.after_sync(&c, &config(), Some(&changed(&["dns"])));
+    // Logged, as kube-proxy does; not a failed sync.
+    assert_eq!(report.failures, 0);
+    fake.0.borrow_mut().fail_conntrack = false;
+    side.after_sync(&c, &config(), Some(&BTreeSet::new()));
+    assert_eq!(fake.0.borrow().flows, [old], "partial syncs do not retry");
+    side.after_sync(&c, &config(), None);
+    assert!(fake.0.borrow().flows.is_empty());
 }
 
 /// A private directory standing in for `/proc/sys`, removed on drop.
