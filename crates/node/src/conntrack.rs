@@ -112,7 +112,8 @@ pub enum ConntrackError {
 /// Where conntrack entries are listed and deleted: the kernel
 /// ([`KernelConntrack`]), or a fake in tests.
 pub trait ConntrackBackend {
-    /// The entries of `family` (at least every UDP one).
+    /// The entries of `family` (every UDP one; the kernel's backend
+    /// keeps no other).
     fn list(&mut self, family: IpFamily) -> Result<Vec<Flow>, ConntrackError>;
     /// Deletes `flows`; returns how many were deleted (one already gone is
     /// not an error).
@@ -583,7 +584,11 @@ impl KernelConntrack {
                         inner: NetfilterMessageInner::Conntrack(ConntrackMessage::New(attrs)),
                         ..
                     }) => {
-                        if let Some(flow) = flow_from_attributes(&attrs) {
+                        // Only UDP entries matter: a large table holds
+                        // mostly TCP ones, not worth keeping.
+                        if let Some(flow) = flow_from_attributes(&attrs)
+                            && flow.original.protocol == IPPROTO_UDP
+                        {
                             flows.push(flow);
                         }
                     }
