@@ -125,6 +125,36 @@ pub(crate) struct Cli {
     #[arg(long)]
     pub(crate) ipvs_strict_arp: bool,
 
+    /// Maximum number of NAT connections to track per CPU core (0 to leave
+    /// the limit as it is and ignore --conntrack-min).
+    #[arg(long, default_value_t = 32768, value_parser = clap::value_parser!(u32).range(0..=i64::from(i32::MAX)))]
+    pub(crate) conntrack_max_per_core: u32,
+
+    /// Minimum number of conntrack entries to allocate, regardless of
+    /// --conntrack-max-per-core.
+    #[arg(long, default_value_t = 131072, value_parser = clap::value_parser!(u32).range(0..=i64::from(i32::MAX)))]
+    pub(crate) conntrack_min: u32,
+
+    /// Set nf_conntrack_tcp_be_liberal to 1 (liberal tracking of TCP).
+    #[arg(long)]
+    pub(crate) conntrack_tcp_be_liberal: bool,
+
+    /// Conntrack timeout of TCP connections in CLOSE_WAIT (0: leave it).
+    #[arg(long, default_value = "1h0m0s", value_parser = parse_go_duration)]
+    pub(crate) conntrack_tcp_timeout_close_wait: Duration,
+
+    /// Conntrack idle timeout of established TCP connections (0: leave it).
+    #[arg(long, default_value = "24h0m0s", value_parser = parse_go_duration)]
+    pub(crate) conntrack_tcp_timeout_established: Duration,
+
+    /// Conntrack idle timeout of UNREPLIED UDP flows (0: leave it).
+    #[arg(long, default_value = "0s", value_parser = parse_go_duration)]
+    pub(crate) conntrack_udp_timeout: Duration,
+
+    /// Conntrack idle timeout of ASSURED UDP flows (0: leave it).
+    #[arg(long, default_value = "0s", value_parser = parse_go_duration)]
+    pub(crate) conntrack_udp_timeout_stream: Duration,
+
     /// `maxelem` of kube-proxy's ipsets (an rvs addition; kube-proxy
     /// always uses 65536).
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..))]

@@ -1,12 +1,12 @@
 //! The option structs of each part, built from the command line: the
 //! settings go where they are used, never as `&Cli`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use rvs_model::Timeouts;
 use rvs_netfilter::iptables::{Backend, LocalDetect, RulesConfig};
+use rvs_node::sysctl::{ConntrackOptions, Roots};
 use rvs_node::{NetfilterOptions, NodeOptions};
 use rvs_observe::{ServeOptions, parse_bind_address};
 use rvs_proxy::ProxyConfig;
@@ -108,8 +108,22 @@ impl Cli {
             },
             backend: self.backend(),
             strict_arp: self.ipvs_strict_arp,
-            sysctl_root: PathBuf::from("/proc/sys"),
+            conntrack: self.conntrack_options(),
+            sysctl_roots: Roots::default(),
         })
+    }
+
+    /// The `--conntrack-*` settings.
+    pub(crate) fn conntrack_options(&self) -> ConntrackOptions {
+        ConntrackOptions {
+            max_per_core: self.conntrack_max_per_core,
+            min: self.conntrack_min,
+            tcp_established_timeout: self.conntrack_tcp_timeout_established,
+            tcp_close_wait_timeout: self.conntrack_tcp_timeout_close_wait,
+            tcp_be_liberal: self.conntrack_tcp_be_liberal,
+            udp_timeout: self.conntrack_udp_timeout,
+            udp_stream_timeout: self.conntrack_udp_timeout_stream,
+        }
     }
 
     /// The IPVS timeouts to set at start, as `ipvsadm --set` takes them

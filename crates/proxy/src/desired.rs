@@ -197,7 +197,10 @@ pub fn desired_for(
 /// while it moves between them, or a terminating pod and a new one
 /// sharing an IP) counts once, and the non-terminating copy wins, as in
 /// kube-proxy's `EndpointSliceCache.addEndpoints`.
-fn endpoints_for<'a>(slices: &[&'a SliceInfo], port: &ServicePort) -> Vec<(&'a EndpointInfo, u16)> {
+pub(crate) fn endpoints_for<'a>(
+    slices: &[&'a SliceInfo],
+    port: &ServicePort,
+) -> Vec<(&'a EndpointInfo, u16)> {
     let mut out: Vec<(&EndpointInfo, u16)> = Vec::new();
     let mut index: BTreeMap<(IpAddr, u16), usize> = BTreeMap::new();
     for slice in slices {
