@@ -1,6 +1,9 @@
 //! Runs a shell script in the test VM and prints its output and console:
 //! `cargo run -p rvs-testrig --example rvs-vm -- 'ipvsadm -Ln'`.
-//! A debugging aid for developers writing VM tests.
+//! A debugging aid for developers writing VM tests. `RVS_VM_BINARIES`
+//! (`NAME=PATH` pairs separated by commas, e.g.
+//! `bpftool=/usr/sbin/bpftool`) copies host executables onto the guest's
+//! `PATH`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -15,7 +18,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match vm.run(&rvs_testrig::VmJob::new(script + "\n")) {
+    let mut job = rvs_testrig::VmJob::new(script + "\n");
+    for pair in std::env::var("RVS_VM_BINARIES")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|p| !p.is_empty())
+    {
+        let Some((name, path)) = pair.split_once('=') else {
+            eprintln!("rvs-vm: RVS_VM_BINARIES wants NAME=PATH, not {pair:?}");
+            return ExitCode::from(2);
+        };
+        job = job.binary(name, path);
+    }
+    match vm.run(&job) {
         Ok(out) => {
             if std::env::var_os("RVS_VM_CONSOLE").is_some() {
                 println!("--- console ---\n{}", out.console);
