@@ -74,7 +74,9 @@ pub(crate) fn kernel(parts: Parts<'_>) -> anyhow::Result<()> {
         let extra = ExtraDataplane {
             syncer: Syncer::new(lb, NoBinder::default(), parts.config.clone()),
         };
-        let result = drive(parts, &mut syncer, Some(&mut (side, extra)));
+        // The socket LB first: its maps are ready milliseconds after IPVS,
+        // not after the ipsets and iptables rules.
+        let result = drive(parts, &mut syncer, Some(&mut (extra, side)));
         stop_admin(server);
         result?;
     } else {
