@@ -721,7 +721,17 @@ impl<'de> serde::de::Visitor<'de> for Items<'_, '_> {
                     serde_json::from_str(text).map_err(S::Error::custom)?,
                 )),
                 Some(k) if k.ends_with("List") => {
-                    serde_json::from_str(text).map_err(S::Error::custom)?
+                    // Any kind of list, as the careful path flattens it
+                    // (not only the three the typed decoder names), its
+                    // items reduced one by one like the top's.
+                    let mut de = serde_json::Deserializer::from_str(text);
+                    let had_items =
+                        serde::de::DeserializeSeed::deserialize(TopList(&mut *self.0), &mut de)
+                            .map_err(S::Error::custom)?;
+                    if !had_items {
+                        return Err(S::Error::custom("a List without `items`"));
+                    }
+                    continue;
                 }
                 _ => TypedObject::Other,
             };
@@ -864,6 +874,12 @@ items:
         let bad_field = list.replace(r#""port":8080"#, r#""port":"eighty""#);
         assert!(reduce_json_list(&bad_field, "node-a", None).is_none());
         assert!(reduce_json_list(r#"{"kind":"ConfigMap","items":[]}"#, "n", None).is_none());
+        // Found by fuzzing: a list kind the typed decoder does not name is
+        // still flattened, as the careful path does.
+        let odd = r#"{"kind":"List","items":[{"kind":"1NodeList","items":[{"kind":"Node","metadata":{"name":"n"}}]}]}"#;
+        let (view, errors) = reduce_json_list(odd, "n", None).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(view.node.map(|n| n.name), Some("n".to_owned()));
     }
 
     #[test]
