@@ -88,16 +88,6 @@ endpoints:
 - {addresses: [10.250.2.1], conditions: {ready: true}}
 "#;
 
-fn section<'a>(output: &'a str, name: &str) -> Vec<&'a str> {
-    output
-        .split(&format!("== {name}\n"))
-        .nth(1)
-        .unwrap_or("")
-        .lines()
-        .take_while(|l| !l.starts_with("== "))
-        .collect()
-}
-
 #[test]
 fn kernel_dataplane_in_the_vm_follows_the_hosts_apiserver() {
     let Some(vm) = Vm::or_skip(TEST) else {
@@ -132,11 +122,11 @@ fn kernel_dataplane_in_the_vm_follows_the_hosts_apiserver() {
     assert!(out.success(), "script failed:\n{}", out.output);
     let o = &out.output;
 
-    let synced = section(o, "synced");
+    let synced = out.section("synced");
     let real = |ip: &str| synced.iter().any(|l| l.contains(&format!("-> {ip}:8080")));
     assert!(real("10.250.1.1") && real("10.250.1.2"), "{o}");
     assert!(!real("10.250.1.3"), "{o}");
-    let changed = section(o, "changed");
+    let changed = out.section("changed");
     for ip in [
         "10.250.1.1:8080",
         "10.250.1.2:8080",
@@ -148,11 +138,11 @@ fn kernel_dataplane_in_the_vm_follows_the_hosts_apiserver() {
             "{ip} missing:\n{o}"
         );
     }
-    let addresses = section(o, "kube-ipvs0");
+    let addresses = out.section("kube-ipvs0");
     for vip in ["10.96.0.1/32", "10.96.100.10/32", "10.96.100.11/32"] {
         assert!(addresses.contains(&vip), "{addresses:?}");
     }
-    let log = section(o, "log").join("\n");
+    let log = out.section("log").join("\n");
     assert!(log.contains("listed resource=\"services\""), "{log}");
     assert!(!log.contains(" ERROR "), "{log}");
     eprintln!("VM run took {:?}", out.elapsed);

@@ -45,14 +45,6 @@ CG=/sys/fs/cgroup/rvs-clients
 mkdir "$CG"
 topo_backends
 topo_log /tmp/proxy.log
-wait_for() {
-    i=0
-    until eval "$1"; do
-        i=$((i + 1))
-        [ $i -lt 150 ] || { echo "timed out waiting for: $1"; return 1; }
-        sleep 0.2
-    done
-}
 # cg_get ADDR PORT: topo_get from the client host, by a process of the
 # socket LB's cgroup.
 cg_get() {
@@ -70,7 +62,7 @@ start() {
     n=$(synced)
     rvs-proxy --manifests /etc/rvs/m --hostname-override node-a \
         --dataplane kernel,ebpf --cgroup "$CG" & pid=$!
-    wait_for "[ \$(synced) -gt $n ]"
+    topo_wait_for "[ \$(synced) -gt $n ]"
 }
 start
 echo "== cgroup"
@@ -97,16 +89,6 @@ rvs-proxy --cleanup --dataplane kernel,ebpf
 ls /sys/fs/bpf/rvs-proxy 2>/dev/null | wc -l
 "#;
 
-fn section<'a>(output: &'a str, name: &str) -> Vec<&'a str> {
-    output
-        .split(&format!("== {name}\n"))
-        .nth(1)
-        .unwrap_or("")
-        .lines()
-        .take_while(|l| !l.starts_with("== "))
-        .collect()
-}
-
 #[test]
 fn socket_lb_serves_the_cgroup_and_ipvs_the_rest() {
     let Some(vm) = Vm::or_skip("socket_lb_serves_the_cgroup_and_ipvs_the_rest") else {
@@ -116,21 +98,20 @@ fn socket_lb_serves_the_cgroup_and_ipvs_the_rest() {
         .binary("rvs-proxy", env!("CARGO_BIN_EXE_rvs-proxy"))
         .file("etc/rvs/m/cluster.yaml", MANIFESTS);
     let out = vm.run(&job).expect("VM run");
+    let out = out.assert_clean();
     let o = &out.output;
-    assert!(out.success(), "script failed:\n{o}");
-    assert!(!o.contains(" ERROR "), "{o}");
     // Round robin through the socket LB (alternating, whichever backend
     // comes first), and none of it through IPVS.
-    let cgroup = section(o, "cgroup");
+    let cgroup = out.section("cgroup");
     assert_eq!(cgroup.len(), 4, "{o}");
     assert!(
         cgroup.iter().all(|l| l.starts_with("cluster-ip: backend-")),
         "{o}"
     );
     assert!(cgroup.windows(2).all(|w| w[0] != w[1]), "round robin: {o}");
-    assert_eq!(section(o, "ipvs after cgroup"), ["0"], "{o}");
+    assert_eq!(out.section("ipvs after cgroup"), ["0"], "{o}");
     // Outside the cgroup IPVS serves the node port and the cluster IP.
-    let outside = section(o, "outside");
+    let outside = out.section("outside");
     assert_eq!(outside.len(), 4, "{o}");
     assert!(
         outside
@@ -138,9 +119,9 @@ fn socket_lb_serves_the_cgroup_and_ipvs_the_rest() {
             .all(|l| l.ends_with("backend-one") || l.ends_with("backend-two")),
         "{o}"
     );
-    assert_eq!(section(o, "ipvs after outside"), ["2", "2"], "{o}");
+    assert_eq!(out.section("ipvs after outside"), ["2", "2"], "{o}");
     // Across a restart the cgroup stays served, still not through IPVS.
-    let restart = section(o, "restart");
+    let restart = out.section("restart");
     assert_eq!(restart.len(), 5, "{o}");
     assert!(
         restart[..4]
@@ -149,5 +130,5 @@ fn socket_lb_serves_the_cgroup_and_ipvs_the_rest() {
         "{o}"
     );
     assert_eq!(restart[4], "2", "{o}");
-    assert_eq!(section(o, "cleanup"), ["0"], "--cleanup unpins: {o}");
+    assert_eq!(out.section("cleanup"), ["0"], "--cleanup unpins: {o}");
 }

@@ -42,14 +42,6 @@ set -e
 topo_forwarding
 topo_host client 1
 topo_host b1 2
-wait_for() {
-    i=0
-    until eval "$1"; do
-        i=$((i + 1))
-        [ $i -lt 150 ] || { echo "timed out waiting for: $1"; return 1; }
-        sleep 0.2
-    done
-}
 # masq: the source match of the cluster-IP masquerade rule (iptables-save
 # prints it first), or "none".
 masq() {
@@ -70,25 +62,15 @@ echo "== waiting"
 ipvsadm -S -n | grep -c '^-A' || true
 echo "== pod cidr"
 set_pod_cidr 10.0.2.0/24
-wait_for "masq | grep -q '10.0.2.0/24'"
+topo_wait_for "masq | grep -q '10.0.2.0/24'"
 masq
 ipvsadm -S -n | grep '^-A' | sort
 echo "== new pod cidr"
 set_pod_cidr 10.0.4.0/24
-wait_for "masq | grep -q '10.0.4.0/24'"
+topo_wait_for "masq | grep -q '10.0.4.0/24'"
 masq
 kill $pid; wait $pid || true
 "#;
-
-fn section<'a>(output: &'a str, name: &str) -> Vec<&'a str> {
-    output
-        .split(&format!("== {name}\n"))
-        .nth(1)
-        .unwrap_or("")
-        .lines()
-        .take_while(|l| !l.starts_with("== "))
-        .collect()
-}
 
 #[test]
 fn node_cidr_waits_for_and_follows_the_pod_cidr() {
@@ -99,16 +81,15 @@ fn node_cidr_waits_for_and_follows_the_pod_cidr() {
         .binary("rvs-proxy", env!("CARGO_BIN_EXE_rvs-proxy"))
         .file("etc/rvs/m/cluster.yaml", MANIFESTS);
     let out = vm.run(&job).expect("VM run");
+    let out = out.assert_clean();
     let o = &out.output;
-    assert!(out.success(), "script failed:\n{o}");
-    assert!(!o.contains(" ERROR "), "{o}");
     assert_eq!(
-        section(o, "waiting"),
+        out.section("waiting"),
         ["0"],
         "nothing before the pod CIDR: {o}"
     );
     assert_eq!(
-        section(o, "pod cidr"),
+        out.section("pod cidr"),
         [
             "! -s 10.0.2.0/24",
             "-A -t 10.0.1.1:30080 -s rr",
@@ -116,5 +97,5 @@ fn node_cidr_waits_for_and_follows_the_pod_cidr() {
         ],
         "{o}"
     );
-    assert_eq!(section(o, "new pod cidr"), ["! -s 10.0.4.0/24"], "{o}");
+    assert_eq!(out.section("new pod cidr"), ["! -s 10.0.4.0/24"], "{o}");
 }

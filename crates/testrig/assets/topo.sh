@@ -44,6 +44,18 @@ topo_backends() {
     topo_http b2 backend-two
 }
 
+# topo_wait_for CONDITION [TRIES]: evaluate CONDITION every 0.2 s until it
+# holds, TRIES times at most (150 by default: 30 s); fail saying what was
+# waited for otherwise.
+topo_wait_for() {
+    tries=${2:-150} i=0
+    until eval "$1"; do
+        i=$((i + 1))
+        [ "$i" -lt "$tries" ] || { echo "timed out waiting for: $1"; return 1; }
+        sleep 0.2
+    done
+}
+
 # topo_log FILE: from here on append the script's stderr (the logs of the
 # daemons it starts) to FILE, and print FILE after a "== log" line when
 # the script exits, so that a failed run shows them.

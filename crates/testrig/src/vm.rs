@@ -255,6 +255,19 @@ impl VmOutput {
         );
         self
     }
+
+    /// [`VmOutput::assert_success`], and panics too when the output has
+    /// an `ERROR` log line (of the daemons the script ran): what every
+    /// end-to-end script expects.
+    pub fn assert_clean(self) -> VmOutput {
+        let out = self.assert_success();
+        assert!(
+            !out.output.contains(" ERROR "),
+            "an ERROR line in the output:\n{}",
+            out.output
+        );
+        out
+    }
 }
 
 /// A VM running a job; killed when dropped.
