@@ -247,6 +247,11 @@ impl<A: Admin, B: AddressBinder> Runner<'_, A, B> {
                 if stop.load(Ordering::Relaxed) {
                     return Ok(());
                 }
+                // A change that came while this action ran is seen before
+                // the next one is chosen: after a long full sync a due
+                // full sync would otherwise run next, and the change
+                // would wait for it too.
+                self.take_change(&mut schedule, Duration::ZERO);
             }
             let now = self.clock.now();
             let wait = schedule
@@ -255,14 +260,19 @@ impl<A: Admin, B: AddressBinder> Runner<'_, A, B> {
                     t.saturating_duration_since(now)
                         .min(self.options.wait_slice)
                 });
-            if self.source.wait_change(wait) {
-                schedule.handle_change(self.clock.now());
-                if let Some(o) = self.observer.as_deref_mut() {
-                    o.queued();
-                }
-            }
+            self.take_change(&mut schedule, wait);
         }
         Ok(())
+    }
+
+    /// Waits up to `wait` for a source change and queues it.
+    fn take_change(&mut self, schedule: &mut Schedule, wait: Duration) {
+        if self.source.wait_change(wait) {
+            schedule.handle_change(self.clock.now());
+            if let Some(o) = self.observer.as_deref_mut() {
+                o.queued();
+            }
+        }
     }
 
     /// One sync of `kind`: load, sync the dataplane, then the node.

@@ -88,7 +88,9 @@ impl ChangeSource for SimSource {
             && self.start + *at <= until
         {
             let (at, cluster) = self.events.pop_front().unwrap();
-            self.clock.set(self.start + at);
+            // A change that came during a long sync is seen at its end:
+            // the clock never goes back.
+            self.clock.set((self.start + at).max(self.clock.now()));
             self.current = cluster;
             return true;
         }
@@ -121,6 +123,13 @@ impl Recorder {
         let mut log = self.log.borrow_mut();
         // A loop that acts again and again without time passing fails
         // the test instead of hanging it.
+        // Nor one that syncs forever without looking at its source (the
+        // stop comes from the source): no test needs this many entries.
+        assert!(
+            log.len() < 10_000,
+            "the loop never returns to its source: {:?}",
+            &log[log.len() - 5..]
+        );
         let same = log.iter().rev().take_while(|(at, _)| *at == t).count();
         assert!(
             same < 100,
@@ -165,6 +174,9 @@ struct Flaky {
     refuse: Option<(Duration, Duration)>,
     unreadable: Option<(Duration, Duration)>,
     script: Vec<(Duration, Step)>,
+    /// Simulated time each read of a service's real servers takes (a
+    /// full sync reads every service's; IPVS under load is that slow).
+    read_cost: Duration,
 }
 
 impl Flaky {
@@ -202,6 +214,7 @@ impl Admin for Flaky {
         self.inner.service(key)
     }
     fn destinations(&mut self, key: &ServiceKey) -> Result<Vec<DestinationStatus>, AdminError> {
+        self.clock.set(self.clock.now() + self.read_cost);
         self.within(None);
         self.inner.destinations(key)
     }
@@ -307,6 +320,7 @@ impl Sim {
             refuse: None,
             unreadable: None,
             script: Vec::new(),
+            read_cost: Duration::ZERO,
         };
         Sim {
             clock,
@@ -455,6 +469,28 @@ fn full_syncs_come_every_period_and_a_change_due_with_one_goes_first() {
             (90.0, Full, true),
         ]
     );
+}
+
+#[test]
+fn a_change_during_a_full_sync_longer_than_the_period_goes_before_the_next_full_sync() {
+    // Reading each service's real servers takes 10 s, so a full sync of
+    // these 4 Services outlasts the 30 s period and the next one is due
+    // when it ends (seen at 10k Services under TCG). The change made at
+    // 10 s must not wait for that one as well.
+    let mut sim = Sim::new(cluster(&[1], 3), 100.0).at(10.0, cluster(&[1, 2], 3));
+    sim.options.schedule.counters_every = None;
+    sim.admin().read_cost = secs(10.0);
+    let (log, mut admin) = sim.run();
+    let syncs = syncs(&log);
+    assert_eq!(syncs[0].1, Full, "{syncs:?}");
+    assert_eq!(syncs[1].1, Partial, "the change goes next: {syncs:?}");
+    assert_eq!(syncs[2].1, Full, "then the due full sync: {syncs:?}");
+    let partial_end = syncs[1].0;
+    assert!(
+        partial_end < syncs[0].0 + 30.0,
+        "the change is synced right after the full sync it came during: {syncs:?}"
+    );
+    assert_eq!(real_servers(&mut admin, &web()).len(), 2);
 }
 
 #[test]
