@@ -7,7 +7,7 @@
 //! - id: go-runtime-metrics          # unique, for reports
 //!   status: on-purpose              # or TODO-fix: a divergence to fix
 //!   reason: rvs is not a Go program
-//!   section: metrics                # glob over the section name
+//!   section: metrics                # glob over the section name, or a list
 //!   side: kube-proxy                # kube-proxy | rvs | order | any (default)
 //!   line: "go_*"                    # glob over the line (the chain, for order),
 //!                                   # or a list of globs
@@ -105,8 +105,8 @@ pub struct Entry {
     pub status: Status,
     /// Why.
     pub reason: String,
-    /// Glob over the section.
-    pub section: String,
+    /// Globs over the section (one, or a list of which any may match).
+    pub section: Globs,
     /// Which side.
     #[serde(default)]
     pub side: SideFilter,
@@ -126,7 +126,7 @@ impl Entry {
             SideFilter::Rvs => d.side == Side::Rvs,
             SideFilter::Order => d.side == Side::Order,
         };
-        side && glob(&self.section, &d.section)
+        side && self.section.matches(&d.section)
             && self.line.matches(&d.line)
             && (self.scenarios.is_empty() || self.scenarios.iter().any(|g| glob(g, step)))
     }
