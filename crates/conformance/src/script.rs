@@ -146,7 +146,7 @@ now_epoch() {
 # at or after T and no family has a sync queued since its last one; "idle"
 # when nothing is queued but the IPv4 sync is older; "busy" otherwise.
 sync_state() {
-    http_get $M_ADDR $M_PORT /metrics | awk -v t="$1" '
+    http_get $M_ADDR $M_PORT /metrics | grep '^kubeproxy_sync_proxy_rules_last_' | awk -v t="$1" '
         function fam(s) { if (s ~ /ip_family="/) { sub(/.*ip_family="/, "", s); sub(/".*/, "", s); return s } return "IPv4" }
         /^kubeproxy_sync_proxy_rules_last_timestamp_seconds/ { last[fam($1)] = $2 + 0 }
         /^kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds/ { queued[fam($1)] = $2 + 0 }
@@ -229,7 +229,7 @@ converge() {
             elif ! alive; then
                 CONVERGED="no: the proxy exited"; WAITED="$waited s"; snapshot > /tmp/snapshot; return
             else
-                sleep 0.1
+                sleep 0.2
             fi
             continue
         fi
@@ -240,7 +240,9 @@ converge() {
             CONVERGED=yes; WAITED="$waited s (marker after $marker_at s, synced)"; return
         fi
         if [ "$state" = busy ] && [ "$since" -lt $QUIET ] || [ "$since" -lt 2 ]; then
-            sleep 0.2
+            # Each look at /metrics costs the proxy (and kube-proxy's page
+            # is large): not too often, on one emulated CPU.
+            sleep 0.8
             continue
         fi
         snapshot > /tmp/snapshot.new
