@@ -122,6 +122,8 @@ pub struct Harness {
     planes: Vec<ControlPlane>,
     kube_proxy: PathBuf,
     rvs_proxy: PathBuf,
+    /// Holds rvs-proxy without its debug information, when objcopy made one.
+    _stripped: Option<rvs_testrig::TempDir>,
     /// Timing knobs.
     pub options: HarnessOptions,
 }
@@ -209,6 +211,12 @@ impl Harness {
                 .into());
             }
         }
+        // A debug build of rvs-proxy is mostly DWARF, copied into every
+        // guest's initramfs: boot a copy without it (symbols stay).
+        let (rvs_proxy, stripped) = match strip_debug(&rvs_proxy) {
+            Some((dir, path)) => (path, Some(dir)),
+            None => (rvs_proxy, None),
+        };
         for plane in &planes {
             plane
                 .apply(&format!(
@@ -225,6 +233,7 @@ impl Harness {
             planes,
             kube_proxy,
             rvs_proxy,
+            _stripped: stripped,
             options: HarnessOptions::default(),
         })
     }
@@ -719,6 +728,24 @@ impl Lane<'_> {
         }
         Ok(())
     }
+}
+
+/// A copy of `binary` without debug information (`objcopy
+/// --strip-debug`), in a directory removed on drop; `None` when objcopy
+/// is missing or fails.
+fn strip_debug(binary: &std::path::Path) -> Option<(rvs_testrig::TempDir, PathBuf)> {
+    let dir = rvs_testrig::TempDir::new("rvs-conformance-bin").ok()?;
+    let name = binary.file_name()?;
+    let out = dir.path().join(name);
+    let ok = std::process::Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(binary)
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some((dir, out))
 }
 
 fn start_plane() -> Result<ControlPlane, RigError> {
