@@ -473,6 +473,7 @@ impl Lane<'_> {
                 .iter()
                 .enumerate()
                 .map(|(i, s)| GuestStep {
+                    label: s.label.clone(),
                     node: s.step.map(|step| step.node.clone()).unwrap_or_default(),
                     budget_secs: if i == 0 {
                         self.harness.options.boot_budget_secs
@@ -835,6 +836,75 @@ fn finish(vm: RunningVm, proxy: &'static str, label: &str) -> Result<VmOutput, H
             .join("\n"),
     })?;
     Ok(out)
+}
+
+/// Judges again the consoles a run kept (`RVS_CONFORMANCE_OUTPUT`):
+/// every `batch-N-kube-proxy.log` beside its `batch-N-rvs-proxy.log` in
+/// `dir`, against `allowlist`. For working on the allowlist without
+/// running the VMs again.
+pub fn judge_consoles(dir: &std::path::Path, allowlist: &Allowlist) -> Result<Report, RigError> {
+    let mut report = Report::new(allowlist);
+    for n in 1.. {
+        let read = |proxy: &str| {
+            let path = dir.join(format!("batch-{n}-{proxy}.log"));
+            std::fs::read_to_string(&path).ok()
+        };
+        let (Some(kube), Some(rvs)) = (read("kube-proxy"), read("rvs-proxy")) else {
+            if n > 1000 {
+                break;
+            }
+            continue;
+        };
+        let (mut kprev, mut rprev): (Option<State>, Option<State>) = (None, None);
+        let mut scenarios = Vec::new();
+        for i in 0.. {
+            let (kd, rd) = (dump(&kube, i), dump(&rvs, i));
+            if kd.is_empty() && rd.is_empty() {
+                break;
+            }
+            let k = State::parse(&kd, kprev.as_ref());
+            let r = State::parse(&rd, rprev.as_ref());
+            let label = if k.label.is_empty() {
+                format!("batch-{n}/step-{i}")
+            } else {
+                k.label.clone()
+            };
+            let kind = if label.ends_with("/(boot)") {
+                StepKind::Boot
+            } else {
+                StepKind::Scenario
+            };
+            let name = label.split('/').next().unwrap_or_default();
+            if kind == StepKind::Scenario && !scenarios.iter().any(|s| s == name) {
+                scenarios.push(name.to_owned());
+            }
+            let differences = Report::classify(allowlist, &label, diff::compare(&k, &r));
+            report.steps.push(StepOutcome {
+                label,
+                kind,
+                batch: report.batches.len(),
+                kube: k.clone(),
+                rvs: r.clone(),
+                differences,
+            });
+            kprev = Some(k);
+            rprev = Some(r);
+        }
+        report.batches.push(BatchOutcome {
+            scenarios,
+            flags: Vec::new(),
+            elapsed: Duration::ZERO,
+            kube_log: log_of(&kube),
+            rvs_log: log_of(&rvs),
+        });
+    }
+    if report.batches.is_empty() {
+        return Err(RigError::Unexpected(format!(
+            "{}: no batch-N-kube-proxy.log and batch-N-rvs-proxy.log",
+            dir.display()
+        )));
+    }
+    Ok(report)
 }
 
 /// The dump of step `i` in a guest's output.

@@ -76,6 +76,8 @@ impl Proxy {
 /// One step as the guest sees it.
 #[derive(Clone, Debug)]
 pub struct GuestStep {
+    /// `SCENARIO/STEP`, printed with the dump (for reading consoles later).
+    pub label: String,
     /// Guest commands to run before the step.
     pub node: String,
     /// Seconds the step may take to converge.
@@ -177,10 +179,11 @@ hc_targets() {
     }' | sort -n -k2
 }
 LAST_METRICS=""
-# dump STEP: the full state after step STEP (the kernel part is the
-# converged snapshot in /tmp/snapshot).
+# dump STEP LABEL: the full state after step STEP (the kernel part is
+# the converged snapshot in /tmp/snapshot).
 dump() {
     echo "@@DUMP $1@@"
+    echo "== label"; echo "$2"
     cat /tmp/snapshot
     echo "== sysctls"
     for s in $SYSCTLS; do echo "$s=$(cat /proc/sys/$s 2>/dev/null || echo -)"; done
@@ -254,11 +257,11 @@ converge() {
         mv /tmp/snapshot.new /tmp/snapshot
     done
 }
-# step I PORT BUDGET
+# step I PORT BUDGET LABEL
 step() {
     echo "@@READY $1@@"
     converge "$2" "$3"
-    dump "$1"
+    dump "$1" "$4"
 }
 "#;
 
@@ -308,9 +311,10 @@ pub fn render(plan: &GuestPlan) -> String {
         }
         let _ = writeln!(
             s,
-            "step {i} {} {}",
+            "step {i} {} {} {}",
             MARKER_BASE_PORT + i as u32,
-            step.budget_secs
+            step.budget_secs,
+            quote(&step.label)
         );
     }
     s.push_str(
@@ -343,10 +347,12 @@ mod tests {
             hostname: None,
             steps: vec![
                 GuestStep {
+                    label: "s/(boot)".into(),
                     node: String::new(),
                     budget_secs: 300,
                 },
                 GuestStep {
+                    label: "s/one".into(),
                     node: "ip addr add 192.0.2.1/32 dev eth1".into(),
                     budget_secs: 90,
                 },
@@ -356,9 +362,9 @@ mod tests {
         };
         let s = render(&plan);
         assert!(s.contains("rvs-proxy '--hostname-override=node '\\''a'\\''' >/tmp/proxy.log"));
-        assert!(s.contains("step 0 1000 300\n"));
+        assert!(s.contains("step 0 1000 300 's/(boot)'\n"));
         assert!(s.contains("ip addr add 192.0.2.1/32 dev eth1\n) || { echo '@@STEP-FAILED 1@@'"));
-        assert!(s.contains("step 1 1001 90\n"));
+        assert!(s.contains("step 1 1001 90 's/one'\n"));
         assert!(s.find("ip link add eth1").unwrap() < s.find("rvs-proxy '").unwrap());
     }
 }

@@ -46,6 +46,8 @@ pub struct State {
     pub sections: BTreeMap<String, Section>,
     /// How long the step took to converge (not compared).
     pub timing: String,
+    /// The step's label as the guest printed it (not compared).
+    pub label: String,
 }
 
 impl State {
@@ -63,9 +65,14 @@ impl State {
         }
         let mut sections = BTreeMap::new();
         let mut timing = String::new();
+        let mut label = String::new();
         for (name, lines) in raw {
             if name == "timing" {
                 timing = lines.join(" ");
+                continue;
+            }
+            if name == "label" {
+                label = lines.join(" ");
                 continue;
             }
             if let Some(same) = name.strip_suffix(" =") {
@@ -85,7 +92,11 @@ impl State {
             };
             sections.insert(key, section);
         }
-        State { sections, timing }
+        State {
+            sections,
+            timing,
+            label,
+        }
     }
 
     /// The lines of section `name` (empty when it is missing).

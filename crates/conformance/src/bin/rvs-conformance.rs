@@ -60,6 +60,10 @@ struct Cli {
     /// Print the generated scenario of this seed as a scenario file and exit.
     #[arg(long, value_parser = parse_seed)]
     print: Option<u64>,
+    /// Judge the consoles a run kept (RVS_CONFORMANCE_OUTPUT=DIR) against
+    /// the allowlist again, without running anything.
+    #[arg(long, value_name = "DIR")]
+    rejudge: Option<PathBuf>,
     /// The allowlist (default: the shipped one).
     #[arg(long, value_name = "PATH")]
     allowlist: Option<PathBuf>,
@@ -174,6 +178,15 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Some(seed) = cli.print {
         print!("{}", generate(seed, cli.steps, cli.dual).to_yaml());
         return Ok(true);
+    }
+    if let Some(dir) = &cli.rejudge {
+        let path = cli
+            .allowlist
+            .clone()
+            .unwrap_or_else(Allowlist::builtin_path);
+        let report = rvs_conformance::harness::judge_consoles(dir, &Allowlist::load(&path)?)?;
+        println!("{}", report.render());
+        return Ok(report.passed());
     }
     let mut scenarios: Vec<Scenario> = Vec::new();
     let mut paths = Vec::new();
