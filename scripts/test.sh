@@ -2,7 +2,8 @@
 # The whole rvs test suite: installs what it needs, then lint + tests.
 #
 # Installs missing Debian packages (qemu, busybox-static, ipvsadm, iptables,
-# ipset, nftables, iproute2, kmod, cpio, conntrack) when run as root; the
+# ipset, nftables, iproute2, kmod, cpio, conntrack; clang, libbpf-dev and
+# bpftool for the eBPF dataplane's programs) when run as root; the
 # guest kernel for the VM tests is fetched with `apt-get download` by the
 # test rig itself and cached under target/rvs-rig, so a second run
 # downloads nothing. Set RVS_REQUIRE_PRIVILEGED=1 to turn skipped
@@ -34,12 +35,17 @@ deps=(
     "cpio:cpio"
     "conntrack:conntrack"
     "openssl:openssl"
+    "clang:clang"
+    "bpftool:bpftool"
 )
 missing=()
 for dep in "${deps[@]}"; do
     cmd=${dep%%:*} pkg=${dep#*:}
     PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" > /dev/null || missing+=("$pkg")
 done
+# rvs-ebpf's programs include libbpf's headers (bpf_helpers.h).
+[ -e /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
+[ -e /usr/include/linux/bpf.h ] || missing+=(linux-libc-dev)
 # The static busybox is needed (the initramfs has no libc of its own).
 if command -v busybox > /dev/null && ldd "$(command -v busybox)" > /dev/null 2>&1; then
     missing+=(busybox-static)

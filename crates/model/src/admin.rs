@@ -466,6 +466,44 @@ pub trait Admin {
     }
 }
 
+/// A dataplane shared between threads (the sync loop and an admin socket
+/// server, say) is a dataplane: each call locks it for its duration. A
+/// poisoned lock is taken over: the dataplane's state is the kernel's or
+/// a table's, not the panicked thread's.
+impl<A: Admin + ?Sized> Admin for std::sync::Arc<std::sync::Mutex<A>> {
+    fn info(&mut self) -> Result<Info, AdminError> {
+        lock(self).info()
+    }
+    fn services(&mut self) -> Result<Vec<ServiceStatus>, AdminError> {
+        lock(self).services()
+    }
+    fn service(&mut self, key: &ServiceKey) -> Result<ServiceStatus, AdminError> {
+        lock(self).service(key)
+    }
+    fn destinations(&mut self, key: &ServiceKey) -> Result<Vec<DestinationStatus>, AdminError> {
+        lock(self).destinations(key)
+    }
+    fn timeouts(&mut self) -> Result<Timeouts, AdminError> {
+        lock(self).timeouts()
+    }
+    fn daemons(&mut self) -> Result<Vec<Daemon>, AdminError> {
+        lock(self).daemons()
+    }
+    fn connections(&mut self) -> Result<Vec<Connection>, AdminError> {
+        lock(self).connections()
+    }
+    fn apply(&mut self, op: &Op) -> Result<(), AdminError> {
+        lock(self).apply(op)
+    }
+    fn apply_batch(&mut self, ops: &[Op]) -> Vec<Result<(), AdminError>> {
+        lock(self).apply_batch(ops)
+    }
+}
+
+fn lock<A: ?Sized>(m: &std::sync::Mutex<A>) -> std::sync::MutexGuard<'_, A> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

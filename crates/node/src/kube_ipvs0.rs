@@ -98,6 +98,8 @@ impl KubeIpvs0 {
             .ok_or_else(|| err("create", None, format!("{DEVICE} missing after creation")))
     }
 
+    /// The addresses on the device; the cached index is dropped when
+    /// the listing fails, so the next call looks the device up again.
     fn messages(&mut self) -> Result<Vec<AddressMessage>, BindError> {
         let Some(index) = self.find()? else {
             return Ok(Vec::new());
@@ -114,11 +116,13 @@ impl KubeIpvs0 {
                     .await
             })
             .map_err(|e| err("list", None, format!("addresses of {DEVICE}: {e}")))
+            .inspect_err(|_| self.index = None)
     }
 
     /// The host's own addresses: those of every interface but
-    /// `kube-ipvs0` (for `--cleanup`, which takes node ports on them
-    /// as its own without a cluster view).
+    /// `kube-ipvs0` (node ports are served on them; `--cleanup` takes
+    /// node ports on them as its own without a cluster view). An address
+    /// on both another interface and `kube-ipvs0` is the host's.
     pub fn host_addresses(&mut self) -> Result<BTreeSet<IpAddr>, BindError> {
         let device = self.find()?;
         let handle = self.handle.clone();
@@ -162,7 +166,12 @@ fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
 }
 
 impl AddressBinder for KubeIpvs0 {
+    /// Looks the device up again first: full syncs start here, so a
+    /// `kube-ipvs0` deleted and re-created behind the proxy's back (a new
+    /// index) is found, as kube-proxy finds it by name every sync
+    /// (`EnsureDummyDevice`, `netlink.LinkByName`).
     fn bound(&mut self) -> Result<BTreeSet<IpAddr>, BindError> {
+        self.index = None;
         Ok(self.messages()?.iter().filter_map(address_of).collect())
     }
 
@@ -178,7 +187,7 @@ impl AddressBinder for KubeIpvs0 {
             Err(e) => return addrs.iter().map(|_| Err(e.clone())).collect(),
         };
         let handle = self.handle.clone();
-        self.runtime.block_on(
+        let results: Vec<Result<(), BindError>> = self.runtime.block_on(
             futures_util::stream::iter(addrs.iter().copied())
                 .map(|addr| {
                     let prefix = if addr.is_ipv6() { 128 } else { 32 };
@@ -195,7 +204,13 @@ impl AddressBinder for KubeIpvs0 {
                 })
                 .buffered(IN_FLIGHT)
                 .collect(),
-        )
+        );
+        if results.iter().any(Result::is_err) {
+            // The device may be gone (ENODEV) or re-created with another
+            // index: look it up by name again next time.
+            self.index = None;
+        }
+        results
     }
 
     /// One listing of the device's addresses, then pipelined deletions.
@@ -234,5 +249,11 @@ impl AddressBinder for KubeIpvs0 {
 
     fn unbind(&mut self, addr: IpAddr) -> Result<(), BindError> {
         self.unbind_all(&[addr]).pop().unwrap_or(Ok(()))
+    }
+
+    /// Every interface's addresses but `kube-ipvs0`'s, read in one
+    /// dump (kube-proxy's `GetAllLocalAddressesExcept`).
+    fn local_addresses(&mut self) -> Option<Result<BTreeSet<IpAddr>, BindError>> {
+        Some(self.host_addresses())
     }
 }

@@ -160,11 +160,18 @@ pub fn nf_family(family: IpFamily) -> Family {
     }
 }
 
-/// The families this kernel can carry: IPv4, and IPv6 unless the kernel
-/// was booted without it.
-pub fn kernel_families() -> Vec<IpFamily> {
+/// The families to run, as kube-proxy's `platformCheckSupported`
+/// decides: IPv4, and IPv6 when the kernel has it (`/proc/net/if_inet6`)
+/// and `ip6tables` of `backend` works ([`Iptables::present`]). Without
+/// ip6tables kube-proxy runs single-stack IPv4 rather than failing every
+/// IPv6 sync, and so does rvs-proxy (logged once here).
+pub fn kernel_families(backend: Backend) -> Vec<IpFamily> {
     let mut families = vec![IpFamily::V4];
-    if std::path::Path::new("/proc/net/if_inet6").exists() {
+    if !std::path::Path::new("/proc/net/if_inet6").exists() {
+        tracing::info!("no IPv6 in this kernel: IPv4 only");
+    } else if !Iptables::new(backend, Family::Inet6).present() {
+        tracing::info!("no usable ip6tables (ip6tables-save -t nat failed): IPv4 only");
+    } else {
         families.push(IpFamily::V6);
     }
     families
@@ -275,12 +282,16 @@ impl<S: SetBackend, R: RuleBackend> Netfilter<S, R> {
         let rules_changed = match (changed, self.families[index].tracker.as_mut()) {
             (Some(changed), Some(tracker)) => {
                 let delta = tracker.update_services(cluster, config, Some(changed));
-                self.apply_delta(nf, &delta, report);
+                if !self.apply_delta(nf, &delta, report) {
+                    report.unsynced_families.push(family);
+                }
                 delta.rules_input_changed
             }
             _ => {
                 let tracker = IpsetTracker::build(cluster, config, family);
-                self.sync_all_sets(nf, &tracker, maxelem, report);
+                if !self.sync_all_sets(nf, &tracker, maxelem, report) {
+                    report.unsynced_families.push(family);
+                }
                 self.families[index].tracker = Some(tracker);
                 true
             }
@@ -309,6 +320,7 @@ impl<S: SetBackend, R: RuleBackend> Netfilter<S, R> {
             Ok(rules) => rules,
             Err(e) => {
                 report.failures += 1;
+                report.unsynced_families.push(family);
                 tracing::error!(family = nf.name(), error = %e, "cannot render the iptables rules");
                 return;
             }
@@ -328,6 +340,8 @@ impl<S: SetBackend, R: RuleBackend> Netfilter<S, R> {
             }
             Err(e) => {
                 report.failures += 1;
+                report.unsynced_families.push(family);
+                report.restore_failed.push(family);
                 state.applied = None;
                 tracing::error!(
                     family = nf.name(),
@@ -339,14 +353,16 @@ impl<S: SetBackend, R: RuleBackend> Netfilter<S, R> {
         report.iptables_time += started.elapsed();
     }
 
-    /// A full sync of every set of `nf` to the tracker's members.
+    /// A full sync of every set of `nf` to the tracker's members;
+    /// `false` when a set could not be brought up at all.
     fn sync_all_sets(
         &mut self,
         nf: Family,
         tracker: &IpsetTracker,
         maxelem: u32,
         report: &mut NetfilterReport,
-    ) {
+    ) -> bool {
+        let mut all_up = true;
         for set in KubeSet::ALL {
             let spec = set.spec(nf, maxelem);
             let mut desired = BTreeSet::new();
@@ -376,19 +392,28 @@ impl<S: SetBackend, R: RuleBackend> Netfilter<S, R> {
                 }
                 Err(e) => {
                     report.failures += 1;
+                    all_up = false;
                     tracing::error!(set = %spec.name, error = %e, "syncing the ipset failed; the next sync retries");
                     if matches!(e, IpsetError::Io { .. }) {
                         // The socket is gone: the other sets wait for the
                         // next sync.
-                        return;
+                        return false;
                     }
                 }
             }
         }
+        all_up
     }
 
     /// A partial sync: the members that changed, dels first, one batch.
-    fn apply_delta(&mut self, nf: Family, delta: &IpsetDelta, report: &mut NetfilterReport) {
+    /// `false` when the batch could not be sent at all (refused members
+    /// are counted and logged, as kube-proxy logs them).
+    fn apply_delta(
+        &mut self,
+        nf: Family,
+        delta: &IpsetDelta,
+        report: &mut NetfilterReport,
+    ) -> bool {
         let mut ops = Vec::with_capacity(delta.add.len() + delta.del.len());
         let mut parse = |set: &str, member: &str| -> Option<(String, Entry)> {
             let kube = kube_set(set)?;
@@ -421,7 +446,7 @@ impl<S: SetBackend, R: RuleBackend> Netfilter<S, R> {
             }
         }
         if ops.is_empty() {
-            return;
+            return true;
         }
         match self.sets.batch(&ops) {
             Ok(results) => {
@@ -438,8 +463,10 @@ impl<S: SetBackend, R: RuleBackend> Netfilter<S, R> {
             Err(e) => {
                 report.failures += 1;
                 tracing::error!(error = %e, "sending ipset changes failed; the next sync is a full one");
+                return false;
             }
         }
+        true
     }
 }
 
@@ -579,6 +606,37 @@ mod tests {
             })
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Rules that `iptables-restore` refuses.
+    struct Refusing;
+
+    impl RuleBackend for Refusing {
+        fn apply(&mut self, family: Family, _: &RuleSet, _: bool) -> Result<(), IptablesError> {
+            Err(IptablesError::Failed {
+                program: format!("{}-restore", family.name()),
+                table: "nat",
+                status: "exit status: 2".into(),
+                stderr: "no".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_family_whose_rules_fail_is_reported_unsynced() {
+        let options = NetfilterOptions {
+            maxelem: 65536,
+            rules: RulesConfig::default(),
+            local_detect: [LocalDetect::None, LocalDetect::None],
+            families: vec![IpFamily::V4],
+        };
+        let mut nf = Netfilter::new(options.clone(), Fake::default(), Refusing);
+        let report = nf.sync(&cluster(&[]), &ProxyConfig::default(), None);
+        assert_eq!(report.unsynced_families, [IpFamily::V4]);
+        assert_eq!(report.restore_failed, [IpFamily::V4]);
+        let mut nf = Netfilter::new(options, Fake::default(), Fake::default());
+        let report = nf.sync(&cluster(&[]), &ProxyConfig::default(), None);
+        assert!(report.unsynced_families.is_empty() && report.failures == 0);
     }
 
     #[test]

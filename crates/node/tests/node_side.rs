@@ -1,7 +1,9 @@
-//! The kernel node side's logic with fake set and rule backends: what a
-//! full and a partial sync write, the applied-rules cache, a failure
-//! turning the next sync into a full one, and sysctls retried on full
-//! syncs. The real kernel paths are covered by the netns and VM tests.
+//! The kernel node side's logic with fake set, rule and conntrack
+//! backends: what a full and a partial sync write, the applied-rules
+//! cache, a failure turning the next sync into a full one, sysctls (the
+//! conntrack ones too) retried on full syncs, and the stale UDP conntrack
+//! cleanup run when UDP endpoints changed. The real kernel paths are
+//! covered by the netns and VM tests.
 
 #![allow(clippy::unwrap_used)] // test code
 
@@ -14,7 +16,9 @@ use std::rc::Rc;
 use rvs_model::Protocol;
 use rvs_netfilter::ipset::{Entry, Family, IpsetError, Op, SetSpec, sync::SyncReport};
 use rvs_netfilter::iptables::{IptablesError, LocalDetect, RuleSet, RulesConfig};
-use rvs_node::{KernelSide, NetfilterOptions, NodeOptions, RuleBackend, SetBackend};
+use rvs_node::conntrack::{ConntrackBackend, ConntrackError, Flow, IPPROTO_UDP, Tuple5};
+use rvs_node::sysctl::{ConntrackOptions, Roots};
+use rvs_node::{Host, KernelSide, NetfilterOptions, NodeOptions, RuleBackend, SetBackend};
 use rvs_proxy::ProxyConfig;
 use rvs_proxy::cluster::{
     ClusterState, EndpointInfo, NodeInfo, ObjectName, ServiceInfo, ServicePort, SliceInfo,
@@ -34,6 +38,10 @@ struct Kernel {
     applies: Vec<(Family, bool)>,
     fail_batch: bool,
     fail_apply: bool,
+    /// The conntrack table, and how often it was listed.
+    flows: Vec<Flow>,
+    lists: usize,
+    fail_conntrack: bool,
 }
 
 #[derive(Clone, Default)]
@@ -98,6 +106,27 @@ impl RuleBackend for Fake {
     }
 }
 
+impl ConntrackBackend for Fake {
+    fn list(&mut self, _family: IpFamily) -> Result<Vec<Flow>, ConntrackError> {
+        let mut k = self.0.borrow_mut();
+        k.lists += 1;
+        if k.fail_conntrack {
+            return Err(ConntrackError::Kernel {
+                op: "dump conntrack entries",
+                errno: 1,
+            });
+        }
+        Ok(k.flows.clone())
+    }
+
+    fn delete(&mut self, flows: &[Flow]) -> Result<usize, ConntrackError> {
+        let mut k = self.0.borrow_mut();
+        let before = k.flows.len();
+        k.flows.retain(|f| !flows.contains(f));
+        Ok(before - k.flows.len())
+    }
+}
+
 fn name(s: &str) -> ObjectName {
     ObjectName::new("default", s)
 }
@@ -142,7 +171,22 @@ fn cluster(n: u8, node_port: &[u8]) -> ClusterState {
     c
 }
 
-fn side(fake: &Fake, sysctl_root: &Path) -> KernelSide<Fake, Fake> {
+/// A node side on fakes, with the IPVS sysctls only.
+fn side(fake: &Fake, sysctl_root: &Path) -> KernelSide<Fake, Fake, Fake> {
+    let no_conntrack = ConntrackOptions {
+        max_per_core: 0,
+        tcp_established_timeout: std::time::Duration::ZERO,
+        tcp_close_wait_timeout: std::time::Duration::ZERO,
+        ..ConntrackOptions::default()
+    };
+    side_with(fake, sysctl_root, no_conntrack)
+}
+
+fn side_with(
+    fake: &Fake,
+    root: &Path,
+    conntrack: ConntrackOptions,
+) -> KernelSide<Fake, Fake, Fake> {
     let options = NodeOptions {
         netfilter: NetfilterOptions {
             maxelem: 65536,
@@ -152,9 +196,17 @@ fn side(fake: &Fake, sysctl_root: &Path) -> KernelSide<Fake, Fake> {
         },
         backend: rvs_netfilter::iptables::Backend::System,
         strict_arp: false,
-        sysctl_root: sysctl_root.to_owned(),
+        conntrack,
+        sysctl_roots: Roots {
+            proc_sys: root.to_owned(),
+            sys: root.join("sys"),
+        },
     };
-    KernelSide::with_backends(options, fake.clone(), fake.clone(), "6.1.0")
+    let host = Host {
+        release: "6.1.0".into(),
+        cpus: 8,
+    };
+    KernelSide::with_backends(options, fake.clone(), fake.clone(), fake.clone(), &host)
 }
 
 fn config() -> ProxyConfig {
@@ -290,6 +342,156 @@ fn sysctls_that_could_not_be_set_are_retried_on_full_syncs_only() {
         std::fs::read_to_string(root.join("net/ipv4/vs/conntrack")).unwrap(),
         "1\n"
     );
+}
+
+#[test]
+fn conntrack_sysctls_come_first_and_raise_the_table_only() {
+    let fake = Fake::default();
+    let root = tempdir("conntrack-sysctl");
+    let side = side_with(&fake, root.path(), ConntrackOptions::default());
+    let paths: Vec<&str> = side.sysctls().iter().map(|s| s.path).collect();
+    assert_eq!(
+        paths[..5],
+        [
+            "net/netfilter/nf_conntrack_max",
+            "module/nf_conntrack/parameters/hashsize",
+            "net/netfilter/nf_conntrack_tcp_timeout_established",
+            "net/netfilter/nf_conntrack_tcp_timeout_close_wait",
+            "net/ipv4/vs/conntrack",
+        ]
+    );
+    let mut side = side;
+    let nf = root.join("net/netfilter");
+    std::fs::create_dir_all(&nf).unwrap();
+    std::fs::create_dir_all(root.join("sys/module/nf_conntrack/parameters")).unwrap();
+    std::fs::write(nf.join("nf_conntrack_max"), "1048576\n").unwrap();
+    std::fs::write(nf.join("nf_conntrack_tcp_timeout_established"), "432000\n").unwrap();
+    std::fs::write(nf.join("nf_conntrack_tcp_timeout_close_wait"), "60\n").unwrap();
+    std::fs::write(
+        root.join("sys/module/nf_conntrack/parameters/hashsize"),
+        "16384\n",
+    )
+    .unwrap();
+    // The four IPVS ones fail (no net/ipv4 here); the conntrack ones are
+    // set.
+    assert_eq!(side.ensure_sysctls(), 4);
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    // 32768 × 8 CPUs is below the 1048576 already there: left.
+    assert_eq!(read(&nf.join("nf_conntrack_max")), "1048576\n");
+    assert_eq!(
+        read(&root.join("sys/module/nf_conntrack/parameters/hashsize")),
+        "65536\n"
+    );
+    assert_eq!(
+        read(&nf.join("nf_conntrack_tcp_timeout_established")),
+        "86400\n"
+    );
+    assert_eq!(
+        read(&nf.join("nf_conntrack_tcp_timeout_close_wait")),
+        "3600\n"
+    );
+}
+
+fn udp_flow(client: &str, to: &str, reply_from: &str) -> Flow {
+    let client = client.parse().unwrap();
+    Flow {
+        original: Tuple5 {
+            protocol: IPPROTO_UDP,
+            src: client,
+            dst: to.parse().unwrap(),
+        },
+        reply: Tuple5 {
+            protocol: IPPROTO_UDP,
+            src: reply_from.parse().unwrap(),
+            dst: client,
+        },
+        zone: 0,
+    }
+}
+
+/// `dns`: UDP 53 on 10.96.0.53, endpoints `eps` at port 5353.
+fn with_dns(mut c: ClusterState, eps: &[&str]) -> ClusterState {
+    let dns = name("dns");
+    c.services.insert(
+        dns.clone(),
+        ServiceInfo::new(
+            dns.clone(),
+            vec!["10.96.0.53".parse().unwrap()],
+            vec![ServicePort {
+                name: "dns".into(),
+                protocol: Protocol::Udp,
+                port: 53,
+                node_port: None,
+            }],
+        ),
+    );
+    c.slices.insert(
+        name("dns-1"),
+        SliceInfo {
+            service: dns,
+            ports: vec![SlicePort {
+                name: "dns".into(),
+                protocol: Protocol::Udp,
+                port: 5353,
+            }],
+            endpoints: eps
+                .iter()
+                .map(|e| EndpointInfo::ready(e.parse().unwrap()))
+                .collect(),
+        },
+    );
+    c
+}
+
+#[test]
+fn stale_udp_entries_are_cleared_when_udp_endpoints_change() {
+    let fake = Fake::default();
+    let root = tempdir("conntrack-clean");
+    let mut side = side(&fake, root.path());
+    let old = udp_flow("10.0.0.5:40000", "10.96.0.53:53", "10.244.0.1:5353");
+    let new = udp_flow("10.0.0.6:40000", "10.96.0.53:53", "10.244.0.2:5353");
+    fake.0.borrow_mut().flows = vec![old, new];
+    // The first sync: every endpoint is new; both endpoints serve.
+    side.after_sync(
+        &with_dns(cluster(1, &[]), &["10.244.0.1", "10.244.0.2"]),
+        &config(),
+        None,
+    );
+    assert_eq!(fake.0.borrow().lists, 1);
+    assert_eq!(fake.0.borrow().flows.len(), 2);
+    // A TCP Service changes: no cleanup.
+    let c = with_dns(cluster(2, &[]), &["10.244.0.1", "10.244.0.2"]);
+    side.after_sync(&c, &config(), Some(&changed(&["s1"])));
+    assert_eq!(fake.0.borrow().lists, 1);
+    // A full sync without endpoint changes: none either.
+    side.after_sync(&c, &config(), None);
+    assert_eq!(fake.0.borrow().lists, 1);
+    // 10.244.0.1 goes: its entry is deleted, the other kept.
+    let c = with_dns(cluster(2, &[]), &["10.244.0.2"]);
+    let report = side.after_sync(&c, &config(), Some(&changed(&["dns"])));
+    assert_eq!(report.failures, 0);
+    assert_eq!(fake.0.borrow().lists, 2);
+    assert_eq!(fake.0.borrow().flows, [new]);
+}
+
+#[test]
+fn a_failed_cleanup_is_retried_at_the_next_full_sync() {
+    let fake = Fake::default();
+    let root = tempdir("conntrack-retry");
+    let mut side = side(&fake, root.path());
+    let old = udp_flow("10.0.0.5:40000", "10.96.0.53:53", "10.244.0.1:5353");
+    fake.0.borrow_mut().flows = vec![old];
+    side.after_sync(&with_dns(cluster(1, &[]), &["10.244.0.1"]), &config(), None);
+    fake.0.borrow_mut().fail_conntrack = true;
+    let c = with_dns(cluster(1, &[]), &["10.244.0.2"]);
+    let report = side.after_sync(&c, &config(), Some(&changed(&["dns"])));
+    // Logged, as kube-proxy does; not a failed sync.
+    assert_eq!(report.failures, 0);
+    fake.0.borrow_mut().fail_conntrack = false;
+    side.after_sync(&c, &config(), Some(&BTreeSet::new()));
+    assert_eq!(fake.0.borrow().flows, [old], "partial syncs do not retry");
+    side.after_sync(&c, &config(), None);
+    assert!(fake.0.borrow().flows.is_empty());
 }
 
 /// A private directory standing in for `/proc/sys`, removed on drop.

@@ -3,14 +3,18 @@
 //! The rules are kube-proxy's (`ProxyHealthServer`):
 //!
 //! * a family's proxier is unhealthy when a change was queued
-//!   ([`HealthState::queued`]) and not applied ([`HealthState::updated`])
-//!   within the health timeout, which kube-proxy sets to twice the sync
-//!   period; only the oldest unapplied queue time counts;
+//!   ([`HealthState::queued`]) and not applied ([`HealthState::updated`],
+//!   [`HealthState::updated_families`]) within the health timeout, which
+//!   kube-proxy sets to twice the sync period; only the oldest unapplied
+//!   queue time counts;
 //! * before the first update, and when nothing is queued, it is healthy;
 //! * `/healthz` also fails while the Node is being deleted or carries the
 //!   cluster autoscaler's `ToBeDeletedByClusterAutoscaler` taint, so load
 //!   balancers drain the node; `/livez` ignores the Node, so the proxy is
-//!   not restarted for it.
+//!   not restarted for it;
+//! * the bodies are v1.37's JSON (`ProxyHealth` through `json.Marshal`):
+//!   `{"lastUpdated":…,"currentTime":…,"nodeEligible":…,"healthy":…,
+//!   "status":{"IPv4":{"lastUpdated":…,"healthy":…}}}`, RFC 3339 times.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -89,11 +93,29 @@ impl HealthState {
 
     /// [`HealthState::updated`] at a given time.
     pub fn updated_at(&self, at: SystemTime) {
+        let families = self.families.clone();
+        self.updated_families_at(at, &families);
+    }
+
+    /// The proxier of each of `families` synced (kube-proxy calls
+    /// `Updated(family)` per proxier; a family whose rules could not be
+    /// written is left out, and turns unhealthy once a change waits).
+    pub fn updated_families(&self, families: &[IpFamily]) {
+        self.updated_families_at(SystemTime::now(), families);
+    }
+
+    /// [`HealthState::updated_families`] at a given time.
+    pub fn updated_families_at(&self, at: SystemTime, families: &[IpFamily]) {
         let mut s = self.lock();
-        for &f in self.families.iter() {
+        for &f in families.iter().filter(|f| self.families.contains(f)) {
             s.oldest_queued.remove(&f);
             s.last_updated.insert(f, at);
         }
+    }
+
+    /// The families tracked.
+    pub fn families(&self) -> &[IpFamily] {
+        &self.families
     }
 
     /// Sets whether this Node is eligible for traffic: `false` while it is
@@ -120,63 +142,104 @@ impl HealthState {
     /// The proxier's health, ignoring the Node (what `/livez` and the
     /// per-Service health checks use).
     pub fn is_healthy(&self) -> bool {
-        self.health_at(SystemTime::now()).0
+        self.health_at(SystemTime::now()).healthy
     }
 
-    /// Health at `now` and the last-updated time to report.
-    fn health_at(&self, now: SystemTime) -> (bool, Option<SystemTime>) {
+    /// kube-proxy's `ProxyHealthServer.Health()` at `now`: each family
+    /// that has updated at least once is healthy unless a change queued
+    /// for it has waited `timeout`; `lastUpdated` is the latest update of
+    /// any family.
+    fn health_at(&self, now: SystemTime) -> Health {
         let s = self.lock();
-        let mut last: Option<SystemTime> = None;
+        let mut health = Health {
+            healthy: true,
+            last_updated: None,
+            status: BTreeMap::new(),
+        };
         for (family, &updated) in &s.last_updated {
-            last = Some(last.map_or(updated, |l| l.max(updated)));
-            let Some(&queued) = s.oldest_queued.get(family) else {
-                continue;
-            };
-            if now.duration_since(queued).unwrap_or_default() < self.timeout {
-                continue;
-            }
-            return (false, Some(updated));
+            health.last_updated = Some(health.last_updated.map_or(updated, |l| l.max(updated)));
+            let late = s.oldest_queued.get(family).is_some_and(|&queued| {
+                now.duration_since(queued).unwrap_or_default() >= self.timeout
+            });
+            health.healthy &= !late;
+            health.status.insert(*family, (updated, !late));
         }
-        (true, last)
+        health
     }
 
     /// The `/healthz` answer at `now`: 200 when healthy and the Node is
-    /// eligible, else 503; `lastUpdated` is `now` when healthy (kube-proxy
-    /// keeps that for compatibility), else the last successful update.
+    /// eligible, else 503. The body is kube-proxy v1.37's
+    /// (`json.Marshal` of `ProxyHealth`): `lastUpdated` (`now` when the
+    /// answer is 200, kube-proxy's compatibility rule), `currentTime`,
+    /// `nodeEligible`, `healthy` (the proxiers', without the Node) and
+    /// `status` per family, times in RFC 3339.
     pub fn healthz_at(&self, now: SystemTime) -> HealthReply {
         let eligible = self.node_eligible();
-        let (healthy, last) = self.health_at(now);
-        let healthy = healthy && eligible;
-        let last = if healthy { Some(now) } else { last };
+        let health = self.health_at(now);
+        let ok = health.healthy && eligible;
         HealthReply {
-            status: if healthy { 200 } else { 503 },
-            body: format!(
-                "{{\"lastUpdated\": {},\"currentTime\": {}, \"nodeEligible\": {eligible}}}",
-                quote(last),
-                quote(Some(now)),
-            ),
+            status: if ok { 200 } else { 503 },
+            body: health.json(now, ok, Some(eligible)),
         }
     }
 
-    /// The `/livez` answer at `now`: like `/healthz` without the Node.
+    /// The `/livez` answer at `now`: like `/healthz` without the Node
+    /// (and without `nodeEligible` in the body).
     pub fn livez_at(&self, now: SystemTime) -> HealthReply {
-        let (healthy, last) = self.health_at(now);
-        let last = if healthy { Some(now) } else { last };
+        let health = self.health_at(now);
         HealthReply {
-            status: if healthy { 200 } else { 503 },
-            body: format!(
-                "{{\"lastUpdated\": {},\"currentTime\": {}}}",
-                quote(last),
-                quote(Some(now)),
-            ),
+            status: if health.healthy { 200 } else { 503 },
+            body: health.json(now, health.healthy, None),
         }
     }
 }
 
-/// A time as Go's `%q` of a `time.Time` prints it (the zero time when
-/// there is none).
+/// kube-proxy's `ProxyHealth`.
+struct Health {
+    healthy: bool,
+    last_updated: Option<SystemTime>,
+    /// Per family: last update and health.
+    status: BTreeMap<IpFamily, (SystemTime, bool)>,
+}
+
+impl Health {
+    /// The body as Go's `json.Marshal` writes `ProxyHealth`: fields in
+    /// declaration order, `nodeEligible` and an empty `status` omitted,
+    /// map keys sorted, no spaces.
+    fn json(&self, now: SystemTime, ok: bool, node_eligible: Option<bool>) -> String {
+        let last = if ok { Some(now) } else { self.last_updated };
+        let mut out = format!(
+            "{{\"lastUpdated\":{},\"currentTime\":{}",
+            quote(last),
+            quote(Some(now))
+        );
+        if let Some(eligible) = node_eligible {
+            out.push_str(&format!(",\"nodeEligible\":{eligible}"));
+        }
+        out.push_str(&format!(",\"healthy\":{}", self.healthy));
+        if !self.status.is_empty() {
+            let families: Vec<String> = self
+                .status
+                .iter()
+                .map(|(family, (updated, healthy))| {
+                    format!(
+                        "\"{}\":{{\"lastUpdated\":{},\"healthy\":{healthy}}}",
+                        family.as_str(),
+                        quote(Some(*updated))
+                    )
+                })
+                .collect();
+            out.push_str(&format!(",\"status\":{{{}}}", families.join(",")));
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// A time as Go's `encoding/json` writes a `time.Time` (the zero time
+/// when there is none).
 fn quote(t: Option<SystemTime>) -> String {
-    let text = t.map_or_else(|| gotime::ZERO.to_owned(), gotime::format);
+    let text = t.map_or_else(|| gotime::ZERO_RFC3339.to_owned(), gotime::rfc3339);
     format!("\"{text}\"")
 }
 
@@ -194,12 +257,18 @@ mod tests {
         let h = HealthState::new(Duration::from_secs(60), &[IpFamily::V4]);
         let r = h.healthz_at(at(0));
         assert_eq!(r.status, 200);
+        // Before any update: no status map (omitempty), zero-less times.
         assert_eq!(
             r.body,
-            "{\"lastUpdated\": \"2023-11-14 22:13:20 +0000 UTC\",\"currentTime\": \"2023-11-14 22:13:20 +0000 UTC\", \"nodeEligible\": true}"
+            "{\"lastUpdated\":\"2023-11-14T22:13:20Z\",\"currentTime\":\"2023-11-14T22:13:20Z\",\"nodeEligible\":true,\"healthy\":true}"
         );
         h.updated_at(at(1));
-        assert_eq!(h.healthz_at(at(1000)).status, 200);
+        let r = h.healthz_at(at(1000));
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.body,
+            "{\"lastUpdated\":\"2023-11-14T22:30:00Z\",\"currentTime\":\"2023-11-14T22:30:00Z\",\"nodeEligible\":true,\"healthy\":true,\"status\":{\"IPv4\":{\"lastUpdated\":\"2023-11-14T22:13:21Z\",\"healthy\":true}}}"
+        );
     }
 
     #[test]
@@ -212,15 +281,32 @@ mod tests {
         assert_eq!(h.healthz_at(at(69)).status, 200);
         let r = h.healthz_at(at(70));
         assert_eq!(r.status, 503);
-        assert!(
-            r.body
-                .starts_with("{\"lastUpdated\": \"2023-11-14 22:13:20 +0000 UTC\""),
-            "{}",
-            r.body
+        assert_eq!(
+            r.body,
+            "{\"lastUpdated\":\"2023-11-14T22:13:20Z\",\"currentTime\":\"2023-11-14T22:14:30Z\",\"nodeEligible\":true,\"healthy\":false,\"status\":{\"IPv4\":{\"lastUpdated\":\"2023-11-14T22:13:20Z\",\"healthy\":false},\"IPv6\":{\"lastUpdated\":\"2023-11-14T22:13:20Z\",\"healthy\":false}}}"
         );
         assert_eq!(h.livez_at(at(70)).status, 503);
         h.updated_at(at(71));
         assert_eq!(h.healthz_at(at(500)).status, 200);
+    }
+
+    #[test]
+    fn each_family_is_updated_on_its_own() {
+        let h = HealthState::new(Duration::from_secs(60), &[IpFamily::V4, IpFamily::V6]);
+        h.updated_at(at(0));
+        h.queued_at(at(10));
+        // Only IPv4's rules were written: IPv6 keeps waiting.
+        h.updated_families_at(at(20), &[IpFamily::V4]);
+        let r = h.livez_at(at(100));
+        assert_eq!(r.status, 503);
+        assert_eq!(
+            r.body,
+            "{\"lastUpdated\":\"2023-11-14T22:13:40Z\",\"currentTime\":\"2023-11-14T22:15:00Z\",\"healthy\":false,\"status\":{\"IPv4\":{\"lastUpdated\":\"2023-11-14T22:13:40Z\",\"healthy\":true},\"IPv6\":{\"lastUpdated\":\"2023-11-14T22:13:20Z\",\"healthy\":false}}}"
+        );
+        // A family the proxy does not run is ignored.
+        let v4 = HealthState::new(Duration::from_secs(60), &[IpFamily::V4]);
+        v4.updated_families_at(at(0), &[IpFamily::V6]);
+        assert!(!v4.livez_at(at(1)).body.contains("status"));
     }
 
     #[test]
@@ -247,12 +333,17 @@ mod tests {
         h.set_node_eligible(false);
         let r = h.healthz_at(at(5));
         assert_eq!(r.status, 503);
-        assert!(r.body.ends_with("\"nodeEligible\": false}"), "{}", r.body);
+        // Not healthy as an answer, so lastUpdated stays the update time;
+        // `healthy` is the proxiers' own health.
+        assert_eq!(
+            r.body,
+            "{\"lastUpdated\":\"2023-11-14T22:13:20Z\",\"currentTime\":\"2023-11-14T22:13:25Z\",\"nodeEligible\":false,\"healthy\":true,\"status\":{\"IPv4\":{\"lastUpdated\":\"2023-11-14T22:13:20Z\",\"healthy\":true}}}"
+        );
         let l = h.livez_at(at(5));
         assert_eq!(l.status, 200);
         assert_eq!(
             l.body,
-            "{\"lastUpdated\": \"2023-11-14 22:13:25 +0000 UTC\",\"currentTime\": \"2023-11-14 22:13:25 +0000 UTC\"}"
+            "{\"lastUpdated\":\"2023-11-14T22:13:25Z\",\"currentTime\":\"2023-11-14T22:13:25Z\",\"healthy\":true,\"status\":{\"IPv4\":{\"lastUpdated\":\"2023-11-14T22:13:20Z\",\"healthy\":true}}}"
         );
     }
 }

@@ -290,7 +290,9 @@ fn healthz_and_livez_follow_kube_proxys_rules() {
     let v: serde_json::Value = serde_json::from_str(&h.body).unwrap();
     assert_eq!(v["nodeEligible"], true);
     assert_eq!(v["lastUpdated"], v["currentTime"]);
-    assert!(v["currentTime"].as_str().unwrap().ends_with(" +0000 UTC"));
+    // kube-proxy v1.37: RFC 3339 times, `healthy`, per-family `status`.
+    assert!(v["currentTime"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(v["healthy"], true);
 
     // Synced, then a change waits past the timeout: 503 on both.
     health.updated();
@@ -315,7 +317,10 @@ fn healthz_and_livez_follow_kube_proxys_rules() {
     health.set_node_eligible(false);
     let h = get(addr, "/healthz").unwrap();
     assert_eq!(h.status, 503);
-    assert!(h.body.ends_with("\"nodeEligible\": false}"), "{}", h.body);
+    let v: serde_json::Value = serde_json::from_str(&h.body).unwrap();
+    assert_eq!(v["nodeEligible"], false, "{}", h.body);
+    assert_eq!(v["healthy"], true, "{}", h.body);
+    assert!(v["status"]["IPv4"]["lastUpdated"].is_string(), "{}", h.body);
     assert_eq!(get(addr, "/livez").unwrap().status, 200);
     assert_eq!(get(addr, "/metrics").unwrap().status, 404);
 

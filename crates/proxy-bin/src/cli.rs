@@ -19,6 +19,13 @@ pub(crate) enum Dataplane {
     Kernel,
     /// The userspace forwarder in this process.
     Userspace,
+    /// eBPF socket-level load balancing for the processes of `--cgroup`
+    /// (no node ports from outside the node).
+    Ebpf,
+    /// The socket-level load balancer for the node's own processes, and
+    /// IPVS for traffic that arrives from outside (node ports).
+    #[value(name = "kernel,ebpf")]
+    KernelEbpf,
 }
 
 /// Which iptables binaries program the rules (an rvs addition;
@@ -118,6 +125,36 @@ pub(crate) struct Cli {
     #[arg(long)]
     pub(crate) ipvs_strict_arp: bool,
 
+    /// Maximum number of NAT connections to track per CPU core (0 to leave
+    /// the limit as it is and ignore --conntrack-min).
+    #[arg(long, default_value_t = 32768, value_parser = clap::value_parser!(u32).range(0..=i64::from(i32::MAX)))]
+    pub(crate) conntrack_max_per_core: u32,
+
+    /// Minimum number of conntrack entries to allocate, regardless of
+    /// --conntrack-max-per-core.
+    #[arg(long, default_value_t = 131072, value_parser = clap::value_parser!(u32).range(0..=i64::from(i32::MAX)))]
+    pub(crate) conntrack_min: u32,
+
+    /// Set nf_conntrack_tcp_be_liberal to 1 (liberal tracking of TCP).
+    #[arg(long)]
+    pub(crate) conntrack_tcp_be_liberal: bool,
+
+    /// Conntrack timeout of TCP connections in CLOSE_WAIT (0: leave it).
+    #[arg(long, default_value = "1h0m0s", value_parser = parse_go_duration)]
+    pub(crate) conntrack_tcp_timeout_close_wait: Duration,
+
+    /// Conntrack idle timeout of established TCP connections (0: leave it).
+    #[arg(long, default_value = "24h0m0s", value_parser = parse_go_duration)]
+    pub(crate) conntrack_tcp_timeout_established: Duration,
+
+    /// Conntrack idle timeout of UNREPLIED UDP flows (0: leave it).
+    #[arg(long, default_value = "0s", value_parser = parse_go_duration)]
+    pub(crate) conntrack_udp_timeout: Duration,
+
+    /// Conntrack idle timeout of ASSURED UDP flows (0: leave it).
+    #[arg(long, default_value = "0s", value_parser = parse_go_duration)]
+    pub(crate) conntrack_udp_timeout_stream: Duration,
+
     /// `maxelem` of kube-proxy's ipsets (an rvs addition; kube-proxy
     /// always uses 65536).
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..))]
@@ -171,8 +208,8 @@ pub(crate) struct Cli {
     pub(crate) dry_run: bool,
 
     /// Serve the admin protocol on this unix socket, so
-    /// `rvsadm --target unix:PATH` reads and programs the userspace
-    /// dataplane (the kernel's is read by `rvsadm` directly).
+    /// `rvsadm --target unix:PATH` reads and programs the userspace or
+    /// eBPF dataplane (the kernel's is read by `rvsadm` directly).
     #[arg(long, value_name = "PATH")]
     pub(crate) admin_socket: Option<PathBuf>,
 
@@ -180,6 +217,16 @@ pub(crate) struct Cli {
     /// 0660 instead of 0600.
     #[arg(long, value_name = "NAME|GID")]
     pub(crate) admin_socket_group: Option<rvs_admin::SocketGroup>,
+
+    /// eBPF dataplane: the cgroup v2 whose processes are balanced
+    /// (default: the cgroup v2 root, every process on the node).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) cgroup: Option<PathBuf>,
+
+    /// eBPF dataplane: the bpffs directory its maps and programs are
+    /// pinned in, so a restart adopts them without a gap.
+    #[arg(long, value_name = "PATH", default_value = "/sys/fs/bpf/rvs-proxy")]
+    pub(crate) bpf_pin_dir: PathBuf,
 
     /// Userspace dataplane: the per-network-namespace lock that keeps a
     /// second one from starting (change it only to run several on

@@ -62,6 +62,13 @@ pub(crate) fn to_file(cli: &Cli) -> anyhow::Result<FileConfig> {
         masquerade_all: Some(cli.masquerade_all),
         masquerade_bit: Some(cli.iptables_masquerade_bit),
         verbosity: Some(cli.verbosity),
+        conntrack_max_per_core: Some(cli.conntrack_max_per_core),
+        conntrack_min: Some(cli.conntrack_min),
+        conntrack_tcp_be_liberal: Some(cli.conntrack_tcp_be_liberal),
+        conntrack_tcp_close_wait_timeout: Some(cli.conntrack_tcp_timeout_close_wait),
+        conntrack_tcp_established_timeout: Some(cli.conntrack_tcp_timeout_established),
+        conntrack_udp_timeout: Some(cli.conntrack_udp_timeout),
+        conntrack_udp_stream_timeout: Some(cli.conntrack_udp_timeout_stream),
         ignored: Vec::new(),
     })
 }
@@ -137,6 +144,37 @@ fn merge(cli: &mut Cli, file: &FileConfig, explicit: &dyn Fn(&str) -> bool) -> a
         file.masquerade_bit
     );
     take!("verbosity", verbosity, file.verbosity);
+    take!(
+        "conntrack_max_per_core",
+        conntrack_max_per_core,
+        file.conntrack_max_per_core
+    );
+    take!("conntrack_min", conntrack_min, file.conntrack_min);
+    take!(
+        "conntrack_tcp_be_liberal",
+        conntrack_tcp_be_liberal,
+        file.conntrack_tcp_be_liberal
+    );
+    take!(
+        "conntrack_tcp_timeout_close_wait",
+        conntrack_tcp_timeout_close_wait,
+        file.conntrack_tcp_close_wait_timeout
+    );
+    take!(
+        "conntrack_tcp_timeout_established",
+        conntrack_tcp_timeout_established,
+        file.conntrack_tcp_established_timeout
+    );
+    take!(
+        "conntrack_udp_timeout",
+        conntrack_udp_timeout,
+        file.conntrack_udp_timeout
+    );
+    take!(
+        "conntrack_udp_timeout_stream",
+        conntrack_udp_timeout_stream,
+        file.conntrack_udp_stream_timeout
+    );
     take!(
         "bind_address_hard_fail",
         bind_address_hard_fail,

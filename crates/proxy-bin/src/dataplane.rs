@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use rvs_ebpf::SocketLb;
 use rvs_ipvs::IpvsClient;
 use rvs_model::admin::{Admin, Op};
 use rvs_netfilter::iptables::DetectLocalMode;
@@ -15,9 +16,9 @@ use rvs_node::{KernelSide, KubeIpvs0};
 use rvs_proxy::ProxyConfig;
 use rvs_proxy::cluster::ClusterState;
 use rvs_proxy::observe::Observer;
-use rvs_proxy::run::{NodeSide, Runner, SyncObserver, SystemClock};
+use rvs_proxy::run::{ExtraDataplane, NodeSide, Runner, SyncObserver, SystemClock};
 use rvs_proxy::source::Source;
-use rvs_proxy::sync::{AddressBinder, NoBinder, SyncReport, Syncer, describe};
+use rvs_proxy::sync::{AddressBinder, NoBinder, Syncer, describe};
 use tokio::runtime::Handle;
 
 use crate::cli::{Cli, Dataplane};
@@ -38,12 +39,14 @@ pub(crate) struct Parts<'a> {
 }
 
 /// The kernel's IPVS, `kube-ipvs0`, and kube-proxy's sets, rules and
-/// sysctls.
+/// sysctls; with `kernel,ebpf` also the socket-level load balancer, synced
+/// right after IPVS in the same scope.
 pub(crate) fn kernel(parts: Parts<'_>) -> anyhow::Result<()> {
     let cli = parts.cli;
-    if cli.admin_socket.is_some() {
+    let with_ebpf = cli.dataplane == Dataplane::KernelEbpf;
+    if cli.admin_socket.is_some() && !with_ebpf {
         bail!(
-            "--admin-socket serves the userspace dataplane; read the kernel's with rvsadm directly"
+            "--admin-socket serves the userspace and eBPF dataplanes; read the kernel's with rvsadm directly"
         );
     }
     let admin = IpvsClient::connect()
@@ -65,11 +68,88 @@ pub(crate) fn kernel(parts: Parts<'_>) -> anyhow::Result<()> {
             );
         }
     }
-    drive(parts, &mut syncer, Some(&mut side))?;
+    if with_ebpf && !cli.dry_run {
+        let lb = socket_lb(cli)?;
+        let server = serve_admin(cli, lb.clone())?;
+        let extra = ExtraDataplane {
+            syncer: Syncer::new(lb, NoBinder::default(), parts.config.clone()),
+        };
+        let result = drive(parts, &mut syncer, Some(&mut (side, extra)));
+        stop_admin(server);
+        result?;
+    } else {
+        drive(parts, &mut syncer, Some(&mut side))?;
+    }
     if !cli.dry_run {
         tracing::info!("stopped; the kernel keeps its state for the next start to adopt");
     }
     Ok(())
+}
+
+/// The socket-level load balancer alone: every process of `--cgroup`
+/// reaches cluster, external and load-balancer IPs; nothing serves node
+/// ports for traffic from outside the node.
+pub(crate) fn ebpf(parts: Parts<'_>) -> anyhow::Result<()> {
+    let cli = parts.cli;
+    tracing::warn!(
+        "--dataplane ebpf balances connections made on this node only: node ports are not served to traffic from outside (use --dataplane kernel,ebpf for that)"
+    );
+    let lb = socket_lb(cli)?;
+    let server = serve_admin(cli, lb.clone())?;
+    let mut syncer = Syncer::new(lb, NoBinder::default(), parts.config.clone());
+    let result = drive(parts, &mut syncer, None);
+    stop_admin(server);
+    result?;
+    tracing::info!("stopped; the programs stay attached for the next start to adopt");
+    Ok(())
+}
+
+/// Attaches (or adopts) the socket-level load balancer.
+fn socket_lb(cli: &Cli) -> anyhow::Result<Arc<Mutex<SocketLb>>> {
+    let cgroup = match &cli.cgroup {
+        Some(path) => path.clone(),
+        None => {
+            rvs_ebpf::cgroup2_root().context("no cgroup v2 hierarchy is mounted: give --cgroup")?
+        }
+    };
+    let options = rvs_ebpf::Options::new(&cgroup, &cli.bpf_pin_dir);
+    let lb = SocketLb::attach(options).with_context(|| {
+        format!(
+            "attaching the socket-level load balancer to {}",
+            cgroup.display()
+        )
+    })?;
+    tracing::info!(cgroup = %cgroup.display(), pins = %cli.bpf_pin_dir.display(), "socket-level load balancer attached");
+    Ok(Arc::new(Mutex::new(lb)))
+}
+
+/// The admin socket, if asked for, serving `admin`.
+fn serve_admin(
+    cli: &Cli,
+    admin: rvs_admin::SharedAdmin,
+) -> anyhow::Result<Option<rvs_admin::RunningServer>> {
+    let Some(path) = &cli.admin_socket else {
+        return Ok(None);
+    };
+    let bind = rvs_admin::BindOptions {
+        group: cli.admin_socket_group.clone(),
+    };
+    let listener = rvs_admin::bind_with(path, &bind)?;
+    let server = rvs_admin::Server::new(listener, admin)
+        .and_then(rvs_admin::Server::spawn)
+        .context("starting the admin server")?;
+    tracing::info!(socket = %path.display(), "admin socket ready");
+    Ok(Some(server))
+}
+
+/// Stops the admin server; it removes its socket file (if it is still the
+/// one it made).
+fn stop_admin(server: Option<rvs_admin::RunningServer>) {
+    if let Some(server) = server
+        && let Err(e) = server.stop()
+    {
+        tracing::warn!(error = %e, "admin server stopped with an error");
+    }
 }
 
 /// The userspace dataplane in this process, optionally on an admin
@@ -83,21 +163,7 @@ pub(crate) fn userspace(parts: Parts<'_>) -> anyhow::Result<()> {
     };
     // Forwarding runs on the process's runtime, sized for it in main.
     let dataplane = rvs_userspace::Dataplane::start_on(parts.runtime, options)?;
-    let server = match &cli.admin_socket {
-        None => None,
-        Some(path) => {
-            let bind = rvs_admin::BindOptions {
-                group: cli.admin_socket_group.clone(),
-            };
-            let listener = rvs_admin::bind_with(path, &bind)?;
-            let shared: rvs_admin::SharedAdmin = Arc::new(Mutex::new(dataplane.admin()));
-            let server = rvs_admin::Server::new(listener, shared)
-                .and_then(rvs_admin::Server::spawn)
-                .context("starting the admin server")?;
-            tracing::info!(socket = %path.display(), "admin socket ready");
-            Some(server)
-        }
-    };
+    let server = serve_admin(cli, Arc::new(Mutex::new(dataplane.admin())))?;
     let admin = dataplane.admin();
     let config = parts.config.clone();
     let result = if cli.bind_addresses {
@@ -107,12 +173,7 @@ pub(crate) fn userspace(parts: Parts<'_>) -> anyhow::Result<()> {
         let binder = NoBinder::default();
         drive(parts, &mut Syncer::new(admin, binder, config), None)
     };
-    // The server removes its socket file (if it is still the one it made).
-    if let Some(server) = server
-        && let Err(e) = server.stop()
-    {
-        tracing::warn!(error = %e, "admin server stopped with an error");
-    }
+    stop_admin(server);
     dataplane.shutdown(Duration::from_secs(2));
     if result.is_ok() && !cli.dry_run {
         tracing::info!("stopped");
@@ -142,39 +203,32 @@ pub(crate) fn without_source(
         tracing::info!("system initialized and --init-only given: exiting");
         return Ok(());
     }
-    let mut binder = KubeIpvs0::new(runtime).context("opening rtnetlink")?;
-    let report = match IpvsClient::connect() {
-        Ok(admin) => {
-            let host = binder
-                .host_addresses()
-                .context("listing the host's addresses")?;
-            let mut syncer = Syncer::new(admin, binder, config);
-            let report = syncer.cleanup(&host)?;
-            binder = syncer.binder;
-            report
-        }
-        // Without ip_vs there are no virtual servers (kube-proxy skips
-        // IPVS then too); the rest may still be there.
-        Err(e) => {
-            tracing::info!(error = %e, "no IPVS in this kernel: no virtual servers to remove");
-            SyncReport::default()
-        }
-    };
-    binder.remove_device().context("removing kube-ipvs0")?;
-    // Rules before sets: the kernel keeps sets that rules reference.
-    let families = rvs_node::netfilter::kernel_families();
-    let nf_failures = rvs_node::netfilter::cleanup(cli.backend(), &families);
+    if matches!(cli.dataplane, Dataplane::Ebpf | Dataplane::KernelEbpf)
+        && SocketLb::remove_pins(&cli.bpf_pin_dir).context("removing the eBPF dataplane")?
+    {
+        tracing::info!(pins = %cli.bpf_pin_dir.display(), "socket-level load balancer detached");
+    }
+    if cli.dataplane == Dataplane::Ebpf {
+        return Ok(());
+    }
+    let binder = KubeIpvs0::new(runtime).context("opening rtnetlink")?;
+    // Without ip_vs there are no virtual servers (kube-proxy skips IPVS
+    // then too); the rest may still be there.
+    let admin = IpvsClient::connect()
+        .inspect_err(
+            |e| tracing::info!(error = %e, "no IPVS in this kernel: no virtual servers to remove"),
+        )
+        .ok();
+    let report = rvs_node::cleanup(admin, binder, config, cli.backend())?;
     tracing::info!(
-        deleted = report.applied,
-        failed = report.failed,
-        netfilter_failures = nf_failures,
+        deleted = report.ipvs.applied,
+        failed = report.ipvs.failed,
+        netfilter_failures = report.netfilter_failures,
         "cleaned up"
     );
-    if report.failed + report.address_failures + nf_failures > 0 {
+    if report.failed() {
         bail!(
-            "cleanup incomplete: {} IPVS deletions, {} unbindings and {nf_failures} netfilter steps failed (see the log)",
-            report.failed,
-            report.address_failures
+            "cleanup incomplete: some IPVS deletions, unbindings or netfilter steps failed (see the log)"
         );
     }
     Ok(())

@@ -100,7 +100,7 @@ fn run() -> anyhow::Result<()> {
     let workers = match cli.dataplane {
         // The userspace dataplane forwards on this runtime's threads.
         Dataplane::Userspace => rvs_userspace::worker_count(cli.workers),
-        Dataplane::Kernel => 2,
+        Dataplane::Kernel | Dataplane::Ebpf | Dataplane::KernelEbpf => 2,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -136,8 +136,9 @@ fn run() -> anyhow::Result<()> {
         stop: &stop,
     };
     let result = match cli.dataplane {
-        Dataplane::Kernel => dataplane::kernel(parts),
+        Dataplane::Kernel | Dataplane::KernelEbpf => dataplane::kernel(parts),
         Dataplane::Userspace => dataplane::userspace(parts),
+        Dataplane::Ebpf => dataplane::ebpf(parts),
     };
     runtime.shutdown_timeout(DRAIN);
     result

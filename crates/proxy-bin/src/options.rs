@@ -1,12 +1,12 @@
 //! The option structs of each part, built from the command line: the
 //! settings go where they are used, never as `&Cli`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use rvs_model::Timeouts;
 use rvs_netfilter::iptables::{Backend, LocalDetect, RulesConfig};
+use rvs_node::sysctl::{ConntrackOptions, Roots};
 use rvs_node::{NetfilterOptions, NodeOptions};
 use rvs_observe::{ServeOptions, parse_bind_address};
 use rvs_proxy::ProxyConfig;
@@ -15,14 +15,34 @@ use rvs_proxy::run::RunOptions;
 
 use crate::cli::{Cli, IptablesBackend};
 
+/// This node's name as kube-proxy's `nodeutil.GetHostname` makes it:
+/// `--hostname-override`, or (when that is unset or empty) the host
+/// name, trimmed of white space and lower-cased; empty is an error.
+/// Node names are lower-case DNS names, so an upper-case host name
+/// still finds its Node.
+pub(crate) fn node_name(
+    hostname_override: Option<&str>,
+    hostname: impl FnOnce() -> std::io::Result<String>,
+) -> anyhow::Result<String> {
+    let raw = match hostname_override.filter(|h| !h.is_empty()) {
+        Some(name) => name.to_owned(),
+        None => hostname().context("couldn't determine hostname (/proc/sys/kernel/hostname)")?,
+    };
+    let name = raw.trim();
+    if name.is_empty() {
+        anyhow::bail!(
+            "--hostname-override or the host name: empty hostname is invalid (set --hostname-override)"
+        );
+    }
+    Ok(name.to_lowercase())
+}
+
 impl Cli {
     /// The settings that shape desired state.
     pub(crate) fn proxy_config(&self) -> anyhow::Result<ProxyConfig> {
-        let node_name = self.hostname_override.clone().unwrap_or_else(|| {
+        let node_name = node_name(self.hostname_override.as_deref(), || {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_default()
-        });
+        })?;
         Ok(ProxyConfig {
             node_name,
             scheduler: self
@@ -35,6 +55,8 @@ impl Cli {
             service_proxy_name: self.service_proxy_name.clone(),
             sync_period: self.ipvs_sync_period,
             min_sync_period: self.ipvs_min_sync_period,
+            // Read from kube-ipvs0's binder at each full sync.
+            local_addresses: None,
         })
     }
 
@@ -62,7 +84,7 @@ impl Cli {
                 ..ServeOptions::default()
             },
             sync_period: self.ipvs_sync_period,
-            families: rvs_node::netfilter::kernel_families(),
+            families: rvs_node::netfilter::kernel_families(self.backend()),
         })
     }
 
@@ -82,12 +104,26 @@ impl Cli {
                     self.pod_bridge_interface.as_deref(),
                     self.pod_interface_name_prefix.as_deref(),
                 )?,
-                families: rvs_node::netfilter::kernel_families(),
+                families: rvs_node::netfilter::kernel_families(self.backend()),
             },
             backend: self.backend(),
             strict_arp: self.ipvs_strict_arp,
-            sysctl_root: PathBuf::from("/proc/sys"),
+            conntrack: self.conntrack_options(),
+            sysctl_roots: Roots::default(),
         })
+    }
+
+    /// The `--conntrack-*` settings.
+    pub(crate) fn conntrack_options(&self) -> ConntrackOptions {
+        ConntrackOptions {
+            max_per_core: self.conntrack_max_per_core,
+            min: self.conntrack_min,
+            tcp_established_timeout: self.conntrack_tcp_timeout_established,
+            tcp_close_wait_timeout: self.conntrack_tcp_timeout_close_wait,
+            tcp_be_liberal: self.conntrack_tcp_be_liberal,
+            udp_timeout: self.conntrack_udp_timeout,
+            udp_stream_timeout: self.conntrack_udp_timeout_stream,
+        }
     }
 
     /// The IPVS timeouts to set at start, as `ipvsadm --set` takes them
@@ -113,5 +149,25 @@ impl Cli {
             IptablesBackend::Legacy => Backend::Legacy,
             IptablesBackend::Nft => Backend::Nft,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_name;
+
+    #[test]
+    fn node_names_are_trimmed_and_lower_cased_as_kube_proxys() {
+        let never = || -> std::io::Result<String> { panic!("host name read") };
+        assert_eq!(node_name(Some("Node-A"), never).unwrap(), "node-a");
+        assert_eq!(node_name(Some(" node-b\n"), never).unwrap(), "node-b");
+        let host = || Ok("Worker-7.Example.COM\n".to_owned());
+        assert_eq!(node_name(None, host).unwrap(), "worker-7.example.com");
+        // An empty override falls back to the host name, as kube-proxy's.
+        assert_eq!(node_name(Some(""), host).unwrap(), "worker-7.example.com");
+        let e = node_name(Some("  "), never).unwrap_err();
+        assert!(e.to_string().contains("empty hostname is invalid"), "{e}");
+        let e = node_name(None, || Err(std::io::Error::other("no procfs"))).unwrap_err();
+        assert!(format!("{e:#}").contains("no procfs"), "{e:#}");
     }
 }

@@ -614,7 +614,7 @@ fn apiserver_outage_keeps_traffic_and_health() {
         // kube-proxy's compatibility rule: while healthy, lastUpdated is
         // reported as now.
         let field = |name: &str| {
-            body.split(&format!("\"{name}\": \""))
+            body.split(&format!("\"{name}\":\""))
                 .nth(1)
                 .and_then(|r| r.split('"').next())
                 .map(str::to_owned)

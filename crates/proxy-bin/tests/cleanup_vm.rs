@@ -112,9 +112,11 @@ fn cleanup_without_a_source_removes_only_ours() {
     assert!(out.success(), "script failed:\n{o}");
     assert!(!o.contains(" ERROR "), "{o}");
 
-    // 3 Service ports on cluster IPs, 3 node ports, 1 load-balancer IP.
+    // 3 Service ports on cluster IPs, 3 node ports on each of the host's
+    // 2 addresses (10.0.1.1, 10.0.2.1; kube-proxy's node-port addresses),
+    // 1 load-balancer IP.
     let programmed = section(o, "programmed");
-    assert_eq!(programmed.first(), Some(&"7"), "{o}");
+    assert_eq!(programmed.first(), Some(&"10"), "{o}");
     assert_ne!(programmed.get(1), Some(&"0"), "chains: {o}");
     assert_ne!(programmed.get(2), Some(&"0"), "sets: {o}");
 

@@ -158,7 +158,8 @@ fn values_land_where_kube_proxy_puts_them() {
     assert_eq!(c.bind_address, Some("192.168.0.7".parse().unwrap()));
     assert_eq!(c.masquerade_all, Some(false), "the last value wins");
     assert_eq!(c.verbosity, Some(4));
-    assert_eq!(stderr.matches("--conntrack-min:").count(), 1, "{stderr}");
+    assert_eq!(c.conntrack_min, Some(2), "the last value wins");
+    assert!(!stderr.contains("--conntrack-min:"), "{stderr}");
     // Bad values are errors naming the flag.
     for (args, message) in [
         (
@@ -173,6 +174,60 @@ fn values_land_where_kube_proxy_puts_them() {
         ),
         (&["--proxy-mode=iptables"], "--proxy-mode"),
         (&["--masquerade-all=yes"], "--masquerade-all"),
+    ] {
+        let e = run(&dir, args).expect_err(args[0]);
+        assert!(e.contains(message), "{args:?}: {e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn conntrack_flags_and_fields_land_in_the_configuration() {
+    let dir = scratch("conntrack");
+    let secs = std::time::Duration::from_secs;
+    let (c, stderr) = run(
+        &dir,
+        &[
+            "--conntrack-max-per-core=0",
+            "--conntrack-min",
+            "65536",
+            "--conntrack-tcp-be-liberal",
+            "--conntrack-tcp-timeout-established=2h",
+            "--conntrack-tcp-timeout-close-wait=0s",
+            "--conntrack-udp-timeout=30s",
+            "--conntrack-udp-timeout-stream=3m",
+        ],
+    )
+    .unwrap();
+    assert!(!stderr.contains("--conntrack"), "{stderr}");
+    assert_eq!(c.conntrack_max_per_core, Some(0));
+    assert_eq!(c.conntrack_min, Some(65536));
+    assert_eq!(c.conntrack_tcp_be_liberal, Some(true));
+    assert_eq!(c.conntrack_tcp_established_timeout, Some(secs(7200)));
+    assert_eq!(c.conntrack_tcp_close_wait_timeout, Some(secs(0)));
+    assert_eq!(c.conntrack_udp_timeout, Some(secs(30)));
+    assert_eq!(c.conntrack_udp_stream_timeout, Some(secs(180)));
+    // From a file: its settings replace the defaults.
+    let file = dir.join("config.conf");
+    std::fs::write(
+        &file,
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+conntrack: {maxPerCore: 16384, min: null, udpTimeout: 10s}
+",
+    )
+    .unwrap();
+    let (c, _) = run(&dir, &[&format!("--config={}", file.display())]).unwrap();
+    assert_eq!(c.conntrack_max_per_core, Some(16384));
+    assert_eq!(c.conntrack_min, Some(131072));
+    assert_eq!(c.conntrack_udp_timeout, Some(secs(10)));
+    for (args, message) in [
+        (
+            &["--conntrack-max-per-core=-1"][..],
+            "--conntrack-max-per-core",
+        ),
+        (&["--conntrack-min=2147483648"], "--conntrack-min"),
+        (&["--conntrack-udp-timeout=soon"], "--conntrack-udp-timeout"),
     ] {
         let e = run(&dir, args).expect_err(args[0]);
         assert!(e.contains(message), "{args:?}: {e}");
@@ -327,6 +382,13 @@ fn kubeadms_daemonset_arguments_start_rvs_proxy_unchanged() {
         c.metrics_bind_address,
         Some("127.0.0.1:10249".parse().unwrap())
     );
+    // kubeadm's nulls are kube-proxy's conntrack defaults.
+    let secs = std::time::Duration::from_secs;
+    assert_eq!(c.conntrack_max_per_core, Some(32768));
+    assert_eq!(c.conntrack_min, Some(131072));
+    assert_eq!(c.conntrack_tcp_established_timeout, Some(secs(86400)));
+    assert_eq!(c.conntrack_tcp_close_wait_timeout, Some(secs(3600)));
+    assert_eq!(c.conntrack_tcp_be_liberal, Some(false));
     // And the sync side, on a manifests directory standing in for the API
     // server, plans from it (userspace: no kernel needed here).
     let manifests = dir.join("m");

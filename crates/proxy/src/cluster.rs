@@ -6,6 +6,11 @@
 //! their conditions and hints; the node's name, addresses and zone. An
 //! object that cannot be used is rejected with an [`ObjectError`] naming
 //! the object and the field, and the rest of the cluster still syncs.
+//! Where kube-proxy skips a bad item and keeps the rest of the object
+//! (an external IP or source range that does not parse, an EndpointSlice
+//! port of 0, an endpoint without a usable address), so does this module,
+//! with a warning naming the object and the field. Addresses are read as
+//! kube-proxy reads them ([`parse_ip_sloppy`]: IPv4 with leading zeros).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -140,7 +145,7 @@ pub struct EndpointInfo {
     pub addr: IpAddr,
     /// `conditions.ready` (unset means ready).
     pub ready: bool,
-    /// `conditions.serving` (unset means the value of ready).
+    /// `conditions.serving` (unset means serving, as kube-proxy reads it).
     pub serving: bool,
     /// `conditions.terminating`.
     pub terminating: bool,
@@ -258,12 +263,62 @@ pub fn object_name(
     }
 }
 
-struct Ctx {
-    kind: &'static str,
-    object: String,
+/// Parses an IP address as kube-proxy does (`netutils.ParseIPSloppy`):
+/// IPv4 fields may carry leading zeros, read as decimal
+/// (`010.001.002.003` is 10.1.2.3), and an IPv4-mapped IPv6 address is
+/// the IPv4 address (as Go's `net.IP` treats it).
+pub fn parse_ip_sloppy(text: &str) -> Option<IpAddr> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    parse_ipv4_decimal(text).map(IpAddr::V4)
 }
 
-impl Ctx {
+/// Go's `parseIPv4` before 1.17: four dot-separated decimal fields of
+/// any length, each at most 255.
+fn parse_ipv4_decimal(text: &str) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut fields = text.split('.');
+    for octet in &mut octets {
+        let field = fields.next()?;
+        if field.is_empty() || !field.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let value = field.bytes().try_fold(0u32, |n, b| {
+            let n = n * 10 + u32::from(b - b'0');
+            (n <= 255).then_some(n)
+        })?;
+        *octet = u8::try_from(value).ok()?;
+    }
+    fields.next().is_none().then_some(octets.into())
+}
+
+/// Parses a CIDR as kube-proxy does (`netutils.ParseCIDRSloppy`): the
+/// address as [`parse_ip_sloppy`] reads IPv4, and the network it names
+/// (host bits cleared).
+pub fn parse_cidr_sloppy(text: &str) -> Option<IpNet> {
+    let (addr, len) = text.split_once('/')?;
+    let addr = addr
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| parse_ipv4_decimal(addr).map(IpAddr::V4))?;
+    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let len: u8 = len.parse().ok()?;
+    IpNet::new(addr, len).ok().map(|net| net.trunc())
+}
+
+/// Reducing one object: its name, for errors and warnings, and the
+/// problems kube-proxy tolerates (the bad item is skipped, the rest
+/// kept), collected as warnings.
+struct Ctx<'w> {
+    kind: &'static str,
+    object: String,
+    warnings: &'w mut Vec<ObjectError>,
+}
+
+impl Ctx<'_> {
     fn err(&self, field: impl Into<String>, problem: impl Into<String>) -> ObjectError {
         ObjectError {
             kind: self.kind,
@@ -273,9 +328,25 @@ impl Ctx {
         }
     }
 
+    /// Notes a tolerated problem: the item is skipped.
+    fn warn(&mut self, field: impl Into<String>, problem: impl Into<String>) {
+        let warning = self.err(field, problem);
+        self.warnings.push(warning);
+    }
+
     fn ip(&self, field: impl Into<String>, text: &str) -> Result<IpAddr, ObjectError> {
-        text.parse()
-            .map_err(|_| self.err(field, format!("{text:?} is not an IP address")))
+        parse_ip_sloppy(text)
+            .ok_or_else(|| self.err(field, format!("{text:?} is not an IP address")))
+    }
+
+    /// An IP address of a list kube-proxy skips bad entries of.
+    fn ip_or_skip(&mut self, field: impl Into<String>, text: &str) -> Option<IpAddr> {
+        let ip = parse_ip_sloppy(text);
+        // kube-proxy skips empty strings without a word.
+        if ip.is_none() && !text.trim().is_empty() {
+            self.warn(field, format!("{text:?} is not an IP address; skipped"));
+        }
+        ip
     }
 
     fn port(&self, field: impl Into<String>, value: i32) -> Result<u16, ObjectError> {
@@ -297,6 +368,25 @@ impl Ctx {
             other => Err(self.err(field, format!("unsupported protocol {other:?}"))),
         }
     }
+
+    /// `Ok` as is; an error becomes a warning (the item is skipped).
+    fn skip<T>(&mut self, result: Result<T, ObjectError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(mut e) => {
+                e.problem.push_str("; skipped");
+                self.warnings.push(e);
+                None
+            }
+        }
+    }
+}
+
+/// Logs the problems kube-proxy tolerates, as it logs them.
+fn log_warnings(warnings: &[ObjectError]) {
+    for w in warnings {
+        tracing::warn!(kind = w.kind, object = %w.object, field = %w.field, "{}", w.problem);
+    }
 }
 
 /// Why a Service is not proxied at all (not an error).
@@ -311,15 +401,31 @@ pub enum Skip {
 }
 
 /// Validates a Service. `Ok(Err(skip))` for Services that are valid but
-/// not for this proxy.
+/// not for this proxy. Problems kube-proxy tolerates (a bad external IP,
+/// ingress IP, source range or port is skipped and the rest kept) are
+/// logged as warnings; see [`service_info_with`].
 pub fn service_info(
     svc: &K8sService,
     proxy_name: Option<&str>,
 ) -> Result<Result<ServiceInfo, Skip>, ObjectError> {
+    let mut warnings = Vec::new();
+    let result = service_info_with(svc, proxy_name, &mut warnings);
+    log_warnings(&warnings);
+    result
+}
+
+/// [`service_info`], with the tolerated problems added to `warnings`
+/// (each names the object and the field) instead of logged.
+pub fn service_info_with(
+    svc: &K8sService,
+    proxy_name: Option<&str>,
+    warnings: &mut Vec<ObjectError>,
+) -> Result<Result<ServiceInfo, Skip>, ObjectError> {
     let name = object_name(&svc.metadata);
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         kind: "Service",
         object: name.to_string(),
+        warnings,
     };
     let labels = svc.metadata.labels.as_ref();
     let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
@@ -350,13 +456,14 @@ pub fn service_info(
         .filter(|(_, ip)| !ip.is_empty())
         .map(|(i, ip)| ctx.ip(format!("spec.clusterIPs[{i}]"), ip))
         .collect::<Result<Vec<_>, _>>()?;
-    let external_ips = spec
-        .external_ips
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, ip)| ctx.ip(format!("spec.externalIPs[{i}]"), ip))
-        .collect::<Result<Vec<_>, _>>()?;
+    // kube-proxy (`MapIPsByIPFamily`) skips external IPs that do not
+    // parse and keeps the others.
+    let mut external_ips = Vec::new();
+    for (i, text) in spec.external_ips.iter().flatten().enumerate() {
+        if let Some(ip) = ctx.ip_or_skip(format!("spec.externalIPs[{i}]"), text) {
+            external_ips.push(ip);
+        }
+    }
     let mut load_balancer_ips = Vec::new();
     if let Some(ingress) = svc
         .status
@@ -368,8 +475,11 @@ pub fn service_info(
             if entry.ip_mode.as_deref() == Some("Proxy") {
                 continue;
             }
-            if let Some(ip) = &entry.ip {
-                load_balancer_ips.push(ctx.ip(format!("status.loadBalancer.ingress[{i}].ip"), ip)?);
+            if let Some(text) = &entry.ip
+                && let Some(ip) =
+                    ctx.ip_or_skip(format!("status.loadBalancer.ingress[{i}].ip"), text)
+            {
+                load_balancer_ips.push(ip);
             }
         }
     }
@@ -377,7 +487,8 @@ pub fn service_info(
     let load_balancer = spec.type_.as_deref() == Some("LoadBalancer");
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
     // kube-proxy reads the ranges of LoadBalancer Services only (the API
-    // server rejects them on other types), trimming blanks.
+    // server rejects them on other types), trimming blanks and skipping
+    // those that do not parse (`MapCIDRsByIPFamily`).
     let mut source_ranges = Vec::new();
     if load_balancer {
         for (i, text) in spec
@@ -387,13 +498,14 @@ pub fn service_info(
             .enumerate()
         {
             let text = text.trim();
-            let net = text.parse::<IpNet>().map_err(|_| {
-                ctx.err(
+            match parse_cidr_sloppy(text) {
+                Some(net) => source_ranges.push(net),
+                None if text.is_empty() => {}
+                None => ctx.warn(
                     format!("spec.loadBalancerSourceRanges[{i}]"),
-                    format!("{text:?} is not a CIDR"),
-                )
-            })?;
-            source_ranges.push(net);
+                    format!("{text:?} is not a CIDR; skipped"),
+                ),
+            }
         }
     }
     // kube-proxy's NeedsHealthCheck: LoadBalancer with the Local policy.
@@ -403,18 +515,29 @@ pub fn service_info(
         }
         _ => None,
     };
+    // A port kube-proxy cannot program (its set entries do not
+    // validate) is skipped; the Service's other ports still work.
     let mut ports = Vec::new();
     for (i, p) in spec.ports.iter().flatten().enumerate() {
+        let protocol = ctx.protocol(format!("spec.ports[{i}].protocol"), p.protocol.as_deref());
+        let Some(protocol) = ctx.skip(protocol) else {
+            continue;
+        };
+        let port = ctx.port(format!("spec.ports[{i}].port"), p.port);
+        let Some(port) = ctx.skip(port) else {
+            continue;
+        };
         let node_port = match p.node_port {
             Some(np) if node_ports_allowed && np != 0 => {
-                Some(ctx.port(format!("spec.ports[{i}].nodePort"), np)?)
+                let np = ctx.port(format!("spec.ports[{i}].nodePort"), np);
+                ctx.skip(np)
             }
             _ => None,
         };
         ports.push(ServicePort {
             name: p.name.clone().unwrap_or_default(),
-            protocol: ctx.protocol(format!("spec.ports[{i}].protocol"), p.protocol.as_deref())?,
-            port: ctx.port(format!("spec.ports[{i}].port"), p.port)?,
+            protocol,
+            port,
             node_port,
         });
     }
@@ -438,11 +561,13 @@ pub fn service_info(
             Some(timeout)
         }
         None | Some("None") => None,
+        // kube-proxy makes only ClientIP sticky.
         Some(other) => {
-            return Err(ctx.err(
+            ctx.warn(
                 "spec.sessionAffinity",
-                format!("unsupported value {other:?}"),
-            ));
+                format!("unsupported value {other:?}; no affinity"),
+            );
+            None
         }
     };
     let scheduler = match svc
@@ -451,12 +576,16 @@ pub fn service_info(
         .as_ref()
         .and_then(|a| a.get(SCHEDULER_ANNOTATION))
     {
-        Some(text) => Some(text.parse::<Scheduler>().map_err(|e| {
-            ctx.err(
-                format!("metadata.annotations[{SCHEDULER_ANNOTATION}]"),
-                e.to_string(),
-            )
-        })?),
+        Some(text) => match text.parse::<Scheduler>() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                ctx.warn(
+                    format!("metadata.annotations[{SCHEDULER_ANNOTATION}]"),
+                    format!("{e}; the node's scheduler is used"),
+                );
+                None
+            }
+        },
         None => None,
     };
     Ok(Ok(ServiceInfo {
@@ -479,12 +608,32 @@ pub fn service_info(
 }
 
 /// Validates an EndpointSlice. `Ok(None)` for slices not tied to a Service
-/// or of an address type IPVS cannot serve (FQDN).
+/// or of an address type IPVS cannot serve (FQDN). Bad ports and
+/// endpoints are skipped with a warning, as kube-proxy's
+/// `EndpointSliceCache` skips them; see [`slice_info_with`].
 pub fn slice_info(slice: &EndpointSlice) -> Result<Option<(ObjectName, SliceInfo)>, ObjectError> {
+    let mut warnings = Vec::new();
+    let result = slice_info_with(slice, &mut warnings);
+    log_warnings(&warnings);
+    result
+}
+
+/// [`slice_info`], with the tolerated problems added to `warnings`.
+///
+/// kube-proxy (`pkg/proxy/endpointslicecache.go`) ignores a port
+/// without a name or with no or a zero port number, and an endpoint
+/// without addresses; an address that does not parse reaches no real
+/// server. Unset `serving` means serving (`Serving == nil ||
+/// *Serving`), and an empty hint list means no hints.
+pub fn slice_info_with(
+    slice: &EndpointSlice,
+    warnings: &mut Vec<ObjectError>,
+) -> Result<Option<(ObjectName, SliceInfo)>, ObjectError> {
     let name = object_name(&slice.metadata);
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         kind: "EndpointSlice",
         object: name.to_string(),
+        warnings,
     };
     let Some(service) = slice
         .metadata
@@ -501,32 +650,55 @@ pub fn slice_info(slice: &EndpointSlice) -> Result<Option<(ObjectName, SliceInfo
     // life, and grown vectors keep up to half their capacity unused.
     let mut ports = Vec::with_capacity(slice.ports.as_ref().map_or(0, Vec::len));
     for (i, p) in slice.ports.iter().flatten().enumerate() {
-        let Some(port) = p.port else { continue };
+        let Some(name) = &p.name else {
+            ctx.warn(format!("ports[{i}].name"), "missing; the port is ignored");
+            continue;
+        };
+        let port = match p.port {
+            Some(port) if port != 0 => ctx.port(format!("ports[{i}].port"), port),
+            _ => Err(ctx.err(format!("ports[{i}].port"), "missing or 0")),
+        };
+        let Some(port) = ctx.skip(port) else {
+            continue;
+        };
+        let protocol = ctx.protocol(format!("ports[{i}].protocol"), p.protocol.as_deref());
+        let Some(protocol) = ctx.skip(protocol) else {
+            continue;
+        };
         ports.push(SlicePort {
-            name: p.name.clone().unwrap_or_default(),
-            protocol: ctx.protocol(format!("ports[{i}].protocol"), p.protocol.as_deref())?,
-            port: ctx.port(format!("ports[{i}].port"), port)?,
+            name: name.clone(),
+            protocol,
+            port,
         });
     }
     let mut endpoints = Vec::with_capacity(slice.endpoints.len());
     for (i, ep) in slice.endpoints.iter().enumerate() {
         let conditions = ep.conditions.as_ref();
         let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
-        let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
+        let serving = conditions.and_then(|c| c.serving).unwrap_or(true);
         let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
         let hints = ep.hints.as_ref();
         let zone_hints = hints
             .and_then(|h| h.for_zones.as_ref())
+            .filter(|z| !z.is_empty())
             .map(|z| z.iter().map(|z| z.name.clone()).collect());
         let node_hints = hints
             .and_then(|h| h.for_nodes.as_ref())
+            .filter(|n| !n.is_empty())
             .map(|n| n.iter().map(|n| n.name.clone()).collect());
         // kube-proxy uses the first address of an endpoint.
         let Some(first) = ep.addresses.first() else {
+            ctx.warn(
+                format!("endpoints[{i}].addresses"),
+                "empty; the endpoint is ignored",
+            );
+            continue;
+        };
+        let Some(addr) = ctx.ip_or_skip(format!("endpoints[{i}].addresses[0]"), first) else {
             continue;
         };
         endpoints.push(EndpointInfo {
-            addr: ctx.ip(format!("endpoints[{i}].addresses[0]"), first)?,
+            addr,
             ready,
             serving,
             terminating,
@@ -549,12 +721,26 @@ pub fn slice_info(slice: &EndpointSlice) -> Result<Option<(ObjectName, SliceInfo
     )))
 }
 
-/// Reduces the node object.
+/// Reduces the node object; addresses and pod CIDRs that do not parse
+/// are skipped with a warning (kube-proxy's `GetNodeHostIPs` and
+/// `MapCIDRsByIPFamily` skip them).
 pub fn node_info(node: &Node) -> Result<NodeInfo, ObjectError> {
+    let mut warnings = Vec::new();
+    let result = node_info_with(node, &mut warnings);
+    log_warnings(&warnings);
+    result
+}
+
+/// [`node_info`], with the tolerated problems added to `warnings`.
+pub fn node_info_with(
+    node: &Node,
+    warnings: &mut Vec<ObjectError>,
+) -> Result<NodeInfo, ObjectError> {
     let name = node.metadata.name.clone().unwrap_or_default();
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         kind: "Node",
         object: name.clone(),
+        warnings,
     };
     let mut addresses = Vec::new();
     for kind in ["InternalIP", "ExternalIP"] {
@@ -564,8 +750,11 @@ pub fn node_info(node: &Node) -> Result<NodeInfo, ObjectError> {
             .flat_map(|s| s.addresses.iter().flatten())
             .enumerate()
         {
-            if a.type_ == kind {
-                addresses.push(ctx.ip(format!("status.addresses[{i}].address"), &a.address)?);
+            if a.type_ == kind
+                && let Some(ip) =
+                    ctx.ip_or_skip(format!("status.addresses[{i}].address"), &a.address)
+            {
+                addresses.push(ip);
             }
         }
     }
@@ -577,19 +766,18 @@ pub fn node_info(node: &Node) -> Result<NodeInfo, ObjectError> {
             spec.and_then(|s| s.pod_cidr.as_ref()).into_iter().collect(),
         ),
     };
-    let pod_cidrs = texts
-        .iter()
-        .enumerate()
-        .map(|(i, text)| {
-            let field = if field == "spec.podCIDRs" {
-                format!("{field}[{i}]")
-            } else {
-                field.to_owned()
-            };
-            text.parse::<IpNet>()
-                .map_err(|_| ctx.err(field, format!("{text:?} is not a CIDR")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut pod_cidrs = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let field = if field == "spec.podCIDRs" {
+            format!("{field}[{i}]")
+        } else {
+            field.to_owned()
+        };
+        match parse_cidr_sloppy(text.trim()) {
+            Some(net) => pod_cidrs.push(net),
+            None => ctx.warn(field, format!("{text:?} is not a CIDR; skipped")),
+        }
+    }
     let zone = node
         .metadata
         .labels
@@ -728,6 +916,199 @@ impl ClusterState {
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn addresses_parse_as_kube_proxys_parse_ip_sloppy() {
+        assert_eq!(parse_ip_sloppy("010.001.002.003"), Some(ip("10.1.2.3")));
+        assert_eq!(parse_ip_sloppy("10.96.0.1"), Some(ip("10.96.0.1")));
+        assert_eq!(parse_ip_sloppy("::ffff:10.1.2.3"), Some(ip("10.1.2.3")));
+        assert_eq!(parse_ip_sloppy("fd00::1"), Some(ip("fd00::1")));
+        for bad in [
+            "",
+            "10.1.2",
+            "10.1.2.3.4",
+            "256.1.1.1",
+            "1.2.3.0400",
+            "a.b.c.d",
+            " 10.1.2.3",
+            "10..1.2",
+        ] {
+            assert_eq!(parse_ip_sloppy(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_cidr_sloppy("010.000.0.1/8"),
+            Some("10.0.0.0/8".parse().unwrap()),
+            "host bits cleared, as ParseCIDR's network"
+        );
+        assert_eq!(
+            parse_cidr_sloppy("fd00::1/64"),
+            Some("fd00::/64".parse().unwrap())
+        );
+        for bad in ["10.0.0.0", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/+8", "x/8"] {
+            assert_eq!(parse_cidr_sloppy(bad), None, "{bad:?}");
+        }
+    }
+
+    fn service(
+        yaml: &str,
+    ) -> (
+        Result<Result<ServiceInfo, Skip>, ObjectError>,
+        Vec<ObjectError>,
+    ) {
+        let svc: K8sService = serde_saphyr::from_str(yaml).unwrap();
+        let mut warnings = Vec::new();
+        let r = service_info_with(&svc, None, &mut warnings);
+        (r, warnings)
+    }
+
+    #[test]
+    fn bad_items_of_a_service_are_skipped_and_the_rest_kept() {
+        let (info, warnings) = service(
+            "metadata: {name: web, namespace: default}
+spec:
+  type: LoadBalancer
+  clusterIP: 010.096.000.010
+  externalIPs: [203.0.113.5, not-an-ip, '', 0203.000.113.006]
+  loadBalancerSourceRanges: [' 10.0.0.0/8 ', bogus, 192.168.0.1/24]
+  ports:
+  - {name: http, port: 80, nodePort: 30080}
+  - {name: bad, port: 0}
+  - {name: odd, port: 81, protocol: ICMP}
+status:
+  loadBalancer: {ingress: [{ip: 198.51.100.7}, {ip: nope}]}
+",
+        );
+        let info = info.unwrap().unwrap();
+        assert_eq!(info.cluster_ips, [ip("10.96.0.10")]);
+        assert_eq!(info.external_ips, [ip("203.0.113.5"), ip("203.0.113.6")]);
+        assert_eq!(info.load_balancer_ips, [ip("198.51.100.7")]);
+        assert_eq!(
+            info.source_ranges,
+            [
+                "10.0.0.0/8".parse::<IpNet>().unwrap(),
+                "192.168.0.0/24".parse().unwrap()
+            ]
+        );
+        assert_eq!(info.ports.len(), 1);
+        assert_eq!(info.ports[0].node_port, Some(30080));
+        let fields: Vec<&str> = warnings.iter().map(|w| w.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.externalIPs[1]",
+                "status.loadBalancer.ingress[1].ip",
+                "spec.loadBalancerSourceRanges[1]",
+                "spec.ports[1].port",
+                "spec.ports[2].protocol",
+            ]
+        );
+        assert!(
+            warnings[0].to_string().starts_with(
+                "Service default/web: spec.externalIPs[1]: \"not-an-ip\" is not an IP address"
+            ),
+            "{}",
+            warnings[0]
+        );
+        // What kube-proxy cannot work around still rejects the Service.
+        let (err, _) = service(
+            "metadata: {name: w, namespace: d}\nspec: {clusterIP: 10.96.0.300, ports: [{port: 80}]}\n",
+        );
+        assert_eq!(err.unwrap_err().field, "spec.clusterIPs[0]");
+    }
+
+    fn slice(yaml: &str) -> (SliceInfo, Vec<ObjectError>) {
+        let slice: EndpointSlice = serde_saphyr::from_str(yaml).unwrap();
+        let mut warnings = Vec::new();
+        let (_, info) = slice_info_with(&slice, &mut warnings).unwrap().unwrap();
+        (info, warnings)
+    }
+
+    #[test]
+    fn bad_ports_and_endpoints_of_a_slice_are_skipped_and_the_rest_kept() {
+        let (info, warnings) = slice(
+            "metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports:
+- {name: http, port: 8080, protocol: TCP}
+- {name: zero, port: 0, protocol: TCP}
+- {port: 9090, protocol: TCP}
+- {name: none, protocol: TCP}
+endpoints:
+- {addresses: [10.244.1.5]}
+- {addresses: []}
+- {addresses: [not-an-ip]}
+- {addresses: [010.244.001.006]}
+",
+        );
+        assert_eq!(info.ports.len(), 1);
+        assert_eq!(
+            (info.ports[0].name.as_str(), info.ports[0].port),
+            ("http", 8080)
+        );
+        let addrs: Vec<IpAddr> = info.endpoints.iter().map(|e| e.addr).collect();
+        assert_eq!(addrs, [ip("10.244.1.5"), ip("10.244.1.6")]);
+        let fields: Vec<&str> = warnings.iter().map(|w| w.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "ports[1].port",
+                "ports[2].name",
+                "ports[3].port",
+                "endpoints[1].addresses",
+                "endpoints[2].addresses[0]",
+            ]
+        );
+        assert!(
+            warnings
+                .iter()
+                .all(|w| w.kind == "EndpointSlice" && w.object == "default/web-1")
+        );
+    }
+
+    #[test]
+    fn unset_serving_means_serving_and_empty_hint_lists_mean_no_hints() {
+        let (info, warnings) = slice(
+            "metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- {addresses: [10.244.1.5], conditions: {ready: false, terminating: true}}
+- {addresses: [10.244.1.6], hints: {forZones: [], forNodes: []}}
+- {addresses: [10.244.1.7], hints: {forZones: [{name: a}], forNodes: [{name: n}]}}
+",
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let e = &info.endpoints;
+        // kube-proxy: `Serving == nil || *Serving`, not the value of ready.
+        assert!(!e[0].ready && e[0].serving && e[0].terminating);
+        assert_eq!(
+            (e[1].zone_hints.as_ref(), e[1].node_hints.as_ref()),
+            (None, None)
+        );
+        assert_eq!(e[2].zone_hints.as_deref(), Some(&["a".to_owned()][..]));
+        assert_eq!(e[2].node_hints.as_deref(), Some(&["n".to_owned()][..]));
+    }
+
+    #[test]
+    fn node_addresses_that_do_not_parse_are_skipped() {
+        let n: Node = serde_saphyr::from_str(
+            "metadata: {name: a}
+status:
+  addresses:
+  - {type: InternalIP, address: bogus}
+  - {type: InternalIP, address: 192.168.000.007}
+",
+        )
+        .unwrap();
+        let mut warnings = Vec::new();
+        let n = node_info_with(&n, &mut warnings).unwrap();
+        assert_eq!(n.addresses, [ip("192.168.0.7")]);
+        assert_eq!(warnings[0].field, "status.addresses[0].address");
+    }
+
     fn node(yaml: &str) -> Result<NodeInfo, ObjectError> {
         let node: Node = serde_saphyr::from_str(yaml).unwrap();
         node_info(&node)
@@ -761,7 +1142,6 @@ status:
 ",
         )
         .unwrap();
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
             n.addresses,
             [ip("fd00::7"), ip("192.168.0.7"), ip("203.0.113.7")]
@@ -773,7 +1153,15 @@ status:
         let n = node("metadata: {name: a}\nspec: {podCIDR: 10.244.2.0/24}\n").unwrap();
         assert_eq!(n.pod_cidrs, ["10.244.2.0/24".parse::<IpNet>().unwrap()]);
         assert!(n.primary_ips().is_empty());
-        let e = node("metadata: {name: a}\nspec: {podCIDRs: [10.244.1.0]}\n").unwrap_err();
-        assert_eq!(e.field, "spec.podCIDRs[0]", "{e}");
+        // A pod CIDR that does not parse is skipped, the others kept.
+        let bad: Node = serde_saphyr::from_str(
+            "metadata: {name: a}\nspec: {podCIDRs: [10.244.1.0, 'fd00:244:1::/64']}\n",
+        )
+        .unwrap();
+        let mut warnings = Vec::new();
+        let n = node_info_with(&bad, &mut warnings).unwrap();
+        assert_eq!(n.pod_cidrs, ["fd00:244:1::/64".parse::<IpNet>().unwrap()]);
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].field, "spec.podCIDRs[0]", "{}", warnings[0]);
     }
 }

@@ -2,6 +2,7 @@
 //! flags and defaults, and how `--nodeport-addresses` picks the node
 //! addresses that serve node ports.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
@@ -88,6 +89,15 @@ pub struct ProxyConfig {
     pub sync_period: Duration,
     /// Minimum time between syncs (`--ipvs-min-sync-period`, default 0).
     pub min_sync_period: Duration,
+    /// The host's own addresses: those of every interface but
+    /// `kube-ipvs0`, as the address binder last read them (each full
+    /// sync). kube-proxy serves node ports on these
+    /// (`GetAllLocalAddressesExcept(kube-ipvs0)`, or the ones matching
+    /// `--nodeport-addresses`) and binds no external or load-balancer IP
+    /// that is one of them. `None` when the binder has no device to read
+    /// them beside (the userspace dataplane without `--bind-addresses`):
+    /// the Node object's addresses stand in.
+    pub local_addresses: Option<BTreeSet<IpAddr>>,
 }
 
 impl Default for ProxyConfig {
@@ -101,20 +111,54 @@ impl Default for ProxyConfig {
             service_proxy_name: None,
             sync_period: Duration::from_secs(30),
             min_sync_period: Duration::ZERO,
+            local_addresses: None,
         }
     }
 }
 
-/// The node's addresses that serve node ports, as kube-proxy's
-/// `NodePortAddresses` picks them per family: `primary` becomes the
-/// primary address of each family (`/32`, `/128`; none for a family
-/// without one); then each family's addresses are those in that
-/// family's CIDRs, or all of them when the list has no CIDR of the
-/// family (so an unset list means every address).
+/// Whether `ip` counts as one of the node's addresses in kube-proxy's
+/// `isValidForSet`: not loopback, and not IPv6 link-local.
+fn counts_as_node_address(ip: &IpAddr) -> bool {
+    let link_local_v6 = matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+    !ip.is_loopback() && !link_local_v6
+}
+
+/// The node's own addresses as kube-proxy's IPVS proxier sees them
+/// (`GetAllLocalAddressesExcept(kube-ipvs0)` through `isValidForSet`):
+/// the host's interface addresses but loopback and IPv6 link-local
+/// ([`ProxyConfig::local_addresses`]), or the Node object's addresses
+/// when those are unknown. An external or load-balancer IP among them is
+/// not bound to `kube-ipvs0` nor put in `KUBE-IPVS-IPS`.
+pub fn host_addresses(node: Option<&NodeInfo>, config: &ProxyConfig) -> BTreeSet<IpAddr> {
+    match &config.local_addresses {
+        Some(local) => local
+            .iter()
+            .filter(|a| counts_as_node_address(a))
+            .copied()
+            .collect(),
+        None => node
+            .iter()
+            .flat_map(|n| n.addresses.iter().copied())
+            .collect(),
+    }
+}
+
+/// The node's addresses that serve node ports, as kube-proxy's IPVS
+/// proxier picks them per family (`NodePortAddresses`, `syncProxyRules`):
+/// `primary` becomes the primary address of each family (`/32`, `/128`;
+/// none for a family without one); a family the list has no CIDR of, or
+/// a `0.0.0.0/0` / `::/0` of (`MatchAll`), takes every node address of
+/// the family ([`host_addresses`]); otherwise the host's addresses in
+/// the family's CIDRs, loopback excepted (`GetNodeIPs`). So an unset
+/// list means every address of the host, as in kube-proxy; without
+/// [`ProxyConfig::local_addresses`] the Node object's addresses are the
+/// host's.
+///
+/// One deliberate difference: kube-proxy's CIDR path reads every
+/// interface, `kube-ipvs0` included, so a CIDR covering the Service range
+/// would put node ports on cluster IPs bound at the last sync; rvs never
+/// counts `kube-ipvs0`'s virtual addresses as node addresses.
 pub fn node_port_ips(node: Option<&NodeInfo>, config: &ProxyConfig) -> Vec<IpAddr> {
-    let Some(node) = node else {
-        return Vec::new();
-    };
     let mut cidrs = Vec::new();
     for entry in &config.nodeport_addresses {
         let pair = |a: &str, b: &str| [a, b].map(|c| c.parse::<IpNet>().ok());
@@ -125,7 +169,7 @@ pub fn node_port_ips(node: Option<&NodeInfo>, config: &ProxyConfig) -> Vec<IpAdd
             }
             NodePortAddress::All => cidrs.extend(pair("0.0.0.0/0", "::/0").into_iter().flatten()),
             NodePortAddress::Primary => {
-                let mut primary = node.primary_ips();
+                let mut primary = node.map(NodeInfo::primary_ips).unwrap_or_default();
                 if let Some(bind) = config.bind_address.filter(|b| !b.is_unspecified()) {
                     primary.retain(|p| p.is_ipv6() != bind.is_ipv6());
                     primary.push(bind);
@@ -139,15 +183,31 @@ pub fn node_port_ips(node: Option<&NodeInfo>, config: &ProxyConfig) -> Vec<IpAdd
             }
         }
     }
-    node.addresses
-        .iter()
-        .copied()
+    // The Node object's addresses, standing in for the host's, are taken
+    // as listed (the userspace dataplane may serve loopback ones).
+    let (all, from_host): (Vec<IpAddr>, bool) = match &config.local_addresses {
+        Some(local) => (local.iter().copied().collect(), true),
+        None => (
+            node.iter()
+                .flat_map(|n| n.addresses.iter().copied())
+                .collect(),
+            false,
+        ),
+    };
+    all.into_iter()
         .filter(|a| {
-            let mut family = cidrs
+            let family: Vec<&IpNet> = cidrs
                 .iter()
                 .filter(|n| n.addr().is_ipv6() == a.is_ipv6())
-                .peekable();
-            family.peek().is_none() || family.any(|n| n.contains(a))
+                .collect();
+            let match_all = family.is_empty() || family.iter().any(|n| n.prefix_len() == 0);
+            if !from_host {
+                match_all || family.iter().any(|n| n.contains(a))
+            } else if match_all {
+                counts_as_node_address(a)
+            } else {
+                !a.is_loopback() && family.iter().any(|n| n.contains(a))
+            }
         })
         .collect()
 }
@@ -215,6 +275,78 @@ mod tests {
             ..ProxyConfig::default()
         };
         assert!(node_port_ips(Some(&bare), &config).is_empty());
+    }
+
+    /// With the host's addresses known, node ports follow them, not the
+    /// Node object: every address but loopback and IPv6 link-local when
+    /// matching all, the CIDR's otherwise; a missing Node changes
+    /// nothing.
+    #[test]
+    fn node_ports_serve_the_hosts_addresses_as_kube_proxys() {
+        let local: BTreeSet<IpAddr> = [
+            "127.0.0.1",
+            "::1",
+            "192.168.0.7",
+            "10.0.5.1",
+            "169.254.3.3",
+            "fe80::1",
+            "fd00::7",
+        ]
+        .into_iter()
+        .map(ip)
+        .collect();
+        let node = NodeInfo {
+            name: "a".into(),
+            addresses: vec![ip("192.168.0.7"), ip("fd00::7")],
+            ..NodeInfo::default()
+        };
+        let pick = |entries: &[&str], node: Option<&NodeInfo>| {
+            let config = ProxyConfig {
+                nodeport_addresses: list(entries),
+                local_addresses: Some(local.clone()),
+                ..ProxyConfig::default()
+            };
+            let mut got: Vec<String> = node_port_ips(node, &config)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            got.sort();
+            got
+        };
+        assert_eq!(
+            pick(&[], Some(&node)),
+            ["10.0.5.1", "169.254.3.3", "192.168.0.7", "fd00::7"]
+        );
+        assert_eq!(pick(&[], None), pick(&[], Some(&node)), "no Node needed");
+        assert_eq!(pick(&["0.0.0.0/0"], None), pick(&[], None));
+        assert_eq!(
+            pick(&["10.0.0.0/8"], None),
+            ["10.0.5.1", "fd00::7"],
+            "IPv6 has no CIDR: all of it"
+        );
+        assert_eq!(pick(&["127.0.0.0/8"], None), ["fd00::7"], "never loopback");
+        assert_eq!(
+            pick(&["fe80::/10"], None).len(),
+            4,
+            "the CIDR path keeps link-local"
+        );
+        assert_eq!(pick(&["primary"], Some(&node)), ["192.168.0.7", "fd00::7"]);
+        // Addresses the Node lists but the host lacks serve nothing.
+        let listed_only = NodeInfo {
+            addresses: vec![ip("203.0.113.9")],
+            ..node.clone()
+        };
+        assert!(!pick(&[], Some(&listed_only)).contains(&"203.0.113.9".to_owned()));
+        let config = ProxyConfig {
+            local_addresses: Some(local.clone()),
+            ..ProxyConfig::default()
+        };
+        let mut hosts: Vec<String> = host_addresses(None, &config)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        hosts.sort();
+        assert_eq!(hosts, ["10.0.5.1", "169.254.3.3", "192.168.0.7", "fd00::7"]);
     }
 
     #[test]

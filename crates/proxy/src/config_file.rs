@@ -121,8 +121,25 @@ pub struct FileConfig {
     pub masquerade_bit: Option<u8>,
     /// `logging.verbosity` (`-v`).
     pub verbosity: Option<u8>,
+    /// `conntrack.maxPerCore` (`--conntrack-max-per-core`); 0 is a setting
+    /// (leave `nf_conntrack_max` alone), `null` is not.
+    pub conntrack_max_per_core: Option<u32>,
+    /// `conntrack.min` (`--conntrack-min`).
+    pub conntrack_min: Option<u32>,
+    /// `conntrack.tcpBeLiberal` (`--conntrack-tcp-be-liberal`).
+    pub conntrack_tcp_be_liberal: Option<bool>,
+    /// `conntrack.tcpCloseWaitTimeout`
+    /// (`--conntrack-tcp-timeout-close-wait`); 0 leaves the kernel's.
+    pub conntrack_tcp_close_wait_timeout: Option<Duration>,
+    /// `conntrack.tcpEstablishedTimeout`
+    /// (`--conntrack-tcp-timeout-established`); 0 leaves the kernel's.
+    pub conntrack_tcp_established_timeout: Option<Duration>,
+    /// `conntrack.udpTimeout` (`--conntrack-udp-timeout`).
+    pub conntrack_udp_timeout: Option<Duration>,
+    /// `conntrack.udpStreamTimeout` (`--conntrack-udp-timeout-stream`).
+    pub conntrack_udp_stream_timeout: Option<Duration>,
     /// Fields set to a non-zero value that rvs-proxy accepts but does not
-    /// implement, by path (`conntrack.maxPerCore`, …).
+    /// implement, by path (`featureGates.SomeGate`, `oomScoreAdj`, …).
     pub ignored: Vec<String>,
 }
 
@@ -189,7 +206,7 @@ struct Raw {
     cluster_cidr: Option<String>,
     node_port_addresses: Option<Vec<String>>,
     oom_score_adj: Option<Value>,
-    conntrack: Option<Value>,
+    conntrack: Option<RawConntrack>,
     config_sync_period: Option<Value>,
     port_range: Option<Value>,
     windows_run_as_service: Option<Value>,
@@ -249,6 +266,32 @@ struct RawIpvs {
     tcp_timeout: Option<String>,
     tcp_fin_timeout: Option<String>,
     udp_timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConntrack {
+    max_per_core: Option<i64>,
+    min: Option<i64>,
+    tcp_be_liberal: Option<bool>,
+    tcp_close_wait_timeout: Option<String>,
+    tcp_established_timeout: Option<String>,
+    udp_timeout: Option<String>,
+    udp_stream_timeout: Option<String>,
+    // Removed from v1alpha1 (kube-proxy 1.19) but still in old configs.
+    max: Option<Value>,
+}
+
+/// An `int32` count that must not be negative.
+fn count(field: &str, value: Option<i64>) -> FieldResult<Option<u32>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v < 0 => bad(field, format!("{v}: must be greater than or equal to 0")),
+        Some(v) => match i32::try_from(v).ok().and_then(|v| u32::try_from(v).ok()) {
+            Some(v) => Ok(Some(v)),
+            None => bad(field, format!("{v}: does not fit an int32")),
+        },
+    }
 }
 
 /// Whether a value is its type's zero value (kubeadm writes every field,
@@ -603,7 +646,21 @@ fn convert(raw: Raw) -> FieldResult<FileConfig> {
         }
         Some(v) => return bad("oomScoreAdj", format!("{v}: must be within [-1000, 1000]")),
     }
-    note_set("conntrack", raw.conntrack.as_ref(), ignored);
+    if let Some(ct) = raw.conntrack {
+        out.conntrack_max_per_core = count("conntrack.maxPerCore", ct.max_per_core)?;
+        out.conntrack_min = count("conntrack.min", ct.min)?;
+        out.conntrack_tcp_be_liberal = ct.tcp_be_liberal;
+        out.conntrack_tcp_close_wait_timeout =
+            duration("conntrack.tcpCloseWaitTimeout", ct.tcp_close_wait_timeout)?;
+        out.conntrack_tcp_established_timeout = duration(
+            "conntrack.tcpEstablishedTimeout",
+            ct.tcp_established_timeout,
+        )?;
+        out.conntrack_udp_timeout = duration("conntrack.udpTimeout", ct.udp_timeout)?;
+        out.conntrack_udp_stream_timeout =
+            duration("conntrack.udpStreamTimeout", ct.udp_stream_timeout)?;
+        note_set("conntrack.max", ct.max.as_ref(), ignored);
+    }
     note_set("configSyncPeriod", raw.config_sync_period.as_ref(), ignored);
     note_set("portRange", raw.port_range.as_ref(), ignored);
     note_set(
@@ -727,6 +784,31 @@ pub fn render(config: &FileConfig) -> String {
         config.masquerade_bit.map(|v| json!(v)),
     );
     put("logging.verbosity", config.verbosity.map(|v| json!(v)));
+    put(
+        "conntrack.maxPerCore",
+        config.conntrack_max_per_core.map(|v| json!(v)),
+    );
+    put("conntrack.min", config.conntrack_min.map(|v| json!(v)));
+    put(
+        "conntrack.tcpBeLiberal",
+        config.conntrack_tcp_be_liberal.map(|v| json!(v)),
+    );
+    put(
+        "conntrack.tcpCloseWaitTimeout",
+        config.conntrack_tcp_close_wait_timeout.as_ref().map(dur),
+    );
+    put(
+        "conntrack.tcpEstablishedTimeout",
+        config.conntrack_tcp_established_timeout.as_ref().map(dur),
+    );
+    put(
+        "conntrack.udpTimeout",
+        config.conntrack_udp_timeout.as_ref().map(dur),
+    );
+    put(
+        "conntrack.udpStreamTimeout",
+        config.conntrack_udp_stream_timeout.as_ref().map(dur),
+    );
     let mut out = String::new();
     emit_yaml(&Value::Object(root), 0, &mut out);
     out
@@ -938,6 +1020,9 @@ winkernel:
                 ipvs_udp_timeout: Some(Duration::ZERO),
                 masquerade_all: Some(false),
                 verbosity: Some(0),
+                conntrack_tcp_be_liberal: Some(false),
+                conntrack_udp_timeout: Some(Duration::ZERO),
+                conntrack_udp_stream_timeout: Some(Duration::ZERO),
                 ..FileConfig::default()
             }
         );
@@ -1060,6 +1145,30 @@ winkernel:
             ("bindAddress: \"::\"", |c| {
                 c.bind_address == Some(Ipv6Addr::UNSPECIFIED.into())
             }),
+            // A pointer field's 0 is a setting (leave the limit alone);
+            // null is kube-proxy's default.
+            ("conntrack: {maxPerCore: 0, min: null}", |c| {
+                c.conntrack_max_per_core == Some(0)
+                    && c.conntrack_min.is_none()
+                    && c.ignored.is_empty()
+            }),
+            (
+                "conntrack: {maxPerCore: 65536, min: 262144, tcpBeLiberal: true}",
+                |c| {
+                    c.conntrack_max_per_core == Some(65536)
+                        && c.conntrack_min == Some(262144)
+                        && c.conntrack_tcp_be_liberal == Some(true)
+                },
+            ),
+            (
+                "conntrack: {tcpEstablishedTimeout: 2h, tcpCloseWaitTimeout: 0s, udpTimeout: 30s, udpStreamTimeout: 2m}",
+                |c| {
+                    c.conntrack_tcp_established_timeout == Some(Duration::from_secs(7200))
+                        && c.conntrack_tcp_close_wait_timeout == Some(Duration::ZERO)
+                        && c.conntrack_udp_timeout == Some(Duration::from_secs(30))
+                        && c.conntrack_udp_stream_timeout == Some(Duration::from_secs(120))
+                },
+            ),
         ];
         for (yaml, check) in cases {
             let c =
@@ -1071,10 +1180,7 @@ winkernel:
     #[test]
     fn unimplemented_fields_are_accepted_and_listed() {
         let cases: &[(&str, &[&str])] = &[
-            (
-                "conntrack: {maxPerCore: 0, min: 131072}",
-                &["conntrack.min"],
-            ),
+            ("conntrack: {max: 262144}", &["conntrack.max"]),
             ("featureGates: {SomeGate: true}", &["featureGates.SomeGate"]),
             ("oomScoreAdj: -999", &["oomScoreAdj"]),
             ("configSyncPeriod: 15m", &["configSyncPeriod"]),
@@ -1171,6 +1277,22 @@ winkernel:
                 "unknown field",
             ),
             ("logging: {verbosity: -1}", "logging.verbosity", "0–255"),
+            (
+                "conntrack: {maxPerCore: -1}",
+                "conntrack.maxPerCore",
+                "greater than or equal to 0",
+            ),
+            ("conntrack: {min: 4294967296}", "conntrack.min", "int32"),
+            (
+                "conntrack: {udpTimeout: -5s}",
+                "conntrack.udpTimeout",
+                "greater than or equal to 0",
+            ),
+            (
+                "conntrack: {tcpTimeout: 5s}",
+                "conntrack.tcpTimeout",
+                "unknown field",
+            ),
         ];
         for (yaml, field, message) in cases {
             let err = parse(&format!("{HEAD}{yaml}\n"), "f.yaml").unwrap_err();
@@ -1264,7 +1386,8 @@ winkernel:
         let config = parse(
             &format!(
                 "{HEAD}nodePortAddresses: [primary, 10.0.0.0/8]\ndetectLocalMode: NodeCIDR\n\
-                 ipvs: {{syncPeriod: 1m30s, excludeCIDRs: [10.1.0.0/16]}}\n"
+                 ipvs: {{syncPeriod: 1m30s, excludeCIDRs: [10.1.0.0/16]}}\n\
+                 conntrack: {{maxPerCore: 0, tcpEstablishedTimeout: 24h, tcpBeLiberal: true}}\n"
             ),
             "in",
         )
@@ -1275,6 +1398,10 @@ winkernel:
             "{text}"
         );
         assert!(text.contains("  syncPeriod: \"1m30s\"\n"), "{text}");
+        assert!(
+            text.contains("conntrack:\n  maxPerCore: 0\n  tcpBeLiberal: true\n  tcpEstablishedTimeout: \"24h0m0s\"\n"),
+            "{text}"
+        );
         assert_eq!(parse(&text, "out").unwrap(), config);
     }
 

@@ -108,7 +108,6 @@ const fn inert(mut f: KubeProxyFlag, values: &'static [&'static str]) -> KubePro
 
 use Handling::{Implemented as YES, IptablesModeOnly as IPTABLES, NotImplemented as NO};
 
-const CONNTRACK: &str = "rvs-proxy leaves the conntrack sysctls as they are";
 const CLIENT: &str = "the API client uses its own defaults";
 const LOGGING: &str = "rvs-proxy logs text lines to stderr as they come";
 
@@ -136,37 +135,23 @@ pub const KUBE_PROXY_FLAGS: &[KubeProxyFlag] = &[
         NO("the API watches never resync"),
         "15m0s",
     ),
-    flag("conntrack-max-per-core", "int32", NO(CONNTRACK), "32768"),
-    flag("conntrack-min", "int32", NO(CONNTRACK), "131072"),
-    inert(
-        flag("conntrack-tcp-be-liberal", "", NO(CONNTRACK), "true"),
-        &["false"],
-    ),
+    flag("conntrack-max-per-core", "int32", YES, "32768"),
+    flag("conntrack-min", "int32", YES, "131072"),
+    flag("conntrack-tcp-be-liberal", "", YES, "true"),
     flag(
         "conntrack-tcp-timeout-close-wait",
         "duration",
-        NO(CONNTRACK),
+        YES,
         "1h0m0s",
     ),
     flag(
         "conntrack-tcp-timeout-established",
         "duration",
-        NO(CONNTRACK),
+        YES,
         "24h0m0s",
     ),
-    inert(
-        flag("conntrack-udp-timeout", "duration", NO(CONNTRACK), "30s"),
-        &["0", "0s"],
-    ),
-    inert(
-        flag(
-            "conntrack-udp-timeout-stream",
-            "duration",
-            NO(CONNTRACK),
-            "2m0s",
-        ),
-        &["0", "0s"],
-    ),
+    flag("conntrack-udp-timeout", "duration", YES, "30s"),
+    flag("conntrack-udp-timeout-stream", "duration", YES, "2m0s"),
     flag("detect-local-mode", "LocalMode", YES, "NodeCIDR"),
     flag(
         "feature-gates",
@@ -619,14 +604,14 @@ mod tests {
     #[test]
     fn unimplemented_flags_are_dropped_and_listed_once() {
         let p = prep(&[
-            "--conntrack-min",
+            "--kube-api-qps",
             "5",
-            "--conntrack-min=6",
+            "--kube-api-qps=6",
             "--feature-gates=A=true,B=false",
             "--profiling=0",
             "--logging-format=text",
             "--iptables-sync-period=10s",
-            "--conntrack-tcp-be-liberal",
+            "--log-json-split-stream",
             "--ipvs-scheduler=sh",
         ]);
         assert_eq!(args(&p), ["--ipvs-scheduler=sh"]);
@@ -634,10 +619,10 @@ mod tests {
         assert_eq!(
             flags,
             [
-                "--conntrack-min",
+                "--kube-api-qps",
                 "--feature-gates",
                 "--iptables-sync-period",
-                "--conntrack-tcp-be-liberal"
+                "--log-json-split-stream"
             ]
         );
         assert!(

@@ -26,7 +26,7 @@
 //!   has addresses of the family that serve node ports;
 //! * `KUBE-HEALTH-CHECK-NODE-PORT`: `healthCheckNodePort`s;
 //! * `KUBE-IPVS-IPS`: the addresses bound to kube-ipvs0 (cluster IPs,
-//!   and external/ingress IPs that are not node addresses).
+//!   and external/ingress IPs that are not the host's own addresses).
 //!
 //! Every member comes from exactly one Service, so the sets are also
 //! kept per Service ([`IpsetTracker`]): a partial sync recomputes the
@@ -39,8 +39,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use rvs_model::Protocol;
 
-use crate::cluster::{ClusterState, ObjectName, ServiceInfo, SliceInfo};
-use crate::config::{ProxyConfig, node_port_ips};
+use crate::cluster::{ClusterState, NodeInfo, ObjectName, ServiceInfo, SliceInfo};
+use crate::config::{ProxyConfig, host_addresses, node_port_ips};
 
 /// An IP family (kube-proxy runs one proxier per family).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -366,12 +366,36 @@ fn proto(p: Protocol) -> &'static str {
 pub struct FamilyContext {
     family: IpFamily,
     node_name: String,
-    /// The node's addresses of the family.
+    /// The node's own addresses of the family ([`host_addresses`]).
     node_addrs: Vec<IpAddr>,
-    /// kube-proxy's nodeIP: the node's primary address of the family.
+    /// kube-proxy's nodeIP of the family ([`node_ip`]).
     node_ip: Option<IpAddr>,
     /// Node addresses that serve node ports.
     node_port_ips: Vec<IpAddr>,
+}
+
+/// kube-proxy's nodeIP of a family, as `detectNodeIPs`
+/// (`cmd/kube-proxy/app/server.go`) makes it: `--bind-address` when it
+/// is set (not `0.0.0.0` or `::`) and of the family, else the Node
+/// object's primary address of the family, else the family's loopback
+/// address. The IPVS proxier lets a load balancer's own node through its
+/// source ranges when they hold this address (`allowFromNode`).
+pub fn node_ip(node: Option<&NodeInfo>, config: &ProxyConfig, family: IpFamily) -> IpAddr {
+    if let Some(bind) = config
+        .bind_address
+        .map(|b| b.to_canonical())
+        .filter(|b| !b.is_unspecified() && family.has(b))
+    {
+        return bind;
+    }
+    node.map(NodeInfo::primary_ips)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|a| family.has(a))
+        .unwrap_or(match family {
+            IpFamily::V4 => IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+            IpFamily::V6 => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        })
 }
 
 impl FamilyContext {
@@ -381,11 +405,11 @@ impl FamilyContext {
         let node_name = node
             .map(|n| n.name.clone())
             .unwrap_or_else(|| config.node_name.clone());
-        let node_addrs: Vec<IpAddr> = node
-            .iter()
-            .flat_map(|n| n.addresses.iter().copied())
+        let node_addrs: Vec<IpAddr> = host_addresses(node, config)
+            .into_iter()
             .filter(|a| family.has(a))
             .collect();
+        let node_ip = Some(node_ip(node, config, family));
         let node_port_ips = node_port_ips(node, config)
             .into_iter()
             .filter(|a| family.has(a) && !a.is_loopback())
@@ -393,7 +417,7 @@ impl FamilyContext {
         FamilyContext {
             family,
             node_name,
-            node_ip: node_addrs.first().copied(),
+            node_ip,
             node_addrs,
             node_port_ips,
         }
@@ -857,6 +881,48 @@ mod tests {
             ],
             no_node_access: vec!["192.0.2.12,tcp:22"],
         });
+    }
+
+    /// kube-proxy's nodeIP for `allowFromNode`: `--bind-address` first,
+    /// then the Node's primary address, then loopback.
+    #[test]
+    fn the_node_ip_is_the_bind_address_then_the_nodes_then_loopback() {
+        let node = NodeInfo {
+            name: "node-a".into(),
+            addresses: vec![ip("172.18.0.2"), ip("fc00::2")],
+            ..NodeInfo::default()
+        };
+        let bound = ProxyConfig {
+            bind_address: Some(ip("10.0.0.7")),
+            ..ProxyConfig::default()
+        };
+        let unspecified = ProxyConfig {
+            bind_address: Some(ip("0.0.0.0")),
+            ..ProxyConfig::default()
+        };
+        let v4 = IpFamily::V4;
+        let v6 = IpFamily::V6;
+        assert_eq!(
+            node_ip(Some(&node), &ProxyConfig::default(), v4),
+            ip("172.18.0.2")
+        );
+        assert_eq!(node_ip(Some(&node), &bound, v4), ip("10.0.0.7"));
+        assert_eq!(node_ip(Some(&node), &bound, v6), ip("fc00::2"));
+        assert_eq!(node_ip(Some(&node), &unspecified, v4), ip("172.18.0.2"));
+        assert_eq!(node_ip(None, &ProxyConfig::default(), v4), ip("127.0.0.1"));
+        assert_eq!(node_ip(None, &ProxyConfig::default(), v6), ip("::1"));
+        // The bind address decides which load balancers the node may reach.
+        let mut lb = service("lb", &["10.96.0.3"], &[(Protocol::Tcp, 443, None)]);
+        lb.load_balancer_ips = vec![ip("192.0.2.10")];
+        lb.source_ranges = vec!["10.0.0.0/24".parse().unwrap()];
+        let c = cluster(vec![lb], vec![], &["172.18.0.2"]);
+        let from = |config: &ProxyConfig| {
+            desired_ipsets(&c, config, v4)
+                .get(LOAD_BALANCER_SOURCE_IP)
+                .len()
+        };
+        assert_eq!(from(&ProxyConfig::default()), 0);
+        assert_eq!(from(&bound), 1);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use rvs_observe::{
 };
 
 use crate::ClusterState;
-use crate::cluster::ObjectName;
+use crate::cluster::{EndpointInfo, ObjectName, SliceInfo};
 use crate::ipsets;
 use crate::run::{NodeReport, SyncObserver};
 use crate::schedule::SyncKind;
@@ -52,10 +52,7 @@ impl Observer {
         let families: Vec<IpFamily> = options
             .families
             .iter()
-            .map(|f| match f {
-                ipsets::IpFamily::V4 => IpFamily::V4,
-                ipsets::IpFamily::V6 => IpFamily::V6,
-            })
+            .map(|f| observe_family(*f))
             .collect();
         let metrics = Metrics::new(&families);
         // kube-proxy's health timeout: twice the sync period.
@@ -104,7 +101,29 @@ impl SyncObserver for Observer {
             SyncKind::Full => rvs_observe::SyncKind::Full,
             SyncKind::Partial => rvs_observe::SyncKind::Partial,
         };
+        // rvs's own result label: any failure at all.
         let ok = report.is_some_and(|r| r.failed + r.address_failures == 0) && node.failures == 0;
+        // kube-proxy's health: a sync that ran counts as an update of
+        // each family whose rules (and sets) were written; a refused
+        // virtual server, real server, address or set member is only
+        // logged ('Failed to sync service', 'Error adding entry to
+        // ipset'), so one missing scheduler module does not fail /livez
+        // (and restart the proxy) forever.
+        if report.is_some_and(|r| !r.device_failed) {
+            let families: Vec<IpFamily> = self
+                .health
+                .families()
+                .iter()
+                .copied()
+                .filter(|f| {
+                    !node
+                        .unsynced_families
+                        .iter()
+                        .any(|u| observe_family(*u) == *f)
+                })
+                .collect();
+            self.health.updated_families(&families);
+        }
         if let Some(report) = report {
             if let Some(changed) = &report.changed {
                 // A changed Service counts once, whether its Service or
@@ -125,14 +144,9 @@ impl SyncObserver for Observer {
             }
         }
         self.metrics.sync_finished(kind, elapsed, ok);
-        if ok {
-            self.health.updated();
-        }
-        if node.failures > 0 {
-            // Netfilter failures, by kube-proxy's counter.
-            for &f in self.metrics.families() {
-                self.metrics.iptables_restore_failed(f);
-            }
+        for family in &node.restore_failed {
+            self.metrics
+                .iptables_restore_failed(observe_family(*family));
         }
         if let Some(cluster) = cluster {
             // kube-proxy's SyncNode: a Node going away fails /healthz
@@ -152,6 +166,14 @@ impl SyncObserver for Observer {
     }
 }
 
+/// The observers' name of a family.
+fn observe_family(family: ipsets::IpFamily) -> IpFamily {
+    match family {
+        ipsets::IpFamily::V4 => IpFamily::V4,
+        ipsets::IpFamily::V6 => IpFamily::V6,
+    }
+}
+
 /// Health check node ports and the no-local-endpoints gauge, from the
 /// Services with a `Local` traffic policy (one pass over their
 /// EndpointSlices; nothing when there are none).
@@ -167,63 +189,379 @@ fn local_policies(
         .map(|s| &s.name)
         .collect();
     let node = cluster.node.as_ref().map(|n| n.name.as_str());
-    let mut endpoints: BTreeMap<&ObjectName, BTreeSet<(std::net::IpAddr, u16)>> = BTreeMap::new();
+    let mut slices: BTreeMap<&ObjectName, Vec<&SliceInfo>> = BTreeMap::new();
     if !local.is_empty() {
         for slice in cluster.slices.values() {
-            if !local.contains(&slice.service) {
-                continue;
-            }
-            let set = endpoints.entry(&slice.service).or_default();
-            for ep in &slice.endpoints {
-                if ep.ready && node.is_some() && ep.node_name.as_deref() == node {
-                    for port in &slice.ports {
-                        set.insert((ep.addr, port.port));
-                    }
-                }
+            if local.contains(&slice.service) {
+                slices.entry(&slice.service).or_default().push(slice);
             }
         }
     }
     let mut wanted = BTreeMap::new();
-    let (mut internal, mut external) = (BTreeMap::new(), BTreeMap::new());
     for name in &local {
         let Some(service) = cluster.services.get(*name) else {
             continue;
         };
-        let count = endpoints.get(name).map_or(0, BTreeSet::len);
-        if let Some(port) = service.health_check_node_port {
-            wanted.insert(
-                ServiceName::new(name.namespace.clone(), name.name.clone()),
-                ServiceHealth {
-                    port,
-                    local_endpoints: count,
-                },
-            );
-        }
-        if count == 0 {
-            for ip in &service.cluster_ips {
-                let family = if ip.is_ipv6() {
-                    IpFamily::V6
-                } else {
-                    IpFamily::V4
-                };
-                let ports = service.ports.len();
-                if service.internal_local {
-                    *internal.entry(family).or_insert(0) += ports;
+        let Some(port) = service.health_check_node_port else {
+            continue;
+        };
+        let mut ready = BTreeSet::new();
+        for slice in slices.get(name).into_iter().flatten() {
+            for ep in &slice.endpoints {
+                if ep.ready && node.is_some() && ep.node_name.as_deref() == node {
+                    for port in &slice.ports {
+                        ready.insert((ep.addr, port.port));
+                    }
                 }
-                if service.external_local {
-                    *external.entry(family).or_insert(0) += ports;
+            }
+        }
+        wanted.insert(
+            ServiceName::new(name.namespace.clone(), name.name.clone()),
+            ServiceHealth {
+                port,
+                local_endpoints: ready.len(),
+            },
+        );
+    }
+    let (internal, external) = no_local_endpoints(cluster, &slices);
+    for &f in metrics.families() {
+        let count =
+            |map: &BTreeMap<IpFamily, BTreeSet<&ObjectName>>| map.get(&f).map_or(0, BTreeSet::len);
+        metrics.no_local_endpoints(f, count(&internal), count(&external));
+    }
+    for error in health_checks.sync(&wanted) {
+        tracing::warn!(%error, "health check node port not served; retried next sync");
+    }
+}
+
+/// Service names per IP family.
+type ServicesByFamily<'a> = BTreeMap<IpFamily, BTreeSet<&'a ObjectName>>;
+
+/// Services per family counted by kube-proxy's
+/// `sync_proxy_rules_no_local_endpoints_total` (`internal`, `external`):
+/// its IPVS `syncEndpoint`, run for each virtual server of a Service port
+/// with `onlyNodeLocalEndpoints` set by the policy of the address
+/// (`internalTrafficPolicy` on the cluster IP, `externalTrafficPolicy`
+/// on external IPs, load-balancer IPs and node ports), puts the Service
+/// in `serviceNoLocalEndpointsInternal` / `…External` when the port has
+/// no local endpoint but has some endpoint at all (`hasAnyEndpoints` of
+/// `CategorizeEndpoints`: a ready one, or a serving terminating one),
+/// according to its internal and external policy. Node ports are taken
+/// to exist in every family the Service has.
+fn no_local_endpoints<'a>(
+    cluster: &'a ClusterState,
+    slices: &BTreeMap<&ObjectName, Vec<&SliceInfo>>,
+) -> (ServicesByFamily<'a>, ServicesByFamily<'a>) {
+    let node = cluster.node.as_ref().map(|n| n.name.as_str());
+    let (mut internal, mut external) = (ServicesByFamily::new(), ServicesByFamily::new());
+    for svc in cluster.services.values() {
+        // kube-proxy's ExternalPolicyLocal: the Local policy on a Service
+        // reachable other than by its cluster IP.
+        let externally_accessible = svc.ports.iter().any(|p| p.node_port.is_some())
+            || !svc.external_ips.is_empty()
+            || !svc.load_balancer_ips.is_empty()
+            || svc.health_check_node_port.is_some();
+        let external_local = svc.external_local && externally_accessible;
+        if !svc.internal_local && !external_local {
+            continue;
+        }
+        let svc_slices = slices.get(&svc.name).map(Vec::as_slice).unwrap_or_default();
+        for cluster_ip in &svc.cluster_ips {
+            let ipv6 = cluster_ip.is_ipv6();
+            let family = if ipv6 { IpFamily::V6 } else { IpFamily::V4 };
+            let external_addresses = svc
+                .external_ips
+                .iter()
+                .chain(&svc.load_balancer_ips)
+                .any(|ip| ip.is_ipv6() == ipv6);
+            for port in &svc.ports {
+                // A virtual server whose endpoints are the local ones.
+                let only_local_server = svc.internal_local
+                    || (external_local && (port.node_port.is_some() || external_addresses));
+                if !only_local_server {
+                    continue;
+                }
+                let endpoints: Vec<_> = crate::desired::endpoints_for(svc_slices, port)
+                    .into_iter()
+                    .filter(|(ep, _)| ep.addr.is_ipv6() == ipv6)
+                    .collect();
+                let usable = |ep: &EndpointInfo| ep.ready || (ep.serving && ep.terminating);
+                let has_any = endpoints.iter().any(|(ep, _)| usable(ep));
+                let has_local = endpoints
+                    .iter()
+                    .any(|(ep, _)| usable(ep) && node.is_some() && ep.node_name.as_deref() == node);
+                if has_local || !has_any {
+                    continue;
+                }
+                if svc.internal_local {
+                    internal.entry(family).or_default().insert(&svc.name);
+                }
+                if external_local {
+                    external.entry(family).or_default().insert(&svc.name);
                 }
             }
         }
     }
-    for &f in metrics.families() {
-        metrics.no_local_endpoints(
-            f,
-            internal.get(&f).copied().unwrap_or(0),
-            external.get(&f).copied().unwrap_or(0),
+    (internal, external)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use rvs_model::Protocol;
+
+    use super::*;
+    use crate::cluster::{NodeInfo, ServiceInfo, ServicePort, SlicePort};
+
+    fn no_local_cluster() -> ClusterState {
+        let mut c = ClusterState {
+            node: Some(NodeInfo {
+                name: "node-a".into(),
+                ..NodeInfo::default()
+            }),
+            ..ClusterState::default()
+        };
+        let port = |name: &str, node_port: Option<u16>| ServicePort {
+            name: name.into(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port,
+        };
+        let ep = |addr: &str, node: &str, ready: bool, terminating: bool| EndpointInfo {
+            ready,
+            serving: ready || terminating,
+            terminating,
+            node_name: Some(node.into()),
+            ..EndpointInfo::ready(addr.parse().unwrap())
+        };
+        let mut add = |name: &str,
+                       ips: &[&str],
+                       ports: Vec<ServicePort>,
+                       internal: bool,
+                       external: bool,
+                       eps: Vec<EndpointInfo>| {
+            let n = ObjectName::new("default", name);
+            let mut svc = ServiceInfo::new(
+                n.clone(),
+                ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+                ports.clone(),
+            );
+            svc.internal_local = internal;
+            svc.external_local = external;
+            c.services.insert(n.clone(), svc);
+            c.slices.insert(
+                ObjectName::new("default", format!("{name}-1")),
+                SliceInfo {
+                    service: n,
+                    ports: ports
+                        .iter()
+                        .map(|p| SlicePort {
+                            name: p.name.clone(),
+                            protocol: p.protocol,
+                            port: 8080,
+                        })
+                        .collect(),
+                    endpoints: eps,
+                },
+            );
+        };
+        let remote = || vec![ep("10.244.2.1", "node-b", true, false)];
+        // Two ports without local endpoints: one Service.
+        add(
+            "two-ports",
+            &["10.96.0.1"],
+            vec![port("a", None), port("b", None)],
+            true,
+            false,
+            remote(),
         );
+        // No endpoints at all: not counted (hasAnyEndpoints).
+        add(
+            "none",
+            &["10.96.0.2"],
+            vec![port("", None)],
+            true,
+            false,
+            vec![],
+        );
+        // A local endpoint.
+        add(
+            "local",
+            &["10.96.0.3"],
+            vec![port("", None)],
+            true,
+            false,
+            vec![ep("10.244.1.1", "node-a", true, false)],
+        );
+        // External policy with a node port.
+        add(
+            "external",
+            &["10.96.0.4"],
+            vec![port("", Some(30004))],
+            false,
+            true,
+            remote(),
+        );
+        // External policy on a Service only reachable by its cluster IP.
+        add(
+            "unreachable",
+            &["10.96.0.5"],
+            vec![port("", None)],
+            false,
+            true,
+            remote(),
+        );
+        // Only a serving terminating endpoint elsewhere counts as any.
+        add(
+            "terminating",
+            &["10.96.0.6"],
+            vec![port("", None)],
+            true,
+            false,
+            vec![ep("10.244.2.6", "node-b", false, true)],
+        );
+        // Dual-stack with IPv4 endpoints only.
+        add(
+            "dual",
+            &["10.96.0.7", "fd00::7"],
+            vec![port("", None)],
+            true,
+            false,
+            remote(),
+        );
+        // Both policies.
+        add(
+            "both",
+            &["10.96.0.8"],
+            vec![port("", Some(30008))],
+            true,
+            true,
+            remote(),
+        );
+        c
     }
-    for error in health_checks.sync(&wanted) {
-        tracing::warn!(%error, "health check node port not served; retried next sync");
+
+    /// kube-proxy counts Services (not ports), only those with some
+    /// endpoint, per family, by the policy of each virtual server.
+    #[test]
+    fn no_local_endpoints_counts_services_as_kube_proxy() {
+        let c = no_local_cluster();
+        let mut slices: BTreeMap<&ObjectName, Vec<&SliceInfo>> = BTreeMap::new();
+        for slice in c.slices.values() {
+            slices.entry(&slice.service).or_default().push(slice);
+        }
+        let (internal, external) = no_local_endpoints(&c, &slices);
+        let names = |m: &ServicesByFamily<'_>, f| -> Vec<String> {
+            m.get(&f)
+                .into_iter()
+                .flatten()
+                .map(|n| n.name.clone())
+                .collect()
+        };
+        assert_eq!(
+            names(&internal, IpFamily::V4),
+            ["both", "dual", "terminating", "two-ports"]
+        );
+        assert!(names(&internal, IpFamily::V6).is_empty());
+        assert_eq!(names(&external, IpFamily::V4), ["both", "external"]);
+    }
+
+    fn observer(runtime: &tokio::runtime::Runtime) -> Observer {
+        let options = ObserveOptions {
+            serve: ServeOptions {
+                metrics_addr: None,
+                healthz_addr: None,
+                ..ServeOptions::default()
+            },
+            sync_period: Duration::from_secs(30),
+            families: vec![ipsets::IpFamily::V4, ipsets::IpFamily::V6],
+        };
+        Observer::start(&options, runtime.handle()).unwrap()
+    }
+
+    fn late(o: &Observer) {
+        o.health
+            .queued_at(SystemTime::now() - Duration::from_secs(600));
+    }
+
+    fn livez(o: &Observer) -> (u16, String) {
+        let r = o.health.livez_at(SystemTime::now());
+        (r.status, r.body)
+    }
+
+    /// kube-proxy calls `Updated` after every sync that ran and only logs
+    /// a refused virtual server, so a missing scheduler module does not
+    /// make /livez restart the proxy forever; a family whose rules could
+    /// not be written is not updated.
+    #[test]
+    fn refused_operations_do_not_keep_the_proxy_unhealthy() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut o = observer(&runtime);
+        let refused = SyncReport {
+            failed: 3,
+            address_failures: 1,
+            ..SyncReport::default()
+        };
+        late(&o);
+        assert_eq!(livez(&o).0, 503);
+        o.synced(
+            SyncKind::Full,
+            Duration::ZERO,
+            Some(&refused),
+            &NodeReport::default(),
+            None,
+        );
+        assert_eq!(livez(&o).0, 200, "{}", livez(&o).1);
+
+        // IPv6's iptables-restore failed: IPv4 is updated, IPv6 is not.
+        late(&o);
+        let node = NodeReport {
+            failures: 1,
+            unsynced_families: vec![ipsets::IpFamily::V6],
+            restore_failed: vec![ipsets::IpFamily::V6],
+            ..NodeReport::default()
+        };
+        o.synced(SyncKind::Full, Duration::ZERO, Some(&refused), &node, None);
+        let (status, body) = livez(&o);
+        assert_eq!(status, 503);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"]["IPv4"]["healthy"], true, "{body}");
+        assert_eq!(v["status"]["IPv6"]["healthy"], false, "{body}");
+
+        // A sync that could not run, or could not create kube-ipvs0,
+        // updates nothing.
+        o.synced(
+            SyncKind::Full,
+            Duration::ZERO,
+            None,
+            &NodeReport::default(),
+            None,
+        );
+        assert_eq!(livez(&o).0, 503);
+        let device = SyncReport {
+            device_failed: true,
+            ..SyncReport::default()
+        };
+        o.synced(
+            SyncKind::Full,
+            Duration::ZERO,
+            Some(&device),
+            &NodeReport::default(),
+            None,
+        );
+        assert_eq!(livez(&o).0, 503);
+        o.synced(
+            SyncKind::Partial,
+            Duration::ZERO,
+            Some(&SyncReport::default()),
+            &NodeReport::default(),
+            None,
+        );
+        assert_eq!(livez(&o).0, 200);
+        o.stop();
     }
 }

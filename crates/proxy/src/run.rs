@@ -46,6 +46,14 @@ pub struct NodeReport {
     pub restores: usize,
     /// Steps that failed (each logged where it failed).
     pub failures: usize,
+    /// Families whose sets or rules could not be written at all (a set
+    /// not created, `iptables-restore` refused): kube-proxy's proxier of
+    /// such a family returns before `healthzServer.Updated`, while
+    /// failures of single members or virtual servers are only logged.
+    pub unsynced_families: Vec<crate::ipsets::IpFamily>,
+    /// Families whose `iptables-restore` failed (kube-proxy's
+    /// `sync_proxy_rules_iptables_restore_failures_total`).
+    pub restore_failed: Vec<crate::ipsets::IpFamily>,
     /// Time spent on sets.
     pub ipset_time: Duration,
     /// Time spent on rules.
@@ -63,6 +71,79 @@ pub trait NodeSide {
         config: &ProxyConfig,
         changed: Option<&BTreeSet<ObjectName>>,
     ) -> NodeReport;
+}
+
+/// Two node sides, one after the other; their reports add up.
+impl<A: NodeSide, B: NodeSide> NodeSide for (A, B) {
+    fn after_sync(
+        &mut self,
+        cluster: &ClusterState,
+        config: &ProxyConfig,
+        changed: Option<&BTreeSet<ObjectName>>,
+    ) -> NodeReport {
+        let mut a = self.0.after_sync(cluster, config, changed);
+        let b = self.1.after_sync(cluster, config, changed);
+        a.set_members += b.set_members;
+        a.restores += b.restores;
+        a.failures += b.failures;
+        a.ipset_time += b.ipset_time;
+        a.iptables_time += b.iptables_time;
+        for f in b.unsynced_families {
+            if !a.unsynced_families.contains(&f) {
+                a.unsynced_families.push(f);
+            }
+        }
+        for f in b.restore_failed {
+            if !a.restore_failed.contains(&f) {
+                a.restore_failed.push(f);
+            }
+        }
+        a
+    }
+}
+
+/// A second dataplane programmed with the same virtual servers, in the
+/// same scope, right after the first (`--dataplane kernel,ebpf`: the
+/// socket-level load balancer beside IPVS). It keeps its own cache and
+/// ownership; its refusals count as the node side's failures, so the
+/// schedule retries them.
+#[derive(Debug)]
+pub struct ExtraDataplane<A, B> {
+    /// Its syncer.
+    pub syncer: Syncer<A, B>,
+}
+
+impl<A: Admin, B: AddressBinder> NodeSide for ExtraDataplane<A, B> {
+    fn after_sync(
+        &mut self,
+        cluster: &ClusterState,
+        _config: &ProxyConfig,
+        changed: Option<&BTreeSet<ObjectName>>,
+    ) -> NodeReport {
+        let result = match changed {
+            None => self.syncer.sync(cluster),
+            Some(services) => {
+                let changes = crate::cluster::Changes {
+                    services: services.clone(),
+                    node: false,
+                };
+                self.syncer.sync_changes(cluster, &changes)
+            }
+        };
+        match result {
+            Ok(report) => NodeReport {
+                failures: report.failed + report.address_failures,
+                ..NodeReport::default()
+            },
+            Err(e) => {
+                tracing::error!(error = %display_chain(&e), "syncing the second dataplane failed");
+                NodeReport {
+                    failures: 1,
+                    ..NodeReport::default()
+                }
+            }
+        }
+    }
 }
 
 /// Watches the loop (kube-proxy's metrics and health points).

@@ -63,6 +63,12 @@ pub trait AddressBinder {
     fn unbind_all(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), BindError>> {
         addrs.iter().map(|a| self.unbind(*a)).collect()
     }
+    /// The host's own addresses, on every interface but the binder's
+    /// device: where kube-proxy serves node ports. `None` for binders
+    /// that have no device (then the Node object's addresses stand in).
+    fn local_addresses(&mut self) -> Option<Result<BTreeSet<IpAddr>, BindError>> {
+        None
+    }
 }
 
 /// An address binding failed.
@@ -75,6 +81,17 @@ pub struct BindError {
     pub addr: Option<IpAddr>,
     /// What went wrong.
     pub detail: String,
+}
+
+impl BindError {
+    /// The actions a binder reports when its device itself could not be
+    /// found or created (then no address can be bound this sync).
+    pub const DEVICE_ACTIONS: [&'static str; 2] = ["create", "look up"];
+
+    /// Whether the device failed, not one address.
+    pub fn is_device(&self) -> bool {
+        Self::DEVICE_ACTIONS.contains(&self.action)
+    }
 }
 
 /// A binder for dataplanes that need none (the userspace dataplane binds
@@ -121,6 +138,10 @@ pub struct SyncReport {
     pub addresses_changed: usize,
     /// Address (un)bindings that failed.
     pub address_failures: usize,
+    /// The binder's device (`kube-ipvs0`) could not be found or created:
+    /// kube-proxy's sync stops there ('Failed to create dummy interface')
+    /// and does not count as updated.
+    pub device_failed: bool,
     /// Real servers still draining.
     pub draining: usize,
     /// Virtual servers desired.
@@ -228,11 +249,31 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
         }
     }
 
+    /// Reads the host's addresses from the binder into the config
+    /// ([`ProxyConfig::local_addresses`]), as kube-proxy reads them every
+    /// sync; on failure the last ones are kept and the failure counted.
+    fn read_local_addresses(&mut self, report: &mut SyncReport) {
+        match self.binder.local_addresses() {
+            None => {}
+            Some(Ok(local)) => {
+                if self.config.local_addresses.as_ref() != Some(&local) {
+                    tracing::debug!(addresses = ?local, "the host's addresses (node ports)");
+                }
+                self.config.local_addresses = Some(local);
+            }
+            Some(Err(e)) => {
+                report.address_failures += 1;
+                tracing::warn!(error = %e, "listing the host's addresses failed; node ports keep the last ones");
+            }
+        }
+    }
+
     /// Computes what a full sync would do, without doing it.
     pub fn plan(
         &mut self,
         cluster: &ClusterState,
     ) -> Result<(Desired, Plan, BTreeSet<IpAddr>), SyncError> {
+        self.read_local_addresses(&mut SyncReport::default());
         let desired = desired_state(cluster, &self.config);
         let observed = observe(&mut self.admin).map_err(SyncError::Read)?;
         let bound = self.binder.bound().map_err(SyncError::Bind)?;
@@ -257,11 +298,15 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
         bound: &BTreeSet<IpAddr>,
         keys: impl IntoIterator<Item = &'k ServiceKey>,
     ) -> Ownership {
-        let node: Vec<IpAddr> = cluster
-            .node
-            .iter()
-            .flat_map(|n| n.addresses.iter().copied())
-            .collect();
+        // The Node's addresses and the host's own (node ports live on
+        // them, also those a previous run or kube-proxy left there).
+        let mut node = crate::config::host_addresses(cluster.node.as_ref(), &self.config);
+        node.extend(
+            cluster
+                .node
+                .iter()
+                .flat_map(|n| n.addresses.iter().copied()),
+        );
         Ownership {
             addresses: keys
                 .into_iter()
@@ -289,6 +334,8 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
     pub fn sync(&mut self, cluster: &ClusterState) -> Result<SyncReport, SyncError> {
         let started = Instant::now();
         self.cache = None;
+        let mut report = SyncReport::default();
+        self.read_local_addresses(&mut report);
         let desired = desired_state(cluster, &self.config);
         let observed = observe(&mut self.admin).map_err(SyncError::Read)?;
         let bound = self.binder.bound().map_err(SyncError::Bind)?;
@@ -304,10 +351,7 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
             .filter(|a| !self.excluded(a))
             .copied()
             .collect();
-        let mut report = SyncReport {
-            services: desired.services.len(),
-            ..SyncReport::default()
-        };
+        report.services = desired.services.len();
         report.plan_time = started.elapsed();
         let mut bound_now = bound;
         let applied = self.execute(
@@ -633,6 +677,7 @@ fn bind_result(result: Result<(), BindError>, report: &mut SyncReport) -> bool {
         }
         Err(err) => {
             report.address_failures += 1;
+            report.device_failed |= err.is_device();
             tracing::warn!(error = %err, "address binding failed; the next sync retries");
             false
         }

@@ -229,6 +229,32 @@ fn multi_port_udp_ipv6_and_scheduler_annotation() {
             .all(|s| s.service.scheduler == Scheduler::Maglev)
     );
     assert_eq!(d.services.len(), 4);
+    // kube-proxy's --ipvs-scheduler=mh also sets mh-port
+    // (IP_VS_SVC_F_SCHED_MH_PORT, `-b mh-port`); an annotated mh too.
+    assert!(d.services.values().all(|s| {
+        s.service.flags.has(rvs_model::ServiceFlags::SCHED2)
+            && !s.service.flags.has(rvs_model::ServiceFlags::SCHED1)
+    }));
+}
+
+#[test]
+fn the_mh_scheduler_gets_the_mh_port_flag_and_others_none() {
+    let mh = ProxyConfig {
+        node_name: "node-a".into(),
+        scheduler: Scheduler::Maglev,
+        ..ProxyConfig::default()
+    };
+    let d = desired_with(WEB, &mh);
+    let s = &d.services[&tcp("10.96.0.10:80")].service;
+    assert_eq!(
+        s.flags,
+        rvs_model::ServiceFlags(rvs_model::ServiceFlags::SCHED2)
+    );
+    let d = desired(WEB);
+    assert_eq!(
+        d.services[&tcp("10.96.0.10:80")].service.flags,
+        rvs_model::ServiceFlags::default()
+    );
 }
 
 #[test]
@@ -280,4 +306,121 @@ fn the_example_manifests_load_and_plan() {
         addr: "127.0.10.53:5353".parse().unwrap(),
     };
     assert!(d.services[&dns].service.is_persistent());
+}
+
+/// kube-proxy's IPVS `syncEndpoint` with no local endpoint falls back to
+/// the cluster endpoints (kubernetes#97081), for every virtual server of
+/// a `Local` policy; an `internalTrafficPolicy: Local` Service nobody
+/// reaches from outside never computes cluster endpoints
+/// (`UsesClusterEndpoints`), so its cluster IP stays empty.
+#[test]
+fn local_policies_without_a_local_endpoint_fall_back_as_kube_proxy() {
+    let remote = "- {addresses: [10.244.2.6], nodeName: node-b}\n- {addresses: [10.244.3.7], nodeName: node-c, conditions: {ready: false}}\n";
+    let lb = "kind: Service\nmetadata: {name: l, namespace: default}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.50\n  externalIPs: [203.0.113.50]\n  externalTrafficPolicy: Local\n  ports: [{name: http, port: 80, nodePort: 30050}]\nstatus: {loadBalancer: {ingress: [{ip: 198.51.100.50}]}}\n";
+    let d = desired(&format!("{lb}---\n{}", slice("l-1", "l", 8080, remote)));
+    for key in [
+        "10.96.0.50:80",
+        "192.168.1.10:30050",
+        "198.51.100.50:80",
+        "203.0.113.50:80",
+    ] {
+        assert_eq!(dests(&d, &tcp(key)), ["10.244.2.6:8080"], "{key}");
+    }
+    // A local serving-terminating endpoint is a local endpoint: no
+    // fallback then.
+    let local_terminating = format!(
+        "{remote}- {{addresses: [10.244.1.9], nodeName: node-a, conditions: {{ready: false, serving: true, terminating: true}}}}\n"
+    );
+    let d = desired(&format!(
+        "{lb}---\n{}",
+        slice("l-1", "l", 8080, &local_terminating)
+    ));
+    assert_eq!(dests(&d, &tcp("192.168.1.10:30050")), ["10.244.1.9:8080"]);
+    assert_eq!(dests(&d, &tcp("10.96.0.50:80")), ["10.244.2.6:8080"]);
+
+    // internalTrafficPolicy: Local on a ClusterIP Service: no cluster
+    // endpoints are computed, so no fallback.
+    let itp = "kind: Service\nmetadata: {name: i, namespace: default}\nspec:\n  clusterIP: 10.96.0.51\n  internalTrafficPolicy: Local\n  ports: [{name: http, port: 80}]\n";
+    let d = desired(&format!("{itp}---\n{}", slice("i-1", "i", 8080, remote)));
+    assert!(dests(&d, &tcp("10.96.0.51:80")).is_empty());
+    // ...but with a node port the Service uses cluster endpoints, and its
+    // cluster IP falls back to them.
+    let itp_np = "kind: Service\nmetadata: {name: i, namespace: default}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.51\n  internalTrafficPolicy: Local\n  ports: [{name: http, port: 80, nodePort: 30051}]\n";
+    let d = desired(&format!("{itp_np}---\n{}", slice("i-1", "i", 8080, remote)));
+    assert_eq!(dests(&d, &tcp("10.96.0.51:80")), ["10.244.2.6:8080"]);
+    assert_eq!(dests(&d, &tcp("192.168.1.10:30051")), ["10.244.2.6:8080"]);
+}
+
+/// kube-proxy runs one proxier per family: a single-stack Service has
+/// nothing in the other family, neither on node addresses nor on
+/// external or load-balancer IPs of that family.
+#[test]
+fn a_single_stack_service_gets_no_virtual_servers_of_the_other_family() {
+    let dual_node = "kind: Node\nmetadata: {name: node-a}\nstatus:\n  addresses:\n  - {type: InternalIP, address: 192.168.1.10}\n  - {type: InternalIP, address: 'fd00:1::10'}\n";
+    let yaml = format!(
+        "{dual_node}---\nkind: Service\nmetadata: {{name: v4, namespace: default}}\nspec:\n  type: LoadBalancer\n  clusterIPs: [10.96.0.60]\n  externalIPs: [203.0.113.60, '2001:db8::60']\n  ports: [{{name: http, port: 80, nodePort: 30060}}]\nstatus: {{loadBalancer: {{ingress: [{{ip: 198.51.100.60}}, {{ip: '2001:db8:1::60'}}]}}}}\n"
+    );
+    let mut m = Manifests::default();
+    let mut errors = Vec::new();
+    parse_into(&yaml, "t.yaml", &mut m, &mut errors);
+    assert!(errors.is_empty(), "{errors:?}");
+    let (cluster, errors) = ClusterState::build(&m.services, &m.slices, &m.nodes, "node-a", None);
+    assert!(errors.is_empty(), "{errors:?}");
+    let config = ProxyConfig {
+        node_name: "node-a".into(),
+        ..ProxyConfig::default()
+    };
+    let d = desired_state(&cluster, &config);
+    let mut keys: Vec<String> = d.services.keys().map(ToString::to_string).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "TCP 10.96.0.60:80",
+            "TCP 192.168.1.10:30060",
+            "TCP 198.51.100.60:80",
+            "TCP 203.0.113.60:80",
+        ]
+    );
+    let bound: Vec<String> = d.addresses.iter().map(ToString::to_string).collect();
+    assert_eq!(bound, ["10.96.0.60", "198.51.100.60", "203.0.113.60"]);
+}
+
+/// An endpoint listed in two slices (moving between them, or a new pod
+/// reusing a terminating pod's IP) counts once; kube-proxy keeps the
+/// non-terminating copy whatever the order of the slices.
+#[test]
+fn a_duplicate_endpoint_counts_once_and_the_non_terminating_copy_wins() {
+    let terminating = "- {addresses: [10.244.1.5], conditions: {ready: false, serving: false, terminating: true}}\n";
+    let running = "- {addresses: [10.244.1.5], conditions: {ready: true}}\n";
+    for (a, b) in [(terminating, running), (running, terminating)] {
+        let d = desired(&format!(
+            "{WEB}---\n{}---\n{}",
+            slice("web-a", "web", 8080, a),
+            slice("web-b", "web", 8080, b)
+        ));
+        assert_eq!(dests(&d, &tcp("10.96.0.10:80")), ["10.244.1.5:8080"]);
+    }
+    // Two terminating copies: the first stays (neither replaces it), and
+    // an unset `serving` counts as serving.
+    let t1 = "- {addresses: [10.244.1.5], conditions: {ready: false, terminating: true}}\n";
+    let t2 = "- {addresses: [10.244.1.5], conditions: {ready: false, serving: false, terminating: true}}\n";
+    let d = desired(&format!(
+        "{WEB}---\n{}---\n{}",
+        slice("web-a", "web", 8080, t1),
+        slice("web-b", "web", 8080, t2)
+    ));
+    assert_eq!(dests(&d, &tcp("10.96.0.10:80")), ["10.244.1.5:8080"]);
+}
+
+#[test]
+fn empty_hint_lists_are_no_hints() {
+    let eps = "- {addresses: [10.244.1.5], hints: {forZones: [{name: zone-a}]}}\n- {addresses: [10.244.2.6], hints: {forZones: []}}\n";
+    let d = desired(&format!("{WEB}---\n{}", slice("web-1", "web", 8080, eps)));
+    assert_eq!(dests(&d, &tcp("10.96.0.10:80")).len(), 2);
+    // forNodes hints count (PreferSameTrafficDistribution is GA in
+    // v1.37: kube-proxy's --help lists no such gate).
+    let eps = "- {addresses: [10.244.1.5], hints: {forNodes: [{name: node-a}]}}\n- {addresses: [10.244.2.6], hints: {forNodes: [{name: node-b}]}}\n";
+    let d = desired(&format!("{WEB}---\n{}", slice("web-1", "web", 8080, eps)));
+    assert_eq!(dests(&d, &tcp("10.96.0.10:80")), ["10.244.1.5:8080"]);
 }

@@ -274,9 +274,18 @@ spec:
     let mut parse_errors = Vec::new();
     parse_into(bad, "bad.yaml", &mut m, &mut parse_errors);
     assert!(parse_errors.is_empty(), "{parse_errors:?}");
-    let (_, errors) = ClusterState::build(&m.services, &m.slices, &m.nodes, "node-a", None);
-    assert_eq!(errors.len(), 1);
-    assert_eq!(errors[0].field, "spec.loadBalancerSourceRanges[0]");
+    // kube-proxy (`MapCIDRsByIPFamily`) skips a range that does not
+    // parse and keeps the Service: so does rvs, with a warning.
+    let (c, errors) = ClusterState::build(&m.services, &m.slices, &m.nodes, "node-a", None);
+    assert!(errors.is_empty(), "{errors:?}");
+    let bad = &c.services[&rvs_proxy::cluster::ObjectName::new("default", "bad")];
+    assert!(bad.source_ranges.is_empty());
+    let mut warnings = Vec::new();
+    rvs_proxy::cluster::service_info_with(&m.services[0], None, &mut warnings)
+        .unwrap()
+        .unwrap();
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].field, "spec.loadBalancerSourceRanges[0]");
 }
 
 /// The API server's JSON (what the watchers decode) carries both fields

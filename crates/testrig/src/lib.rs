@@ -6,6 +6,9 @@
 //!   and exit code back through the serial console.
 //! * [`backend`]: named TCP/UDP servers on loopback addresses for
 //!   userspace end-to-end tests.
+//! * [`cgroup`]: child cgroups (v2) created and removed by the test, a
+//!   private bpffs, and client processes run inside them, for eBPF
+//!   programs attached to a cgroup.
 //! * [`netns`]: fresh network namespaces on the host kernel (for ipset,
 //!   iptables and nftables tests), removed even when a test fails.
 //! * [`sim`]: a simulated clock and the userspace IPVS core as an
@@ -46,6 +49,7 @@
 //! a skip is a failure: see [`skip`].
 
 pub mod backend;
+pub mod cgroup;
 pub mod control_plane;
 mod cpio;
 pub mod fixtures;

@@ -98,6 +98,14 @@ impl Iptables {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Whether this family's iptables works here: kube-proxy's
+    /// `Present()` lists the nat table's POSTROUTING chain and runs a
+    /// family without it not at all (`platformCheckSupported`); this
+    /// reads the nat table with `iptables-save -t nat`.
+    pub fn present(&self) -> bool {
+        self.save(Table::Nat).is_ok()
+    }
+
     /// `iptables-save -t TABLE`.
     pub fn save(&self, table: Table) -> Result<String, IptablesError> {
         self.run("save", &["-t", table.name()], table, None)

@@ -161,34 +161,13 @@ impl DirCache {
     /// Reads and validates one file: its objects, and every problem found.
     fn read(&self, file: &Path) -> (ClusterState, Vec<String>, bool) {
         let origin = file.display().to_string();
-        let mut objects = Manifests::default();
-        let mut doc_errors = Vec::new();
         match std::fs::read_to_string(file) {
-            Ok(text) => {
-                if origin.ends_with(".json")
-                    && let Some((cluster, errors)) =
-                        reduce_json_list(&text, &self.node_name, self.proxy_name.as_deref())
-                {
-                    return (cluster, errors, false);
-                }
-                parse_into(&text, &origin, &mut objects, &mut doc_errors);
+            Ok(text) => read_file_text(&text, &origin, &self.node_name, self.proxy_name.as_deref()),
+            Err(e) => {
+                let errors = vec![unreadable_file(origin, &e).to_string()];
+                (ClusterState::default(), errors, true)
             }
-            Err(e) => doc_errors.push(unreadable_file(origin, &e)),
         }
-        let unreadable = doc_errors.iter().any(|e| e.document == 0);
-        let (cluster, object_errors) = ClusterState::build(
-            &objects.services,
-            &objects.slices,
-            &objects.nodes,
-            &self.node_name,
-            self.proxy_name.as_deref(),
-        );
-        let errors = doc_errors
-            .iter()
-            .map(ToString::to_string)
-            .chain(object_errors.iter().map(ToString::to_string))
-            .collect();
-        (cluster, errors, unreadable)
     }
 
     /// Loads `dir`, re-reading only files added or changed since the last
@@ -483,6 +462,54 @@ pub fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, u64, Option<SystemTime>)>
         .collect())
 }
 
+/// One manifest file's text, as a cluster view for node `node_name` (and
+/// `--service-proxy-name`) with every problem found: a JSON `List` is
+/// reduced object by object while it is parsed ([`reduce_json_list`]);
+/// anything else takes the careful path ([`parse_into`], then
+/// [`ClusterState::build`]), which names the document and field of each
+/// problem. Both paths give the same view and errors for the same List.
+pub fn read_text(
+    text: &str,
+    origin: &str,
+    node_name: &str,
+    proxy_name: Option<&str>,
+) -> (ClusterState, Vec<String>) {
+    let (cluster, errors, _) = read_file_text(text, origin, node_name, proxy_name);
+    (cluster, errors)
+}
+
+/// [`read_text`], and whether the text as a whole could not be read (not
+/// YAML or JSON: a file caught half-written keeps its objects).
+fn read_file_text(
+    text: &str,
+    origin: &str,
+    node_name: &str,
+    proxy_name: Option<&str>,
+) -> (ClusterState, Vec<String>, bool) {
+    if origin.ends_with(".json")
+        && let Some((cluster, errors)) = reduce_json_list(text, node_name, proxy_name)
+    {
+        return (cluster, errors, false);
+    }
+    let mut objects = Manifests::default();
+    let mut doc_errors = Vec::new();
+    parse_into(text, origin, &mut objects, &mut doc_errors);
+    let (cluster, object_errors) = ClusterState::build(
+        &objects.services,
+        &objects.slices,
+        &objects.nodes,
+        node_name,
+        proxy_name,
+    );
+    let unreadable = doc_errors.iter().any(|e| e.document == 0);
+    let errors = doc_errors
+        .iter()
+        .map(ToString::to_string)
+        .chain(object_errors.iter().map(ToString::to_string))
+        .collect();
+    (cluster, errors, unreadable)
+}
+
 /// Parses one file's text, appending objects and errors.
 pub fn parse_into(text: &str, origin: &str, out: &mut Manifests, errors: &mut Vec<ManifestError>) {
     if origin.ends_with(".json") && parse_json_fast(text, out) {
@@ -573,7 +600,7 @@ fn parse_json_fast(text: &str, out: &mut Manifests) -> bool {
 /// internally tagged enum over the whole List would build). `None` when
 /// the file is not a List of well-formed objects: the careful path then
 /// reports each bad document with its field.
-fn reduce_json_list(
+pub fn reduce_json_list(
     text: &str,
     node_name: &str,
     proxy_name: Option<&str>,
