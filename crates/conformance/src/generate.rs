@@ -283,7 +283,8 @@ impl Gen {
             ty,
             family,
             v4: format!("10.96.{}.{}", 1 + n / 250, n % 250 + 1),
-            v6: format!("fd00:96::1:{n:x}"),
+            // Within the API server's IPv6 service range (a /112).
+            v6: format!("fd00:96::{:x}", 0x1000 + n),
             ports: Vec::new(),
             etp_local: false,
             itp_local: self.rng.chance(10),
@@ -779,6 +780,43 @@ mod tests {
             let again = Scenario::parse(&s.to_yaml(), "x.yaml").unwrap();
             assert_eq!(again.steps, s.steps);
         }
+    }
+
+    /// The API server refuses a cluster IP outside its service ranges
+    /// (`harness::SERVICE_CIDRS`: 10.96.0.0/16, fd00:96::/112).
+    #[test]
+    fn cluster_ips_are_in_the_service_ranges() {
+        let mut v6 = 0;
+        for seed in seeds(3, 30) {
+            for step in &generate(seed, 25, true).steps {
+                for doc in step.apply.iter().filter(|d| d["kind"] == "Service") {
+                    let ips = doc["spec"]["clusterIPs"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    for ip in ips.iter().chain(doc["spec"].get("clusterIP")) {
+                        let ip = ip.as_str().unwrap();
+                        if ip == "None" {
+                            continue;
+                        }
+                        match ip.parse::<std::net::IpAddr>().unwrap() {
+                            std::net::IpAddr::V4(a) => {
+                                assert_eq!(a.octets()[..2], [10, 96], "{ip}");
+                            }
+                            std::net::IpAddr::V6(a) => {
+                                v6 += 1;
+                                assert_eq!(
+                                    a.segments()[..7],
+                                    [0xfd00, 0x96, 0, 0, 0, 0, 0],
+                                    "{ip}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(v6 > 0, "no IPv6 cluster IP generated");
     }
 
     #[test]

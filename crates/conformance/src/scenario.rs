@@ -3,6 +3,7 @@
 //! A scenario is one YAML file (`*.yaml` or `*.yml`) holding one mapping:
 //!
 //! ```yaml
+//! name: etp-local                         # default: the file's stem
 //! description: externalTrafficPolicy Local with no local endpoint
 //! flags: [--cluster-cidr=10.244.0.0/16]   # kube-proxy flags, given to both proxies
 //! config: |                               # optional KubeProxyConfiguration (--config)

@@ -3,7 +3,7 @@
 //! for CI's budget (with the generated ones, see
 //! `crates/proxy-bin/tests/conformance_vm.rs`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code
 
 use rvs_conformance::scenario::{self, Scenario};
 use rvs_conformance::{Allowlist, generate};
@@ -45,6 +45,67 @@ fn a_scenario_directory_is_its_yaml_files() {
     assert_eq!(loaded.len(), 1);
     assert_eq!(loaded[0].name, "mine");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `RVS_CONFORMANCE_SCENARIOS` as the VM test and the command read it
+/// (`scenario::env_paths`, then `load_path` on each): directories and
+/// files, colon-separated, empty parts skipped. The variable is set for a
+/// child process of this test binary, which runs
+/// [`scenarios_named_by_the_environment`] and prints what it loaded.
+#[test]
+fn extra_scenario_directories_come_from_the_environment() {
+    let base = std::env::temp_dir().join(format!("rvs-conformance-env-{}", std::process::id()));
+    let (a, b) = (base.join("a"), base.join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let scenario = "description: x\nsteps: [{delete: [service/none]}]\n";
+    std::fs::write(a.join("one.yaml"), scenario).unwrap();
+    std::fs::write(b.join("two.yml"), scenario).unwrap();
+    std::fs::write(b.join("three.yaml"), scenario).unwrap();
+    std::fs::write(base.join("four.yaml"), scenario).unwrap();
+    let value = format!(
+        "{}:{}::{}",
+        a.display(),
+        b.display(),
+        base.join("four.yaml").display()
+    );
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "scenarios_named_by_the_environment",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(scenario::SCENARIOS_ENV, value)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&base);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("loaded from the environment: one, three, two, four\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+#[ignore = "a child of extra_scenario_directories_come_from_the_environment"]
+fn scenarios_named_by_the_environment() {
+    let mut names = Vec::new();
+    for path in scenario::env_paths() {
+        names.extend(
+            scenario::load_path(&path)
+                .unwrap()
+                .into_iter()
+                .map(|s| s.name),
+        );
+    }
+    println!("loaded from the environment: {}", names.join(", "));
 }
 
 #[test]
