@@ -85,6 +85,19 @@ pub enum HarnessError {
     },
 }
 
+impl HarnessError {
+    /// The scenario whose step stopped the run (a kubectl refusal, a
+    /// guest that did not get through), for a replay hint.
+    pub fn scenario(&self) -> Option<&str> {
+        match self {
+            HarnessError::Kubectl { label, .. } | HarnessError::Guest { label, .. } => {
+                label.split('/').next()
+            }
+            HarnessError::Rig(_) => None,
+        }
+    }
+}
+
 impl From<RigError> for HarnessError {
     fn from(e: RigError) -> Self {
         HarnessError::Rig(Box::new(e))
@@ -290,6 +303,12 @@ impl Harness {
         let mut queue: Vec<usize> = (0..total).collect();
         queue.sort_by_key(|&b| std::cmp::Reverse(size(&groups[b])));
         let queue = std::sync::Mutex::new(std::collections::VecDeque::from(queue));
+        let overall = Overall {
+            done: std::sync::atomic::AtomicUsize::new(0),
+            total: scenarios.iter().map(|s| s.steps.len()).sum(),
+            started,
+        };
+        let overall = &overall;
         type Done = Result<(Vec<StepOutcome>, BatchOutcome), HarnessError>;
         let results: std::sync::Mutex<BTreeMap<usize, Done>> =
             std::sync::Mutex::new(BTreeMap::new());
@@ -312,7 +331,8 @@ impl Harness {
                             names.join(", "),
                             profile.flags
                         ));
-                        let done = lane.run_batch(b, profile, members, allowlist, progress);
+                        let done =
+                            lane.run_batch(b, profile, members, allowlist, progress, overall);
                         let failed = done.is_err();
                         if let Ok(mut r) = results.lock() {
                             r.insert(b, done);
@@ -346,6 +366,13 @@ impl Harness {
     }
 }
 
+/// The run's progress across lanes: scenario steps started of all.
+struct Overall {
+    done: std::sync::atomic::AtomicUsize,
+    total: usize,
+    started: Instant,
+}
+
 impl Lane<'_> {
     fn run_batch(
         &self,
@@ -354,6 +381,7 @@ impl Lane<'_> {
         scenarios: &[&Scenario],
         allowlist: &Allowlist,
         progress: &(dyn Fn(&str) + Sync),
+        overall: &Overall,
     ) -> Result<(Vec<StepOutcome>, BatchOutcome), HarnessError> {
         let started = Instant::now();
         let first = scenarios.first().map(|s| s.name.as_str()).unwrap_or("-");
@@ -395,11 +423,21 @@ impl Lane<'_> {
                 self.apply_step(step, label)?;
             }
             self.move_marker(MARKER_BASE_PORT + i as u32, label)?;
+            let done = if host_step.step.is_some() {
+                overall
+                    .done
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1
+            } else {
+                overall.done.load(std::sync::atomic::Ordering::Relaxed)
+            };
             progress(&format!(
-                "  [{}] step {i}/{}: {label} (host: {:.1?})",
+                "  [{}] step {i}/{}: {label} (host: {:.1?}; run: {done}/{} scenario steps, {}s)",
                 index + 1,
                 steps.len() - 1,
-                host_started.elapsed()
+                host_started.elapsed(),
+                overall.total,
+                overall.started.elapsed().as_secs()
             ));
         }
         let last = steps.last().map(|s| s.label.as_str()).unwrap_or("-");

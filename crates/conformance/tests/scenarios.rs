@@ -23,6 +23,38 @@ fn the_shipped_scenarios_parse_and_have_unique_names() {
     }
 }
 
+/// The API server refuses node ports and health check node ports outside
+/// its range (the default, 30000-32767), which stops the whole run.
+#[test]
+fn the_shipped_scenarios_node_ports_are_in_range() {
+    fn walk(v: &serde_json::Value, what: &str, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    if k == "nodePort" || k == "healthCheckNodePort" {
+                        let p = x.as_u64().unwrap_or(0);
+                        if !(30000..=32767).contains(&p) {
+                            out.push(format!("{what}: {k} {x}"));
+                        }
+                    }
+                    walk(x, what, out);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, what, out)),
+            _ => {}
+        }
+    }
+    let mut bad = Vec::new();
+    for s in scenario::load_dir(&scenario::builtin_dir()).unwrap() {
+        for step in &s.steps {
+            for doc in &step.apply {
+                walk(doc, &format!("{}/{}", s.name, step.name), &mut bad);
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+}
+
 #[test]
 fn the_allowlist_parses_and_every_entry_has_a_reason() {
     let list = Allowlist::load(&Allowlist::builtin_path()).unwrap();

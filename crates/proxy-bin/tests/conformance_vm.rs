@@ -60,9 +60,17 @@ fn rvs_proxy_matches_kube_proxy_step_by_step() {
         scenarios.len()
     );
 
-    let report = harness
-        .run(&scenarios, &allowlist, &|line| eprintln!("{line}"))
-        .unwrap();
+    let report = match harness.run(&scenarios, &allowlist, &|line| eprintln!("{line}")) {
+        Ok(report) => report,
+        Err(e) => {
+            let hint = e
+                .scenario()
+                .and_then(|name| generate::replay_hint(name, GENERATED_STEPS))
+                .map(|hint| format!("\nreplay: {hint}"))
+                .unwrap_or_default();
+            panic!("{e}{hint}");
+        }
+    };
     let text = report.render();
     eprintln!("{text}");
     let failing: std::collections::BTreeSet<&str> = report

@@ -269,7 +269,18 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         if batch.is_empty() {
             break;
         }
-        let r = harness.run(&batch, &allowlist, &progress)?;
+        let r = match harness.run(&batch, &allowlist, &progress) {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(name) = e.scenario() {
+                    let n = steps.get(name).copied().unwrap_or(cli.steps);
+                    if let Some(hint) = generate::replay_hint(name, n) {
+                        eprintln!("replay {name}: {hint}");
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         report.steps.extend(r.steps.into_iter().map(|mut s| {
             s.batch += report.batches.len();
             s
