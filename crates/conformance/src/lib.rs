@@ -1,10 +1,10 @@
 //! rvs-conformance: rvs-proxy checked differentially against the real
 //! kube-proxy in IPVS mode, on the same API objects and the same kernel.
 //!
-//! A [`Scenario`](scenario::Scenario) is a node (its Node object, guest
+//! A [`Scenario`] is a node (its Node object, guest
 //! setup), the proxies' flags, and a sequence of steps (objects applied
 //! and deleted with kubectl, guest commands). The
-//! [`Harness`](harness::Harness) runs scenarios in batches: for each
+//! [`Harness`] runs scenarios in batches: for each
 //! batch it boots two VMs on the same kernel, one with
 //! `kube-proxy --proxy-mode=ipvs`, one with `rvs-proxy --dataplane kernel`,
 //! both watching one kube-apiserver on the host, and drives them in
