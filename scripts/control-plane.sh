@@ -39,7 +39,8 @@
 #   RVS_ETCD_PORT            etcd client port      (default: a free port)
 #   RVS_ETCD_PEER_PORT       etcd peer port        (default: a free port)
 #   RVS_APISERVER_PORT       kube-apiserver port   (default: a free port)
-#   RVS_SERVICE_CIDR         default 10.96.0.0/16
+#   RVS_SERVICE_CIDR         default 10.96.0.0/16; two comma-separated CIDRs
+#                            (IPv4 first) make the cluster dual-stack
 #   RVS_NODE_NAME            default rvs-node
 #   RVS_NODE_IP              default 127.0.0.1 (Node InternalIP)
 #   RVS_NODE_ZONE            default zone-a (topology.kubernetes.io/zone)
@@ -382,7 +383,7 @@ cmd_up() {
 	local t0 svc_cidr svc_ip etcd_port peer_port api_port
 	t0="$(now_ms)"
 	svc_cidr="${RVS_SERVICE_CIDR:-10.96.0.0/16}"
-	svc_ip="$(first_service_ip "${svc_cidr}")"
+	svc_ip="$(first_service_ip "${svc_cidr%%,*}")"
 	etcd_port="${RVS_ETCD_PORT:-$(free_port)}"
 	peer_port="${RVS_ETCD_PEER_PORT:-$(free_port "${etcd_port}")}"
 	api_port="${RVS_APISERVER_PORT:-$(free_port "${etcd_port}" "${peer_port}")}"

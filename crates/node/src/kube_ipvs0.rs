@@ -4,8 +4,9 @@
 //! Like kube-proxy, the proxy binds every cluster, external and
 //! load-balancer IP to a dummy device named `kube-ipvs0` so the kernel
 //! accepts packets to them and IPVS (hooked at LOCAL_IN) can forward them.
-//! The device is created when missing and left down (local routes exist
-//! for its addresses regardless). Addresses are managed over rtnetlink.
+//! The device is created when missing (with kube-proxy's transmit queue
+//! length, 0) and left down (local routes exist for its addresses
+//! regardless). Addresses are managed over rtnetlink.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -85,7 +86,10 @@ impl KubeIpvs0 {
             .block_on(async move {
                 handle
                     .link()
-                    .add(LinkDummy::new(DEVICE).build())
+                    // A transmit queue length of 0, as kube-proxy's device
+                    // has (netlink sends the zero of its default
+                    // attributes); the kernel's default for a dummy is 1000.
+                    .add(LinkDummy::new(DEVICE).txqueuelen(0).build())
                     .execute()
                     .await
             })

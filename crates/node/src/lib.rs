@@ -26,7 +26,7 @@ use rvs_netfilter::iptables::Backend;
 use rvs_proxy::ProxyConfig;
 use rvs_proxy::cluster::{ClusterState, ObjectName};
 use rvs_proxy::ipsets::IpFamily;
-use rvs_proxy::run::{NodeReport, NodeSide};
+use rvs_proxy::run::{ConntrackCleanup, NodeReport, NodeSide};
 use rvs_proxy::sync::{BindError, SyncError, SyncReport, Syncer};
 
 pub use conntrack::{ConntrackBackend, KernelConntrack};
@@ -160,7 +160,12 @@ impl<S: SetBackend, R: RuleBackend, C: ConntrackBackend> KernelSide<S, R, C> {
     /// UDP endpoints (or a failed one waits for a full sync). A failure is
     /// logged, as kube-proxy logs it, and not counted as a failed sync;
     /// the next full sync tries again.
-    fn clean_conntrack(&mut self, cluster: &ClusterState, changed: Option<&BTreeSet<ObjectName>>) {
+    fn clean_conntrack(
+        &mut self,
+        cluster: &ClusterState,
+        changed: Option<&BTreeSet<ObjectName>>,
+    ) -> Vec<ConntrackCleanup> {
+        let mut done = Vec::new();
         for family in self.families.clone() {
             let required = self.udp_endpoints.update(cluster, family, changed);
             let retry = changed.is_none() && self.cleanup_failed.contains(&family);
@@ -171,6 +176,11 @@ impl<S: SetBackend, R: RuleBackend, C: ConntrackBackend> KernelSide<S, R, C> {
             match conntrack::clean_stale_entries(&mut self.conntrack, cluster, family) {
                 Ok(report) => {
                     self.cleanup_failed.remove(&family);
+                    done.push(ConntrackCleanup {
+                        family,
+                        duration: started.elapsed(),
+                        deleted: report.deleted,
+                    });
                     let elapsed_ms = started.elapsed().as_millis();
                     if report.deleted > 0 {
                         tracing::info!(
@@ -199,6 +209,7 @@ impl<S: SetBackend, R: RuleBackend, C: ConntrackBackend> KernelSide<S, R, C> {
                 }
             }
         }
+        done
     }
 }
 
@@ -215,7 +226,7 @@ impl<S: SetBackend, R: RuleBackend, C: ConntrackBackend> NodeSide for KernelSide
         }
         // Last, as kube-proxy's syncProxyRules: the real servers are gone
         // from IPVS by now, so no new entry points at them.
-        self.clean_conntrack(cluster, changed);
+        report.conntrack_cleanups = self.clean_conntrack(cluster, changed);
         report
     }
 }

@@ -452,17 +452,23 @@ fn stale_udp_entries_are_cleared_when_udp_endpoints_change() {
     let new = udp_flow("10.0.0.6:40000", "10.96.0.53:53", "10.244.0.2:5353");
     fake.0.borrow_mut().flows = vec![old, new];
     // The first sync: every endpoint is new; both endpoints serve.
-    side.after_sync(
+    let report = side.after_sync(
         &with_dns(cluster(1, &[]), &["10.244.0.1", "10.244.0.2"]),
         &config(),
         None,
     );
     assert_eq!(fake.0.borrow().lists, 1);
+    // Reported for the conntrack reconciler's metrics, as kube-proxy
+    // observes every cleanup that ran.
+    assert_eq!(report.conntrack_cleanups.len(), 1);
+    assert_eq!(report.conntrack_cleanups[0].family, IpFamily::V4);
+    assert_eq!(report.conntrack_cleanups[0].deleted, 0);
     assert_eq!(fake.0.borrow().flows.len(), 2);
     // A TCP Service changes: no cleanup.
     let c = with_dns(cluster(2, &[]), &["10.244.0.1", "10.244.0.2"]);
-    side.after_sync(&c, &config(), Some(&changed(&["s1"])));
+    let report = side.after_sync(&c, &config(), Some(&changed(&["s1"])));
     assert_eq!(fake.0.borrow().lists, 1);
+    assert!(report.conntrack_cleanups.is_empty());
     // A full sync without endpoint changes: none either.
     side.after_sync(&c, &config(), None);
     assert_eq!(fake.0.borrow().lists, 1);
@@ -472,6 +478,8 @@ fn stale_udp_entries_are_cleared_when_udp_endpoints_change() {
     assert_eq!(report.failures, 0);
     assert_eq!(fake.0.borrow().lists, 2);
     assert_eq!(fake.0.borrow().flows, [new]);
+    assert_eq!(report.conntrack_cleanups.len(), 1);
+    assert_eq!(report.conntrack_cleanups[0].deleted, 1);
 }
 
 #[test]

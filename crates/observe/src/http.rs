@@ -27,6 +27,9 @@ pub(crate) struct Reply {
     pub(crate) status: u16,
     pub(crate) content_type: &'static str,
     pub(crate) body: String,
+    /// `X-Load-Balancing-Endpoint-Weight`: the health check node port's
+    /// count of local endpoints, which load balancers may weigh nodes by.
+    pub(crate) endpoint_weight: Option<usize>,
 }
 
 impl Reply {
@@ -35,6 +38,7 @@ impl Reply {
             status,
             content_type: "application/json",
             body,
+            endpoint_weight: None,
         }
     }
 
@@ -43,6 +47,7 @@ impl Reply {
             status,
             content_type: "text/plain; charset=utf-8",
             body: body.to_owned(),
+            endpoint_weight: None,
         }
     }
 
@@ -64,6 +69,12 @@ fn response(reply: Reply) -> Response<Full<Bytes>> {
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
+    if let Some(weight) = reply.endpoint_weight {
+        headers.insert(
+            "x-load-balancing-endpoint-weight",
+            HeaderValue::from(weight),
+        );
+    }
     resp
 }
 
@@ -132,7 +143,10 @@ pub(crate) async fn run_server(
                 let reply = handler(req.uri().path());
                 async move { Ok::<_, Infallible>(response(reply)) }
             });
+            // half_close: a client that shuts down its sending side after
+            // its request still gets the answer, as from Go's net/http.
             let _ = hyper::server::conn::http1::Builder::new()
+                .half_close(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30))
                 .serve_connection(TokioIo::new(stream), service)
@@ -313,6 +327,7 @@ pub fn serve(
             status: 200,
             content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
             body: m.encode(),
+            endpoint_weight: None,
         },
         "/healthz" => Reply::text(200, "ok"),
         "/proxyMode" => Reply::text(200, &mode),

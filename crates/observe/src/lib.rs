@@ -1,7 +1,8 @@
 //! Observability for `rvs-proxy`, as kube-proxy offers it:
 //!
 //! * [`Metrics`]: kube-proxy's Prometheus metrics (same names, types,
-//!   labels and buckets) plus rvs's own, in one registry.
+//!   labels and buckets, the standard `process_*` ones included) plus
+//!   rvs's own, in one registry.
 //! * [`HealthState`]: kube-proxy's proxier health rules (a queued change
 //!   not applied within the health timeout makes the proxy unhealthy; a
 //!   Node being deleted makes `/healthz`, not `/livez`, fail).
@@ -66,6 +67,7 @@ mod gotime;
 mod health;
 mod http;
 mod metrics;
+mod process;
 mod service_health;
 
 use std::net::SocketAddr;

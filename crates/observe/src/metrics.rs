@@ -151,6 +151,8 @@ struct Inner {
     service_changes_total: Counter,
     service_changes_pending: Gauge,
     iptables_restore_failures: Family<FamilyLabel, Counter>,
+    conntrack_reconciler_duration: HistogramFamily,
+    conntrack_reconciler_deleted: Family<FamilyLabel, Counter>,
     no_local_endpoints: Family<PolicyLabels, Gauge>,
     healthz_total: Family<[(&'static str, &'static str); 1], Counter>,
     livez_total: Family<[(&'static str, &'static str); 1], Counter>,
@@ -232,6 +234,10 @@ impl Metrics {
             service_changes_total: Counter::default(),
             service_changes_pending: Gauge::default(),
             iptables_restore_failures: Family::default(),
+            conntrack_reconciler_duration: HistogramFamily::new_with_constructor(
+                sync_histogram as fn() -> Histogram,
+            ),
+            conntrack_reconciler_deleted: Family::default(),
             no_local_endpoints: Family::default(),
             healthz_total: Family::default(),
             livez_total: Family::default(),
@@ -297,6 +303,16 @@ impl Metrics {
             "Cumulative proxy iptables restore failures",
             inner.iptables_restore_failures.clone(),
         );
+        registry.register(
+            "kubeproxy_conntrack_reconciler_sync_duration_seconds",
+            "ReconcileConntrackFlowsLatency latency in seconds",
+            inner.conntrack_reconciler_duration.clone(),
+        );
+        registry.register(
+            "kubeproxy_conntrack_reconciler_deleted_entries",
+            "Cumulative conntrack flows deleted by conntrack reconciler",
+            inner.conntrack_reconciler_deleted.clone(),
+        );
         // A gauge whose name ends in `_total`, as kube-proxy named it.
         registry.register(
             "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
@@ -334,6 +350,7 @@ impl Metrics {
             inner.ipset_failures.clone(),
         );
         registry.register_collector(Box::new(Arc::clone(&inner.virtual_services)));
+        registry.register_collector(Box::new(crate::process::ProcessCollector));
         let mut inner = inner;
         inner.registry = registry;
         let m = Metrics {
@@ -482,6 +499,21 @@ impl Metrics {
             .iptables_restore_failures
             .get_or_create(&family_label(family))
             .inc();
+    }
+
+    /// The stale UDP conntrack cleanup of `family` ran (kube-proxy's
+    /// conntrack reconciler): it took `duration` and deleted `deleted`
+    /// entries. Both series appear with the first cleanup, as kube-proxy's.
+    pub fn conntrack_reconciled(&self, family: IpFamily, duration: Duration, deleted: u64) {
+        let l = family_label(family);
+        self.inner
+            .conntrack_reconciler_duration
+            .get_or_create(&l)
+            .observe(duration.as_secs_f64());
+        self.inner
+            .conntrack_reconciler_deleted
+            .get_or_create(&l)
+            .inc_by(deleted);
     }
 
     /// One ipset update failed.

@@ -172,6 +172,7 @@ fn handler(name: ServiceName, local: Arc<AtomicUsize>, health: HealthState) -> H
             status: if count > 0 && healthy { 200 } else { 503 },
             content_type: "application/json",
             body: body(&name, count, healthy),
+            endpoint_weight: Some(count),
         }
     })
 }

@@ -56,6 +56,7 @@ fn metrics_have_kube_proxys_names_types_and_values() {
     metrics.sync_finished(SyncKind::Partial, Duration::from_millis(20), false);
     metrics.network_programming(Duration::from_millis(700));
     metrics.iptables_restore_failed(IpFamily::V6);
+    metrics.conntrack_reconciled(IpFamily::V4, Duration::from_millis(2), 3);
     metrics.no_local_endpoints(IpFamily::V4, 1, 2);
     metrics.reconciler_ops(OpKind::AddDestination, 7);
     metrics.dataplane_errors(OpKind::DeleteService, 1);
@@ -123,6 +124,19 @@ fn metrics_have_kube_proxys_names_types_and_values() {
         ("rvs_dataplane_errors", "counter"),
         ("rvs_virtual_service_connections", "counter"),
         ("rvs_virtual_service_in_bytes", "counter"),
+        (
+            "kubeproxy_conntrack_reconciler_sync_duration_seconds",
+            "histogram",
+        ),
+        ("kubeproxy_conntrack_reconciler_deleted_entries", "counter"),
+        // Go's process collector, as every Kubernetes component has it.
+        ("process_cpu_seconds", "counter"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_virtual_memory_max_bytes", "gauge"),
+        ("process_start_time_seconds", "gauge"),
     ] {
         assert!(
             t.contains(&format!("# TYPE {name} {kind}\n")),
@@ -130,6 +144,14 @@ fn metrics_have_kube_proxys_names_types_and_values() {
         );
     }
     assert!(t.ends_with("# EOF\n"));
+    assert!(sample(t, "process_resident_memory_bytes").unwrap() > 0.0);
+    assert_eq!(
+        sample(
+            t,
+            "kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family=\"IPv4\"}"
+        ),
+        Some(3.0)
+    );
     // Counter families without a series yet are left out, as client_golang
     // leaves out an untouched CounterVec.
     assert!(!t.contains("kubeproxy_proxy_healthz"));
@@ -346,6 +368,27 @@ fn healthz_and_livez_follow_kube_proxys_rules() {
     );
 }
 
+/// A client that shuts down its sending side after the request (busybox
+/// `nc` does) still gets the whole answer, as from Go's net/http.
+#[test]
+fn a_half_closed_request_is_answered() {
+    use std::io::{Read, Write};
+    let metrics = Metrics::new(&[IpFamily::V4]);
+    let health = HealthState::new(Duration::from_secs(60), &[IpFamily::V4]);
+    let running = serve(&local(), &metrics, &health, runtime()).unwrap();
+    let addr = running.healthz_addr().unwrap();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.0 200"), "{answer:?}");
+        assert!(answer.contains("\"nodeEligible\":true"), "{answer:?}");
+    }
+}
+
 #[test]
 fn disabled_servers_do_not_listen() {
     let metrics = Metrics::new(&[IpFamily::V4]);
@@ -439,6 +482,11 @@ fn health_check_node_ports_open_answer_and_close() {
     let r = get(web_addr, "/").unwrap();
     assert_eq!(r.status, 200);
     assert!(r.headers.contains("content-type: application/json"));
+    assert!(
+        r.headers.contains("x-load-balancing-endpoint-weight: 2"),
+        "{}",
+        r.headers
+    );
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["service"]["namespace"], "default");
     assert_eq!(v["service"]["name"], "web");
@@ -446,6 +494,11 @@ fn health_check_node_ports_open_answer_and_close() {
     assert_eq!(v["serviceProxyHealthy"], true);
     let r = get(db_addr, "/anything").unwrap();
     assert_eq!(r.status, 503);
+    assert!(
+        r.headers.contains("x-load-balancing-endpoint-weight: 0"),
+        "{}",
+        r.headers
+    );
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["localEndpoints"], 0);
 

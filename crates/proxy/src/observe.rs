@@ -148,6 +148,13 @@ impl SyncObserver for Observer {
             self.metrics
                 .iptables_restore_failed(observe_family(*family));
         }
+        for c in &node.conntrack_cleanups {
+            self.metrics.conntrack_reconciled(
+                observe_family(c.family),
+                c.duration,
+                u64::try_from(c.deleted).unwrap_or(u64::MAX),
+            );
+        }
         if let Some(cluster) = cluster {
             // kube-proxy's SyncNode: a Node going away fails /healthz
             // (not /livez); an unknown Node leaves it as it was.
@@ -562,6 +569,51 @@ mod tests {
             None,
         );
         assert_eq!(livez(&o).0, 200);
+        o.stop();
+    }
+
+    /// A conntrack cleanup the node side ran shows as kube-proxy's
+    /// conntrack reconciler metrics.
+    #[test]
+    fn conntrack_cleanups_feed_the_reconciler_metrics() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut o = observer(&runtime);
+        assert!(
+            !o.metrics
+                .encode()
+                .contains("kubeproxy_conntrack_reconciler_deleted_entries_total")
+        );
+        let node = NodeReport {
+            conntrack_cleanups: vec![crate::run::ConntrackCleanup {
+                family: ipsets::IpFamily::V4,
+                duration: Duration::from_millis(5),
+                deleted: 2,
+            }],
+            ..NodeReport::default()
+        };
+        o.synced(
+            SyncKind::Partial,
+            Duration::ZERO,
+            Some(&SyncReport::default()),
+            &node,
+            None,
+        );
+        let text = o.metrics.encode();
+        assert!(
+            text.contains(
+                "kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family=\"IPv4\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "kubeproxy_conntrack_reconciler_sync_duration_seconds_count{ip_family=\"IPv4\"} 1\n"
+            ),
+            "{text}"
+        );
         o.stop();
     }
 }

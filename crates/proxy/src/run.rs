@@ -58,6 +58,20 @@ pub struct NodeReport {
     pub ipset_time: Duration,
     /// Time spent on rules.
     pub iptables_time: Duration,
+    /// Stale UDP conntrack cleanups that ran (kube-proxy's conntrack
+    /// reconciler), for its metrics.
+    pub conntrack_cleanups: Vec<ConntrackCleanup>,
+}
+
+/// One family's stale UDP conntrack cleanup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConntrackCleanup {
+    /// The family cleaned.
+    pub family: crate::ipsets::IpFamily,
+    /// How long listing and deleting took.
+    pub duration: Duration,
+    /// Entries deleted.
+    pub deleted: usize,
 }
 
 /// What programs the node besides the dataplane's virtual servers (on the
@@ -88,6 +102,7 @@ impl<A: NodeSide, B: NodeSide> NodeSide for (A, B) {
         a.failures += b.failures;
         a.ipset_time += b.ipset_time;
         a.iptables_time += b.iptables_time;
+        a.conntrack_cleanups.extend(b.conntrack_cleanups);
         for f in b.unsynced_families {
             if !a.unsynced_families.contains(&f) {
                 a.unsynced_families.push(f);

@@ -59,6 +59,7 @@ pub struct VmJob {
     timeout: Duration,
     memory_mib: u32,
     forward: Option<(SocketAddrV4, u16)>,
+    kernel_args: Vec<String>,
 }
 
 /// What a job printed and how it ended.
@@ -173,6 +174,7 @@ impl VmJob {
             timeout: Duration::from_secs(180),
             memory_mib: 1024,
             forward: None,
+            kernel_args: Vec::new(),
         }
     }
 
@@ -226,6 +228,13 @@ impl VmJob {
     /// Sets the guest's memory.
     pub fn memory_mib(mut self, memory_mib: u32) -> VmJob {
         self.memory_mib = memory_mib;
+        self
+    }
+
+    /// Adds a kernel command-line argument, e.g. `ipv6.disable=1` for a
+    /// guest without IPv6.
+    pub fn kernel_arg(mut self, arg: &str) -> VmJob {
+        self.kernel_args.push(arg.to_owned());
         self
     }
 }
@@ -327,10 +336,13 @@ fn boot(
     .arg(kernel)
     .arg("-initrd")
     .arg(&initrd.0)
-    .args([
-        "-append",
-        "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=1 printk.devkmsg=off",
-    ])
+    .arg("-append")
+    .arg(
+        std::iter::once("console=ttyS0 rdinit=/init panic=-1 quiet loglevel=1 printk.devkmsg=off")
+            .chain(job.kernel_args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
