@@ -772,7 +772,7 @@ impl Lane<'_> {
 /// A copy of `binary` without debug information (`objcopy
 /// --strip-debug`), in a directory removed on drop; `None` when objcopy
 /// is missing or fails.
-fn strip_debug(binary: &std::path::Path) -> Option<(rvs_testrig::TempDir, PathBuf)> {
+pub fn strip_debug(binary: &std::path::Path) -> Option<(rvs_testrig::TempDir, PathBuf)> {
     let dir = rvs_testrig::TempDir::new("rvs-conformance-bin").ok()?;
     let name = binary.file_name()?;
     let out = dir.path().join(name);
@@ -787,7 +787,11 @@ fn strip_debug(binary: &std::path::Path) -> Option<(rvs_testrig::TempDir, PathBu
     ok.then_some((dir, out))
 }
 
-fn start_plane() -> Result<ControlPlane, RigError> {
+/// A control plane as the harness's lanes have: the guests' address
+/// ([`GUEST_API`]) in its certificate, the service CIDRs
+/// [`SERVICE_CIDRS`], and the Node [`DEFAULT_NODE_NAME`] at
+/// [`GUEST_NODE_IP`].
+pub fn start_plane() -> Result<ControlPlane, RigError> {
     let guest_api = GUEST_API.split(':').next().unwrap_or_default();
     ControlPlane::options()
         .extra_san(guest_api)

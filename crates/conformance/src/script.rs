@@ -122,7 +122,12 @@ pub fn reachable(bind: &str, default_port: u16) -> (String, u16) {
     (host.to_owned(), port)
 }
 
-const FUNCTIONS: &str = r#"
+/// The shell functions every guest script defines (`snapshot`,
+/// `sync_state`, `http_get`, `converge`, `dump`, …), for scripts of other
+/// tests too. Set `IP`, `M_ADDR`, `M_PORT`, `H_ADDR`, `H_PORT`, `SYSCTLS`
+/// and `MARKER_RS_HEX` before them, and `PROXY` to the proxy's process id
+/// (see [`render`]).
+pub const FUNCTIONS: &str = r#"
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
 alive() { kill -0 "$PROXY" 2>/dev/null; }
 # http_get ADDR PORT PATH: the whole response, or nothing. The request
