@@ -448,7 +448,7 @@ pub fn console_value(console: &str, key: &str) -> Option<String> {
         .lines()
         .flat_map(str::split_whitespace)
         .filter_map(|w| w.strip_prefix(&prefix))
-        .last()
+        .next_back()
         .map(str::to_owned)
 }
 
