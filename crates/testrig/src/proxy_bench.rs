@@ -349,7 +349,9 @@ sync_metrics() {
 }
 # settle FROM_MS CAP_MS: until the proxy has finished a sync and no other
 # one for 3 s (its count of syncs unchanged); DONE_MS is when the count
-# last moved, since FROM_MS (-1 at the cap).
+# last moved, since FROM_MS (-1 at the cap). A sync already running but not
+# yet counted is not seen: a proxy whose next sync starts right away (a
+# periodic full resync) looks settled.
 settle() {
     prev=-1; moved=$(ms)
     while :; do
