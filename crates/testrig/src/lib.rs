@@ -22,6 +22,9 @@
 //!   ([`ControlPlane`], from `scripts/control-plane.sh`), with `kubectl`,
 //!   API server stop/start (an outage), etcd compaction, and kubeconfigs
 //!   for tokens or other server addresses; taken down when dropped.
+//! * [`proxy_bench`]: scale benches of a proxy under test (kube-proxy or
+//!   rvs-proxy) in the VM against a [`ControlPlane`]: synthetic clusters
+//!   created in bulk, completion polling in the guest, `/proc` sampling.
 //! * [`relay`]: a loopback TCP relay a test cuts and restores, to
 //!   disconnect a client (rvs-proxy) from the API server while both run.
 //! * [`sandbox`]: re-runs a test in a fresh user, network, PID and mount
@@ -58,6 +61,7 @@ pub mod image;
 pub mod kernel;
 pub mod netns;
 pub mod process;
+pub mod proxy_bench;
 pub mod relay;
 pub mod sandbox;
 pub mod sim;
