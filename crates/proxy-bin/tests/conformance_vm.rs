@@ -81,7 +81,11 @@ fn rvs_proxy_matches_kube_proxy_step_by_step() {
     eprintln!(
         "{TEST}: {} scenarios ({}), generated from seed {seed:#x}",
         scenarios.len(),
-        if full { "full" } else { "short: RVS_CONFORMANCE_FULL=1 for all" }
+        if full {
+            "full"
+        } else {
+            "short: RVS_CONFORMANCE_FULL=1 for all"
+        }
     );
 
     let report = match harness.run(&scenarios, &allowlist, &|line| eprintln!("{line}")) {
