@@ -212,21 +212,13 @@ fn local_policies(
         let Some(port) = service.health_check_node_port else {
             continue;
         };
-        let mut ready = BTreeSet::new();
-        for slice in slices.get(name).into_iter().flatten() {
-            for ep in &slice.endpoints {
-                if ep.ready && node.is_some() && ep.node_name.as_deref() == node {
-                    for port in &slice.ports {
-                        ready.insert((ep.addr, port.port));
-                    }
-                }
-            }
-        }
+        let local_endpoints =
+            local_ready_endpoints(slices.get(name).into_iter().flatten().copied(), node);
         wanted.insert(
             ServiceName::new(name.namespace.clone(), name.name.clone()),
             ServiceHealth {
                 port,
-                local_endpoints: ready.len(),
+                local_endpoints,
             },
         );
     }
@@ -245,6 +237,29 @@ fn local_policies(
 type ServicesByFamily<'a> = BTreeMap<IpFamily, BTreeSet<&'a ObjectName>>;
 
 /// Services per family counted by kube-proxy's
+/// A Service's ready endpoints on `node`, as its health check node port
+/// reports them: distinct addresses, as kube-proxy counts them (one pod
+/// serving 80 and 443 is one endpoint, not two). An endpoint counts only
+/// in a slice with ports, as kube-proxy's map is keyed by port.
+fn local_ready_endpoints<'a>(
+    slices: impl IntoIterator<Item = &'a SliceInfo>,
+    node: Option<&str>,
+) -> usize {
+    let Some(node) = node else { return 0 };
+    let mut ready = BTreeSet::new();
+    for slice in slices {
+        if slice.ports.is_empty() {
+            continue;
+        }
+        for ep in &slice.endpoints {
+            if ep.ready && ep.node_name.as_deref() == Some(node) {
+                ready.insert(ep.addr);
+            }
+        }
+    }
+    ready.len()
+}
+
 /// `sync_proxy_rules_no_local_endpoints_total` (`internal`, `external`):
 /// its IPVS `syncEndpoint`, run for each virtual server of a Service port
 /// with `onlyNodeLocalEndpoints` set by the policy of the address
@@ -447,6 +462,41 @@ mod tests {
             remote(),
         );
         c
+    }
+
+    /// Found by the conformance harness: one local pod behind three ports
+    /// is one endpoint for kube-proxy's health check node port, not three.
+    #[test]
+    fn health_check_counts_local_ready_addresses_not_ports() {
+        let c = no_local_cluster();
+        let mut slice = c.slices.values().next().unwrap().clone();
+        let port = |p: u16| SlicePort {
+            name: format!("p{p}"),
+            protocol: Protocol::Tcp,
+            port: p,
+        };
+        slice.ports = vec![port(80), port(443), port(8080)];
+        let ep = |addr: &str, node: &str, ready: bool| EndpointInfo {
+            ready,
+            node_name: Some(node.into()),
+            ..EndpointInfo::ready(addr.parse().unwrap())
+        };
+        slice.endpoints = vec![
+            ep("10.244.0.1", "node-a", true),
+            ep("10.244.0.2", "node-a", false),
+            ep("10.244.0.3", "node-b", true),
+        ];
+        let mut again = slice.clone();
+        again.endpoints = vec![
+            ep("10.244.0.1", "node-a", true),
+            ep("10.244.0.4", "node-a", true),
+        ];
+        assert_eq!(local_ready_endpoints([&slice], Some("node-a")), 1);
+        assert_eq!(local_ready_endpoints([&slice, &again], Some("node-a")), 2);
+        assert_eq!(local_ready_endpoints([&slice], None), 0);
+        let mut portless = slice.clone();
+        portless.ports.clear();
+        assert_eq!(local_ready_endpoints([&portless], Some("node-a")), 0);
     }
 
     /// kube-proxy counts Services (not ports), only those with some
