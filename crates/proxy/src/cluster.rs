@@ -392,7 +392,7 @@ fn log_warnings(warnings: &[ObjectError]) {
 /// Why a Service is not proxied at all (not an error).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Skip {
-    /// `clusterIP: None`, or the headless label.
+    /// `clusterIP: None`.
     Headless,
     /// `type: ExternalName`.
     ExternalName,
@@ -432,9 +432,8 @@ pub fn service_info_with(
     if label(SERVICE_PROXY_NAME_LABEL) != proxy_name {
         return Ok(Err(Skip::OtherProxy));
     }
-    if label(HEADLESS_LABEL).is_some() {
-        return Ok(Err(Skip::Headless));
-    }
+    // The headless label does not skip a Service: kube-proxy selects it
+    // away on EndpointSlices only (see `slice_info_with`).
     let spec = svc
         .spec
         .as_ref()
@@ -607,8 +606,8 @@ pub fn service_info_with(
     }))
 }
 
-/// Validates an EndpointSlice. `Ok(None)` for slices not tied to a Service
-/// or of an address type IPVS cannot serve (FQDN). Bad ports and
+/// Validates an EndpointSlice. `Ok(None)` for slices not tied to a Service,
+/// labelled headless, or of an address type IPVS cannot serve (FQDN). Bad ports and
 /// endpoints are skipped with a warning, as kube-proxy's
 /// `EndpointSliceCache` skips them; see [`slice_info_with`].
 pub fn slice_info(slice: &EndpointSlice) -> Result<Option<(ObjectName, SliceInfo)>, ObjectError> {
@@ -635,14 +634,15 @@ pub fn slice_info_with(
         object: name.to_string(),
         warnings,
     };
-    let Some(service) = slice
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(SERVICE_NAME_LABEL))
-    else {
+    let labels = slice.metadata.labels.as_ref();
+    let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) else {
         return Ok(None);
     };
+    // kube-proxy watches EndpointSlices without this label (the
+    // EndpointSlice controller puts it on a headless Service's slices).
+    if labels.is_some_and(|l| l.contains_key(HEADLESS_LABEL)) {
+        return Ok(None);
+    }
     if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
         return Ok(None);
     }

@@ -230,7 +230,14 @@ async fn watchers_list_watch_recover_and_converge() {
         .iter()
         .find(|r| r.starts_with("/api/v1/services?"))
         .unwrap();
-    assert!(service_req.contains("labelSelector=%21service.kubernetes.io%2Fheadless%2C%21service.kubernetes.io%2Fservice-proxy-name"), "{service_req}");
+    assert!(
+        service_req.contains("labelSelector=%21service.kubernetes.io%2Fservice-proxy-name"),
+        "{service_req}"
+    );
+    assert!(
+        service_req.contains("fieldSelector=spec.clusterIP%21%3DNone"),
+        "{service_req}"
+    );
     let watch_req = seen
         .requests
         .iter()
@@ -264,11 +271,16 @@ async fn watchers_list_watch_recover_and_converge() {
 #[test]
 fn selectors_follow_kube_proxy() {
     assert_eq!(
-        api::label_selector(None),
-        "!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name"
+        api::service_label_selector(None),
+        "!service.kubernetes.io/service-proxy-name"
     );
     assert_eq!(
-        api::label_selector(Some("rvs")),
-        "!service.kubernetes.io/headless,service.kubernetes.io/service-proxy-name=rvs"
+        api::service_label_selector(Some("rvs")),
+        "service.kubernetes.io/service-proxy-name=rvs"
+    );
+    assert_eq!(api::SERVICE_FIELD_SELECTOR, "spec.clusterIP!=None");
+    assert_eq!(
+        api::slice_label_selector(),
+        "!service.kubernetes.io/headless"
     );
 }

@@ -123,6 +123,27 @@ fn headless_external_name_and_other_proxies_services_are_ignored() {
 }
 
 #[test]
+fn the_headless_label_drops_endpoint_slices_not_services() {
+    // kube-proxy v1.37 selects Services by the proxy-name label and
+    // `spec.clusterIP!=None`, and EndpointSlices by the headless label.
+    let svc = "kind: Service\nmetadata: {name: lh, namespace: default, labels: {service.kubernetes.io/headless: ''}}\nspec: {clusterIP: 10.96.0.21, ports: [{name: http, port: 80}]}\n";
+    let eps = "- {addresses: [10.244.1.5]}\n";
+    let d = desired(&format!("{svc}---\n{}", slice("lh-1", "lh", 8080, eps)));
+    assert_eq!(dests(&d, &tcp("10.96.0.21:80")), ["10.244.1.5:8080"]);
+    let labelled = slice("lh-1", "lh", 8080, eps).replace(
+        "kubernetes.io/service-name: lh",
+        "kubernetes.io/service-name: lh, service.kubernetes.io/headless: ''",
+    );
+    assert_ne!(
+        labelled,
+        slice("lh-1", "lh", 8080, eps),
+        "the label went in"
+    );
+    let d = desired(&format!("{svc}---\n{labelled}"));
+    assert!(dests(&d, &tcp("10.96.0.21:80")).is_empty());
+}
+
+#[test]
 fn node_port_external_ip_and_load_balancer_get_virtual_servers() {
     let yaml = "kind: Service\nmetadata: {name: lb, namespace: default}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.30\n  externalIPs: [203.0.113.5]\n  ports: [{name: http, port: 80, nodePort: 30080}]\nstatus:\n  loadBalancer: {ingress: [{ip: 198.51.100.7}, {ip: 198.51.100.8, ipMode: Proxy}]}\n";
     let eps = "- {addresses: [10.244.1.5]}\n";

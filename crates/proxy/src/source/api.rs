@@ -11,10 +11,12 @@
 //! kind has completed its first list: the proxy never syncs a partial
 //! view (which would delete live virtual servers).
 //!
-//! Selectors follow kube-proxy: Services and EndpointSlices without
-//! `service.kubernetes.io/headless` and, by default, without
-//! `service.kubernetes.io/service-proxy-name` (or with it equal to
-//! `--service-proxy-name`); the Node by `metadata.name`.
+//! Selectors follow kube-proxy (v1.37's `server.go`): Services without
+//! `service.kubernetes.io/service-proxy-name` (or, with
+//! `--service-proxy-name`, with it equal to that name) and with a cluster
+//! IP other than `None`; EndpointSlices without
+//! `service.kubernetes.io/headless` (a Service carrying that label is
+//! still proxied); the Node by `metadata.name`.
 //!
 //! Watch errors never touch the store: while the API server is away (or
 //! refuses a request) the proxy keeps syncing its last complete view. They
@@ -359,12 +361,22 @@ impl Kept for Node {
     }
 }
 
-/// The label selector kube-proxy uses for Services and EndpointSlices.
-pub fn label_selector(service_proxy_name: Option<&str>) -> String {
+/// The label selector kube-proxy uses for Services.
+pub fn service_label_selector(service_proxy_name: Option<&str>) -> String {
     match service_proxy_name {
-        Some(name) => format!("!{HEADLESS_LABEL},{SERVICE_PROXY_NAME_LABEL}={name}"),
-        None => format!("!{HEADLESS_LABEL},!{SERVICE_PROXY_NAME_LABEL}"),
+        Some(name) => format!("{SERVICE_PROXY_NAME_LABEL}={name}"),
+        None => format!("!{SERVICE_PROXY_NAME_LABEL}"),
     }
+}
+
+/// The field selector kube-proxy uses for Services: headless ones are
+/// left to DNS.
+pub const SERVICE_FIELD_SELECTOR: &str = "spec.clusterIP!=None";
+
+/// The label selector kube-proxy uses for EndpointSlices: the
+/// EndpointSlice controller labels a headless Service's slices.
+pub fn slice_label_selector() -> String {
+    format!("!{HEADLESS_LABEL}")
 }
 
 /// What the watcher yields, with `410 Gone` taken out of the errors.
@@ -457,13 +469,17 @@ pub fn spawn(client: Client, node_name: &str, service_proxy_name: Option<&str>) 
         proxy_name: service_proxy_name.map(str::to_owned),
         ..Store::default()
     });
-    let selector = label_selector(service_proxy_name);
     let services: Api<Service> = Api::all(client.clone());
     let slices: Api<EndpointSlice> = Api::all(client.clone());
     let nodes: Api<Node> = Api::all(client);
-    let labelled = watcher::Config::default().labels(&selector);
-    tokio::spawn(feed(services, labelled.clone(), Arc::clone(&store)));
-    tokio::spawn(feed(slices, labelled, Arc::clone(&store)));
+    let service_selector = service_label_selector(service_proxy_name);
+    let service_config = watcher::Config::default()
+        .labels(&service_selector)
+        .fields(SERVICE_FIELD_SELECTOR);
+    let slice_selector = slice_label_selector();
+    let slice_config = watcher::Config::default().labels(&slice_selector);
+    tokio::spawn(feed(services, service_config, Arc::clone(&store)));
+    tokio::spawn(feed(slices, slice_config, Arc::clone(&store)));
     let node_field = format!("metadata.name={node_name}");
     let named = watcher::Config::default().fields(&node_field);
     tokio::spawn(feed(nodes, named, Arc::clone(&store)));
