@@ -346,11 +346,10 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
             observed.iter().map(|o| &o.status.service.key),
         );
         let plan = plan(&observed, &desired, &ownership);
-        let unbind: Vec<IpAddr> = bound
-            .difference(&desired.addresses)
-            .filter(|a| !self.excluded(a))
-            .copied()
-            .collect();
+        // Every address on kube-ipvs0 no Service needs goes, as kube-proxy
+        // removes its "superfluous addresses", --ipvs-exclude-cidrs or not
+        // (those spare virtual servers, not the proxy's own device).
+        let unbind: Vec<IpAddr> = bound.difference(&desired.addresses).copied().collect();
         report.services = desired.services.len();
         report.plan_time = started.elapsed();
         let mut bound_now = bound;
@@ -466,7 +465,7 @@ impl<A: Admin, B: AddressBinder> Syncer<A, B> {
             .iter()
             .filter(|(a, n)| cache.address_refs.get(a).copied().unwrap_or(0) <= **n)
             .map(|(a, _)| *a)
-            .filter(|a| !desired.addresses.contains(a) && !self.excluded(a))
+            .filter(|a| !desired.addresses.contains(a))
             .collect();
         report.services = desired.services.len();
         report.plan_time = started.elapsed();
