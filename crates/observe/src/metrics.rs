@@ -435,16 +435,12 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets `…_last_timestamp_seconds` to now without a sync, as kube-proxy
-    /// does when its sync loop starts.
+    /// Sets `…_last_queued_timestamp_seconds` to now: kube-proxy v1.37's
+    /// sync loop does so when it starts ("the informers are syncing"), so
+    /// the series is there before the first change; the last sync's
+    /// timestamp stays unset until a sync ends.
     pub fn sync_loop_started(&self) {
-        let v = seconds_since_epoch(SystemTime::now());
-        for &f in &self.inner.families {
-            self.inner
-                .last_timestamp
-                .get_or_create(&family_label(f))
-                .set(v);
-        }
+        self.sync_queued();
     }
 
     /// `events` EndpointSlice add/update/delete events arrived; `pending`
