@@ -95,6 +95,19 @@ pub(crate) fn bind(addr: SocketAddr, what: &str) -> Result<std::net::TcpListener
     listen(addr, None).map_err(err)
 }
 
+/// Opens a listening socket on exactly `addr`: `0.0.0.0` is IPv4 only
+/// and `::` IPv6 only, as Go listens on `tcp4` and `tcp6`.
+pub(crate) fn bind_exact(
+    addr: SocketAddr,
+    what: &str,
+) -> Result<std::net::TcpListener, ObserveError> {
+    listen(addr, addr.is_ipv6().then_some(true)).map_err(|error| ObserveError::Listen {
+        addr,
+        what: what.to_owned(),
+        error,
+    })
+}
+
 fn listen(addr: SocketAddr, only_v6: Option<bool>) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     if let Some(v6) = only_v6 {
@@ -373,9 +386,10 @@ impl Running {
     }
 
     /// A manager of per-Service health check node port servers on this
-    /// runtime, listening on `addresses` (empty: every address, as
-    /// kube-proxy does without `--nodeport-addresses`), answering from the
-    /// health given to [`serve`].
+    /// runtime, listening on exactly `addresses` (`0.0.0.0`: every IPv4
+    /// address, `::` every IPv6 one, as kube-proxy's proxier of each
+    /// family listens; empty: every address of both families on one
+    /// socket), answering from the health given to [`serve`].
     pub fn service_health(&self, addresses: Vec<std::net::IpAddr>) -> ServiceHealthServer {
         ServiceHealthServer::new(self.runtime.clone(), addresses, self.health.clone())
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::oneshot;
 
-use crate::http::{Handler, Reply, bind, run_server};
+use crate::http::{Handler, Reply, bind, bind_exact, run_server};
 use crate::{HealthState, ObserveError};
 
 /// A Service's namespace and name.
@@ -117,17 +117,19 @@ impl ServiceHealthServer {
     }
 
     fn open(&self, name: &ServiceName, want: &ServiceHealth) -> Result<Instance, ObserveError> {
-        let ips = if self.addresses.is_empty() {
-            vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
-        } else {
-            self.addresses.clone()
-        };
         let what = format!("health check of {name}");
         // Bind all first, so a failure leaves nothing half open.
-        let listeners = ips
-            .iter()
-            .map(|&ip| bind(SocketAddr::new(ip, want.port), &what))
-            .collect::<Result<Vec<_>, _>>()?;
+        let listeners = if self.addresses.is_empty() {
+            vec![bind(
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), want.port),
+                &what,
+            )?]
+        } else {
+            self.addresses
+                .iter()
+                .map(|&ip| bind_exact(SocketAddr::new(ip, want.port), &what))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         let local_endpoints = Arc::new(AtomicUsize::new(want.local_endpoints));
         let mut addrs = Vec::new();
         let mut stops = Vec::new();

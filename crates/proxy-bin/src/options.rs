@@ -85,6 +85,8 @@ impl Cli {
             },
             sync_period: self.ipvs_sync_period,
             families: rvs_node::netfilter::kernel_families(self.backend()),
+            // The API server source watches this node's Node.
+            node_watched: self.manifests.is_none(),
         })
     }
 

@@ -159,30 +159,7 @@ pub fn host_addresses(node: Option<&NodeInfo>, config: &ProxyConfig) -> BTreeSet
 /// would put node ports on cluster IPs bound at the last sync; rvs never
 /// counts `kube-ipvs0`'s virtual addresses as node addresses.
 pub fn node_port_ips(node: Option<&NodeInfo>, config: &ProxyConfig) -> Vec<IpAddr> {
-    let mut cidrs = Vec::new();
-    for entry in &config.nodeport_addresses {
-        let pair = |a: &str, b: &str| [a, b].map(|c| c.parse::<IpNet>().ok());
-        match entry {
-            NodePortAddress::Cidr(net) => cidrs.push(*net),
-            NodePortAddress::Localhost => {
-                cidrs.extend(pair("127.0.0.0/8", "::1/128").into_iter().flatten())
-            }
-            NodePortAddress::All => cidrs.extend(pair("0.0.0.0/0", "::/0").into_iter().flatten()),
-            NodePortAddress::Primary => {
-                let mut primary = node.map(NodeInfo::primary_ips).unwrap_or_default();
-                if let Some(bind) = config.bind_address.filter(|b| !b.is_unspecified()) {
-                    primary.retain(|p| p.is_ipv6() != bind.is_ipv6());
-                    primary.push(bind);
-                }
-                cidrs.extend(
-                    primary
-                        .into_iter()
-                        .filter(|ip| !ip.is_loopback())
-                        .map(IpNet::from),
-                );
-            }
-        }
-    }
+    let cidrs = node_port_cidrs(node, config);
     // The Node object's addresses, standing in for the host's, are taken
     // as listed (the userspace dataplane may serve loopback ones).
     let (all, from_host): (Vec<IpAddr>, bool) = match &config.local_addresses {
@@ -209,6 +186,68 @@ pub fn node_port_ips(node: Option<&NodeInfo>, config: &ProxyConfig) -> Vec<IpAdd
                 !a.is_loopback() && family.iter().any(|n| n.contains(a))
             }
         })
+        .collect()
+}
+
+/// `--nodeport-addresses` as CIDRs: `primary` resolved to the primary
+/// addresses (see [`node_port_ips`]), `localhost` to the loopback nets.
+fn node_port_cidrs(node: Option<&NodeInfo>, config: &ProxyConfig) -> Vec<IpNet> {
+    let mut cidrs = Vec::new();
+    for entry in &config.nodeport_addresses {
+        let pair = |a: &str, b: &str| [a, b].map(|c| c.parse::<IpNet>().ok());
+        match entry {
+            NodePortAddress::Cidr(net) => cidrs.push(*net),
+            NodePortAddress::Localhost => {
+                cidrs.extend(pair("127.0.0.0/8", "::1/128").into_iter().flatten())
+            }
+            NodePortAddress::All => cidrs.extend(pair("0.0.0.0/0", "::/0").into_iter().flatten()),
+            NodePortAddress::Primary => {
+                let mut primary = node.map(NodeInfo::primary_ips).unwrap_or_default();
+                if let Some(bind) = config.bind_address.filter(|b| !b.is_unspecified()) {
+                    primary.retain(|p| p.is_ipv6() != bind.is_ipv6());
+                    primary.push(bind);
+                }
+                cidrs.extend(
+                    primary
+                        .into_iter()
+                        .filter(|ip| !ip.is_loopback())
+                        .map(IpNet::from),
+                );
+            }
+        }
+    }
+    cidrs
+}
+
+/// The addresses a health check node port of one family (`v6`) listens
+/// on, as kube-proxy's `NewServiceHealthServer` of that family picks
+/// them: the family's unspecified address (IPv4 only, or IPv6 only) when
+/// `--nodeport-addresses` has no CIDR of the family or a zero one
+/// (`MatchAll`); otherwise the host's addresses in the family's CIDRs
+/// (`GetNodeIPs`: every interface's, loopback included), which may be
+/// none. The host's addresses are [`ProxyConfig::local_addresses`], or
+/// the Node object's when those are unknown.
+pub fn health_check_ips(node: Option<&NodeInfo>, config: &ProxyConfig, v6: bool) -> Vec<IpAddr> {
+    let cidrs: Vec<IpNet> = node_port_cidrs(node, config)
+        .into_iter()
+        .filter(|n| n.addr().is_ipv6() == v6)
+        .collect();
+    if cidrs.is_empty() || cidrs.iter().any(|n| n.prefix_len() == 0) {
+        return vec![if v6 {
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        }];
+    }
+    let host: Vec<IpAddr> = match &config.local_addresses {
+        Some(local) => local.iter().copied().collect(),
+        None => node
+            .iter()
+            .flat_map(|n| n.addresses.iter().copied())
+            .collect(),
+    };
+    host.into_iter()
+        .filter(|a| a.is_ipv6() == v6 && cidrs.iter().any(|n| n.contains(a)))
         .collect()
 }
 

@@ -15,6 +15,7 @@ use rvs_observe::{
 };
 
 use crate::ClusterState;
+use crate::ProxyConfig;
 use crate::cluster::{EndpointInfo, ObjectName, SliceInfo};
 use crate::ipsets;
 use crate::run::{NodeReport, SyncObserver};
@@ -31,6 +32,10 @@ pub struct ObserveOptions {
     pub sync_period: Duration,
     /// The IP families the node runs.
     pub families: Vec<ipsets::IpFamily>,
+    /// Whether the source watches this node's Node object: then, as in
+    /// kube-proxy, `/healthz` fails (`nodeEligible: false`) until it has
+    /// been seen. A file source without a Node counts as eligible.
+    pub node_watched: bool,
 }
 
 /// The metrics and health servers and what feeds them.
@@ -39,7 +44,12 @@ pub struct Observer {
     metrics: Metrics,
     health: HealthState,
     running: Running,
-    health_checks: ServiceHealthServer,
+    /// One health check server per family, as kube-proxy's proxier of each
+    /// family runs its own; `None` until the first sync tells the
+    /// addresses (`--nodeport-addresses`, resolved once as kube-proxy
+    /// resolves it at start).
+    health_checks: Option<Vec<(IpFamily, ServiceHealthServer)>>,
+    node_watched: bool,
 }
 
 impl Observer {
@@ -63,16 +73,18 @@ impl Observer {
             healthz = ?running.healthz_addr(),
             "metrics and health servers started"
         );
-        // Health check node ports listen on every address (kube-proxy
-        // narrows them with --nodeport-addresses; rvs does not yet).
-        let health_checks = running.service_health(Vec::new());
+        if options.node_watched {
+            // Not eligible until the Node has been seen.
+            health.set_node_eligible(false);
+        }
         health.updated();
         metrics.sync_loop_started();
         Ok(Observer {
             metrics,
             health,
             running,
-            health_checks,
+            health_checks: None,
+            node_watched: options.node_watched,
         })
     }
 
@@ -95,7 +107,7 @@ impl SyncObserver for Observer {
         elapsed: Duration,
         report: Option<&SyncReport>,
         node: &NodeReport,
-        cluster: Option<&ClusterState>,
+        view: Option<(&ClusterState, &ProxyConfig)>,
     ) {
         let kind = match kind {
             SyncKind::Full => rvs_observe::SyncKind::Full,
@@ -155,13 +167,31 @@ impl SyncObserver for Observer {
                 u64::try_from(c.deleted).unwrap_or(u64::MAX),
             );
         }
-        if let Some(cluster) = cluster {
-            // kube-proxy's SyncNode: a Node going away fails /healthz
-            // (not /livez); an unknown Node leaves it as it was.
-            if let Some(node) = &cluster.node {
-                self.health.set_node_eligible(!node.deleting);
+        if let Some((cluster, config)) = view {
+            // kube-proxy's NodeEligible: a Node going away, or (with a
+            // watched Node) not seen yet, fails /healthz (not /livez).
+            match &cluster.node {
+                Some(node) => self.health.set_node_eligible(!node.deleting),
+                None if self.node_watched => self.health.set_node_eligible(false),
+                None => {}
             }
-            local_policies(&self.metrics, &mut self.health_checks, cluster);
+            let running = &self.running;
+            let health_checks = self.health_checks.get_or_insert_with(|| {
+                self.metrics
+                    .families()
+                    .iter()
+                    .filter_map(|&f| {
+                        let v6 = f == IpFamily::V6;
+                        let ips = crate::config::health_check_ips(cluster.node.as_ref(), config, v6);
+                        tracing::debug!(family = ?f, addresses = ?ips, "health check node port addresses");
+                        // No host address in the family's CIDRs: no
+                        // listener of the family (kube-proxy listens on
+                        // none).
+                        (!ips.is_empty()).then(|| (f, running.service_health(ips)))
+                    })
+                    .collect()
+            });
+            local_policies(&self.metrics, health_checks, cluster, &config.node_name);
         }
     }
 
@@ -186,8 +216,9 @@ fn observe_family(family: ipsets::IpFamily) -> IpFamily {
 /// EndpointSlices; nothing when there are none).
 fn local_policies(
     metrics: &Metrics,
-    health_checks: &mut ServiceHealthServer,
+    health_checks: &mut [(IpFamily, ServiceHealthServer)],
     cluster: &ClusterState,
+    node: &str,
 ) {
     let local: BTreeSet<&ObjectName> = cluster
         .services
@@ -195,7 +226,6 @@ fn local_policies(
         .filter(|s| s.external_local || s.internal_local || s.health_check_node_port.is_some())
         .map(|s| &s.name)
         .collect();
-    let node = cluster.node.as_ref().map(|n| n.name.as_str());
     let mut slices: BTreeMap<&ObjectName, Vec<&SliceInfo>> = BTreeMap::new();
     if !local.is_empty() {
         for slice in cluster.slices.values() {
@@ -204,32 +234,40 @@ fn local_policies(
             }
         }
     }
-    let mut wanted = BTreeMap::new();
-    for name in &local {
-        let Some(service) = cluster.services.get(*name) else {
-            continue;
-        };
-        let Some(port) = service.health_check_node_port else {
-            continue;
-        };
-        let local_endpoints =
-            local_ready_endpoints(slices.get(name).into_iter().flatten().copied(), node);
-        wanted.insert(
-            ServiceName::new(name.namespace.clone(), name.name.clone()),
-            ServiceHealth {
-                port,
-                local_endpoints,
-            },
-        );
+    // Each family's proxier serves the health checks of the Services of
+    // its family, counting the endpoints of its family.
+    for (family, server) in health_checks.iter_mut() {
+        let v6 = *family == IpFamily::V6;
+        let mut wanted = BTreeMap::new();
+        for name in &local {
+            let Some(service) = cluster.services.get(*name) else {
+                continue;
+            };
+            let Some(port) = service.health_check_node_port else {
+                continue;
+            };
+            if !service.cluster_ips.iter().any(|ip| ip.is_ipv6() == v6) {
+                continue;
+            }
+            let local_endpoints =
+                local_ready_endpoints(slices.get(name).into_iter().flatten().copied(), node, v6);
+            wanted.insert(
+                ServiceName::new(name.namespace.clone(), name.name.clone()),
+                ServiceHealth {
+                    port,
+                    local_endpoints,
+                },
+            );
+        }
+        for error in server.sync(&wanted) {
+            tracing::warn!(%error, "health check node port not served; retried next sync");
+        }
     }
-    let (internal, external) = no_local_endpoints(cluster, &slices);
+    let (internal, external) = no_local_endpoints(cluster, &slices, node);
     for &f in metrics.families() {
         let count =
             |map: &BTreeMap<IpFamily, BTreeSet<&ObjectName>>| map.get(&f).map_or(0, BTreeSet::len);
         metrics.no_local_endpoints(f, count(&internal), count(&external));
-    }
-    for error in health_checks.sync(&wanted) {
-        tracing::warn!(%error, "health check node port not served; retried next sync");
     }
 }
 
@@ -243,16 +281,16 @@ type ServicesByFamily<'a> = BTreeMap<IpFamily, BTreeSet<&'a ObjectName>>;
 /// in a slice with ports, as kube-proxy's map is keyed by port.
 fn local_ready_endpoints<'a>(
     slices: impl IntoIterator<Item = &'a SliceInfo>,
-    node: Option<&str>,
+    node: &str,
+    v6: bool,
 ) -> usize {
-    let Some(node) = node else { return 0 };
     let mut ready = BTreeSet::new();
     for slice in slices {
         if slice.ports.is_empty() {
             continue;
         }
         for ep in &slice.endpoints {
-            if ep.ready && ep.node_name.as_deref() == Some(node) {
+            if ep.ready && ep.addr.is_ipv6() == v6 && ep.node_name.as_deref() == Some(node) {
                 ready.insert(ep.addr);
             }
         }
@@ -273,8 +311,8 @@ fn local_ready_endpoints<'a>(
 fn no_local_endpoints<'a>(
     cluster: &'a ClusterState,
     slices: &BTreeMap<&ObjectName, Vec<&SliceInfo>>,
+    node: &str,
 ) -> (ServicesByFamily<'a>, ServicesByFamily<'a>) {
-    let node = cluster.node.as_ref().map(|n| n.name.as_str());
     let (mut internal, mut external) = (ServicesByFamily::new(), ServicesByFamily::new());
     for svc in cluster.services.values() {
         // kube-proxy's ExternalPolicyLocal: the Local policy on a Service
@@ -311,7 +349,7 @@ fn no_local_endpoints<'a>(
                 let has_any = endpoints.iter().any(|(ep, _)| usable(ep));
                 let has_local = endpoints
                     .iter()
-                    .any(|(ep, _)| usable(ep) && node.is_some() && ep.node_name.as_deref() == node);
+                    .any(|(ep, _)| usable(ep) && ep.node_name.as_deref() == Some(node));
                 if has_local || !has_any {
                     continue;
                 }
@@ -491,12 +529,14 @@ mod tests {
             ep("10.244.0.1", "node-a", true),
             ep("10.244.0.4", "node-a", true),
         ];
-        assert_eq!(local_ready_endpoints([&slice], Some("node-a")), 1);
-        assert_eq!(local_ready_endpoints([&slice, &again], Some("node-a")), 2);
-        assert_eq!(local_ready_endpoints([&slice], None), 0);
+        assert_eq!(local_ready_endpoints([&slice], "node-a", false), 1);
+        assert_eq!(local_ready_endpoints([&slice, &again], "node-a", false), 2);
+        assert_eq!(local_ready_endpoints([&slice], "node-c", false), 0);
+        // Each family's health check counts the endpoints of its family.
+        assert_eq!(local_ready_endpoints([&slice], "node-a", true), 0);
         let mut portless = slice.clone();
         portless.ports.clear();
-        assert_eq!(local_ready_endpoints([&portless], Some("node-a")), 0);
+        assert_eq!(local_ready_endpoints([&portless], "node-a", false), 0);
     }
 
     /// kube-proxy counts Services (not ports), only those with some
@@ -508,7 +548,7 @@ mod tests {
         for slice in c.slices.values() {
             slices.entry(&slice.service).or_default().push(slice);
         }
-        let (internal, external) = no_local_endpoints(&c, &slices);
+        let (internal, external) = no_local_endpoints(&c, &slices, "node-a");
         let names = |m: &ServicesByFamily<'_>, f| -> Vec<String> {
             m.get(&f)
                 .into_iter()
@@ -533,6 +573,7 @@ mod tests {
             },
             sync_period: Duration::from_secs(30),
             families: vec![ipsets::IpFamily::V4, ipsets::IpFamily::V6],
+            node_watched: false,
         };
         Observer::start(&options, runtime.handle()).unwrap()
     }

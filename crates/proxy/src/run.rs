@@ -165,14 +165,16 @@ impl<A: Admin, B: AddressBinder> NodeSide for ExtraDataplane<A, B> {
 pub trait SyncObserver {
     /// The source reported a change a sync will pick up.
     fn queued(&mut self);
-    /// A sync ended; `report` is `None` when it failed as a whole.
+    /// A sync ended; `report` is `None` when it failed as a whole, and
+    /// `view` (the cluster it synced, with the configuration it synced
+    /// by) then too.
     fn synced(
         &mut self,
         kind: SyncKind,
         elapsed: Duration,
         report: Option<&SyncReport>,
         node: &NodeReport,
-        cluster: Option<&ClusterState>,
+        view: Option<(&ClusterState, &ProxyConfig)>,
     );
     /// Reads the dataplane's counters.
     fn read_counters(&mut self, admin: &mut dyn Admin);
@@ -330,7 +332,13 @@ impl<A: Admin, B: AddressBinder> Runner<'_, A, B> {
             .unwrap_or_default();
         let elapsed = self.clock.now().saturating_duration_since(started);
         if let Some(o) = self.observer.as_deref_mut() {
-            o.synced(kind, elapsed, Some(&report), &node, Some(cluster));
+            o.synced(
+                kind,
+                elapsed,
+                Some(&report),
+                &node,
+                Some((cluster, &self.syncer.config)),
+            );
         }
         tracing::info!(
             full,

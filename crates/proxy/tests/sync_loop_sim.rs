@@ -150,7 +150,7 @@ impl SyncObserver for Recorder {
         _elapsed: Duration,
         report: Option<&SyncReport>,
         node: &NodeReport,
-        _cluster: Option<&ClusterState>,
+        _view: Option<(&ClusterState, &ProxyConfig)>,
     ) {
         let ok = report.is_some_and(|r| r.failed == 0) && node.failures == 0;
         self.push(Seen::Sync { kind, ok });
