@@ -22,6 +22,7 @@
 //! normalised, compared and judged against the allowlist.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -39,7 +40,7 @@ use crate::scenario::{
 };
 use crate::script::{
     self, GUEST_CONFIG, GUEST_KUBECONFIG, GuestPlan, GuestStep, MARKER_BASE_PORT, MARKER_RS,
-    MARKER_VIP, Proxy,
+    MARKER_VIP, MARKER6_RS, MARKER6_VIP, Proxy,
 };
 use crate::state::State;
 
@@ -422,7 +423,7 @@ impl Lane<'_> {
             if let Some(step) = host_step.step {
                 self.apply_step(step, label)?;
             }
-            self.move_marker(MARKER_BASE_PORT + i as u32, label)?;
+            self.move_marker(MARKER_BASE_PORT + i as u32, profile.node.ipv6, label)?;
             let done = if host_step.step.is_some() {
                 overall
                     .done
@@ -528,6 +529,7 @@ impl Lane<'_> {
                 flag("--healthz-bind-address").unwrap_or("0.0.0.0:10256"),
                 10256,
             ),
+            dual: profile.node.ipv6,
         };
         let guest_api: SocketAddrV4 = GUEST_API
             .parse()
@@ -660,27 +662,36 @@ impl Lane<'_> {
     }
 
     /// Moves the marker to `port` (see the module's documentation).
-    fn move_marker(&self, port: u32, label: &str) -> Result<(), HarnessError> {
-        let service = json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "marker", "namespace": MARKER_NAMESPACE},
-            "spec": {"clusterIP": MARKER_VIP, "ports": [{"port": port, "protocol": "TCP"}]},
-        });
-        let slice = json!({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": "marker", "namespace": MARKER_NAMESPACE,
-                         "labels": {"kubernetes.io/service-name": "marker"}},
-            "addressType": "IPv4",
-            "ports": [{"port": port, "protocol": "TCP"}],
-            "endpoints": [{"addresses": [MARKER_RS], "conditions": {"ready": true}}],
-        });
-        self.kubectl_stdin(
-            label,
-            "move the marker",
-            &["apply", "-f", "-"],
-            &format!("---\n{service}\n---\n{slice}\n"),
-        )
-        .map(drop)
+    fn move_marker(&self, port: u32, dual: bool, label: &str) -> Result<(), HarnessError> {
+        let mut objects = String::new();
+        let markers: &[(&str, &str, &str, &str)] = if dual {
+            &[
+                ("marker", MARKER_VIP, MARKER_RS, "IPv4"),
+                ("marker6", MARKER6_VIP, MARKER6_RS, "IPv6"),
+            ]
+        } else {
+            &[("marker", MARKER_VIP, MARKER_RS, "IPv4")]
+        };
+        for (name, vip, rs, family) in markers {
+            let service = json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": MARKER_NAMESPACE},
+                "spec": {"clusterIP": vip, "clusterIPs": [vip], "ipFamilies": [family],
+                         "ipFamilyPolicy": "SingleStack",
+                         "ports": [{"port": port, "protocol": "TCP"}]},
+            });
+            let slice = json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": name, "namespace": MARKER_NAMESPACE,
+                             "labels": {"kubernetes.io/service-name": name}},
+                "addressType": family,
+                "ports": [{"port": port, "protocol": "TCP"}],
+                "endpoints": [{"addresses": [rs], "conditions": {"ready": true}}],
+            });
+            let _ = write!(objects, "---\n{service}\n---\n{slice}\n");
+        }
+        self.kubectl_stdin(label, "move the marker", &["apply", "-f", "-"], &objects)
+            .map(drop)
     }
 
     /// Removes what scenarios created and puts the profile's Node back
@@ -732,6 +743,21 @@ impl Lane<'_> {
             ];
             args.extend(objects.iter().map(String::as_str));
             self.kubectl(label, "delete the scenario's objects", &args)?;
+        }
+        if fresh && !profile.node.ipv6 {
+            // The IPv6 marker of a dual-stack batch before, if any.
+            self.kubectl(
+                label,
+                "delete the IPv6 marker",
+                &[
+                    "delete",
+                    "-n",
+                    MARKER_NAMESPACE,
+                    "--ignore-not-found",
+                    "service/marker6",
+                    "endpointslices.discovery.k8s.io/marker6",
+                ],
+            )?;
         }
         let nodes = self.kubectl(
             label,

@@ -27,6 +27,12 @@ use std::fmt::Write as _;
 pub const MARKER_VIP: &str = "10.96.255.254";
 /// The marker's endpoint.
 pub const MARKER_RS: &str = "10.255.255.254";
+/// On a dual-stack node, the IPv6 marker Service's cluster IP: both
+/// families' proxiers must have synced the step (kube-proxy runs one
+/// proxier per family, each with its own sync).
+pub const MARKER6_VIP: &str = "fd00:96::fffe";
+/// The IPv6 marker's endpoint.
+pub const MARKER6_RS: &str = "fd00:255::fffe";
 /// The marker's port at step 0; step `I` uses `MARKER_BASE_PORT + I`.
 pub const MARKER_BASE_PORT: u32 = 1000;
 
@@ -101,6 +107,9 @@ pub struct GuestPlan {
     pub metrics: (String, u16),
     /// Where it serves `/healthz` and `/livez`.
     pub healthz: (String, u16),
+    /// A dual-stack node: converged also waits for the IPv6 marker and
+    /// the IPv6 proxier's sync.
+    pub dual: bool,
 }
 
 /// Quotes a word for the shell.
@@ -149,18 +158,27 @@ http_half_closed() {
 now_epoch() {
     adjtimex | awk '/time.tv_sec/ { s = $2 } /time.tv_usec/ { u = $2 } END { printf "%d.%06d", s, u }'
 }
-# sync_state T: "done" when the marker's family (IPv4) last finished a sync
-# at or after T and no family has a sync queued since its last one; "idle"
-# when nothing is queued but the IPv4 sync is older; "busy" otherwise.
+# sync_state T: "done" when the markers' families (IPv4, and IPv6 with
+# MARKER6_RS_HEX set) last finished a sync at or after T and no family has
+# a sync queued since its last one; "idle" when nothing is queued but a
+# marker family's sync is older; "busy" otherwise.
 sync_state() {
-    http_get $M_ADDR $M_PORT /metrics | grep '^kubeproxy_sync_proxy_rules_last_' | awk -v t="$1" '
+    http_get $M_ADDR $M_PORT /metrics | grep '^kubeproxy_sync_proxy_rules_last_' | awk -v t="$1" -v dual="${MARKER6_RS_HEX:+1}" '
         function fam(s) { if (s ~ /ip_family="/) { sub(/.*ip_family="/, "", s); sub(/".*/, "", s); return s } return "IPv4" }
         /^kubeproxy_sync_proxy_rules_last_timestamp_seconds/ { last[fam($1)] = $2 + 0 }
         /^kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds/ { queued[fam($1)] = $2 + 0 }
         END {
             for (f in queued) if (!(f in last) || last[f] < queued[f]) { print "busy"; exit }
-            if (("IPv4" in last) && last["IPv4"] >= t + 0) print "done"; else print "idle"
+            ok = ("IPv4" in last) && last["IPv4"] >= t + 0
+            if (dual) ok = ok && ("IPv6" in last) && last["IPv6"] >= t + 0
+            if (ok) print "done"; else print "idle"
         }'
+}
+# markers_at PORT_HEX: whether the markers' real servers (IPv4, and IPv6
+# with MARKER6_RS_HEX set) are at the port.
+markers_at() {
+    grep -q -- "-> $MARKER_RS_HEX:$1 " /proc/net/ip_vs 2>/dev/null || return 1
+    [ -z "${MARKER6_RS_HEX:-}" ] || grep -q -- "-> \[$MARKER6_RS_HEX\]:$1 " /proc/net/ip_vs 2>/dev/null
 }
 snapshot() {
     echo "== ipvs"; ipvsadm -Sn 2>&1
@@ -232,7 +250,7 @@ converge() {
         fi
         if [ $phase = marker ]; then
             t0=$(now_epoch)
-            if grep -q -- "-> $MARKER_RS_HEX:$hexport " /proc/net/ip_vs 2>/dev/null; then
+            if markers_at "$hexport"; then
                 phase="final state"; marker_at=$waited; marker_time=$(uptime_s); rounds=0
             elif ! alive; then
                 CONVERGED="no: the proxy exited"; WAITED="$waited s"; snapshot > /tmp/snapshot; return
@@ -270,6 +288,20 @@ step() {
 }
 "#;
 
+/// An IPv6 address as `/proc/net/ip_vs` prints it (`%pI6`: eight groups
+/// of four lower-case hex digits).
+pub fn proc_ipv6(addr: &str) -> String {
+    let segments = addr
+        .parse::<std::net::Ipv6Addr>()
+        .map(|a| a.segments())
+        .unwrap_or_default();
+    segments
+        .iter()
+        .map(|g| format!("{g:04x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// Renders the guest script for `plan`.
 pub fn render(plan: &GuestPlan) -> String {
     let mut s = String::new();
@@ -282,6 +314,9 @@ pub fn render(plan: &GuestPlan) -> String {
         .map(|o| format!("{:02X}", o.parse::<u8>().unwrap_or(0)))
         .collect();
     let _ = writeln!(s, "MARKER_RS_HEX={hex}");
+    if plan.dual {
+        let _ = writeln!(s, "MARKER6_RS_HEX={}", proc_ipv6(MARKER6_RS));
+    }
     let _ = writeln!(
         s,
         "M_ADDR={}\nM_PORT={}\nH_ADDR={}\nH_PORT={}",
@@ -336,6 +371,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ipv6_markers_are_written_as_the_kernel_lists_them() {
+        assert_eq!(
+            proc_ipv6(MARKER6_RS),
+            "fd00:0255:0000:0000:0000:0000:0000:fffe"
+        );
+    }
+
+    #[test]
     fn bind_addresses_become_reachable_ones() {
         assert_eq!(reachable("0.0.0.0:10256", 1), ("127.0.0.1".into(), 10256));
         assert_eq!(reachable("[::]:9", 1), ("127.0.0.1".into(), 9));
@@ -364,6 +407,7 @@ mod tests {
             ],
             metrics: ("127.0.0.1".into(), 10249),
             healthz: ("127.0.0.1".into(), 10256),
+            dual: false,
         };
         let s = render(&plan);
         assert!(s.contains("rvs-proxy '--hostname-override=node '\\''a'\\''' >/tmp/proxy.log"));

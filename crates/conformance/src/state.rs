@@ -27,7 +27,12 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 /// Addresses of the harness's step marker, filtered out of every section.
-pub const MARKER_ADDRESSES: [&str; 2] = ["10.96.255.254", "10.255.255.254"];
+pub const MARKER_ADDRESSES: [&str; 4] = [
+    "10.96.255.254",
+    "10.255.255.254",
+    "fd00:96::fffe",
+    "fd00:255::fffe",
+];
 
 /// One part of a node's state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
