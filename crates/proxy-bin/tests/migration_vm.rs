@@ -68,7 +68,7 @@ use std::time::{Duration, Instant};
 use rvs_conformance::diff::{self, Difference, Side};
 use rvs_conformance::harness::{self, GUEST_API, proxy_args, strip_debug};
 use rvs_conformance::scenario::{DEFAULT_NODE_NAME, NodeSetup, Profile};
-use rvs_conformance::script::{self, FUNCTIONS, GUEST_KUBECONFIG, MARKER_RS, Proxy, SYSCTLS};
+use rvs_conformance::script::{self, FUNCTIONS, GUEST_KUBECONFIG, Proxy};
 use rvs_conformance::state::State;
 use rvs_testrig::{RigError, Vm, VmJob};
 
@@ -370,21 +370,10 @@ echo "== ok"
 
 /// Renders the whole guest script.
 fn guest_script(kube_args: &[String], rvs_args: &[String], client_limits: &str) -> String {
-    let mut s = String::new();
-    s.push_str("set -u\nIP=/usr/sbin/ip\nip() { /usr/sbin/ip \"$@\"; }\n");
-    s.push_str("$IP link set eth0 up\n$IP addr add 10.0.2.15/24 dev eth0\n");
-    let hex: String = MARKER_RS
-        .split('.')
-        .map(|o| format!("{:02X}", o.parse::<u8>().unwrap_or(0)))
-        .collect();
-    let _ = writeln!(s, "MARKER_RS_HEX={hex}");
-    let (m_addr, m_port) = script::reachable("127.0.0.1:10249", 10249);
-    let (h_addr, h_port) = script::reachable("0.0.0.0:10256", 10256);
-    let _ = writeln!(
-        s,
-        "M_ADDR={m_addr}\nM_PORT={m_port}\nH_ADDR={h_addr}\nH_PORT={h_port}\nPROXY=0"
-    );
-    let _ = writeln!(s, "SYSCTLS=\"{}\"", SYSCTLS.join(" "));
+    let metrics = script::reachable("127.0.0.1:10249", 10249);
+    let healthz = script::reachable("0.0.0.0:10256", 10256);
+    let mut s = script::prelude(&metrics, &healthz, false);
+    s.push_str("PROXY=0\n");
     let _ = writeln!(s, "RESTARTS={RESTARTS}\nCLIENT_LIMITS='{client_limits}'");
     let words = |args: &[String]| {
         args.iter()
