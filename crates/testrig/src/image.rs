@@ -87,6 +87,14 @@ pub const MODULES: &[&str] = &[
     "nft_nat",
     "nft_masq",
     "nft_reject_inet",
+    // kube-proxy's iptables mode picks endpoints with `-m statistic`; its
+    // nftables mode with `numgen` and finds local addresses with `fib`.
+    "xt_statistic",
+    "nft_numgen",
+    "nft_fib",
+    "nft_fib_inet",
+    "nft_fib_ipv4",
+    "nft_fib_ipv6",
     "crc32c_generic",
 ];
 
@@ -101,6 +109,12 @@ pub const OPTIONAL_MODULES: &[&str] = &[
     "nft_nat",
     "nft_ct",
     "ip6table_mangle",
+    "xt_statistic",
+    "nft_numgen",
+    "nft_fib",
+    "nft_fib_inet",
+    "nft_fib_ipv4",
+    "nft_fib_ipv6",
 ];
 
 /// Host programs copied into the VM, with the Debian package providing each.

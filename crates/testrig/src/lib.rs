@@ -59,6 +59,7 @@ pub mod fixtures;
 mod host;
 pub mod image;
 pub mod kernel;
+pub mod latency;
 pub mod netns;
 pub mod process;
 pub mod proxy_bench;

@@ -132,6 +132,10 @@ pub struct SyntheticCluster {
     pub endpoints: usize,
     /// Their namespace (must exist: `default` does).
     pub namespace: String,
+    /// When not empty, endpoint `j` of every Service is
+    /// `shared_endpoints[j % len]` (real backends in pod namespaces),
+    /// instead of an address of its own.
+    pub shared_endpoints: Vec<Ipv4Addr>,
 }
 
 impl SyntheticCluster {
@@ -141,6 +145,7 @@ impl SyntheticCluster {
             services,
             endpoints,
             namespace: "default".to_owned(),
+            shared_endpoints: Vec::new(),
         }
     }
 
@@ -150,8 +155,12 @@ impl SyntheticCluster {
         Ipv4Addr::from(base + VIP_OFFSET + i as u32)
     }
 
-    /// Endpoint `j` of Service `i`: `10.(100+j).(i/256).(i%256)`.
+    /// Endpoint `j` of Service `i`: `10.(100+j).(i/256).(i%256)`, or the
+    /// shared one.
     pub fn endpoint(&self, i: usize, j: usize) -> Ipv4Addr {
+        if !self.shared_endpoints.is_empty() {
+            return self.shared_endpoints[j % self.shared_endpoints.len()];
+        }
         Ipv4Addr::new(10, (100 + j) as u8, (i / 256) as u8, (i % 256) as u8)
     }
 
