@@ -202,7 +202,7 @@ impl Gen {
         let n = self.next_pod;
         let subnet = u32::from(!local);
         if v6 {
-            format!("fd00:244:{subnet:x}::{:x}", n + 1)
+            canonical_v6(&format!("fd00:244:{subnet:x}::{:x}", n + 1))
         } else {
             format!("10.244.{subnet}.{}", n % 250 + 2)
         }
@@ -284,7 +284,7 @@ impl Gen {
             family,
             v4: format!("10.96.{}.{}", 1 + n / 250, n % 250 + 1),
             // Within the API server's IPv6 service range (a /112).
-            v6: format!("fd00:96::{:x}", 0x1000 + n),
+            v6: canonical_v6(&format!("fd00:96::{:x}", 0x1000 + n)),
             ports: Vec::new(),
             etp_local: false,
             itp_local: self.rng.chance(10),
@@ -373,7 +373,7 @@ impl Gen {
         if self.rng.chance(85) {
             let mode = *self.rng.pick(&[None, None, Some("VIP"), Some("Proxy")]);
             let ip = if svc.family == Family::V6 {
-                format!("2001:db8:1::{n:x}")
+                canonical_v6(&format!("2001:db8:1::{n:x}"))
             } else {
                 format!("203.0.113.{}", n % 250 + 1)
             };
@@ -384,7 +384,7 @@ impl Gen {
     fn set_external_ips(&mut self, svc: &mut Svc) {
         let n = self.next_ip + self.rng.below(3) as u32;
         svc.external_ips = if svc.family == Family::V6 {
-            vec![format!("2001:db8:2::{n:x}")]
+            vec![canonical_v6(&format!("2001:db8:2::{n:x}"))]
         } else {
             vec![format!("198.51.100.{}", n % 250 + 1)]
         };
@@ -742,10 +742,39 @@ pub fn generate(seed: u64, steps: usize, dual: bool) -> Scenario {
     }
 }
 
+/// `addr` in the canonical form the API server requires of IPv6
+/// addresses (RFC 5952: `fd00:244::c`, not `fd00:244:0::c`).
+fn canonical_v6(addr: &str) -> String {
+    addr.parse::<std::net::Ipv6Addr>()
+        .map_or_else(|_| addr.to_owned(), |a| a.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Found by CI's first full run: kube-apiserver v1.37 refuses an
+    /// EndpointSlice address written `fd00:244:0::c`.
+    #[test]
+    fn every_generated_ipv6_address_is_canonical() {
+        assert_eq!(canonical_v6("fd00:244:0::c"), "fd00:244::c");
+        assert_eq!(canonical_v6("2001:db8:1::0"), "2001:db8:1::");
+        let mut seen = 0;
+        for seed in 0..40 {
+            let scenario = generate(seed, 30, true);
+            for step in &scenario.steps {
+                let text = serde_json::to_string(&step.apply).unwrap();
+                for word in text.split(|c: char| !(c.is_ascii_hexdigit() || c == ':')) {
+                    if let Ok(a) = word.parse::<std::net::Ipv6Addr>() {
+                        seen += 1;
+                        assert_eq!(word, a.to_string(), "seed {seed}, {}", step.name);
+                    }
+                }
+            }
+        }
+        assert!(seen > 100, "{seen} IPv6 addresses looked at");
+    }
 
     #[test]
     fn generated_scenarios_share_the_dual_stack_scenarios_boots() {
