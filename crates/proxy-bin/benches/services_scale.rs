@@ -46,14 +46,14 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use rvs_testrig::Vm;
 use rvs_testrig::latency;
 use rvs_testrig::proxy_bench::{
     ProcSample, ProxyBenchJob, ProxyUnderTest, SERVICE_PORT, SyntheticCluster, console_value,
-    start_plane, wait_marker,
+    progress, start_plane, wait_marker,
 };
 
 const BENCH: &str = "services_scale bench";
@@ -173,7 +173,14 @@ fn proxy(variant: &str, k8s_bin: &Path) -> Result<ProxyUnderTest> {
             let mode = mode.trim_start_matches("proxy-");
             ProxyUnderTest::kube_proxy(k8s_bin, mode)
         }
-        Some(("rvs", dataplane)) => ProxyUnderTest::rvs(rvs, dataplane),
+        Some(("rvs", dataplane)) => {
+            let mut p = ProxyUnderTest::rvs(rvs, dataplane);
+            if dataplane == "userspace" {
+                // Serve any cluster IP: bind them to kube-ipvs0.
+                p.args.push("--bind-addresses".into());
+            }
+            p
+        }
         _ => bail!("RVS_BENCH_VARIANTS: unknown variant {variant:?}"),
     };
     p.label = variant.to_owned();
@@ -220,19 +227,6 @@ fn client(args: &[String]) -> Option<i32> {
         }
         _ => None,
     }
-}
-
-fn progress(msg: &str) {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    eprintln!(
-        "[{:02}:{:02}:{:02}] {msg}",
-        now / 3600 % 24,
-        now / 60 % 60,
-        now % 60
-    );
 }
 
 /// `Some(value)`, or `None` for the cap, from a guest `KEY=MS` value.

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 use rvs_testrig::proxy_bench::{
     Capped, ProcSample, ProxyBenchJob, ProxyUnderTest, SyntheticCluster, console_value, fmt_capped,
-    median, start_plane, wait_marker,
+    median, progress, start_plane, wait_marker,
 };
 use rvs_testrig::{ControlPlane, Vm};
 
@@ -159,19 +159,6 @@ struct Row {
     change_ms: Option<Capped>,
     change_kubectl_ms: Option<f64>,
     error: String,
-}
-
-fn progress(msg: &str) {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    eprintln!(
-        "[{:02}:{:02}:{:02}] {msg}",
-        now / 3600 % 24,
-        now / 60 % 60,
-        now % 60
-    );
 }
 
 fn save_console(s: &Settings, row: &Row, phase: &str, console: &str) {

@@ -87,15 +87,19 @@ pub const MODULES: &[&str] = &[
     "nft_nat",
     "nft_masq",
     "nft_reject_inet",
-    // kube-proxy's iptables mode picks endpoints with `-m statistic`; its
-    // nftables mode with `numgen` and finds local addresses with `fib`.
+    "crc32c_generic",
+];
+
+/// Modules loaded after [`MODULES`] when the kernel has them: kube-proxy's
+/// iptables mode picks endpoints with `-m statistic`, its nftables mode
+/// with `numgen`, and finds local addresses with `fib`.
+pub const PROXY_MODE_MODULES: &[&str] = &[
     "xt_statistic",
     "nft_numgen",
     "nft_fib",
     "nft_fib_inet",
     "nft_fib_ipv4",
     "nft_fib_ipv6",
-    "crc32c_generic",
 ];
 
 /// Modules that may be absent: `ip_vs_twos` exists only from Linux 6.2;
@@ -109,12 +113,6 @@ pub const OPTIONAL_MODULES: &[&str] = &[
     "nft_nat",
     "nft_ct",
     "ip6table_mangle",
-    "xt_statistic",
-    "nft_numgen",
-    "nft_fib",
-    "nft_fib_inet",
-    "nft_fib_ipv4",
-    "nft_fib_ipv6",
 ];
 
 /// Host programs copied into the VM, with the Debian package providing each.
@@ -200,6 +198,7 @@ fn cache_key(kernel: &Kernel) -> u64 {
         INIT_SCRIPT,
         TOPOLOGY_SCRIPT,
         MODULES,
+        PROXY_MODE_MODULES,
         TOOLS,
     )
         .hash(&mut hasher);
@@ -274,9 +273,9 @@ fn build(kernel: &Kernel) -> Result<Archive, RigError> {
 
     let mut order = String::new();
     let mut loaded = BTreeSet::new();
-    for module in MODULES {
+    for module in MODULES.iter().chain(PROXY_MODE_MODULES) {
         let Some(files) = kernel.module_files(module)? else {
-            if OPTIONAL_MODULES.contains(module) {
+            if OPTIONAL_MODULES.contains(module) || PROXY_MODE_MODULES.contains(module) {
                 continue;
             }
             return Err(RigError::Unavailable(format!(

@@ -502,6 +502,23 @@ impl ProcSample {
     }
 }
 
+/// Prints `msg` on stderr after the time of day (UTC), for long runs.
+pub fn progress(msg: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    #[allow(clippy::print_stderr)] // the benches' progress lines
+    {
+        eprintln!(
+            "[{:02}:{:02}:{:02}] {msg}",
+            now / 3600 % 24,
+            now / 60 % 60,
+            now % 60
+        );
+    }
+}
+
 /// One measured value over rounds: `Some(x)`, or `None` for a point that
 /// hit its cap.
 pub type Capped = Option<f64>;
