@@ -67,12 +67,13 @@ const RANDOM_TARGETS: usize = 200;
 const SCRIPT: &str = r#"
 IP=/usr/sbin/ip
 echo 1 > /proc/sys/net/ipv4/ip_forward
-# pod NS ADDR: a network namespace with ADDR, routed through a veth.
+# pod NS ADDR: a network namespace with ADDR, routed through a veth whose
+# node side answers for the pod's gateway, 169.254.1.1.
 pod() {
     $IP netns add "$1"
     $IP link add "v-$1" type veth peer name eth0 netns "$1"
+    $IP addr add 169.254.1.1/32 dev "v-$1"
     $IP link set "v-$1" up
-    echo 1 > "/proc/sys/net/ipv4/conf/v-$1/proxy_arp"
     $IP route add "$2/32" dev "v-$1"
     $IP -n "$1" link set lo up
     $IP -n "$1" addr add "$2/32" dev eth0
@@ -95,11 +96,21 @@ reachable() {
         sleep "$POLL"
     done
 }
+# diagnose: what a failed point needs to be understood.
+diagnose() {
+    echo "== diagnose"
+    in_pod --probe --verbose $GATE_ADDRS
+    $IP route; $IP -n c route; $IP -o addr | cut -c1-120
+    iptables-save -t nat 2>&1 | head -40
+    nft list ruleset 2>&1 | head -40
+    ipvsadm -Ln 2>&1 | head -20
+}
 eval "start_proxy $PROXY_CMD"
 reachable "$T0" "$CAP_MS" $GATE_ADDRS
 echo "cold_ms=$DONE_MS"
 sample cold
-[ "$DONE_MS" -ge 0 ] || { finish 40; echo "@@DONE@@"; exit 0; }
+echo "@@COLD@@"
+[ "$DONE_MS" -ge 0 ] || { diagnose; finish 40; echo "@@DONE@@"; exit 0; }
 echo "last $(in_pod --connect "$CONNECTS" $LAST_ADDR)"
 echo "random $(in_pod --connect "$CONNECTS" $RANDOM_ADDRS)"
 echo "@@ADD-READY@@"
@@ -199,7 +210,14 @@ fn client(args: &[String]) -> Option<i32> {
             Some(0)
         }
         Some("--probe") => {
+            let verbose = args.get(1).is_some_and(|a| a == "--verbose");
             let targets = addrs(&args[1..]);
+            if verbose {
+                for t in &targets {
+                    let r = std::net::TcpStream::connect_timeout(t, Duration::from_secs(1));
+                    println!("probe {t}: {:?}", r.map(drop));
+                }
+            }
             let l = latency::measure(
                 &targets,
                 targets.len(),
@@ -327,7 +345,18 @@ fn point(
         let _ = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(path, console));
     };
     let boot_and_cap = s.cap + Duration::from_secs(900);
-    let ready = wait_marker(&mut running, "@@ADD-READY@@", boot_and_cap)?;
+    if wait_marker(&mut running, "@@COLD@@", boot_and_cap)?.is_none() {
+        keep(&running.console());
+        bail!("no cold start result");
+    }
+    let cold_ok = console_value(&running.console(), "cold_ms")
+        .and_then(|v| v.parse::<i64>().ok())
+        .is_some_and(|ms| ms >= 0);
+    let ready = if cold_ok {
+        wait_marker(&mut running, "@@ADD-READY@@", boot_and_cap)?
+    } else {
+        None
+    };
     let mut values = Vec::new();
     if ready.is_some() {
         let mut extra = SyntheticCluster::new(n + 1, BACKENDS.len());

@@ -92,9 +92,12 @@ pub const MODULES: &[&str] = &[
 
 /// Modules loaded after [`MODULES`] when the kernel has them: kube-proxy's
 /// iptables mode picks endpoints with `-m statistic`, its nftables mode
-/// with `numgen`, and finds local addresses with `fib`.
+/// with `numgen`, finds local addresses with `fib` and rejects in its
+/// `ip`/`ip6` tables.
 pub const PROXY_MODE_MODULES: &[&str] = &[
     "xt_statistic",
+    "nft_reject_ipv4",
+    "nft_reject_ipv6",
     "nft_numgen",
     "nft_fib",
     "nft_fib_inet",

@@ -1,12 +1,16 @@
-//! Connect latency as a client sees it: the time `connect()` takes to
-//! complete the TCP handshake with a Service's address (through whatever
-//! rewrites it: iptables, nftables, IPVS, a socket-level balancer or a
-//! userspace proxy), one connection after another, each closed with a
-//! reset so that no TIME_WAIT piles up. Bounded in count and in time.
+//! Connect latency as a client sees it: the time from `connect()` to a
+//! Service's address until the first byte from the backend arrives
+//! (through whatever rewrites or relays it: iptables, nftables, IPVS, a
+//! socket-level balancer or a userspace proxy, which completes the
+//! client's handshake itself before it reaches a backend, so the
+//! handshake alone would not compare), one connection after another,
+//! each closed with a reset so that no TIME_WAIT piles up. Bounded in
+//! count and in time.
 //!
-//! [`serve`] is the other side: an accept-and-close loop, as cheap a
+//! [`serve`] is the other side: accept, write one byte, close; as cheap a
 //! backend as there is, for backends in pod namespaces.
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -14,9 +18,11 @@ use std::time::{Duration, Instant};
 /// What [`measure`] saw.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Latencies {
-    /// Each completed connect's duration, µs, in the order made.
+    /// Each connection's time from `connect()` to the backend's first
+    /// byte, µs, in the order made.
     pub micros: Vec<u64>,
-    /// Connects refused, timed out or failed otherwise.
+    /// Connections refused, timed out, closed without a byte or failed
+    /// otherwise.
     pub failed: usize,
     /// Whether the time bound ended the run before `count` connects.
     pub cut_short: bool,
@@ -56,7 +62,7 @@ pub fn measure(
         }
         let target = targets[k % targets.len()];
         let t0 = Instant::now();
-        match TcpStream::connect_timeout(&target, timeout) {
+        match first_byte(target, timeout) {
             Ok(stream) => {
                 out.micros
                     .push(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
@@ -66,6 +72,15 @@ pub fn measure(
         }
     }
     out
+}
+
+/// Connects to `target` and reads the backend's first byte.
+fn first_byte(target: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect_timeout(&target, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte)?;
+    Ok(stream)
 }
 
 /// Closes `stream` with a reset (SO_LINGER 0): the client keeps no
@@ -80,17 +95,18 @@ fn reset(stream: &TcpStream) {
         nix::sys::socket::setsockopt(&stream.as_fd(), nix::sys::socket::sockopt::Linger, &linger);
 }
 
-/// Accepts connections on `listener` and closes each at once, until
-/// `bound` has passed (checked at each connection) or accepting fails.
-/// Returns the number accepted.
+/// Accepts connections on `listener`, writes one byte to each and closes
+/// it, until `bound` has passed (checked at each connection) or accepting
+/// fails. Returns the number accepted.
 pub fn serve(listener: &TcpListener, bound: Duration) -> usize {
     let started = Instant::now();
     let mut accepted = 0;
     while started.elapsed() < bound {
         match listener.accept() {
-            Ok((stream, _)) => {
+            Ok((mut stream, _)) => {
                 accepted += 1;
-                drop(stream);
+                // A client gone already is its own business.
+                let _ = stream.write_all(b"x");
             }
             Err(_) => break,
         }
