@@ -37,8 +37,10 @@ $P --once
 for i in 1 2 3; do r=$(topo_get client 10.96.0.10); echo "after: $r"; done
 ipvsadm -L -n -t 10.96.0.10:80
 echo "== unbind"
-# sticky becomes headless: its virtual server goes, and so does its address.
-sed -i 's/metadata: {name: sticky, namespace: default}/metadata: {name: sticky, namespace: default, labels: {service.kubernetes.io\/headless: ""}}/' /etc/rvs/m/cluster.yaml
+# sticky is handed to another proxy: its virtual server goes, and so does
+# its address. (The headless label would not do: as kube-proxy, rvs applies
+# it to EndpointSlices, not to Services.)
+sed -i 's/metadata: {name: sticky, namespace: default}/metadata: {name: sticky, namespace: default, labels: {service.kubernetes.io\/service-proxy-name: elsewhere}}/' /etc/rvs/m/cluster.yaml
 $P --once
 /usr/sbin/ip -o addr show dev kube-ipvs0 | awk '{print $4}' | sort
 ipvsadm -S -n | grep -c '10.96.0.11' || true
