@@ -27,10 +27,24 @@
 //! `target/bench`). A wait longer than `RVS_BENCH_CAP_SECS` (600) is
 //! recorded as `cap`. Settings: `RVS_BENCH_SIZES` (100,1000,5000,10000,
 //! 20000), `RVS_BENCH_ROUNDS` (3), `RVS_BENCH_VARIANTS` (all),
-//! `RVS_BENCH_CONNECTS` (1000), `RVS_BENCH_POLL_SECS` (0.5).
+//! `RVS_BENCH_CONNECTS` (1000), `RVS_BENCH_POLL_SECS` (0.5; on the host
+//! `RVS_BENCH_HOST_POLL_SECS`, 0.05).
 //!
 //! Traffic stays in the guest: the Service range is only reachable there.
 //! Under TCG absolute times are inflated: compare shapes and ratios.
+//!
+//! **On the host kernel** (`RVS_BENCH_ENVS`, default `vm,host`; needs
+//! root): the modes that need no IPVS — kube-proxy's iptables and
+//! nftables, rvs userspace, and rvs's eBPF socket-level load balancer
+//! (`rvs-ebpf`, for a child cgroup holding the client pod) — measured the
+//! same way without emulation.
+//! Each size runs in a private network, mount and PID namespace
+//! (`unshare`), where the control plane, a "node" namespace standing in
+//! for the guest (reaching the API server at the guest's address through
+//! a relay) and the pods live; nothing leaves it and everything started
+//! dies with it. The control plane and its objects are made once per size
+//! and round; each variant gets a fresh node and pods. Rows carry
+//! `env` `host`.
 //!
 //! The same binary is the guest's client and backend
 //! (`services_scale --serve|--probe|--connect`), copied into the VM.
@@ -43,21 +57,46 @@
 )]
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{BufRead as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use rvs_testrig::Vm;
 use rvs_testrig::latency;
 use rvs_testrig::proxy_bench::{
-    ProcSample, ProxyBenchJob, ProxyUnderTest, SERVICE_PORT, SyntheticCluster, console_value,
-    progress, start_plane, wait_marker,
+    GUEST_API, GUEST_LIB, GUEST_NIC, NODE_IP, ProcSample, ProxyBenchJob, ProxyUnderTest,
+    SERVICE_CIDR, SERVICE_PORT, SyntheticCluster, console_value, progress, start_plane,
+    wait_marker,
 };
+use rvs_testrig::{Relay, TempDir, Vm};
 
 const BENCH: &str = "services_scale bench";
-const ENV: &str = "vm";
+/// Rows measured in the VM (Debian's 6.1 kernel under TCG).
+const ENV_VM: &str = "vm";
+/// Rows measured on the host kernel, in private namespaces.
+const ENV_HOST: &str = "host";
+/// The variants the VM runs.
+const VM_VARIANTS: [&str; 5] = [
+    "kube-proxy-iptables",
+    "kube-proxy-nftables",
+    "kube-proxy-ipvs",
+    "rvs-kernel",
+    "rvs-userspace",
+];
+/// The variants the host kernel can run (it has no IPVS). `rvs-ebpf`:
+/// the socket-level load balancer for the client pod's cgroup (a child
+/// cgroup the bench makes), maps pinned on a private bpffs.
+const HOST_VARIANTS: [&str; 4] = [
+    "kube-proxy-iptables",
+    "kube-proxy-nftables",
+    "rvs-userspace",
+    "rvs-ebpf",
+];
+/// The inner run of one host point: `--host-point N ROUND`.
+const HOST_POINT: &str = "--host-point";
 /// The backend pods' addresses: every Service's two endpoints.
 const BACKENDS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 244, 1, 1), Ipv4Addr::new(10, 244, 1, 2)];
 /// Random Services the client rotates over.
@@ -131,21 +170,24 @@ fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 #[derive(Clone, Debug)]
 struct Settings {
+    envs: Vec<String>,
     sizes: Vec<usize>,
     rounds: usize,
     variants: Vec<String>,
     connects: usize,
     cap: Duration,
     poll_secs: f64,
+    host_poll_secs: f64,
     out: PathBuf,
 }
 
-const ALL_VARIANTS: [&str; 5] = [
+const ALL_VARIANTS: [&str; 6] = [
     "kube-proxy-iptables",
     "kube-proxy-nftables",
     "kube-proxy-ipvs",
     "rvs-kernel",
     "rvs-userspace",
+    "rvs-ebpf",
 ];
 
 impl Settings {
@@ -159,6 +201,7 @@ impl Settings {
                 .collect()
         };
         Settings {
+            envs: list("RVS_BENCH_ENVS", "vm,host"),
             sizes: list("RVS_BENCH_SIZES", "100,1000,5000,10000,20000")
                 .iter()
                 .filter_map(|s| s.parse().ok())
@@ -168,6 +211,7 @@ impl Settings {
             connects: env_parse("RVS_BENCH_CONNECTS", 1000usize).max(1),
             cap: Duration::from_secs(env_parse("RVS_BENCH_CAP_SECS", 600)),
             poll_secs: env_parse("RVS_BENCH_POLL_SECS", 0.5),
+            host_poll_secs: env_parse("RVS_BENCH_HOST_POLL_SECS", 0.05),
             out: std::env::var_os("RVS_BENCH_OUT")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| {
@@ -177,7 +221,8 @@ impl Settings {
     }
 }
 
-fn proxy(variant: &str, k8s_bin: &Path) -> Result<ProxyUnderTest> {
+/// The proxy of `variant` as `env` runs it.
+fn proxy(variant: &str, k8s_bin: &Path, env: &str) -> Result<ProxyUnderTest> {
     let rvs = Path::new(env!("CARGO_BIN_EXE_rvs-proxy"));
     let mut p = match variant.split_once('-') {
         Some(("kube", mode)) => {
@@ -186,8 +231,10 @@ fn proxy(variant: &str, k8s_bin: &Path) -> Result<ProxyUnderTest> {
         }
         Some(("rvs", dataplane)) => {
             let mut p = ProxyUnderTest::rvs(rvs, dataplane);
-            if dataplane == "userspace" {
-                // Serve any cluster IP: bind them to kube-ipvs0.
+            if dataplane == "userspace" && env == ENV_VM {
+                // Serve any cluster IP: bind them to kube-ipvs0. The host
+                // has no dummy driver: there the node routes the Service
+                // range to itself instead (`host_userspace_setup`).
                 p.args.push("--bind-addresses".into());
             }
             p
@@ -288,25 +335,10 @@ fn connect_values(console: &str, tag: &str) -> Vec<(String, f64)> {
     out
 }
 
-/// One point: a fresh control plane with `n` Services, one boot of
-/// `proxy`; the values measured, by metric (`None`: capped).
-fn point(
-    s: &Settings,
-    vm: &Vm,
-    proxy: &ProxyUnderTest,
-    n: usize,
-    round: usize,
-) -> Result<Vec<(String, Option<f64>)>> {
-    let plane = start_plane()?;
-    let mut cluster = SyntheticCluster::new(n, BACKENDS.len());
-    cluster.shared_endpoints = BACKENDS.to_vec();
-    let created = cluster.create(&plane, 4)?;
-    progress(&format!(
-        "  {} at {n}: {} objects created in {:.1} s; booting",
-        proxy.label,
-        2 * n,
-        created.as_secs_f64()
-    ));
+/// The script's addresses for one point: the gate (first, middle, last
+/// Service), the last one, random ones (the same for every variant of a
+/// size and round) and the one the host adds.
+fn targets(cluster: &SyntheticCluster, n: usize, round: usize) -> Vec<(String, String)> {
     let addr = |i: usize| format!("{}:{SERVICE_PORT}", cluster.vip(i));
     let gate: Vec<String> = [0, n / 2, n.saturating_sub(1)]
         .iter()
@@ -322,60 +354,60 @@ fn point(
             addr((seed % n as u64) as usize)
         })
         .collect();
-    let job = ProxyBenchJob {
+    vec![
+        ("GATE_ADDRS".into(), gate.join(" ")),
+        ("LAST_ADDR".into(), addr(n.saturating_sub(1))),
+        ("RANDOM_ADDRS".into(), random.join(" ")),
+        ("ADD_ADDR".into(), addr(n)),
+    ]
+}
+
+/// `n` Services served by the two backend pods.
+fn cluster(n: usize) -> SyntheticCluster {
+    let mut cluster = SyntheticCluster::new(n, BACKENDS.len());
+    cluster.shared_endpoints = BACKENDS.to_vec();
+    cluster
+}
+
+/// Creates the Service the add step waits for (Service `n`).
+fn add_service(plane: &rvs_testrig::ControlPlane, n: usize) -> Result<()> {
+    let extra = cluster(n + 1);
+    plane
+        .kubectl_stdin(
+            &["create", "-f", "-"],
+            &format!("{}\n{}\n", extra.service(n), extra.slice(n, false)),
+        )
+        .context("creating the added Service")?;
+    Ok(())
+}
+
+/// The bench job of one point (the VM's boot budget as its timeout).
+fn bench_job<'a>(
+    s: &Settings,
+    proxy: &'a ProxyUnderTest,
+    cluster: &'a SyntheticCluster,
+) -> ProxyBenchJob<'a> {
+    ProxyBenchJob {
         proxy,
-        cluster: &cluster,
+        cluster,
         script: SCRIPT,
         poll_secs: s.poll_secs,
         cap: s.cap,
-        timeout: Duration::from_secs(900 + 3 * s.cap.as_secs() + n as u64 / 20),
+        timeout: Duration::from_secs(900 + 3 * s.cap.as_secs() + cluster.services as u64 / 20),
         memory_mib: 3072,
     }
-    .job(&plane)?
-    .binary("scale-client", std::env::current_exe()?)
-    .env("GATE_ADDRS", &gate.join(" "))
-    .env("LAST_ADDR", &addr(n - 1))
-    .env("RANDOM_ADDRS", &random.join(" "))
-    .env("ADD_ADDR", &addr(n))
-    .env("CONNECTS", &s.connects.to_string());
-    let mut running = vm.start(&job)?;
-    let keep = |console: &str| {
-        let dir = s.out.join("services_scale");
-        let path = dir.join(format!("n{n}-r{round}-{}.log", proxy.label));
-        let _ = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(path, console));
-    };
-    let boot_and_cap = s.cap + Duration::from_secs(900);
-    if wait_marker(&mut running, "@@COLD@@", boot_and_cap)?.is_none() {
-        keep(&running.console());
-        bail!("no cold start result");
-    }
-    let cold_ok = console_value(&running.console(), "cold_ms")
-        .and_then(|v| v.parse::<i64>().ok())
-        .is_some_and(|ms| ms >= 0);
-    let ready = if cold_ok {
-        wait_marker(&mut running, "@@ADD-READY@@", boot_and_cap)?
-    } else {
-        None
-    };
-    let mut values = Vec::new();
-    if ready.is_some() {
-        let mut extra = SyntheticCluster::new(n + 1, BACKENDS.len());
-        extra.shared_endpoints = BACKENDS.to_vec();
-        plane
-            .kubectl_stdin(
-                &["create", "-f", "-"],
-                &format!("{}\n{}\n", extra.service(n), extra.slice(n, false)),
-            )
-            .context("creating the added Service")?;
-    }
-    if wait_marker(&mut running, "@@DONE@@", boot_and_cap)?.is_none() {
-        keep(&running.console());
-        bail!("the guest did not finish");
-    }
-    let out = running.wait()?;
-    keep(&out.console);
-    values.push(("cold_s".to_owned(), ms_value(&out.output, "cold_ms")?));
-    if let Some(sample) = ProcSample::parse(&out.output, "cold") {
+}
+
+/// Keeps one point's console under `RVS_BENCH_OUT/services_scale/`.
+fn keep(s: &Settings, name: &str, console: &str) {
+    let dir = s.out.join("services_scale");
+    let _ = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join(name), console));
+}
+
+/// The values a point's script printed, by metric (`None`: capped).
+fn values_from(output: &str) -> Result<Vec<(String, Option<f64>)>> {
+    let mut values = vec![("cold_s".to_owned(), ms_value(output, "cold_ms")?)];
+    if let Some(sample) = ProcSample::parse(output, "cold") {
         values.push((
             "cpu_s".into(),
             Some((sample.cpu + sample.children_cpu).as_secs_f64()),
@@ -385,15 +417,295 @@ fn point(
             Some(sample.peak_rss_kib as f64 / 1024.0),
         ));
     }
-    if ready.is_some() {
+    if output.lines().any(|l| l.trim() == "@@ADD-READY@@") {
         for tag in ["last", "random"] {
-            for (metric, v) in connect_values(&out.output, tag) {
+            for (metric, v) in connect_values(output, tag) {
                 values.push((metric, Some(v)));
             }
         }
-        values.push(("add_s".to_owned(), ms_value(&out.output, "add_ms")?));
+        values.push(("add_s".to_owned(), ms_value(output, "add_ms")?));
     }
     Ok(values)
+}
+
+/// One point: a fresh control plane with `n` Services, one boot of
+/// `proxy`; the values measured, by metric (`None`: capped).
+fn point(
+    s: &Settings,
+    vm: &Vm,
+    proxy: &ProxyUnderTest,
+    n: usize,
+    round: usize,
+) -> Result<Vec<(String, Option<f64>)>> {
+    let plane = start_plane()?;
+    let cluster = cluster(n);
+    let created = cluster.create(&plane, 4)?;
+    progress(&format!(
+        "  {} at {n}: {} objects created in {:.1} s; booting",
+        proxy.label,
+        2 * n,
+        created.as_secs_f64()
+    ));
+    let mut job = bench_job(s, proxy, &cluster)
+        .job(&plane)?
+        .binary("scale-client", std::env::current_exe()?)
+        .env("CONNECTS", &s.connects.to_string());
+    for (k, v) in targets(&cluster, n, round) {
+        job = job.env(&k, &v);
+    }
+    let mut running = vm.start(&job)?;
+    let log = format!("n{n}-r{round}-{}.log", proxy.label);
+    let boot_and_cap = s.cap + Duration::from_secs(900);
+    if wait_marker(&mut running, "@@COLD@@", boot_and_cap)?.is_none() {
+        keep(s, &log, &running.console());
+        bail!("no cold start result");
+    }
+    let cold_ok = console_value(&running.console(), "cold_ms")
+        .and_then(|v| v.parse::<i64>().ok())
+        .is_some_and(|ms| ms >= 0);
+    if cold_ok && wait_marker(&mut running, "@@ADD-READY@@", boot_and_cap)?.is_some() {
+        add_service(&plane, n)?;
+    }
+    if wait_marker(&mut running, "@@DONE@@", boot_and_cap)?.is_none() {
+        keep(s, &log, &running.console());
+        bail!("the guest did not finish");
+    }
+    let out = running.wait()?;
+    keep(s, &log, &out.console);
+    values_from(&out.output)
+}
+
+/// On the host, the node routes the Service range to itself so the
+/// userspace dataplane can listen on any cluster IP (no dummy driver).
+fn host_userspace_setup() -> String {
+    format!("/usr/sbin/ip route add local {SERVICE_CIDR} dev lo\n")
+}
+
+/// Runs `script` with `sh -c`; fails with its output.
+fn sh(what: &str, script: &str) -> Result<()> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .with_context(|| format!("{what}: running sh"))?;
+    if !out.status.success() {
+        bail!(
+            "{what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// One size and round on the host kernel: the same binary again in
+/// private namespaces ([`host_inner`]); its rows by variant and metric.
+fn host_point(
+    variants: &[String],
+    n: usize,
+    round: usize,
+) -> Result<Vec<(String, String, Option<f64>)>> {
+    let out = Command::new("unshare")
+        .args([
+            "--net",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+        ])
+        .arg(std::env::current_exe()?)
+        .args([HOST_POINT, &n.to_string(), &round.to_string()])
+        .env("RVS_BENCH_VARIANTS", variants.join(","))
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running unshare")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<(String, String, Option<f64>)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("@@ROW ")?.split_whitespace();
+            let (variant, metric, value) = (w.next()?, w.next()?, w.next()?);
+            let value = if value == "cap" {
+                None
+            } else {
+                Some(value.parse().ok()?)
+            };
+            Some((variant.to_owned(), metric.to_owned(), value))
+        })
+        .collect();
+    if !out.status.success() && rows.is_empty() {
+        let tail: Vec<&str> = stdout.lines().rev().take(10).collect();
+        bail!(
+            "the host point failed ({}): {}",
+            out.status,
+            tail.join(" | ")
+        );
+    }
+    Ok(rows)
+}
+
+/// Inside the private namespaces: the control plane and `n` Services,
+/// then each variant on a fresh node namespace; prints `@@ROW VARIANT
+/// METRIC VALUE` lines.
+fn host_inner(n: usize, round: usize) -> Result<()> {
+    let s = Settings::from_env();
+    let api_ip = GUEST_API.split(':').next().unwrap_or_default();
+    sh(
+        "private mounts and loopback",
+        &format!(
+            "mount --make-rprivate / && mkdir -p /run/netns && mount -t tmpfs rvs-bench /run/netns \
+             && ip link set lo up && ip addr add {api_ip}/32 dev lo"
+        ),
+    )?;
+    let tmp = TempDir::new("rvs-scale-host")?;
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin)?;
+    std::os::unix::fs::symlink(std::env::current_exe()?, bin.join("scale-client"))?;
+    let k8s_bin = rvs_testrig::control_plane::k8s_bin()?;
+    let plane = start_plane()?;
+    let cluster = cluster(n);
+    let created = cluster.create(&plane, 4)?;
+    progress(&format!(
+        "  host at {n}: {} objects created in {:.1} s",
+        2 * n,
+        created.as_secs_f64()
+    ));
+    let _relay = Relay::start_on(GUEST_API.parse()?, plane.api_addr()?)?;
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        plane.kubeconfig_for_server("kube-proxy", &format!("https://{GUEST_API}"))?,
+    )?;
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for variant in &s.variants {
+        let mut p = proxy(variant, &k8s_bin, ENV_HOST)?;
+        for a in &mut p.args {
+            if a.starts_with("--kubeconfig=") {
+                *a = format!("--kubeconfig={}", kubeconfig.display());
+            }
+        }
+        let link = bin.join(&p.binary_name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&p.binary, &link)?;
+        let work = tmp.path().join(variant);
+        std::fs::create_dir_all(&work)?;
+        let mut job = bench_job(&s, &p, &cluster);
+        job.poll_secs = s.host_poll_secs;
+        let mut env = job.env();
+        env.extend(targets(&cluster, n, round));
+        env.push(("CONNECTS".into(), s.connects.to_string()));
+        env.push(("BENCH_TMP".into(), work.display().to_string()));
+        env.push(("PATH".into(), path.clone()));
+        let mut setup = String::new();
+        let mut _ebpf = None;
+        if variant == "rvs-userspace" {
+            setup = host_userspace_setup();
+        } else if variant == "rvs-ebpf" {
+            // The script (so the client pod) runs in a child cgroup made
+            // for it; the maps go to a private bpffs. Both go on drop.
+            let cgroup = rvs_testrig::cgroup::Cgroup::new()?;
+            let bpffs = rvs_testrig::cgroup::BpfFs::new()?;
+            p.args.push(format!("--cgroup={}", cgroup.path().display()));
+            p.args.push(format!(
+                "--bpf-pin-dir={}",
+                bpffs.path().join("rvs").display()
+            ));
+            setup = format!("echo $$ > '{}/cgroup.procs'\n", cgroup.path().display());
+            _ebpf = Some((cgroup, bpffs));
+        }
+        let script = format!("exec 2>&1\n{GUEST_NIC}{GUEST_LIB}\n{setup}{SCRIPT}");
+        progress(&format!("  host: {variant} at {n}"));
+        let result = host_variant(&s, &plane, n, &script, &env);
+        sh(
+            "removing the node",
+            "for ns in node c b1 b2; do ip netns del $ns 2>/dev/null; done; true",
+        )?;
+        let _ = plane.kubectl(&[
+            "delete",
+            "--ignore-not-found",
+            &format!("service/s{n}"),
+            &format!("endpointslices.discovery.k8s.io/s{n}-1"),
+        ]);
+        match result.and_then(|console| {
+            keep(&s, &format!("host-n{n}-r{round}-{variant}.log"), &console);
+            values_from(&console)
+        }) {
+            Ok(values) => {
+                for (metric, v) in values {
+                    let text = v.map_or_else(|| "cap".to_owned(), |v| format!("{v}"));
+                    println!("@@ROW {variant} {metric} {text}");
+                }
+            }
+            Err(e) => progress(&format!("  host: {variant} at {n}: failed: {e:#}")),
+        }
+    }
+    Ok(())
+}
+
+/// One variant on the host: a node namespace whose `eth0` faces the
+/// relay at [`GUEST_API`], `script` run in it (its own process group,
+/// killed whole at the end); its output.
+fn host_variant(
+    s: &Settings,
+    plane: &rvs_testrig::ControlPlane,
+    n: usize,
+    script: &str,
+    env: &[(String, String)],
+) -> Result<String> {
+    sh(
+        "making the node",
+        &format!(
+            "ip netns add node && ip link add host0 type veth peer name eth0 netns node \
+             && ip link set host0 up && ip route add {NODE_IP}/32 dev host0"
+        ),
+    )?;
+    let mut child = Command::new("nsenter")
+        .args(["--net=/run/netns/node", "sh", "-c", script])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("running the node's script")?;
+    let group = child.id();
+    let stdout = child.stdout.take().context("the script's output")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + 3 * s.cap + Duration::from_secs(600);
+    let mut console = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            break;
+        };
+        let _ = writeln!(console, "{line}");
+        match line.trim() {
+            "@@ADD-READY@@" => add_service(plane, n)?,
+            "@@DONE@@" => break,
+            _ => {}
+        }
+    }
+    // Everything the script started: the proxy, the backends.
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{group}")])
+        .status();
+    let _ = child.wait();
+    let _ = reader.join();
+    Ok(console)
 }
 
 fn main() -> Result<()> {
@@ -401,10 +713,27 @@ fn main() -> Result<()> {
     if let Some(code) = client(&args) {
         std::process::exit(code);
     }
+    if args.first().map(String::as_str) == Some(HOST_POINT) {
+        let num = |i: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(0);
+        return host_inner(num(1), num(2));
+    }
     let s = Settings::from_env();
-    let Some(vm) = Vm::or_skip(BENCH) else {
-        return Ok(());
+    let want = |env: &str| s.envs.iter().any(|e| e == env);
+    let vm = if want(ENV_VM) {
+        Vm::or_skip(BENCH)
+    } else {
+        None
     };
+    let host_variants: Vec<String> = s
+        .variants
+        .iter()
+        .filter(|v| HOST_VARIANTS.contains(&v.as_str()))
+        .cloned()
+        .collect();
+    let host = want(ENV_HOST) && !host_variants.is_empty() && host_ok();
+    if vm.is_none() && !host {
+        return Ok(());
+    }
     let k8s_bin = match rvs_testrig::control_plane::k8s_bin() {
         Ok(dir) => dir,
         Err(e) => {
@@ -415,7 +744,8 @@ fn main() -> Result<()> {
     let proxies: Vec<ProxyUnderTest> = s
         .variants
         .iter()
-        .map(|v| proxy(v, &k8s_bin))
+        .filter(|v| VM_VARIANTS.contains(&v.as_str()) || !HOST_VARIANTS.contains(&v.as_str()))
+        .map(|v| proxy(v, &k8s_bin, ENV_VM))
         .collect::<Result<_>>()?;
     std::fs::create_dir_all(&s.out)?;
     let csv_path = s.out.join("services_scale.csv");
@@ -428,29 +758,57 @@ fn main() -> Result<()> {
         writeln!(csv, "env,variant,services,round,metric,value")?;
     }
     progress(&format!(
-        "{BENCH}: sizes {:?}, {} rounds, variants {:?}, cap {} s; rows to {}",
+        "{BENCH}: sizes {:?}, {} rounds, variants {:?} (vm: {}, host: {}), cap {} s; rows to {}",
         s.sizes,
         s.rounds,
         s.variants,
+        vm.is_some(),
+        if host {
+            host_variants.join(",")
+        } else {
+            "no".to_owned()
+        },
         s.cap.as_secs(),
         csv_path.display()
     ));
-    let mut table: Vec<(String, usize, String, Option<f64>)> = Vec::new();
+    let mut table: Vec<Row> = Vec::new();
+    let mut record = |env: &str, variant: &str, n: usize, round: usize, metric: &str, v| {
+        let text = fmt_value(v);
+        let line = format!("{env},{variant},{n},{round},{metric},{text}");
+        table.push((env.to_owned(), variant.to_owned(), n, metric.to_owned(), v));
+        writeln!(csv, "{line}")
+    };
     for round in 1..=s.rounds {
         for &n in &s.sizes {
+            if host {
+                progress(&format!(
+                    "round {round}/{}: host kernel at {n} Services",
+                    s.rounds
+                ));
+                match host_point(&host_variants, n, round) {
+                    Ok(rows) => {
+                        let mut line = String::new();
+                        for (variant, metric, v) in rows {
+                            record(ENV_HOST, &variant, n, round, &metric, v)?;
+                            let _ = write!(line, " {variant}:{metric}={}", fmt_value(v));
+                        }
+                        progress(&format!("  host:{line}"));
+                    }
+                    Err(e) => progress(&format!("  host at {n}: failed: {e:#}")),
+                }
+            }
+            let Some(vm) = &vm else { continue };
             for p in &proxies {
                 progress(&format!(
                     "round {round}/{}: {} at {n} Services",
                     s.rounds, p.label
                 ));
-                match point(&s, &vm, p, n, round) {
+                match point(&s, vm, p, n, round) {
                     Ok(values) => {
                         let mut line = String::new();
                         for (metric, v) in values {
-                            let text = v.map_or_else(|| "cap".to_owned(), |v| format!("{v}"));
-                            writeln!(csv, "{ENV},{},{n},{round},{metric},{text}", p.label)?;
-                            let _ = write!(line, " {metric}={text}");
-                            table.push((p.label.clone(), n, metric, v));
+                            record(ENV_VM, &p.label, n, round, &metric, v)?;
+                            let _ = write!(line, " {metric}={}", fmt_value(v));
                         }
                         progress(&format!("  {}:{line}", p.label));
                     }
@@ -459,18 +817,54 @@ fn main() -> Result<()> {
             }
         }
     }
-    print_summary(&s, &table);
+    if vm.is_some() {
+        print_summary(&s, ENV_VM, &s.variants, &table);
+    }
+    if host {
+        print_summary(&s, ENV_HOST, &host_variants, &table);
+    }
     Ok(())
+}
+
+/// (env, variant, services, metric, value or cap)
+type Row = (String, String, usize, String, Option<f64>);
+
+fn fmt_value(v: Option<f64>) -> String {
+    v.map_or_else(|| "cap".to_owned(), |v| format!("{v}"))
+}
+
+/// Whether this process can make private network namespaces (root);
+/// prints the skip otherwise.
+fn host_ok() -> bool {
+    let ok = Command::new("unshare")
+        .args([
+            "--net",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "true",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        rvs_testrig::skip(
+            &format!("{BENCH} (host kernel)"),
+            &"cannot make private network namespaces (needs root and unshare)",
+        );
+    }
+    ok
 }
 
 /// Medians per variant and size of the metrics the figures show, and the
 /// ratios the issue's goals name.
-fn print_summary(s: &Settings, table: &[(String, usize, String, Option<f64>)]) {
+fn print_summary(s: &Settings, env: &str, variants: &[String], table: &[Row]) {
     let med = |variant: &str, n: usize, metric: &str| -> Option<Option<f64>> {
         let v: Vec<Option<f64>> = table
             .iter()
-            .filter(|(p, m, k, _)| p == variant && *m == n && k == metric)
-            .map(|(_, _, _, v)| *v)
+            .filter(|(e, p, m, k, _)| e == env && p == variant && *m == n && k == metric)
+            .map(|(_, _, _, _, v)| *v)
             .collect();
         rvs_testrig::proxy_bench::median(&v)
     };
@@ -483,13 +877,13 @@ fn print_summary(s: &Settings, table: &[(String, usize, String, Option<f64>)]) {
         "cpu_s",
         "peak_rss_mib",
     ] {
-        println!("\n{metric} (median of {} rounds)", s.rounds);
+        println!("\n{env}: {metric} (median of {} rounds)", s.rounds);
         print!("{:>22}", "variant \\ services");
         for n in &s.sizes {
             print!(" {n:>10}");
         }
         println!();
-        for v in &s.variants {
+        for v in variants {
             print!("{v:>22}");
             for &n in &s.sizes {
                 print!(" {:>10}", fmt(med(v, n, metric)));
@@ -504,36 +898,40 @@ fn print_summary(s: &Settings, table: &[(String, usize, String, Option<f64>)]) {
         (Some(Some(a)), Some(Some(b))) if b > 0.0 => format!("{:.2}×", a / b),
         _ => "-".to_owned(),
     };
-    println!("\ngoals:");
-    println!(
-        "  rvs-kernel p50 at {large} vs at {small}: {} (goal ≤ 1.05×)",
-        ratio(
-            med("rvs-kernel", large, "connect_p50_us"),
-            med("rvs-kernel", small, "connect_p50_us")
-        )
-    );
+    // `a` at `na` over `b` at `nb`, medians of `metric`.
+    let vs = |metric: &str, (a, na): (&str, usize), (b, nb): (&str, usize)| {
+        ratio(med(a, na, metric), med(b, nb, metric))
+    };
+    let p50 = "connect_p50_us";
+    println!("\ngoals ({env}):");
     println!(
         "  kube-proxy-iptables p50 at {large} vs at {small}: {} (the article: grows with N)",
-        ratio(
-            med("kube-proxy-iptables", large, "connect_p50_us"),
-            med("kube-proxy-iptables", small, "connect_p50_us")
+        vs(
+            p50,
+            ("kube-proxy-iptables", large),
+            ("kube-proxy-iptables", small)
         )
+    );
+    if env == ENV_HOST {
+        for &n in &s.sizes {
+            println!(
+                "  at {n}: rvs-userspace p50 / kube-proxy-nftables {}, / kube-proxy-iptables {}",
+                vs(p50, ("rvs-userspace", n), ("kube-proxy-nftables", n)),
+                vs(p50, ("rvs-userspace", n), ("kube-proxy-iptables", n)),
+            );
+        }
+        return;
+    }
+    println!(
+        "  rvs-kernel p50 at {large} vs at {small}: {} (goal ≤ 1.05×)",
+        vs(p50, ("rvs-kernel", large), ("rvs-kernel", small))
     );
     for &n in &s.sizes {
         println!(
             "  at {n}: rvs-kernel p50 / kube-proxy-nftables {} (goal ≤ 1); cold rvs-kernel / kube-proxy-ipvs {} (goal ≤ 0.2 at 10k), / kube-proxy-nftables {} (goal ≤ 1)",
-            ratio(
-                med("rvs-kernel", n, "connect_p50_us"),
-                med("kube-proxy-nftables", n, "connect_p50_us")
-            ),
-            ratio(
-                med("rvs-kernel", n, "cold_s"),
-                med("kube-proxy-ipvs", n, "cold_s")
-            ),
-            ratio(
-                med("rvs-kernel", n, "cold_s"),
-                med("kube-proxy-nftables", n, "cold_s")
-            ),
+            vs(p50, ("rvs-kernel", n), ("kube-proxy-nftables", n)),
+            vs("cold_s", ("rvs-kernel", n), ("kube-proxy-ipvs", n)),
+            vs("cold_s", ("rvs-kernel", n), ("kube-proxy-nftables", n)),
         );
     }
 }

@@ -299,17 +299,27 @@ pub fn start_plane() -> Result<ControlPlane, RigError> {
         .start()
 }
 
-/// The guest's shell functions (see the module's documentation). Needs
-/// `BENCH_*` from [`SyntheticCluster::guest_env`]; `POLL` (seconds
-/// between polls) and `CAP_MS` from [`ProxyBenchJob`].
-pub const GUEST_LIB: &str = r#"
-set -u
+/// The node's NIC towards the API server ([`GUEST_API`]), as the guest
+/// (or a network namespace standing in for the node) brings it up.
+pub const GUEST_NIC: &str = r#"
 /usr/sbin/ip link set eth0 up
 /usr/sbin/ip addr add 10.0.2.15/24 dev eth0
+"#;
+
+/// The guest's shell functions (see the module's documentation). Needs
+/// `BENCH_*` from [`SyntheticCluster::guest_env`]; `POLL` (seconds
+/// between polls) and `CAP_MS` from [`ProxyBenchJob`]; files go to
+/// `BENCH_TMP` (default `/tmp`).
+pub const GUEST_LIB: &str = r#"
+set -u
+: "${BENCH_TMP:=/tmp}"
+# A userspace dataplane holds a listener per Service port: lift the
+# descriptor limit (the kernel's default hard limit is 4096).
+ulimit -n 1048576 2>/dev/null || ulimit -n 65536 2>/dev/null || true
 # ms: the guest's monotonic clock in milliseconds.
 ms() { awk '{printf "%d", $1 * 1000}' /proc/uptime; }
 # start_proxy CMD...: starts the proxy, PROXY is its pid, T0 its start.
-start_proxy() { T0=$(ms); "$@" >/tmp/proxy.log 2>&1 & PROXY=$!; }
+start_proxy() { T0=$(ms); "$@" >"$BENCH_TMP/proxy.log" 2>&1 & PROXY=$!; }
 alive() { kill -0 "$PROXY" 2>/dev/null; }
 # rs_of VIP:PORT: real servers of one virtual server (one netlink request).
 rs_of() { ipvsadm -Ln -t "$1" 2>/dev/null | grep -c ':[0-9]* *Masq'; }
@@ -345,7 +355,7 @@ wait_rs() {
 }
 # metrics: the proxy's /metrics page. The request goes through a FIFO held
 # open on fd 3, so nc never half-closes; the server's close ends it.
-rm -f /tmp/http-req; mkfifo /tmp/http-req; exec 3<>/tmp/http-req
+rm -f "$BENCH_TMP/http-req"; mkfifo "$BENCH_TMP/http-req"; exec 3<>"$BENCH_TMP/http-req"
 metrics() {
     printf 'GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n' >&3
     timeout 10 nc 127.0.0.1 10249 <&3 2>/dev/null | tr -d '\r'
@@ -388,11 +398,11 @@ sample() {
 # finish: stops the proxy; on trouble the end of its log.
 finish() {
     kill "$PROXY" 2>/dev/null; wait "$PROXY" 2>/dev/null
-    echo "== proxy log (end)"; tail -n "${1:-5}" /tmp/proxy.log | cut -c1-300
+    echo "== proxy log (end)"; tail -n "${1:-5}" "$BENCH_TMP/proxy.log" | cut -c1-300
 }
 "#;
 
-/// One boot's job: [`GUEST_LIB`], then `script` (which starts the proxy
+/// One boot's job: [`GUEST_NIC`], [`GUEST_LIB`], then `script` (which starts the proxy
 /// with `start_proxy $PROXY_CMD` and prints its markers).
 #[derive(Clone, Debug)]
 pub struct ProxyBenchJob<'a> {
@@ -420,20 +430,29 @@ impl ProxyBenchJob<'_> {
             .map_err(|_| RigError::Unexpected(format!("bad address {GUEST_API}")))?;
         let kubeconfig =
             plane.kubeconfig_for_server("kube-proxy", &format!("https://{guest_api}"))?;
-        let mut job = VmJob::new(format!("{GUEST_LIB}\n{}", self.script))
+        let mut job = VmJob::new(format!("{GUEST_NIC}{GUEST_LIB}\n{}", self.script))
             .binary(&self.proxy.binary_name, &self.proxy.binary)
             .file(GUEST_KUBECONFIG.trim_start_matches('/'), kubeconfig)
             .forward_to_host(guest_api, plane.api_addr()?.port())
-            .env("PROXY_CMD", &self.proxy.command_line())
-            .env("POLL", &format!("{:.2}", self.poll_secs))
-            .env("CAP_MS", &self.cap.as_millis().to_string())
             .kernel_arg("ipv6.disable=1")
             .memory_mib(self.memory_mib)
             .timeout(self.timeout);
-        for (k, v) in self.cluster.guest_env() {
+        for (k, v) in self.env() {
             job = job.env(&k, &v);
         }
         Ok(job)
+    }
+
+    /// The script's environment: `PROXY_CMD`, `POLL`, `CAP_MS` and the
+    /// cluster's [`SyntheticCluster::guest_env`].
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("PROXY_CMD".to_owned(), self.proxy.command_line()),
+            ("POLL".to_owned(), format!("{:.2}", self.poll_secs)),
+            ("CAP_MS".to_owned(), self.cap.as_millis().to_string()),
+        ];
+        env.extend(self.cluster.guest_env());
+        env
     }
 }
 

@@ -51,7 +51,14 @@ pub struct Relay {
 impl Relay {
     /// Listens on `127.0.0.1:0` and relays to `target`.
     pub fn start(target: SocketAddr) -> Result<Relay, RigError> {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(RigError::io("bind the relay"))?;
+        Relay::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), target)
+    }
+
+    /// Listens on `listen` (an address of this network namespace; port 0
+    /// for any) and relays to `target`.
+    pub fn start_on(listen: SocketAddr, target: SocketAddr) -> Result<Relay, RigError> {
+        let listener = TcpListener::bind(listen)
+            .map_err(RigError::io(format!("bind the relay on {listen}")))?;
         let addr = listener
             .local_addr()
             .map_err(RigError::io("read the relay's address"))?;
