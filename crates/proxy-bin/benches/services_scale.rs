@@ -265,10 +265,16 @@ fn client(args: &[String]) -> Option<i32> {
                     println!("probe {t}: {:?}", r.map(drop));
                 }
             }
+            // How long one probe waits for a Service that is not there
+            // yet: the resolution of the cold and add times.
+            let timeout = std::env::var("PROBE_MS")
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or(500);
             let l = latency::measure(
                 &targets,
                 targets.len(),
-                Duration::from_millis(500),
+                Duration::from_millis(timeout),
                 Duration::from_secs(5),
             );
             Some(i32::from(l.failed > 0 || l.micros.len() < targets.len()))
@@ -595,13 +601,6 @@ fn host_inner(n: usize, round: usize) -> Result<()> {
         std::os::unix::fs::symlink(&p.binary, &link)?;
         let work = tmp.path().join(variant);
         std::fs::create_dir_all(&work)?;
-        let mut job = bench_job(&s, &p, &cluster);
-        job.poll_secs = s.host_poll_secs;
-        let mut env = job.env();
-        env.extend(targets(&cluster, n, round));
-        env.push(("CONNECTS".into(), s.connects.to_string()));
-        env.push(("BENCH_TMP".into(), work.display().to_string()));
-        env.push(("PATH".into(), path.clone()));
         let mut setup = String::new();
         let mut _ebpf = None;
         if variant == "rvs-userspace" {
@@ -609,6 +608,8 @@ fn host_inner(n: usize, round: usize) -> Result<()> {
         } else if variant == "rvs-ebpf" {
             // The script (so the client pod) runs in a child cgroup made
             // for it; the maps go to a private bpffs. Both go on drop.
+            // (Before the job's PROXY_CMD is made: without --cgroup the
+            // eBPF dataplane would take the root cgroup.)
             let cgroup = rvs_testrig::cgroup::Cgroup::new()?;
             let bpffs = rvs_testrig::cgroup::BpfFs::new()?;
             p.args.push(format!("--cgroup={}", cgroup.path().display()));
@@ -619,6 +620,16 @@ fn host_inner(n: usize, round: usize) -> Result<()> {
             setup = format!("echo $$ > '{}/cgroup.procs'\n", cgroup.path().display());
             _ebpf = Some((cgroup, bpffs));
         }
+        let mut job = bench_job(&s, &p, &cluster);
+        job.poll_secs = s.host_poll_secs;
+        let mut env = job.env();
+        env.extend(targets(&cluster, n, round));
+        env.push(("CONNECTS".into(), s.connects.to_string()));
+        env.push(("BENCH_TMP".into(), work.display().to_string()));
+        // No emulation: a connect on the node's veths takes well under
+        // a millisecond, so a probe can give up sooner than in the VM.
+        env.push(("PROBE_MS".into(), "100".into()));
+        env.push(("PATH".into(), path.clone()));
         let script = format!("exec 2>&1\n{GUEST_NIC}{GUEST_LIB}\n{setup}{SCRIPT}");
         progress(&format!("  host: {variant} at {n}"));
         let result = host_variant(&s, &plane, n, &script, &env);
