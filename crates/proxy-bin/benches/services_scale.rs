@@ -481,6 +481,20 @@ fn point(
     values_from(&out.output)
 }
 
+/// The hard limit on open descriptors (`Max open files`), as inherited
+/// by the proxy.
+fn nofile_hard_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(4))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(usize::MAX)
+}
+
 /// On the host, the node routes the Service range to itself so the
 /// userspace dataplane can listen on any cluster IP (no dummy driver).
 fn host_userspace_setup() -> String {
@@ -554,7 +568,9 @@ fn host_point(
 
 /// Inside the private namespaces: the control plane and `n` Services,
 /// then each variant on a fresh node namespace; prints `@@ROW VARIANT
-/// METRIC VALUE` lines.
+/// METRIC VALUE` lines. This process is PID 1 of its namespace: the
+/// scripts' killed processes are reparented to it and stay zombies (a
+/// few per variant) until the namespace ends with it.
 fn host_inner(n: usize, round: usize) -> Result<()> {
     let s = Settings::from_env();
     let api_ip = GUEST_API.split(':').next().unwrap_or_default();
@@ -604,6 +620,18 @@ fn host_inner(n: usize, round: usize) -> Result<()> {
         let mut setup = String::new();
         let mut _ebpf = None;
         if variant == "rvs-userspace" {
+            // A listener per Service on one worker: the descriptors must
+            // fit under the hard limit, which root may not be able to
+            // raise (this machine's is 20000).
+            let limit = nofile_hard_limit();
+            if n + 1000 > limit {
+                progress(&format!(
+                    "  host: {variant} at {n}: skipped, needs more than the {limit} descriptors \
+                     this machine allows (hard RLIMIT_NOFILE)"
+                ));
+                continue;
+            }
+            p.args.push("--workers=1".into());
             setup = host_userspace_setup();
         } else if variant == "rvs-ebpf" {
             // The script (so the client pod) runs in a child cgroup made
@@ -672,7 +700,8 @@ fn host_variant(
     sh(
         "making the node",
         &format!(
-            "ip netns add node && ip link add host0 type veth peer name eth0 netns node \
+            "ip netns add node && ip -n node link set lo up \
+             && ip link add host0 type veth peer name eth0 netns node \
              && ip link set host0 up && ip route add {NODE_IP}/32 dev host0"
         ),
     )?;

@@ -384,13 +384,19 @@ settle() {
         sleep 1
     done
 }
-# sample TAG: the proxy's CPU (own and reaped children's, clock ticks),
+# sample TAG: the proxy's CPU (own and its children's, clock ticks),
 # peak and current RSS, and its sync metrics, on one line.
 sample() {
     tag=$1
     stat=$(cut -d')' -f2- "/proc/$PROXY/stat" 2>/dev/null)
     set -- $stat
     cpu=$((${12:-0} + ${13:-0})); child=$((${14:-0} + ${15:-0}))
+    # Children still running count too (an iptables-restore that has made
+    # the rules but is not yet reaped when the gate opens).
+    for c in $(cat /proc/$PROXY/task/*/children 2>/dev/null); do
+        set -- $(cut -d')' -f2- "/proc/$c/stat" 2>/dev/null)
+        child=$((child + ${12:-0} + ${13:-0}))
+    done
     hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$PROXY/status" 2>/dev/null)
     rss=$(awk '/^VmRSS/ {print $2}' "/proc/$PROXY/status" 2>/dev/null)
     echo "@@SAMPLE $tag cpu_ticks=$cpu child_ticks=$child hwm_kb=${hwm:-0} rss_kb=${rss:-0} $(sync_metrics) @@"
@@ -487,7 +493,8 @@ pub fn console_value(console: &str, key: &str) -> Option<String> {
 pub struct ProcSample {
     /// The proxy's own CPU time (utime + stime).
     pub cpu: Duration,
-    /// CPU time of its children it has reaped (iptables-restore, ipset…).
+    /// CPU time of its children: reaped ones and those still running
+    /// (iptables-restore, ipset…).
     pub children_cpu: Duration,
     /// Peak resident set (VmHWM), KiB.
     pub peak_rss_kib: u64,

@@ -30,7 +30,7 @@ const FIGURES: &[(&str, &str, &str, &str, &str, bool)] = &[
         "vm",
         "connect_p50_us",
         "New TCP connection through a Service, p50 (VM, TCG; compare shapes)",
-        "connect latency p50 (µs)",
+        "connect() to first byte, p50 (µs)",
         false,
     ),
     (
@@ -46,8 +46,16 @@ const FIGURES: &[(&str, &str, &str, &str, &str, bool)] = &[
         "host",
         "connect_p50_us",
         "New TCP connection through a Service, p50 (host kernel)",
-        "connect latency p50 (µs)",
+        "connect() to first byte, p50 (µs)",
         false,
+    ),
+    (
+        "services_scale_programming_host.png",
+        "host",
+        "cold_s",
+        "Proxy start to dataplane complete (host kernel)",
+        "programming time (s)",
+        true,
     ),
 ];
 
