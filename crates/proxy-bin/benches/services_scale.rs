@@ -858,7 +858,8 @@ fn main() -> Result<()> {
         }
     }
     if vm.is_some() {
-        print_summary(&s, ENV_VM, &s.variants, &table);
+        let vm_variants: Vec<String> = proxies.iter().map(|p| p.label.clone()).collect();
+        print_summary(&s, ENV_VM, &vm_variants, &table);
     }
     if host {
         print_summary(&s, ENV_HOST, &host_variants, &table);
