@@ -677,8 +677,7 @@ fn host_inner(n: usize, round: usize) -> Result<()> {
         }) {
             Ok(values) => {
                 for (metric, v) in values {
-                    let text = v.map_or_else(|| "cap".to_owned(), |v| format!("{v}"));
-                    println!("@@ROW {variant} {metric} {text}");
+                    println!("@@ROW {variant} {metric} {}", fmt_value(v));
                 }
             }
             Err(e) => progress(&format!("  host: {variant} at {n}: failed: {e:#}")),
