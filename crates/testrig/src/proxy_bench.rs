@@ -356,7 +356,12 @@ wait_rs() {
 # metrics: the proxy's /metrics page. The request goes through a FIFO held
 # open on fd 3, so nc never half-closes; the server's close ends it.
 rm -f "$BENCH_TMP/http-req"; mkfifo "$BENCH_TMP/http-req"; exec 3<>"$BENCH_TMP/http-req"
+# A node without nc (the host bench's node namespace) asks with curl.
 metrics() {
+    if ! command -v nc >/dev/null 2>&1; then
+        curl -s --max-time 10 http://127.0.0.1:10249/metrics 2>/dev/null
+        return
+    fi
     printf 'GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n' >&3
     timeout 10 nc 127.0.0.1 10249 <&3 2>/dev/null | tr -d '\r'
 }
