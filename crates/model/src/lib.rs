@@ -19,9 +19,11 @@
 //! the types here; the admin socket's wire format is built on it.
 
 pub mod admin;
+mod duration;
 mod scheduler;
 mod service;
 
+pub use duration::{BadDuration, parse_go_duration};
 pub use scheduler::{InvalidSchedulerName, Scheduler, SchedulerName, UnknownScheduler};
 pub use service::{
     Connection, Daemon, DaemonState, Destination, DestinationStatus, ForwardMethod, Info, Netmask,
