@@ -1,0 +1,250 @@
+//! What a Service asks for: the rebalancing policy and its text form.
+//!
+//! The text is the [`ANNOTATION`](crate::ANNOTATION)'s value and the
+//! proxy's default flag: a mode, `off` or `idle`, then `key=value`
+//! options, comma-separated:
+//! * `max-age=D` (a Go duration): also close connections older than `D`
+//!   (±10 % per connection), idle ones only;
+//! * `grace=D` (default 50ms): how long a connection must have had no
+//!   bytes in flight either way to count as idle;
+//! * `tolerance=P` (default 20%): how far over its weight's share a real
+//!   server may be before its connections are closed;
+//! * `rate=P` (default 5%): at most this share of the service's
+//!   connections closed per second.
+//!
+//! `P` is a percentage (`20%`) or a fraction (`0.2`).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rvs_model::parse_go_duration;
+
+/// Whether a service's connections are rebalanced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Never close a connection (the default).
+    Off,
+    /// Close idle connections of over-loaded real servers (and, with
+    /// [`Policy::max_age`], idle connections past that age).
+    Idle,
+}
+
+/// A service's rebalancing policy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Policy {
+    /// Off or idle-only closing.
+    pub mode: Mode,
+    /// Close idle connections older than this (±10 %), whatever the skew.
+    pub max_age: Option<Duration>,
+    /// How long without bytes in flight makes a connection idle.
+    pub grace: Duration,
+    /// A real server is over-loaded above `share × (1 + tolerance)`.
+    pub tolerance: f64,
+    /// The most of a service's connections closed per second, as a
+    /// fraction of them.
+    pub rate: f64,
+}
+
+impl Policy {
+    /// Rebalancing off: what a Service without the annotation gets unless
+    /// the proxy's default says otherwise.
+    pub const OFF: Policy = Policy {
+        mode: Mode::Off,
+        max_age: None,
+        grace: Duration::from_millis(50),
+        tolerance: 0.2,
+        rate: 0.05,
+    };
+
+    /// `idle` with the default options.
+    pub const IDLE: Policy = Policy {
+        mode: Mode::Idle,
+        ..Policy::OFF
+    };
+
+    /// Whether anything is ever closed.
+    pub fn is_off(&self) -> bool {
+        self.mode == Mode::Off
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::OFF
+    }
+}
+
+/// A policy text that cannot be used; names the part at fault.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BadPolicy {
+    /// The mode is neither `off` nor `idle`.
+    #[error("rebalance mode {0:?} is neither \"off\" nor \"idle\"")]
+    Mode(String),
+    /// An option rvs does not know.
+    #[error("rebalance option {0:?} is not one of max-age=, grace=, tolerance=, rate=")]
+    Option(String),
+    /// `off` with options: they would do nothing.
+    #[error("rebalance mode \"off\" takes no options (got {0:?})")]
+    OffWithOptions(String),
+    /// An option given twice.
+    #[error("rebalance option {0:?} is given twice")]
+    Repeated(String),
+    /// An option's value is out of range or not a number or duration.
+    #[error("rebalance option {key}: {value:?} {why}")]
+    Value {
+        /// The option.
+        key: String,
+        /// What was given.
+        value: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+impl FromStr for Policy {
+    type Err = BadPolicy;
+
+    fn from_str(text: &str) -> Result<Policy, BadPolicy> {
+        let mut parts = text.split(',').map(str::trim);
+        let mut policy = match parts.next().unwrap_or_default() {
+            "off" => Policy::OFF,
+            "idle" => Policy::IDLE,
+            other => return Err(BadPolicy::Mode(other.to_owned())),
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for part in parts {
+            if policy.is_off() {
+                return Err(BadPolicy::OffWithOptions(part.to_owned()));
+            }
+            let Some((key, value)) = part.split_once('=') else {
+                return Err(BadPolicy::Option(part.to_owned()));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            if seen.contains(&key) {
+                return Err(BadPolicy::Repeated(key.to_owned()));
+            }
+            let bad = |why| BadPolicy::Value {
+                key: key.to_owned(),
+                value: value.to_owned(),
+                why,
+            };
+            match key {
+                "max-age" => {
+                    let d = parse_go_duration(value).map_err(|_| bad("is not a duration"))?;
+                    if d.is_zero() {
+                        return Err(bad("must be more than 0"));
+                    }
+                    policy.max_age = Some(d);
+                }
+                "grace" => {
+                    policy.grace =
+                        parse_go_duration(value).map_err(|_| bad("is not a duration"))?;
+                }
+                "tolerance" => {
+                    policy.tolerance = fraction(value).ok_or_else(|| bad("is not a share"))?;
+                }
+                "rate" => {
+                    let r = fraction(value).ok_or_else(|| bad("is not a share"))?;
+                    if r <= 0.0 || r > 1.0 {
+                        return Err(bad("must be more than 0% and at most 100%"));
+                    }
+                    policy.rate = r;
+                }
+                _ => return Err(BadPolicy::Option(part.to_owned())),
+            }
+            seen.push(key);
+        }
+        Ok(policy)
+    }
+}
+
+/// `20%` or `0.2`: a finite, non-negative fraction.
+fn fraction(text: &str) -> Option<f64> {
+    let (number, scale) = match text.strip_suffix('%') {
+        Some(n) => (n, 0.01),
+        None => (text, 1.0),
+    };
+    let v = number.trim().parse::<f64>().ok()? * scale;
+    (v.is_finite() && v >= 0.0).then_some(v)
+}
+
+impl fmt::Display for Policy {
+    /// The text form, options only where they differ from the defaults.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_off() {
+            return f.write_str("off");
+        }
+        f.write_str("idle")?;
+        if let Some(d) = self.max_age {
+            write!(f, ",max-age={}", go_duration(d))?;
+        }
+        if self.grace != Policy::IDLE.grace {
+            write!(f, ",grace={}", go_duration(self.grace))?;
+        }
+        if self.tolerance != Policy::IDLE.tolerance {
+            write!(f, ",tolerance={}", self.tolerance)?;
+        }
+        if self.rate != Policy::IDLE.rate {
+            write!(f, ",rate={}", self.rate)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whole seconds as `Ns`, anything finer as `Nms` (both parse back).
+fn go_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_three_forms() {
+        assert_eq!("off".parse(), Ok(Policy::OFF));
+        assert_eq!("idle".parse(), Ok(Policy::IDLE));
+        let p: Policy = "idle,max-age=10m".parse().unwrap();
+        assert_eq!(p.max_age, Some(Duration::from_secs(600)));
+        assert_eq!(p.mode, Mode::Idle);
+    }
+
+    #[test]
+    fn options_and_round_trip() {
+        let p: Policy = " idle , max-age=1h30m, grace=200ms, tolerance=10%, rate=0.1 "
+            .parse()
+            .unwrap();
+        assert_eq!(p.max_age, Some(Duration::from_secs(5400)));
+        assert_eq!(p.grace, Duration::from_millis(200));
+        assert!((p.tolerance - 0.1).abs() < 1e-12);
+        assert!((p.rate - 0.1).abs() < 1e-12);
+        assert_eq!(p.to_string().parse(), Ok(p));
+        assert_eq!(Policy::IDLE.to_string(), "idle");
+        assert_eq!(Policy::OFF.to_string(), "off");
+    }
+
+    #[test]
+    fn bad_texts_name_the_part() {
+        let err = |t: &str| t.parse::<Policy>().unwrap_err().to_string();
+        assert!(err("").contains("\"\""), "{}", err(""));
+        assert!(err("on").contains("\"on\""));
+        assert!(err("off,max-age=1m").contains("takes no options"));
+        assert!(err("idle,max-age").contains("\"max-age\""));
+        assert!(err("idle,maxage=1m").contains("\"maxage=1m\""));
+        assert!(err("idle,max-age=soon").contains("max-age: \"soon\" is not a duration"));
+        assert!(err("idle,max-age=0s").contains("more than 0"));
+        assert!(err("idle,rate=0%").contains("rate"));
+        assert!(err("idle,rate=150%").contains("at most 100%"));
+        assert!(err("idle,tolerance=-1").contains("tolerance"));
+        assert!(err("idle,tolerance=NaN").contains("tolerance"));
+        assert!(err("idle,grace=1s,grace=2s").contains("twice"));
+    }
+}
