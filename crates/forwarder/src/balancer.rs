@@ -9,8 +9,11 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rvs_model::Protocol;
+
+use crate::Activity;
 
 /// One client's flow to a virtual service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,4 +68,12 @@ pub trait Balancer: Send + Sync + 'static {
     /// The flow with `dest` is over (closed, failed or expired), with its
     /// final counters.
     fn closed(&self, flow: &Flow, dest: SocketAddr, counters: &Counters);
+
+    /// Whether to watch an opened TCP flow (called after
+    /// [`Balancer::opened`]): its [`Activity`], which the copy keeps up to
+    /// date until [`Balancer::closed`], or `None` (the default) for a copy
+    /// that keeps none.
+    fn watch(&self, _flow: &Flow, _dest: SocketAddr) -> Option<Arc<Activity>> {
+        None
+    }
 }

@@ -35,6 +35,8 @@ use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use crate::activity::Activity;
+
 /// How the duplex copy moves bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopyOptions {
@@ -92,10 +94,46 @@ pub fn estimate_segments(bytes: u64, mss: u32) -> u64 {
 /// Copies `client` ↔ `upstream` until both directions reached end of
 /// stream (each FIN passed on as a write shutdown) or one failed.
 pub async fn duplex(client: &TcpStream, upstream: &TcpStream, opts: &CopyOptions) -> DuplexReport {
-    let (inbound, outbound) = tokio::join!(
-        one_way(client, upstream, opts),
-        one_way(upstream, client, opts)
-    );
+    duplex_watched(client, upstream, opts, None).await
+}
+
+/// As [`duplex`], keeping `activity` up to date and carrying out its close
+/// requests: a request that finds nothing in flight sends a FIN to the
+/// client and to the destination; the copy then ends at their own FINs.
+pub async fn duplex_watched(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    opts: &CopyOptions,
+    activity: Option<&Activity>,
+) -> DuplexReport {
+    let copy = async {
+        tokio::join!(
+            one_way(client, upstream, opts, activity),
+            one_way(upstream, client, opts, activity)
+        )
+    };
+    tokio::pin!(copy);
+    let (inbound, outbound) = match activity {
+        None => copy.await,
+        Some(activity) => loop {
+            tokio::select! {
+                both = &mut copy => break both,
+                () = activity.close_requested() => {
+                    if !activity.in_flight() {
+                        activity.set_closing();
+                        for s in [client, upstream] {
+                            if let Err(e) = SockRef::from(s).shutdown(Shutdown::Write)
+                                && e.kind() != io::ErrorKind::NotConnected
+                            {
+                                tracing::debug!(error = %e, "shutdown(SHUT_WR) of an idle connection failed");
+                            }
+                        }
+                        break (&mut copy).await;
+                    }
+                }
+            }
+        },
+    };
     let (inbound, in_err) = inbound;
     let (outbound, out_err) = outbound;
     DuplexReport {
@@ -109,9 +147,10 @@ async fn one_way(
     from: &TcpStream,
     to: &TcpStream,
     opts: &CopyOptions,
+    activity: Option<&Activity>,
 ) -> (DirectionReport, Option<io::Error>) {
     let mut report = DirectionReport::default();
-    let result = pump(from, to, opts, &mut report).await;
+    let result = pump(from, to, opts, &mut report, activity).await;
     match result {
         Ok(()) => {
             // End of stream: pass the FIN on, keep the other way open.
@@ -136,13 +175,16 @@ async fn pump(
     to: &TcpStream,
     opts: &CopyOptions,
     report: &mut DirectionReport,
+    activity: Option<&Activity>,
 ) -> io::Result<()> {
     let limit = if opts.splice {
         Some(opts.splice_after)
     } else {
         None
     };
-    if limit != Some(0) && buffered_pump(from, to, opts.buffer_size.max(1), limit, report).await? {
+    if limit != Some(0)
+        && buffered_pump(from, to, opts.buffer_size.max(1), limit, report, activity).await?
+    {
         return Ok(());
     }
     // A bulk transfer (or splice from the start): move to a pipe.
@@ -150,13 +192,13 @@ async fn pump(
         Ok(pipe) => pipe,
         Err(e) => {
             tracing::debug!(error = %e, "no pipe for splice; copying through a buffer");
-            buffered_pump(from, to, opts.buffer_size.max(1), None, report).await?;
+            buffered_pump(from, to, opts.buffer_size.max(1), None, report, activity).await?;
             return Ok(());
         }
     };
     let before = report.bytes;
     report.zero_copy = true;
-    match splice_pump(from, to, &pipe, report).await {
+    match splice_pump(from, to, &pipe, report, activity).await {
         Ok(()) => {
             // The loop ends with the pipe drained: another flow may use it.
             pipe.give_back();
@@ -165,7 +207,7 @@ async fn pump(
         Err(e) if report.bytes == before && splice_unsupported(&e) => {
             tracing::debug!(error = %e, "splice refused; copying through a buffer");
             report.zero_copy = false;
-            buffered_pump(from, to, opts.buffer_size.max(1), None, report).await?;
+            buffered_pump(from, to, opts.buffer_size.max(1), None, report, activity).await?;
             Ok(())
         }
         // The pipe may still hold bytes: it is dropped, not reused.
@@ -241,6 +283,7 @@ async fn splice_pump(
     to: &TcpStream,
     pipe: &Pipe,
     report: &mut DirectionReport,
+    activity: Option<&Activity>,
 ) -> io::Result<()> {
     // No SPLICE_F_MORE: like MSG_MORE it corks the socket, holding a
     // small write back (~200 ms) in the hope of more data, which
@@ -259,6 +302,9 @@ async fn splice_pump(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        if let Some(a) = activity {
+            a.read();
+        }
         let mut left = filled;
         while left > 0 {
             to.writable().await?;
@@ -269,6 +315,9 @@ async fn splice_pump(
                 Ok(n) => {
                     left -= n;
                     report.bytes += n as u64;
+                    if let Some(a) = activity {
+                        a.written(n as u64, left == 0);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -288,6 +337,7 @@ async fn buffered_pump(
     buffer_size: usize,
     limit: Option<u64>,
     report: &mut DirectionReport,
+    activity: Option<&Activity>,
 ) -> io::Result<bool> {
     let mut buf = Vec::new();
     loop {
@@ -306,6 +356,9 @@ async fn buffered_pump(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        if let Some(a) = activity {
+            a.read();
+        }
         let mut chunk = buf.get(..n).unwrap_or_default();
         while !chunk.is_empty() {
             to.writable().await?;
@@ -314,6 +367,9 @@ async fn buffered_pump(
                 Ok(w) => {
                     chunk = chunk.get(w..).unwrap_or_default();
                     report.bytes += w as u64;
+                    if let Some(a) = activity {
+                        a.written(w as u64, chunk.is_empty());
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -17,7 +17,7 @@ use socket2::SockRef;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::copy::{CopyOptions, DuplexReport, duplex, estimate_segments};
+use crate::copy::{CopyOptions, DuplexReport, duplex_watched, estimate_segments};
 use crate::{Balancer, Counters, Flow, ForwardError};
 
 /// How TCP flows are forwarded.
@@ -107,7 +107,8 @@ pub async fn forward_connection<B: Balancer + ?Sized>(
     if let Err(e) = client.set_nodelay(true) {
         tracing::debug!(%flow, error = %e, "TCP_NODELAY refused");
     }
-    let report = duplex(&client, &upstream, &opts.copy).await;
+    let activity = balancer.watch(&flow, dest);
+    let report = duplex_watched(&client, &upstream, &opts.copy, activity.as_deref()).await;
     let counters = counters(&report, &client, &upstream);
     balancer.closed(&flow, dest, &counters);
     tracing::trace!(%flow, %dest, ?counters, "TCP flow closed");

@@ -175,6 +175,7 @@ impl Dataplane {
             listeners: Mutex::new(listeners),
         });
         handle.spawn(housekeeping(Arc::downgrade(&shared)));
+        handle.spawn(rebalancing(Arc::downgrade(&shared)));
         tracing::info!(workers, "userspace dataplane started");
         Dataplane {
             runtime,
@@ -273,6 +274,22 @@ async fn housekeeping(shared: std::sync::Weak<Shared>) {
                 next.map_or(HOUSEKEEPING, |t| {
                     t.saturating_duration_since(now).min(HOUSEKEEPING)
                 })
+            }
+        };
+        tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
+    }
+}
+
+/// Ticks the connection rebalancing ([`crate::Rebalancing::tick`]) until
+/// the dataplane is gone.
+async fn rebalancing(shared: std::sync::Weak<Shared>) {
+    loop {
+        let wait = match shared.upgrade() {
+            None => return,
+            Some(shared) => {
+                let now = Instant::now();
+                let next = shared.sched.rebalancing().tick(now, &shared.sched);
+                next.saturating_duration_since(now)
             }
         };
         tokio::time::sleep(wait.max(Duration::from_millis(10))).await;

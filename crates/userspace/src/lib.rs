@@ -9,6 +9,9 @@
 //!   the core's virtual services ([`Dataplane`], [`listeners`]);
 //! * the seam the forwarder schedules through ([`sched::Sched`], the
 //!   core behind a lock, with the wall clock passed in);
+//! * the rebalancing of long-lived TCP connections after a scale-up
+//!   ([`Rebalancing`], off by default; `rvs-rebalance` decides, the
+//!   forwarder closes idle connections);
 //! * the [`rvs_model::admin::Admin`] implementation ([`DataplaneAdmin`])
 //!   that `rvsd`'s and `rvs-proxy`'s admin sockets expose and that the
 //!   proxy's reconciler drives, so the kernel and userspace dataplanes are
@@ -31,9 +34,11 @@ mod admin;
 mod dataplane;
 mod instance;
 pub mod listeners;
+pub mod rebalance;
 pub mod sched;
 
 pub use admin::DataplaneAdmin;
 pub use dataplane::{Dataplane, Options, UserspaceError, worker_count};
 pub use instance::{DEFAULT_INSTANCE_LOCK, Holder, InstanceLock};
 pub use listeners::ListenerState;
+pub use rebalance::{ClosedCount, Rebalancing};

@@ -4,20 +4,25 @@
 //! implementing the forwarder's [`Balancer`] by translating its callbacks
 //! (pick, connect failed, opened, closed) into the core's, with the
 //! current time passed in. Everything that reads or changes the core
-//! goes through [`Sched::with`].
+//! goes through [`Sched::with`]. It also hands the forwarder the
+//! [`Activity`] of connections that [`Rebalancing`] watches.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use rvs_forwarder::{Balancer, Counters, Flow};
+use rvs_forwarder::{Activity, Balancer, Counters, Flow};
 use rvs_lb::{Core, FlowId, Traffic};
 
-/// The shared core. Cloning shares it.
+use crate::rebalance::Rebalancing;
+
+/// The shared core, and the rebalancing of its TCP connections. Cloning
+/// shares them.
 #[derive(Clone, Debug, Default)]
 pub struct Sched {
     core: Arc<Mutex<Core>>,
+    rebalancing: Arc<Rebalancing>,
 }
 
 impl Sched {
@@ -25,7 +30,14 @@ impl Sched {
     pub fn new(core: Core) -> Sched {
         Sched {
             core: Arc::new(Mutex::new(core)),
+            rebalancing: Arc::default(),
         }
+    }
+
+    /// The rebalancing of long-lived connections (off unless a policy
+    /// says otherwise).
+    pub fn rebalancing(&self) -> &Rebalancing {
+        &self.rebalancing
     }
 
     /// Runs `f` with the core locked. A panic in another holder does not
@@ -71,5 +83,10 @@ impl Balancer for Sched {
             core.traffic(&id, dest, &traffic, now);
             core.closed(&id, dest, now);
         });
+        self.rebalancing.closed(flow);
+    }
+
+    fn watch(&self, flow: &Flow, dest: SocketAddr) -> Option<Arc<Activity>> {
+        self.rebalancing.watch(flow, dest)
     }
 }

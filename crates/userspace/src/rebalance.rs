@@ -1,0 +1,285 @@
+//! Rebalancing long-lived TCP connections in the userspace dataplane.
+//!
+//! This module owns [`Rebalancing`]: the policy of each virtual service
+//! (a default, and per-service ones the proxy sets from the Service's
+//! `rvs.dev/rebalance` annotation), the TCP connections it watches (those
+//! of services whose policy is on, through the forwarder's
+//! [`Activity`]), one [`Rebalancer`] per such service, and the count of
+//! connections closed per real server.
+//!
+//! Every tick ([`Rebalancing::tick`], from the dataplane's rebalancing
+//! task) samples each watched connection: bytes moved since the last
+//! sample or bytes in flight make it busy; otherwise it has been idle
+//! since the tick that last saw it move (a conservative bound: no clock
+//! is read on the copy's path). The rebalancers then choose what to
+//! close; the copy closes a chosen connection only if it still has
+//! nothing in flight, by a FIN to the client and to the real server.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rvs_forwarder::{Activity, Flow};
+use rvs_model::{Protocol, ServiceKey};
+use rvs_rebalance::{Conn, Policy, Rebalancer};
+
+use crate::sched::Sched;
+
+/// How long the rebalancing task sleeps when no service's policy is on.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
+/// A virtual service: protocol and virtual address.
+type Vip = (Protocol, SocketAddr);
+
+/// Rebalancing state of one dataplane (see the module docs).
+#[derive(Debug, Default)]
+pub struct Rebalancing {
+    /// Whether any policy is on: when not, connections are not watched
+    /// and `watch` takes no lock.
+    any_on: AtomicBool,
+    /// How many connections are watched: when none, `closed` takes no
+    /// lock.
+    watching: AtomicUsize,
+    next_id: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    default: Policy,
+    policies: HashMap<Vip, Policy>,
+    watched: HashMap<Flow, Watched>,
+    services: HashMap<Vip, ServiceState>,
+}
+
+#[derive(Debug)]
+struct Watched {
+    id: u64,
+    dest: SocketAddr,
+    opened: Instant,
+    activity: Arc<Activity>,
+    /// `Activity::moved` at the last sample, and when it last changed.
+    moved: u64,
+    changed: Instant,
+}
+
+#[derive(Debug)]
+struct ServiceState {
+    rebalancer: Rebalancer,
+    /// Connections closed for rebalancing, per real server.
+    closed: HashMap<SocketAddr, u64>,
+}
+
+/// Connections closed for rebalancing: one virtual service's real server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClosedCount {
+    /// The virtual service.
+    pub service: ServiceKey,
+    /// The real server.
+    pub dest: SocketAddr,
+    /// Connections closed since the dataplane started.
+    pub closed: u64,
+}
+
+impl Inner {
+    fn policy(&self, vip: &Vip) -> Policy {
+        self.policies.get(vip).copied().unwrap_or(self.default)
+    }
+
+    fn any_on(&self) -> bool {
+        !self.default.is_off() || self.policies.values().any(|p| !p.is_off())
+    }
+}
+
+impl Rebalancing {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The policy of services that have none of their own.
+    pub fn set_default(&self, policy: Policy) {
+        let mut inner = self.lock();
+        inner.default = policy;
+        self.any_on.store(inner.any_on(), Ordering::Relaxed);
+        let policies: Vec<(Vip, Policy)> = inner
+            .services
+            .keys()
+            .map(|vip| (*vip, inner.policy(vip)))
+            .collect();
+        for (vip, p) in policies {
+            if let Some(s) = inner.services.get_mut(&vip) {
+                s.rebalancer.set_policy(p);
+            }
+        }
+    }
+
+    /// One virtual service's own policy (`None`: the default's).
+    pub fn set(&self, protocol: Protocol, vip: SocketAddr, policy: Option<Policy>) {
+        let mut inner = self.lock();
+        match policy {
+            Some(p) => inner.policies.insert((protocol, vip), p),
+            None => inner.policies.remove(&(protocol, vip)),
+        };
+        let p = inner.policy(&(protocol, vip));
+        if let Some(s) = inner.services.get_mut(&(protocol, vip)) {
+            s.rebalancer.set_policy(p);
+        }
+        self.any_on.store(inner.any_on(), Ordering::Relaxed);
+    }
+
+    /// The policy in force for a virtual service.
+    pub fn policy(&self, protocol: Protocol, vip: SocketAddr) -> Policy {
+        self.lock().policy(&(protocol, vip))
+    }
+
+    /// Connections closed for rebalancing, per virtual service and real
+    /// server, sorted.
+    pub fn closed_counts(&self) -> Vec<ClosedCount> {
+        let inner = self.lock();
+        let mut out: Vec<ClosedCount> = inner
+            .services
+            .iter()
+            .flat_map(|(&(protocol, addr), s)| {
+                s.closed.iter().map(move |(&dest, &closed)| ClosedCount {
+                    service: ServiceKey::Addr { protocol, addr },
+                    dest,
+                    closed,
+                })
+            })
+            .collect();
+        out.sort_by_key(|c| (c.service, c.dest));
+        out
+    }
+
+    /// The forwarder's question for an opened TCP flow: its activity when
+    /// the service's policy is on.
+    pub(crate) fn watch(&self, flow: &Flow, dest: SocketAddr) -> Option<Arc<Activity>> {
+        if !self.any_on.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut inner = self.lock();
+        if inner.policy(&(flow.protocol, flow.vip)).is_off() {
+            return None;
+        }
+        let activity = Arc::new(Activity::new());
+        let now = Instant::now();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.watching.fetch_add(1, Ordering::Relaxed);
+        inner.watched.insert(
+            *flow,
+            Watched {
+                id,
+                dest,
+                opened: now,
+                activity: Arc::clone(&activity),
+                moved: 0,
+                changed: now,
+            },
+        );
+        Some(activity)
+    }
+
+    /// A flow ended: it is no longer watched.
+    pub(crate) fn closed(&self, flow: &Flow) {
+        if self.watching.load(Ordering::Relaxed) > 0 && self.lock().watched.remove(flow).is_some() {
+            self.watching.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One tick at `now`: samples the watched connections and lets each
+    /// due service's rebalancer close some. Returns when to tick next.
+    pub fn tick(&self, now: Instant, sched: &Sched) -> Instant {
+        let mut inner = self.lock();
+        let Inner {
+            default,
+            policies,
+            watched,
+            services,
+        } = &mut *inner;
+        let policy_of = |vip: &Vip| policies.get(vip).copied().unwrap_or(*default);
+        // Sample, and group by service.
+        let mut by_service: HashMap<Vip, Vec<&Watched>> = HashMap::new();
+        for (flow, w) in watched.iter_mut() {
+            let moved = w.activity.moved();
+            if moved != w.moved || w.activity.in_flight() {
+                w.moved = moved;
+                w.changed = now;
+            }
+            if !w.activity.closing() {
+                by_service
+                    .entry((flow.protocol, flow.vip))
+                    .or_default()
+                    .push(w);
+            }
+        }
+        let live: HashSet<Vip> = by_service.keys().copied().collect();
+        let mut next = now + IDLE_TICK;
+        for (vip, conns) in by_service {
+            let policy = policy_of(&vip);
+            let state = services.entry(vip).or_insert_with(|| ServiceState {
+                rebalancer: Rebalancer::new(policy, seed(&vip)),
+                closed: HashMap::new(),
+            });
+            let Some(due) = state.rebalancer.poll_timeout(now) else {
+                continue;
+            };
+            if due > now {
+                next = next.min(due);
+                continue;
+            }
+            let key = ServiceKey::Addr {
+                protocol: vip.0,
+                addr: vip.1,
+            };
+            let Ok(dests) = sched.with(|core| core.destinations(&key, now)) else {
+                continue;
+            };
+            let weights: Vec<u32> = dests
+                .iter()
+                .map(|d| u32::try_from(d.destination.weight).unwrap_or(0))
+                .collect();
+            let index: HashMap<SocketAddr, usize> = dests
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.destination.addr, i))
+                .collect();
+            let snapshot: Vec<Conn> = conns
+                .iter()
+                .filter_map(|w| {
+                    let rs = *index.get(&w.dest)?;
+                    let busy = w.changed == now;
+                    Some(Conn {
+                        id: w.id,
+                        real_server: rs,
+                        opened: w.opened,
+                        idle_since: (!busy).then_some(w.changed),
+                    })
+                })
+                .collect();
+            let plan = state.rebalancer.handle_timeout(now, &weights, &snapshot);
+            for close in &plan.close {
+                if let Some(w) = conns.iter().find(|w| w.id == close.id) {
+                    w.activity.request_close();
+                    *state.closed.entry(w.dest).or_default() += 1;
+                    tracing::debug!(service = %key, dest = %w.dest, reason = ?close.reason, "closing an idle connection to rebalance");
+                }
+            }
+            if let Some(t) = state.rebalancer.poll_timeout(now) {
+                next = next.min(t);
+            }
+        }
+        // Services with nothing watched and no counts keep no state.
+        services.retain(|vip, s| !s.closed.is_empty() || live.contains(vip));
+        next
+    }
+}
+
+/// A per-service jitter seed, stable for the service.
+fn seed(vip: &Vip) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    vip.hash(&mut h);
+    h.finish()
+}
