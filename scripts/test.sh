@@ -46,6 +46,8 @@ done
 # rvs-ebpf's programs include libbpf's headers (bpf_helpers.h).
 [ -e /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
 [ -e /usr/include/linux/bpf.h ] || missing+=(linux-libc-dev)
+# The rebalancing tests' keep-alive HTTP clients are urllib3's.
+python3 -c 'import urllib3' > /dev/null 2>&1 || missing+=(python3-urllib3)
 # rvs-benchplot draws its figures' text with this face.
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 # The static busybox is needed (the initramfs has no libc of its own).
