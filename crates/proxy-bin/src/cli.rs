@@ -234,6 +234,13 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "NAME", default_value = rvs_userspace::DEFAULT_INSTANCE_LOCK)]
     pub(crate) instance_lock: String,
 
+    /// Rebalance long-lived connections after a scale-up (an rvs
+    /// addition): the policy of Services without an `rvs.dev/rebalance`
+    /// annotation, `off`, `idle` or `idle,max-age=D` (options in the
+    /// README). Carried out by the userspace dataplane.
+    #[arg(long, default_value = "off", value_name = "POLICY")]
+    pub(crate) rebalance: rvs_rebalance::Policy,
+
     /// Userspace dataplane: forwarding worker threads (0: one per CPU).
     #[arg(long, default_value_t = 0)]
     pub(crate) workers: usize,

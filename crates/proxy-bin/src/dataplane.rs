@@ -16,6 +16,7 @@ use rvs_node::{KernelSide, KubeIpvs0};
 use rvs_proxy::ProxyConfig;
 use rvs_proxy::cluster::ClusterState;
 use rvs_proxy::observe::Observer;
+use rvs_proxy::rebalance::{NotCarriedOut, RebalanceSide, RebalanceTarget};
 use rvs_proxy::run::{ExtraDataplane, NodeSide, Runner, SyncObserver, SystemClock};
 use rvs_proxy::source::Source;
 use rvs_proxy::sync::{AddressBinder, NoBinder, Syncer, describe};
@@ -49,13 +50,15 @@ pub(crate) fn kernel(parts: Parts<'_>) -> anyhow::Result<()> {
             "--admin-socket serves the userspace and eBPF dataplanes; read the kernel's with rvsadm directly"
         );
     }
+    refuse_rebalance(cli)?;
     let admin = IpvsClient::connect()
         .context("connecting to the kernel's IPVS (is the ip_vs module loaded?)")?;
     let binder = KubeIpvs0::new(parts.runtime).context("opening rtnetlink")?;
-    let mut side = KernelSide::new(cli.node_options()?);
+    let side = KernelSide::new(cli.node_options()?);
+    let mut side = (side, RebalanceSide::new(NotCarriedOut::new("kernel")));
     let mut syncer = Syncer::new(admin, binder, parts.config.clone());
     if !cli.dry_run {
-        side.ensure_sysctls();
+        side.0.ensure_sysctls();
     }
     if cli.detect_local_mode == DetectLocalMode::NodeCidr && !cli.dry_run {
         // As kube-proxy: wait for the pod CIDR at start (it then exits
@@ -96,14 +99,42 @@ pub(crate) fn ebpf(parts: Parts<'_>) -> anyhow::Result<()> {
     tracing::warn!(
         "--dataplane ebpf balances connections made on this node only: node ports are not served to traffic from outside (use --dataplane kernel,ebpf for that)"
     );
+    refuse_rebalance(cli)?;
     let lb = socket_lb(cli)?;
     let server = serve_admin(cli, lb.clone())?;
     let mut syncer = Syncer::new(lb, NoBinder::default(), parts.config.clone());
-    let result = drive(parts, &mut syncer, None);
+    let mut side = RebalanceSide::new(NotCarriedOut::new("ebpf"));
+    let result = drive(parts, &mut syncer, Some(&mut side));
     stop_admin(server);
     result?;
     tracing::info!("stopped; the programs stay attached for the next start to adopt");
     Ok(())
+}
+
+/// `--rebalance` other than `off` where the dataplane cannot carry it
+/// out: refused, not silently ignored.
+fn refuse_rebalance(cli: &Cli) -> anyhow::Result<()> {
+    if !cli.rebalance.is_off() {
+        bail!(
+            "--rebalance={}: only --dataplane userspace closes connections to rebalance them so far",
+            cli.rebalance
+        );
+    }
+    Ok(())
+}
+
+/// The userspace dataplane's rebalancing, as the proxy's sync sets it.
+struct UserspaceRebalance(rvs_userspace::sched::Sched);
+
+impl RebalanceTarget for UserspaceRebalance {
+    fn set(
+        &self,
+        protocol: rvs_model::Protocol,
+        vip: std::net::SocketAddr,
+        policy: Option<rvs_rebalance::Policy>,
+    ) {
+        self.0.rebalancing().set(protocol, vip, policy);
+    }
 }
 
 /// Attaches (or adopts) the socket-level load balancer.
@@ -168,12 +199,25 @@ pub(crate) fn userspace(parts: Parts<'_>) -> anyhow::Result<()> {
     let server = serve_admin(cli, Arc::new(Mutex::new(dataplane.admin())))?;
     let admin = dataplane.admin();
     let config = parts.config.clone();
+    dataplane.sched().rebalancing().set_default(cli.rebalance);
+    if !cli.rebalance.is_off() {
+        tracing::info!(policy = %cli.rebalance, "rebalancing long-lived connections by default");
+    }
+    let mut side = RebalanceSide::new(UserspaceRebalance(dataplane.sched().clone()));
     let result = if cli.bind_addresses {
         let binder = KubeIpvs0::new(parts.runtime).context("opening rtnetlink")?;
-        drive(parts, &mut Syncer::new(admin, binder, config), None)
+        drive(
+            parts,
+            &mut Syncer::new(admin, binder, config),
+            Some(&mut side),
+        )
     } else {
         let binder = NoBinder::default();
-        drive(parts, &mut Syncer::new(admin, binder, config), None)
+        drive(
+            parts,
+            &mut Syncer::new(admin, binder, config),
+            Some(&mut side),
+        )
     };
     stop_admin(server);
     dataplane.shutdown(Duration::from_secs(2));

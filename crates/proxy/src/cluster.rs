@@ -106,6 +106,9 @@ pub struct ServiceInfo {
     pub internal_local: bool,
     /// Scheduler chosen by annotation.
     pub scheduler: Option<Scheduler>,
+    /// Rebalancing policy chosen by annotation (`rvs.dev/rebalance`;
+    /// `None`: the proxy's default).
+    pub rebalance: Option<rvs_rebalance::Policy>,
     /// `spec.trafficDistribution` asks for topology-aware routing.
     pub topology_aware: bool,
     /// `spec.loadBalancerSourceRanges` (trimmed, host bits kept as
@@ -131,6 +134,7 @@ impl ServiceInfo {
             external_local: false,
             internal_local: false,
             scheduler: None,
+            rebalance: None,
             topology_aware: false,
             source_ranges: Vec::new(),
             health_check_node_port: None,
@@ -587,6 +591,24 @@ pub fn service_info_with(
         },
         None => None,
     };
+    let rebalance = match svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(rvs_rebalance::ANNOTATION))
+    {
+        Some(text) => match text.parse::<rvs_rebalance::Policy>() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                ctx.warn(
+                    format!("metadata.annotations[{}]", rvs_rebalance::ANNOTATION),
+                    format!("{e}; the proxy's default policy is used"),
+                );
+                None
+            }
+        },
+        None => None,
+    };
     Ok(Ok(ServiceInfo {
         name,
         cluster_ips,
@@ -597,6 +619,7 @@ pub fn service_info_with(
         external_local,
         internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
         scheduler,
+        rebalance,
         topology_aware: matches!(
             spec.traffic_distribution.as_deref(),
             Some("PreferClose" | "PreferSameZone" | "PreferSameNode")

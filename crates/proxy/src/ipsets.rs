@@ -652,6 +652,7 @@ mod tests {
             external_local: false,
             internal_local: false,
             scheduler: None,
+            rebalance: None,
             topology_aware: false,
             source_ranges: vec![],
             health_check_node_port: None,

@@ -30,6 +30,7 @@ pub mod desired;
 pub mod flags;
 pub mod ipsets;
 pub mod observe;
+pub mod rebalance;
 pub mod reconcile;
 pub mod run;
 pub mod schedule;

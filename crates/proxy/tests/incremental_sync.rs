@@ -69,6 +69,7 @@ fn cluster(spec: &[(bool, bool, u8)]) -> ClusterState {
                 external_local: false,
                 internal_local: false,
                 scheduler: None,
+                rebalance: None,
                 topology_aware: false,
                 source_ranges: vec![],
                 health_check_node_port: None,

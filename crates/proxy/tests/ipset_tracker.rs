@@ -83,6 +83,7 @@ fn cluster(spec: &[Spec]) -> ClusterState {
                 external_local: bits & 64 != 0,
                 internal_local: false,
                 scheduler: None,
+                rebalance: None,
                 topology_aware: false,
                 source_ranges: if bits & 128 != 0 {
                     vec![

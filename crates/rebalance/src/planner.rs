@@ -218,7 +218,7 @@ impl Rebalancer {
         // 3: the skew, most over-loaded real server first. A real server
         // found over the tolerance is brought down to its share (not just
         // under the tolerance), across ticks.
-        let tolerance = self.policy.tolerance;
+        let tolerance = self.policy.tolerance();
         if self.over.len() != weights.len() {
             self.over = vec![false; weights.len()];
         }
@@ -294,7 +294,7 @@ impl Rebalancer {
     /// Adds `rate × live` tokens per second since the last refill, up to
     /// that many (at least one).
     fn refill(&mut self, now: Instant, live: usize) {
-        let per_sec = self.policy.rate * live as f64;
+        let per_sec = self.policy.rate() * live as f64;
         let elapsed = self
             .refilled
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));

@@ -21,7 +21,7 @@ use std::time::Duration;
 use rvs_model::parse_go_duration;
 
 /// Whether a service's connections are rebalanced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Mode {
     /// Never close a connection (the default).
@@ -31,8 +31,9 @@ pub enum Mode {
     Idle,
 }
 
-/// A service's rebalancing policy.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// A service's rebalancing policy. Shares are kept in parts per million,
+/// so policies compare and hash exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Policy {
     /// Off or idle-only closing.
@@ -41,11 +42,12 @@ pub struct Policy {
     pub max_age: Option<Duration>,
     /// How long without bytes in flight makes a connection idle.
     pub grace: Duration,
-    /// A real server is over-loaded above `share × (1 + tolerance)`.
-    pub tolerance: f64,
-    /// The most of a service's connections closed per second, as a
-    /// fraction of them.
-    pub rate: f64,
+    /// A real server is over-loaded at `share × (1 + tolerance)`, in
+    /// parts per million.
+    pub tolerance_ppm: u32,
+    /// The most of a service's connections closed per second, in parts
+    /// per million of them.
+    pub rate_ppm: u32,
 }
 
 impl Policy {
@@ -55,8 +57,8 @@ impl Policy {
         mode: Mode::Off,
         max_age: None,
         grace: Duration::from_millis(50),
-        tolerance: 0.2,
-        rate: 0.05,
+        tolerance_ppm: 200_000,
+        rate_ppm: 50_000,
     };
 
     /// `idle` with the default options.
@@ -68,6 +70,16 @@ impl Policy {
     /// Whether anything is ever closed.
     pub fn is_off(&self) -> bool {
         self.mode == Mode::Off
+    }
+
+    /// The tolerance as a fraction.
+    pub fn tolerance(&self) -> f64 {
+        f64::from(self.tolerance_ppm) / 1e6
+    }
+
+    /// The rate as a fraction of the connections per second.
+    pub fn rate(&self) -> f64 {
+        f64::from(self.rate_ppm) / 1e6
     }
 }
 
@@ -145,14 +157,16 @@ impl FromStr for Policy {
                         parse_go_duration(value).map_err(|_| bad("is not a duration"))?;
                 }
                 "tolerance" => {
-                    policy.tolerance = fraction(value).ok_or_else(|| bad("is not a share"))?;
+                    policy.tolerance_ppm = fraction(value)
+                        .filter(|&ppm| ppm <= 100_000_000)
+                        .ok_or_else(|| bad("is not a share from 0% to 10000%"))?;
                 }
                 "rate" => {
                     let r = fraction(value).ok_or_else(|| bad("is not a share"))?;
-                    if r <= 0.0 || r > 1.0 {
+                    if r == 0 || r > 1_000_000 {
                         return Err(bad("must be more than 0% and at most 100%"));
                     }
-                    policy.rate = r;
+                    policy.rate_ppm = r;
                 }
                 _ => return Err(BadPolicy::Option(part.to_owned())),
             }
@@ -162,14 +176,14 @@ impl FromStr for Policy {
     }
 }
 
-/// `20%` or `0.2`: a finite, non-negative fraction.
-fn fraction(text: &str) -> Option<f64> {
+/// `20%` or `0.2`: a finite, non-negative share, in parts per million.
+fn fraction(text: &str) -> Option<u32> {
     let (number, scale) = match text.strip_suffix('%') {
-        Some(n) => (n, 0.01),
-        None => (text, 1.0),
+        Some(n) => (n, 1e4),
+        None => (text, 1e6),
     };
-    let v = number.trim().parse::<f64>().ok()? * scale;
-    (v.is_finite() && v >= 0.0).then_some(v)
+    let ppm = (number.trim().parse::<f64>().ok()? * scale).round();
+    (ppm.is_finite() && (0.0..=f64::from(u32::MAX)).contains(&ppm)).then_some(ppm as u32)
 }
 
 impl fmt::Display for Policy {
@@ -185,11 +199,11 @@ impl fmt::Display for Policy {
         if self.grace != Policy::IDLE.grace {
             write!(f, ",grace={}", go_duration(self.grace))?;
         }
-        if self.tolerance != Policy::IDLE.tolerance {
-            write!(f, ",tolerance={}", self.tolerance)?;
+        if self.tolerance_ppm != Policy::IDLE.tolerance_ppm {
+            write!(f, ",tolerance={}%", f64::from(self.tolerance_ppm) / 1e4)?;
         }
-        if self.rate != Policy::IDLE.rate {
-            write!(f, ",rate={}", self.rate)?;
+        if self.rate_ppm != Policy::IDLE.rate_ppm {
+            write!(f, ",rate={}%", f64::from(self.rate_ppm) / 1e4)?;
         }
         Ok(())
     }
@@ -224,8 +238,12 @@ mod tests {
             .unwrap();
         assert_eq!(p.max_age, Some(Duration::from_secs(5400)));
         assert_eq!(p.grace, Duration::from_millis(200));
-        assert!((p.tolerance - 0.1).abs() < 1e-12);
-        assert!((p.rate - 0.1).abs() < 1e-12);
+        assert_eq!((p.tolerance_ppm, p.rate_ppm), (100_000, 100_000));
+        assert!((p.tolerance() - 0.1).abs() < 1e-12);
+        let odd: Policy = "idle,tolerance=12.5%,rate=0.0003".parse().unwrap();
+        assert_eq!((odd.tolerance_ppm, odd.rate_ppm), (125_000, 300));
+        assert_eq!(odd.to_string(), "idle,tolerance=12.5%,rate=0.03%");
+        assert_eq!(odd.to_string().parse(), Ok(odd));
         assert_eq!(p.to_string().parse(), Ok(p));
         assert_eq!(Policy::IDLE.to_string(), "idle");
         assert_eq!(Policy::OFF.to_string(), "off");
