@@ -74,7 +74,7 @@ use std::net::SocketAddr;
 
 pub use health::{HealthReply, HealthState, TO_BE_DELETED_TAINT};
 pub use http::{BadBindAddress, Running, ServeOptions, parse_bind_address, serve};
-pub use metrics::{IpFamily, Metrics, SyncKind};
+pub use metrics::{IpFamily, Metrics, RebalanceStatus, SyncKind};
 pub use service_health::{ServiceHealth, ServiceHealthServer, ServiceName};
 
 /// Why an observability server could not start.

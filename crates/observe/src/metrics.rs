@@ -6,6 +6,7 @@
 //! encoder appends it, so the scraped names are kube-proxy's.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,7 +15,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use rvs_model::admin::OpKind;
@@ -137,6 +138,82 @@ impl Collector for VirtualServiceCollector {
     }
 }
 
+/// One virtual service's rebalancing of long-lived connections, as the
+/// dataplane last reported it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RebalanceStatus {
+    /// The virtual service.
+    pub service: ServiceKey,
+    /// How far its most over-loaded real server is over its weight's
+    /// share of the connections (0: even).
+    pub skew: f64,
+    /// Connections closed to rebalance, per real server, since the
+    /// dataplane started.
+    pub closed: Vec<(SocketAddr, u64)>,
+}
+
+/// Encodes the rebalancing series from the last snapshot.
+#[derive(Debug, Default)]
+struct RebalanceCollector {
+    snapshot: Mutex<Vec<RebalanceStatus>>,
+}
+
+impl Collector for RebalanceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let probe = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "rvs_rebalance_closed_connections",
+            "Idle connections closed to rebalance a virtual service, by real server",
+            None,
+            probe.metric_type(),
+        )?;
+        for s in &snapshot {
+            let (protocol, address) = service_labels(&s.service);
+            for (dest, closed) in &s.closed {
+                let dest = dest.to_string();
+                let labels = [
+                    ("protocol", protocol.as_str()),
+                    ("address", address.as_str()),
+                    ("real_server", dest.as_str()),
+                ];
+                ConstCounter::new(*closed).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let probe = ConstGauge::new(0.0f64);
+        let mut family = encoder.encode_descriptor(
+            "rvs_rebalance_skew",
+            "How far a rebalanced virtual service's most loaded real server is over its share of the connections (0: even)",
+            None,
+            probe.metric_type(),
+        )?;
+        for s in &snapshot {
+            let (protocol, address) = service_labels(&s.service);
+            let labels = [
+                ("protocol", protocol.as_str()),
+                ("address", address.as_str()),
+            ];
+            ConstGauge::new(s.skew).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// A virtual service's `protocol` and `address` labels.
+fn service_labels(key: &ServiceKey) -> (String, String) {
+    match *key {
+        ServiceKey::Addr { protocol, addr } => (protocol.to_string(), addr.to_string()),
+        ServiceKey::Fwmark { mark, ipv6 } => (
+            "FWM".to_owned(),
+            format!("{mark}{}", if ipv6 { "/IPv6" } else { "" }),
+        ),
+    }
+}
+
 struct Inner {
     registry: Registry,
     families: Vec<IpFamily>,
@@ -161,6 +238,7 @@ struct Inner {
     dataplane_errors: Family<[(&'static str, &'static str); 1], Counter>,
     ipset_failures: Counter,
     virtual_services: Arc<VirtualServiceCollector>,
+    rebalance: Arc<RebalanceCollector>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -246,6 +324,7 @@ impl Metrics {
             dataplane_errors: Family::default(),
             ipset_failures: Counter::default(),
             virtual_services: Arc::new(VirtualServiceCollector::default()),
+            rebalance: Arc::new(RebalanceCollector::default()),
             registry: Registry::default(),
         };
         registry.register(
@@ -350,6 +429,7 @@ impl Metrics {
             inner.ipset_failures.clone(),
         );
         registry.register_collector(Box::new(Arc::clone(&inner.virtual_services)));
+        registry.register_collector(Box::new(Arc::clone(&inner.rebalance)));
         registry.register_collector(Box::new(crate::process::ProcessCollector));
         let mut inner = inner;
         inner.registry = registry;
@@ -551,13 +631,7 @@ impl Metrics {
         let snapshot = services
             .iter()
             .map(|s| {
-                let (protocol, address) = match s.service.key {
-                    ServiceKey::Addr { protocol, addr } => (protocol.to_string(), addr.to_string()),
-                    ServiceKey::Fwmark { mark, ipv6 } => (
-                        "FWM".to_owned(),
-                        format!("{mark}{}", if ipv6 { "/IPv6" } else { "" }),
-                    ),
-                };
+                let (protocol, address) = service_labels(&s.service.key);
                 ServiceCounters {
                     protocol,
                     address,
@@ -571,6 +645,17 @@ impl Metrics {
             .snapshot
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = snapshot;
+    }
+
+    /// Replaces the rebalancing snapshot (`rvs_rebalance_closed_connections_total`
+    /// and `rvs_rebalance_skew`) with what the dataplane reports.
+    pub fn rebalancing(&self, statuses: Vec<RebalanceStatus>) {
+        *self
+            .inner
+            .rebalance
+            .snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = statuses;
     }
 
     pub(crate) fn healthz_served(&self, code: u16) {
@@ -608,6 +693,33 @@ fn code_label(code: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rebalancing_series_per_service_and_real_server() {
+        let m = Metrics::new(&[IpFamily::V4]);
+        let text = m.encode();
+        assert!(text.contains("# TYPE rvs_rebalance_skew gauge"), "{text}");
+        assert!(!text.contains("rvs_rebalance_skew{"), "{text}");
+        m.rebalancing(vec![RebalanceStatus {
+            service: ServiceKey::Addr {
+                protocol: rvs_model::Protocol::Tcp,
+                addr: "10.96.0.1:80".parse().unwrap(),
+            },
+            skew: 0.5,
+            closed: vec![("10.244.1.1:8080".parse().unwrap(), 3)],
+        }]);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "rvs_rebalance_closed_connections_total{protocol=\"TCP\",address=\"10.96.0.1:80\",real_server=\"10.244.1.1:8080\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("rvs_rebalance_skew{protocol=\"TCP\",address=\"10.96.0.1:80\"} 0.5"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn network_programming_buckets_match_kube_proxy() {

@@ -15,7 +15,7 @@ use rvs_netfilter::iptables::DetectLocalMode;
 use rvs_node::{KernelSide, KubeIpvs0};
 use rvs_proxy::ProxyConfig;
 use rvs_proxy::cluster::ClusterState;
-use rvs_proxy::observe::Observer;
+use rvs_proxy::observe::{Observer, RebalanceReport};
 use rvs_proxy::rebalance::{NotCarriedOut, RebalanceSide, RebalanceTarget};
 use rvs_proxy::run::{ExtraDataplane, NodeSide, Runner, SyncObserver, SystemClock};
 use rvs_proxy::source::Source;
@@ -79,11 +79,11 @@ pub(crate) fn kernel(parts: Parts<'_>) -> anyhow::Result<()> {
         };
         // The socket LB first: its maps are ready milliseconds after IPVS,
         // not after the ipsets and iptables rules.
-        let result = drive(parts, &mut syncer, Some(&mut (extra, side)));
+        let result = drive(parts, &mut syncer, Some(&mut (extra, side)), None);
         stop_admin(server);
         result?;
     } else {
-        drive(parts, &mut syncer, Some(&mut side))?;
+        drive(parts, &mut syncer, Some(&mut side), None)?;
     }
     if !cli.dry_run {
         tracing::info!("stopped; the kernel keeps its state for the next start to adopt");
@@ -104,7 +104,7 @@ pub(crate) fn ebpf(parts: Parts<'_>) -> anyhow::Result<()> {
     let server = serve_admin(cli, lb.clone())?;
     let mut syncer = Syncer::new(lb, NoBinder::default(), parts.config.clone());
     let mut side = RebalanceSide::new(NotCarriedOut::new("ebpf"));
-    let result = drive(parts, &mut syncer, Some(&mut side));
+    let result = drive(parts, &mut syncer, Some(&mut side), None);
     stop_admin(server);
     result?;
     tracing::info!("stopped; the programs stay attached for the next start to adopt");
@@ -123,8 +123,25 @@ fn refuse_rebalance(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The userspace dataplane's rebalancing, as the proxy's sync sets it.
+/// The userspace dataplane's rebalancing, as the proxy's sync sets it
+/// and the metrics read it.
+#[derive(Debug)]
 struct UserspaceRebalance(rvs_userspace::sched::Sched);
+
+impl RebalanceReport for UserspaceRebalance {
+    fn statuses(&self) -> Vec<rvs_observe::RebalanceStatus> {
+        self.0
+            .rebalancing()
+            .statuses()
+            .into_iter()
+            .map(|s| rvs_observe::RebalanceStatus {
+                service: s.service,
+                skew: s.skew,
+                closed: s.closed,
+            })
+            .collect()
+    }
+}
 
 impl RebalanceTarget for UserspaceRebalance {
     fn set(
@@ -204,20 +221,17 @@ pub(crate) fn userspace(parts: Parts<'_>) -> anyhow::Result<()> {
         tracing::info!(policy = %cli.rebalance, "rebalancing long-lived connections by default");
     }
     let mut side = RebalanceSide::new(UserspaceRebalance(dataplane.sched().clone()));
+    let report = || -> Option<Box<dyn RebalanceReport>> {
+        Some(Box::new(UserspaceRebalance(dataplane.sched().clone())))
+    };
     let result = if cli.bind_addresses {
         let binder = KubeIpvs0::new(parts.runtime).context("opening rtnetlink")?;
-        drive(
-            parts,
-            &mut Syncer::new(admin, binder, config),
-            Some(&mut side),
-        )
+        let syncer = &mut Syncer::new(admin, binder, config);
+        drive(parts, syncer, Some(&mut side), report())
     } else {
         let binder = NoBinder::default();
-        drive(
-            parts,
-            &mut Syncer::new(admin, binder, config),
-            Some(&mut side),
-        )
+        let syncer = &mut Syncer::new(admin, binder, config);
+        drive(parts, syncer, Some(&mut side), report())
     };
     stop_admin(server);
     dataplane.shutdown(Duration::from_secs(2));
@@ -285,6 +299,7 @@ fn drive<A: Admin, B: AddressBinder>(
     parts: Parts<'_>,
     syncer: &mut Syncer<A, B>,
     node: Option<&mut (dyn NodeSide + 'static)>,
+    rebalance: Option<Box<dyn RebalanceReport>>,
 ) -> anyhow::Result<()> {
     let cli = parts.cli;
     if cli.dry_run {
@@ -314,6 +329,9 @@ fn drive<A: Admin, B: AddressBinder>(
     } else {
         Some(Observer::start(&cli.observe_options()?, parts.runtime)?)
     };
+    if let (Some(o), Some(r)) = (observer.as_mut(), rebalance) {
+        o.read_rebalancing(r);
+    }
     let mut options = cli.run_options();
     if observer.is_none() {
         options.schedule.counters_every = None;

@@ -50,6 +50,14 @@ pub struct Observer {
     /// resolves it at start).
     health_checks: Option<Vec<(IpFamily, ServiceHealthServer)>>,
     node_watched: bool,
+    rebalance: Option<Box<dyn RebalanceReport>>,
+}
+
+/// Where the rebalancing metrics come from: the dataplane that closes
+/// connections to rebalance, read when the counters are.
+pub trait RebalanceReport: Send + std::fmt::Debug {
+    /// Every rebalanced virtual service's skew and closed connections.
+    fn statuses(&self) -> Vec<rvs_observe::RebalanceStatus>;
 }
 
 impl Observer {
@@ -85,7 +93,14 @@ impl Observer {
             running,
             health_checks: None,
             node_watched: options.node_watched,
+            rebalance: None,
         })
+    }
+
+    /// Reads `report` with the dataplane's counters, into
+    /// `rvs_rebalance_closed_connections_total` and `rvs_rebalance_skew`.
+    pub fn read_rebalancing(&mut self, report: Box<dyn RebalanceReport>) {
+        self.rebalance = Some(report);
     }
 
     /// Stops the servers.
@@ -199,6 +214,9 @@ impl SyncObserver for Observer {
         match admin.services() {
             Ok(services) => self.metrics.virtual_services(&services),
             Err(e) => tracing::debug!(error = %e, "reading virtual service counters"),
+        }
+        if let Some(report) = &self.rebalance {
+            self.metrics.rebalancing(report.statuses());
         }
     }
 }

@@ -68,6 +68,8 @@ struct Watched {
 #[derive(Debug)]
 struct ServiceState {
     rebalancer: Rebalancer,
+    /// The skew its last tick saw.
+    skew: f64,
     /// Connections closed for rebalancing, per real server.
     closed: HashMap<SocketAddr, u64>,
 }
@@ -81,6 +83,17 @@ pub struct ClosedCount {
     pub dest: SocketAddr,
     /// Connections closed since the dataplane started.
     pub closed: u64,
+}
+
+/// One virtual service's rebalancing ([`Rebalancing::statuses`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceRebalance {
+    /// The virtual service.
+    pub service: ServiceKey,
+    /// The skew its last tick saw ([`rvs_rebalance::skew`]).
+    pub skew: f64,
+    /// Connections closed to rebalance, per real server.
+    pub closed: Vec<(SocketAddr, u64)>,
 }
 
 impl Inner {
@@ -153,6 +166,29 @@ impl Rebalancing {
         out
     }
 
+    /// Every virtual service being rebalanced (or with connections closed
+    /// so far): the skew its last tick saw and its closed connections per
+    /// real server, sorted.
+    pub fn statuses(&self) -> Vec<ServiceRebalance> {
+        let inner = self.lock();
+        let mut out: Vec<ServiceRebalance> = inner
+            .services
+            .iter()
+            .map(|(&(protocol, addr), s)| {
+                let mut closed: Vec<(SocketAddr, u64)> =
+                    s.closed.iter().map(|(&d, &n)| (d, n)).collect();
+                closed.sort();
+                ServiceRebalance {
+                    service: ServiceKey::Addr { protocol, addr },
+                    skew: s.skew,
+                    closed,
+                }
+            })
+            .collect();
+        out.sort_by_key(|s| s.service);
+        out
+    }
+
     /// The forwarder's question for an opened TCP flow: its activity when
     /// the service's policy is on.
     pub(crate) fn watch(&self, flow: &Flow, dest: SocketAddr) -> Option<Arc<Activity>> {
@@ -220,6 +256,7 @@ impl Rebalancing {
             let policy = policy_of(&vip);
             let state = services.entry(vip).or_insert_with(|| ServiceState {
                 rebalancer: Rebalancer::new(policy, seed(&vip)),
+                skew: 0.0,
                 closed: HashMap::new(),
             });
             let Some(due) = state.rebalancer.poll_timeout(now) else {
@@ -259,6 +296,7 @@ impl Rebalancing {
                 })
                 .collect();
             let plan = state.rebalancer.handle_timeout(now, &weights, &snapshot);
+            state.skew = plan.skew;
             for close in &plan.close {
                 if let Some(w) = conns.iter().find(|w| w.id == close.id) {
                     w.activity.request_close();
