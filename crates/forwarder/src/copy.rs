@@ -37,6 +37,10 @@ use tokio::net::TcpStream;
 
 use crate::activity::Activity;
 
+/// A direction's view of the connection's [`Activity`]: the activity and
+/// whether this direction writes to the client.
+type Watch<'a> = Option<(&'a Activity, bool)>;
+
 /// How the duplex copy moves bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopyOptions {
@@ -98,8 +102,9 @@ pub async fn duplex(client: &TcpStream, upstream: &TcpStream, opts: &CopyOptions
 }
 
 /// As [`duplex`], keeping `activity` up to date and carrying out its close
-/// requests: a request that finds nothing in flight sends a FIN to the
-/// client and to the destination; the copy then ends at their own FINs.
+/// requests: a request that finds the connection still idle (see
+/// [`Activity::request_close`]) sends a FIN to the client and to the
+/// destination; the copy then ends at their own FINs.
 pub async fn duplex_watched(
     client: &TcpStream,
     upstream: &TcpStream,
@@ -108,8 +113,8 @@ pub async fn duplex_watched(
 ) -> DuplexReport {
     let copy = async {
         tokio::join!(
-            one_way(client, upstream, opts, activity),
-            one_way(upstream, client, opts, activity)
+            one_way(client, upstream, opts, activity.map(|a| (a, false))),
+            one_way(upstream, client, opts, activity.map(|a| (a, true)))
         )
     };
     tokio::pin!(copy);
@@ -119,13 +124,13 @@ pub async fn duplex_watched(
             tokio::select! {
                 both = &mut copy => break both,
                 () = activity.close_requested() => {
-                    if !activity.in_flight() {
+                    if activity.may_close() {
                         activity.set_closing();
                         for s in [client, upstream] {
                             if let Err(e) = SockRef::from(s).shutdown(Shutdown::Write)
                                 && e.kind() != io::ErrorKind::NotConnected
                             {
-                                tracing::debug!(error = %e, "shutdown(SHUT_WR) of an idle connection failed");
+                                tracing::debug!(peer = ?s.peer_addr().ok(), error = %e, "shutdown(SHUT_WR) of an idle connection failed");
                             }
                         }
                         break (&mut copy).await;
@@ -147,10 +152,10 @@ async fn one_way(
     from: &TcpStream,
     to: &TcpStream,
     opts: &CopyOptions,
-    activity: Option<&Activity>,
+    watch: Watch<'_>,
 ) -> (DirectionReport, Option<io::Error>) {
     let mut report = DirectionReport::default();
-    let result = pump(from, to, opts, &mut report, activity).await;
+    let result = pump(from, to, opts, &mut report, watch).await;
     match result {
         Ok(()) => {
             // End of stream: pass the FIN on, keep the other way open.
@@ -175,7 +180,7 @@ async fn pump(
     to: &TcpStream,
     opts: &CopyOptions,
     report: &mut DirectionReport,
-    activity: Option<&Activity>,
+    watch: Watch<'_>,
 ) -> io::Result<()> {
     let limit = if opts.splice {
         Some(opts.splice_after)
@@ -183,7 +188,7 @@ async fn pump(
         None
     };
     if limit != Some(0)
-        && buffered_pump(from, to, opts.buffer_size.max(1), limit, report, activity).await?
+        && buffered_pump(from, to, opts.buffer_size.max(1), limit, report, watch).await?
     {
         return Ok(());
     }
@@ -192,13 +197,13 @@ async fn pump(
         Ok(pipe) => pipe,
         Err(e) => {
             tracing::debug!(error = %e, "no pipe for splice; copying through a buffer");
-            buffered_pump(from, to, opts.buffer_size.max(1), None, report, activity).await?;
+            buffered_pump(from, to, opts.buffer_size.max(1), None, report, watch).await?;
             return Ok(());
         }
     };
     let before = report.bytes;
     report.zero_copy = true;
-    match splice_pump(from, to, &pipe, report, activity).await {
+    match splice_pump(from, to, &pipe, report, watch).await {
         Ok(()) => {
             // The loop ends with the pipe drained: another flow may use it.
             pipe.give_back();
@@ -207,7 +212,7 @@ async fn pump(
         Err(e) if report.bytes == before && splice_unsupported(&e) => {
             tracing::debug!(error = %e, "splice refused; copying through a buffer");
             report.zero_copy = false;
-            buffered_pump(from, to, opts.buffer_size.max(1), None, report, activity).await?;
+            buffered_pump(from, to, opts.buffer_size.max(1), None, report, watch).await?;
             Ok(())
         }
         // The pipe may still hold bytes: it is dropped, not reused.
@@ -283,7 +288,7 @@ async fn splice_pump(
     to: &TcpStream,
     pipe: &Pipe,
     report: &mut DirectionReport,
-    activity: Option<&Activity>,
+    watch: Watch<'_>,
 ) -> io::Result<()> {
     // No SPLICE_F_MORE: like MSG_MORE it corks the socket, holding a
     // small write back (~200 ms) in the hope of more data, which
@@ -302,7 +307,7 @@ async fn splice_pump(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if let Some(a) = activity {
+        if let Some((a, _)) = watch {
             a.read();
         }
         let mut left = filled;
@@ -315,8 +320,8 @@ async fn splice_pump(
                 Ok(n) => {
                     left -= n;
                     report.bytes += n as u64;
-                    if let Some(a) = activity {
-                        a.written(n as u64, left == 0);
+                    if let Some((a, to_client)) = watch {
+                        a.written(n as u64, left == 0, to_client);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -337,7 +342,7 @@ async fn buffered_pump(
     buffer_size: usize,
     limit: Option<u64>,
     report: &mut DirectionReport,
-    activity: Option<&Activity>,
+    watch: Watch<'_>,
 ) -> io::Result<bool> {
     let mut buf = Vec::new();
     loop {
@@ -356,7 +361,7 @@ async fn buffered_pump(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if let Some(a) = activity {
+        if let Some((a, _)) = watch {
             a.read();
         }
         let mut chunk = buf.get(..n).unwrap_or_default();
@@ -367,8 +372,8 @@ async fn buffered_pump(
                 Ok(w) => {
                     chunk = chunk.get(w..).unwrap_or_default();
                     report.bytes += w as u64;
-                    if let Some(a) = activity {
-                        a.written(w as u64, chunk.is_empty());
+                    if let Some((a, to_client)) = watch {
+                        a.written(w as u64, chunk.is_empty(), to_client);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -48,7 +48,11 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, BadDuration> {
             "h" => 3600.0,
             _ => return Err(bad()),
         };
-        total += Duration::try_from_secs_f64(value * scale).map_err(|_| bad())?;
+        // Overflow is an error, not a panic: Service annotations reach
+        // this parser too.
+        total = total
+            .checked_add(Duration::try_from_secs_f64(value * scale).map_err(|_| bad())?)
+            .ok_or_else(bad)?;
         rest = &rest[unit_len..];
     }
     Ok(total)
@@ -64,7 +68,16 @@ mod tests {
         assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_go_duration("300ms"), Ok(Duration::from_millis(300)));
-        for bad in ["", "5", "m", "1x", "-1s", "1s2"] {
+        for bad in [
+            "",
+            "5",
+            "m",
+            "1x",
+            "-1s",
+            "1s2",
+            "5000000000000000h5000000000000000h",
+            "1e300h",
+        ] {
             assert!(parse_go_duration(bad).is_err(), "{bad:?}");
         }
     }

@@ -32,8 +32,11 @@ pub trait RebalanceTarget {
 pub struct RebalanceSide<T> {
     target: T,
     /// Virtual servers given their own policy, by Service.
-    given: BTreeMap<ObjectName, Vec<(Protocol, SocketAddr)>>,
+    given: BTreeMap<ObjectName, Vec<Given>>,
 }
+
+/// A virtual server and the policy it was given.
+type Given = (Protocol, SocketAddr, Policy);
 
 impl<T: RebalanceTarget> RebalanceSide<T> {
     /// A side for `target`, which has no per-service policy yet.
@@ -52,38 +55,55 @@ impl<T: RebalanceTarget> NodeSide for RebalanceSide<T> {
         config: &ProxyConfig,
         changed: Option<&BTreeSet<ObjectName>>,
     ) -> NodeReport {
-        // The Services to look at: those changed (or all), of which the
-        // annotated ones get their virtual servers' policy.
+        // What the Services in scope (those changed, or all) want now: the
+        // annotated ones, a policy for each of their virtual servers.
         let in_scope = |name: &ObjectName| changed.is_none_or(|c| c.contains(name));
-        let stale: Vec<ObjectName> = self.given.keys().filter(|n| in_scope(n)).cloned().collect();
-        for name in stale {
-            for (protocol, vip) in self.given.remove(&name).unwrap_or_default() {
-                self.target.set(protocol, vip, None);
-            }
-        }
         let annotated: BTreeMap<ObjectName, Policy> = cluster
             .services
             .iter()
             .filter(|(name, _)| in_scope(name))
             .filter_map(|(name, info)| Some((name.clone(), info.rebalance?)))
             .collect();
-        if annotated.is_empty() {
-            return NodeReport::default();
+        let mut want: BTreeMap<ObjectName, Vec<Given>> = BTreeMap::new();
+        if !annotated.is_empty() {
+            let names: BTreeSet<ObjectName> = annotated.keys().cloned().collect();
+            let desired = desired_for(cluster, config, Some(&names));
+            for (key, d) in &desired.services {
+                let ServiceKey::Addr { protocol, addr } = *key else {
+                    continue;
+                };
+                if let Some(&policy) = annotated.get(&d.origin.0) {
+                    want.entry(d.origin.0.clone())
+                        .or_default()
+                        .push((protocol, addr, policy));
+                }
+            }
         }
-        let names: BTreeSet<ObjectName> = annotated.keys().cloned().collect();
-        let desired = desired_for(cluster, config, Some(&names));
-        for (key, d) in &desired.services {
-            let ServiceKey::Addr { protocol, addr } = *key else {
-                continue;
-            };
-            let Some(&policy) = annotated.get(&d.origin.0) else {
-                continue;
-            };
-            self.target.set(protocol, addr, Some(policy));
-            self.given
-                .entry(d.origin.0.clone())
-                .or_default()
-                .push((protocol, addr));
+        // Only what changed is told: a virtual server keeps its policy
+        // across syncs without a gap.
+        let names: BTreeSet<ObjectName> = self
+            .given
+            .keys()
+            .filter(|n| in_scope(n))
+            .cloned()
+            .chain(want.keys().cloned())
+            .collect();
+        for name in names {
+            let old = self.given.remove(&name).unwrap_or_default();
+            let new = want.remove(&name).unwrap_or_default();
+            for &(protocol, vip, _) in &old {
+                if !new.iter().any(|&(p, v, _)| (p, v) == (protocol, vip)) {
+                    self.target.set(protocol, vip, None);
+                }
+            }
+            for &(protocol, vip, policy) in &new {
+                if !old.contains(&(protocol, vip, policy)) {
+                    self.target.set(protocol, vip, Some(policy));
+                }
+            }
+            if !new.is_empty() {
+                self.given.insert(name, new);
+            }
         }
         NodeReport::default()
     }
@@ -179,6 +199,11 @@ mod tests {
         let a: SocketAddr = "10.96.0.1:80".parse().unwrap();
         let b: SocketAddr = "10.96.0.2:80".parse().unwrap();
         assert_eq!(*recorder.0.lock().unwrap(), [(a, Some(Policy::IDLE))]);
+
+        // Nothing changed: nothing told (no gap in a's policy).
+        recorder.0.lock().unwrap().clear();
+        side.after_sync(&cluster, &config, None);
+        assert!(recorder.0.lock().unwrap().is_empty());
 
         // A partial sync of b alone leaves a alone; b gets its own.
         recorder.0.lock().unwrap().clear();

@@ -7,14 +7,15 @@
 //!    that many, and at least one, banked): every close takes a token, so
 //!    closes are spread over time and clients do not reconnect in a storm;
 //! 2. counts each real server's connections against its weight's share
-//!    of them all — plus the connections it closed in the last second,
+//!    of them all — plus the connections it closed in the last 5 s,
 //!    whose clients may not have reconnected yet, so a closing wave does
 //!    not shrink the shares and close more than needed;
 //! 3. for each real server found at or over `share × (1 + tolerance)` —
 //!    or, when some real server is at or under `share × (1 − tolerance)`,
-//!    for the most over-loaded one — closes idle connections (no bytes in flight for the policy's grace), oldest
-//!    first, the most over-loaded server first, over as many ticks as it
-//!    takes to bring it down to its share and no further;
+//!    for the most over-loaded one — closes idle connections (idle for
+//!    the policy's grace, as the dataplane judges it), oldest first, the
+//!    most over-loaded server first, over as many ticks as it takes to
+//!    bring it down to its share and no further;
 //! 4. with a `max-age`, closes idle connections past it (each
 //!    connection's age limit jittered ±10 % by its id).
 //!
@@ -29,8 +30,8 @@ use crate::policy::Policy;
 /// The base interval between ticks.
 const TICK: Duration = Duration::from_millis(200);
 /// How long a closed connection counts toward the service's total while
-/// its client reconnects.
-const RECONNECT_WINDOW: Duration = Duration::from_secs(1);
+/// its client reconnects (a pooled client does so at its next request).
+const RECONNECT_WINDOW: Duration = Duration::from_secs(5);
 
 /// One connection as the dataplane sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +126,9 @@ pub struct Rebalancer {
     /// Per real server: found over the tolerance, not yet back at its
     /// share.
     over: Vec<bool>,
+    /// The weights `over` is for: other weights (a real server added,
+    /// removed or reordered) start it afresh.
+    over_weights: Vec<u32>,
 }
 
 impl Rebalancer {
@@ -140,6 +144,7 @@ impl Rebalancer {
             next: None,
             recent: VecDeque::new(),
             over: Vec::new(),
+            over_weights: Vec::new(),
         }
     }
 
@@ -219,8 +224,9 @@ impl Rebalancer {
         // found over the tolerance is brought down to its share (not just
         // under the tolerance), across ticks.
         let tolerance = self.policy.tolerance();
-        if self.over.len() != weights.len() {
+        if self.over_weights != weights {
             self.over = vec![false; weights.len()];
+            self.over_weights = weights.to_vec();
         }
         let mut under = false;
         for rs in 0..weights.len() {
@@ -271,7 +277,9 @@ impl Rebalancer {
                 .flatten()
                 .copied()
                 .filter(|c| {
-                    let limit = max_age.mul_f64(0.9 + 0.2 * self.unit_of(c.id));
+                    let factor = 0.9 + 0.2 * self.unit_of(c.id);
+                    let limit = Duration::try_from_secs_f64(max_age.as_secs_f64() * factor)
+                        .unwrap_or(Duration::MAX);
                     now.saturating_duration_since(c.opened) >= limit
                 })
                 .collect();
@@ -389,7 +397,7 @@ mod tests {
         let c = conns(t0, &[40, 0], true);
         let mut r = Rebalancer::new(Policy::IDLE, 1);
         // The snapshot never changes (no client reconnects): 5 % of 40 is
-        // 2 per second, and at most the 20 over the share in all.
+        // 2 per second, never more.
         let first = run(&mut r, t0, 3, &[1, 1], &c);
         assert!((5..=7).contains(&first.len()), "{}", first.len());
         assert!(

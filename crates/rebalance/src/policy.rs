@@ -20,6 +20,11 @@ use std::time::Duration;
 
 use rvs_model::parse_go_duration;
 
+/// The longest `max-age` (a year).
+const MAX_AGE_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The longest `grace`.
+const GRACE_LIMIT: Duration = Duration::from_secs(3600);
+
 /// Whether a service's connections are rebalanced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -147,14 +152,17 @@ impl FromStr for Policy {
             match key {
                 "max-age" => {
                     let d = parse_go_duration(value).map_err(|_| bad("is not a duration"))?;
-                    if d.is_zero() {
-                        return Err(bad("must be more than 0"));
+                    if d.is_zero() || d > MAX_AGE_LIMIT {
+                        return Err(bad("must be more than 0 and at most 8760h"));
                     }
                     policy.max_age = Some(d);
                 }
                 "grace" => {
-                    policy.grace =
-                        parse_go_duration(value).map_err(|_| bad("is not a duration"))?;
+                    let d = parse_go_duration(value).map_err(|_| bad("is not a duration"))?;
+                    if d > GRACE_LIMIT {
+                        return Err(bad("must be at most 1h"));
+                    }
+                    policy.grace = d;
                 }
                 "tolerance" => {
                     policy.tolerance_ppm = fraction(value)
@@ -259,6 +267,9 @@ mod tests {
         assert!(err("idle,maxage=1m").contains("\"maxage=1m\""));
         assert!(err("idle,max-age=soon").contains("max-age: \"soon\" is not a duration"));
         assert!(err("idle,max-age=0s").contains("more than 0"));
+        assert!(err("idle,max-age=8761h").contains("at most 8760h"));
+        assert!(err("idle,max-age=5000000000000000h5000000000000000h").contains("not a duration"));
+        assert!(err("idle,grace=2h").contains("at most 1h"));
         assert!(err("idle,rate=0%").contains("rate"));
         assert!(err("idle,rate=150%").contains("at most 100%"));
         assert!(err("idle,tolerance=-1").contains("tolerance"));

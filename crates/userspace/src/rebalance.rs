@@ -9,11 +9,18 @@
 //!
 //! Every tick ([`Rebalancing::tick`], from the dataplane's rebalancing
 //! task) samples each watched connection: bytes moved since the last
-//! sample or bytes in flight make it busy; otherwise it has been idle
+//! sample, bytes in flight, or a last word that was the client's (a
+//! request may be outstanding) make it busy; otherwise it has been idle
 //! since the tick that last saw it move (a conservative bound: no clock
 //! is read on the copy's path). The rebalancers then choose what to
-//! close; the copy closes a chosen connection only if it still has
-//! nothing in flight, by a FIN to the client and to the real server.
+//! close; the copy closes a chosen connection only if it is still as the
+//! tick saw it, by a FIN to the client and to the real server, and the
+//! next tick counts it.
+//!
+//! Only connections opened while their service's policy is on are
+//! watched: turning a policy on rebalances the connections opened from
+//! then on. Locks: this module's, then the core's ([`Sched::with`]),
+//! never the other way round.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -63,6 +70,8 @@ struct Watched {
     /// `Activity::moved` at the last sample, and when it last changed.
     moved: u64,
     changed: Instant,
+    /// Its close has been counted.
+    counted: bool,
 }
 
 #[derive(Debug)]
@@ -136,7 +145,10 @@ impl Rebalancing {
             None => inner.policies.remove(&(protocol, vip)),
         };
         let p = inner.policy(&(protocol, vip));
-        if let Some(s) = inner.services.get_mut(&(protocol, vip)) {
+        if p.is_off() {
+            // Off (or the Service gone): its state and counts go too.
+            inner.services.remove(&(protocol, vip));
+        } else if let Some(s) = inner.services.get_mut(&(protocol, vip)) {
             s.rebalancer.set_policy(p);
         }
         self.any_on.store(inner.any_on(), Ordering::Relaxed);
@@ -202,8 +214,7 @@ impl Rebalancing {
         let activity = Arc::new(Activity::new());
         let now = Instant::now();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.watching.fetch_add(1, Ordering::Relaxed);
-        inner.watched.insert(
+        let previous = inner.watched.insert(
             *flow,
             Watched {
                 id,
@@ -212,15 +223,31 @@ impl Rebalancing {
                 activity: Arc::clone(&activity),
                 moved: 0,
                 changed: now,
+                counted: false,
             },
         );
+        if previous.is_none() {
+            self.watching.fetch_add(1, Ordering::Relaxed);
+        }
         Some(activity)
     }
 
     /// A flow ended: it is no longer watched.
     pub(crate) fn closed(&self, flow: &Flow) {
-        if self.watching.load(Ordering::Relaxed) > 0 && self.lock().watched.remove(flow).is_some() {
-            self.watching.fetch_sub(1, Ordering::Relaxed);
+        if self.watching.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        let Some(w) = inner.watched.remove(flow) else {
+            return;
+        };
+        self.watching.fetch_sub(1, Ordering::Relaxed);
+        // Closed by a rebalancing request before a tick counted it.
+        if w.activity.closing()
+            && !w.counted
+            && let Some(state) = inner.services.get_mut(&(flow.protocol, flow.vip))
+        {
+            *state.closed.entry(w.dest).or_default() += 1;
         }
     }
 
@@ -235,20 +262,31 @@ impl Rebalancing {
             services,
         } = &mut *inner;
         let policy_of = |vip: &Vip| policies.get(vip).copied().unwrap_or(*default);
-        // Sample, and group by service.
+        // A connection whose copy is gone without `closed` (its listener
+        // stopped and aborted it) holds the only reference left.
+        let before = watched.len();
+        watched.retain(|_, w| Arc::strong_count(&w.activity) > 1);
+        self.watching
+            .fetch_sub(before - watched.len(), Ordering::Relaxed);
+        // Sample, count the closes carried out, and group by service.
         let mut by_service: HashMap<Vip, Vec<&Watched>> = HashMap::new();
         for (flow, w) in watched.iter_mut() {
+            let vip = (flow.protocol, flow.vip);
             let moved = w.activity.moved();
             if moved != w.moved || w.activity.in_flight() {
                 w.moved = moved;
                 w.changed = now;
             }
-            if !w.activity.closing() {
-                by_service
-                    .entry((flow.protocol, flow.vip))
-                    .or_default()
-                    .push(w);
+            if w.activity.closing() {
+                if !w.counted {
+                    w.counted = true;
+                    if let Some(state) = services.get_mut(&vip) {
+                        *state.closed.entry(w.dest).or_default() += 1;
+                    }
+                }
+                continue;
             }
+            by_service.entry(vip).or_default().push(w);
         }
         let live: HashSet<Vip> = by_service.keys().copied().collect();
         let mut next = now + IDLE_TICK;
@@ -282,11 +320,15 @@ impl Rebalancing {
                 .enumerate()
                 .map(|(i, d)| (d.destination.addr, i))
                 .collect();
+            // Counts of real servers that are gone go with them.
+            state.closed.retain(|d, _| index.contains_key(d));
             let snapshot: Vec<Conn> = conns
                 .iter()
                 .filter_map(|w| {
                     let rs = *index.get(&w.dest)?;
-                    let busy = w.changed == now;
+                    // Moving now, or the destination has not had the
+                    // last word (a request may be outstanding).
+                    let busy = w.changed == now || !w.activity.answered();
                     Some(Conn {
                         id: w.id,
                         real_server: rs,
@@ -299,8 +341,8 @@ impl Rebalancing {
             state.skew = plan.skew;
             for close in &plan.close {
                 if let Some(w) = conns.iter().find(|w| w.id == close.id) {
-                    w.activity.request_close();
-                    *state.closed.entry(w.dest).or_default() += 1;
+                    // Counted at the next tick, if the copy carried it out.
+                    w.activity.request_close(w.moved);
                     tracing::debug!(service = %key, dest = %w.dest, reason = ?close.reason, "closing an idle connection to rebalance");
                 }
             }
