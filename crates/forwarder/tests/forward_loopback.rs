@@ -665,3 +665,57 @@ async fn ipv6_loopback_works_when_available() {
     })
     .await;
 }
+
+/// A close request is carried out only while the connection is idle as
+/// the watcher saw it: not with a request outstanding at the destination,
+/// not after bytes moved since the watcher's sample; then the client and
+/// the destination each get a FIN and the copy ends at theirs.
+#[tokio::test]
+async fn a_close_request_waits_for_the_destination_to_have_the_last_word() {
+    use rvs_forwarder::Activity;
+    use rvs_forwarder::copy::duplex_watched;
+    bounded(async {
+        // client <-> [s1 | duplex | c2] <-> server
+        let (mut client, s1, c2, mut server) = two_pairs().await;
+        let activity = Arc::new(Activity::new());
+        let watched = Arc::clone(&activity);
+        let copy = tokio::spawn(async move {
+            duplex_watched(&s1, &c2, &CopyOptions::default(), Some(&watched)).await
+        });
+        let mut buf = [0u8; 64];
+        // Nothing moved yet: not idle, a request is refused.
+        assert!(!activity.answered());
+        activity.request_close(activity.moved());
+        // A request reaches the destination; it has not answered.
+        client.write_all(b"GET").await.unwrap();
+        let n = server.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET");
+        wait_for(|| (activity.moved() == 3).then_some(())).await;
+        assert!(!activity.answered());
+        activity.request_close(activity.moved());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!activity.closing(), "closed with a request outstanding");
+        // The answer goes back: now idle, but a request made with a stale
+        // sample is refused (bytes moved since).
+        let stale = activity.moved();
+        server.write_all(b"200").await.unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"200");
+        wait_for(|| (activity.moved() == 6).then_some(())).await;
+        assert!(activity.answered());
+        activity.request_close(stale);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!activity.closing(), "closed on a stale sample");
+        // Idle as sampled: closed, both peers see end of stream.
+        activity.request_close(activity.moved());
+        assert_eq!(client.read(&mut buf).await.unwrap(), 0);
+        assert_eq!(server.read(&mut buf).await.unwrap(), 0);
+        assert!(activity.closing());
+        drop(client);
+        drop(server);
+        let report = copy.await.unwrap();
+        assert!(report.error.is_none(), "{:?}", report.error);
+        assert_eq!((report.inbound.bytes, report.outbound.bytes), (3, 3));
+    })
+    .await;
+}
