@@ -1,6 +1,6 @@
-//! Go durations (`time.ParseDuration`), the form every Kubernetes-facing
-//! duration takes: kube-proxy's flags and config file, and rvs's own
-//! annotations.
+//! Go durations (`time.ParseDuration` and `time.Duration.String`), the
+//! form every Kubernetes-facing duration takes: kube-proxy's flags and
+//! config file, and rvs's own annotations.
 
 use std::time::Duration;
 
@@ -58,6 +58,36 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, BadDuration> {
     Ok(total)
 }
 
+/// Formats a duration as Go's `time.Duration.String` does: `1h0m0s`,
+/// `1m30s`, `30s`, `1.5s`, `500ms`, `0s`.
+pub fn format_go_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".to_owned();
+    }
+    if d < Duration::from_secs(1) {
+        let nanos = d.as_nanos();
+        return match nanos {
+            n if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
+            n if n % 1_000 == 0 => format!("{}µs", n / 1_000),
+            n => format!("{n}ns"),
+        };
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let frac = d.subsec_nanos();
+    let s = if frac == 0 {
+        format!("{s}s")
+    } else {
+        let digits = format!("{frac:09}");
+        format!("{s}.{}s", digits.trim_end_matches('0'))
+    };
+    match (h, m) {
+        (0, 0) => s,
+        (0, m) => format!("{m}m{s}"),
+        (h, m) => format!("{h}h{m}m{s}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +109,22 @@ mod tests {
             "1e300h",
         ] {
             assert!(parse_go_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn go_duration_strings() {
+        for (d, want) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(3600), "1h0m0s"),
+            (Duration::from_secs(86400), "24h0m0s"),
+        ] {
+            assert_eq!(format_go_duration(d), want);
+            assert_eq!(parse_go_duration(want), Ok(d));
         }
     }
 }

@@ -23,7 +23,7 @@ mod duration;
 mod scheduler;
 mod service;
 
-pub use duration::{BadDuration, parse_go_duration};
+pub use duration::{BadDuration, format_go_duration, parse_go_duration};
 pub use scheduler::{InvalidSchedulerName, Scheduler, SchedulerName, UnknownScheduler};
 pub use service::{
     Connection, Daemon, DaemonState, Destination, DestinationStatus, ForwardMethod, Info, Netmask,

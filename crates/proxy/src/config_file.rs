@@ -840,37 +840,7 @@ fn emit_yaml(value: &Value, indent: usize, out: &mut String) {
     }
 }
 
-/// Formats a duration as Go's `time.Duration.String` does: `1h0m0s`,
-/// `1m30s`, `30s`, `1.5s`, `500ms`, `0s`.
-pub fn format_go_duration(d: Duration) -> String {
-    if d.is_zero() {
-        return "0s".to_owned();
-    }
-    if d < Duration::from_secs(1) {
-        let nanos = d.as_nanos();
-        return match nanos {
-            n if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
-            n if n % 1_000 == 0 => format!("{}µs", n / 1_000),
-            n => format!("{n}ns"),
-        };
-    }
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let frac = d.subsec_nanos();
-    let s = if frac == 0 {
-        format!("{s}s")
-    } else {
-        let digits = format!("{frac:09}");
-        format!("{s}.{}s", digits.trim_end_matches('0'))
-    };
-    match (h, m) {
-        (0, 0) => s,
-        (0, m) => format!("{m}m{s}"),
-        (h, m) => format!("{h}h{m}m{s}"),
-    }
-}
-
-pub use rvs_model::{BadDuration, parse_go_duration};
+pub use rvs_model::{BadDuration, format_go_duration, parse_go_duration};
 
 #[cfg(test)]
 mod tests {
@@ -1355,22 +1325,6 @@ winkernel:
             "{text}"
         );
         assert_eq!(parse(&text, "out").unwrap(), config);
-    }
-
-    #[test]
-    fn go_duration_strings() {
-        for (d, want) in [
-            (Duration::ZERO, "0s"),
-            (Duration::from_millis(500), "500ms"),
-            (Duration::from_secs(30), "30s"),
-            (Duration::from_millis(1500), "1.5s"),
-            (Duration::from_secs(90), "1m30s"),
-            (Duration::from_secs(3600), "1h0m0s"),
-            (Duration::from_secs(86400), "24h0m0s"),
-        ] {
-            assert_eq!(format_go_duration(d), want);
-            assert_eq!(parse_go_duration(want), Ok(d));
-        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use rvs_model::parse_go_duration;
+use rvs_model::{format_go_duration, parse_go_duration};
 
 /// The longest `max-age` (a year).
 const MAX_AGE_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -202,10 +202,10 @@ impl fmt::Display for Policy {
         }
         f.write_str("idle")?;
         if let Some(d) = self.max_age {
-            write!(f, ",max-age={}", go_duration(d))?;
+            write!(f, ",max-age={}", format_go_duration(d))?;
         }
         if self.grace != Policy::IDLE.grace {
-            write!(f, ",grace={}", go_duration(self.grace))?;
+            write!(f, ",grace={}", format_go_duration(self.grace))?;
         }
         if self.tolerance_ppm != Policy::IDLE.tolerance_ppm {
             write!(f, ",tolerance={}%", f64::from(self.tolerance_ppm) / 1e4)?;
@@ -214,15 +214,6 @@ impl fmt::Display for Policy {
             write!(f, ",rate={}%", f64::from(self.rate_ppm) / 1e4)?;
         }
         Ok(())
-    }
-}
-
-/// Whole seconds as `Ns`, anything finer as `Nms` (both parse back).
-fn go_duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
     }
 }
 
