@@ -251,47 +251,50 @@ fn raise_fd_limit() {
     }
 }
 
-/// Expires connections, runs the rate estimator and retries listeners,
-/// until the dataplane is gone.
-async fn housekeeping(shared: std::sync::Weak<Shared>) {
+/// Runs `step` (it returns how long to wait before the next one, at
+/// least 10 ms) until the dataplane is gone.
+async fn while_alive(shared: std::sync::Weak<Shared>, step: impl Fn(&Shared, Instant) -> Duration) {
     loop {
         let wait = match shared.upgrade() {
             None => return,
-            Some(shared) => {
-                let now = Instant::now();
-                let next = shared.sched.with(|core| {
-                    core.poll(now);
-                    core.next_timeout()
-                });
-                let retry = shared
-                    .listeners
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .has_failures();
-                if retry {
-                    shared.sync_listeners();
-                }
-                next.map_or(HOUSEKEEPING, |t| {
-                    t.saturating_duration_since(now).min(HOUSEKEEPING)
-                })
-            }
+            Some(shared) => step(&shared, Instant::now()),
         };
         tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
     }
 }
 
+/// Expires connections, runs the rate estimator and retries listeners,
+/// until the dataplane is gone.
+async fn housekeeping(shared: std::sync::Weak<Shared>) {
+    while_alive(shared, |shared, now| {
+        let next = shared.sched.with(|core| {
+            core.poll(now);
+            core.next_timeout()
+        });
+        let retry = shared
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .has_failures();
+        if retry {
+            shared.sync_listeners();
+        }
+        next.map_or(HOUSEKEEPING, |t| {
+            t.saturating_duration_since(now).min(HOUSEKEEPING)
+        })
+    })
+    .await;
+}
+
 /// Ticks the connection rebalancing ([`crate::Rebalancing::tick`]) until
 /// the dataplane is gone.
 async fn rebalancing(shared: std::sync::Weak<Shared>) {
-    loop {
-        let wait = match shared.upgrade() {
-            None => return,
-            Some(shared) => {
-                let now = Instant::now();
-                let next = shared.sched.rebalancing().tick(now, &shared.sched);
-                next.saturating_duration_since(now)
-            }
-        };
-        tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
-    }
+    while_alive(shared, |shared, now| {
+        shared
+            .sched
+            .rebalancing()
+            .tick(now, &shared.sched)
+            .saturating_duration_since(now)
+    })
+    .await;
 }

@@ -41,4 +41,4 @@ pub use admin::DataplaneAdmin;
 pub use dataplane::{Dataplane, Options, UserspaceError, worker_count};
 pub use instance::{DEFAULT_INSTANCE_LOCK, Holder, InstanceLock};
 pub use listeners::ListenerState;
-pub use rebalance::{ClosedCount, Rebalancing, ServiceRebalance};
+pub use rebalance::{Rebalancing, ServiceRebalance};

@@ -83,17 +83,6 @@ struct ServiceState {
     closed: HashMap<SocketAddr, u64>,
 }
 
-/// Connections closed for rebalancing: one virtual service's real server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClosedCount {
-    /// The virtual service.
-    pub service: ServiceKey,
-    /// The real server.
-    pub dest: SocketAddr,
-    /// Connections closed since the dataplane started.
-    pub closed: u64,
-}
-
 /// One virtual service's rebalancing ([`Rebalancing::statuses`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceRebalance {
@@ -157,25 +146,6 @@ impl Rebalancing {
     /// The policy in force for a virtual service.
     pub fn policy(&self, protocol: Protocol, vip: SocketAddr) -> Policy {
         self.lock().policy(&(protocol, vip))
-    }
-
-    /// Connections closed for rebalancing, per virtual service and real
-    /// server, sorted.
-    pub fn closed_counts(&self) -> Vec<ClosedCount> {
-        let inner = self.lock();
-        let mut out: Vec<ClosedCount> = inner
-            .services
-            .iter()
-            .flat_map(|(&(protocol, addr), s)| {
-                s.closed.iter().map(move |(&dest, &closed)| ClosedCount {
-                    service: ServiceKey::Addr { protocol, addr },
-                    dest,
-                    closed,
-                })
-            })
-            .collect();
-        out.sort_by_key(|c| (c.service, c.dest));
-        out
     }
 
     /// Every virtual service being rebalanced (or with connections closed

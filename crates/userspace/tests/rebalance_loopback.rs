@@ -204,9 +204,9 @@ fn run(policy: Policy, backends: [SocketAddr; 4]) -> Run {
     let closed: u64 = dp
         .sched()
         .rebalancing()
-        .closed_counts()
+        .statuses()
         .iter()
-        .map(|c| c.closed)
+        .flat_map(|s| s.closed.iter().map(|&(_, n)| n))
         .sum();
     dp.shutdown(Duration::from_millis(200));
     let mut run = Run {
