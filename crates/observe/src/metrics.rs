@@ -82,19 +82,38 @@ struct ServiceCounters {
     stats: rvs_model::Stats,
 }
 
+/// The last snapshot a collector encodes, replaced whole by the reader.
+#[derive(Debug)]
+struct Snapshot<T>(Mutex<Vec<T>>);
+
+impl<T> Default for Snapshot<T> {
+    fn default() -> Self {
+        Snapshot(Mutex::new(Vec::new()))
+    }
+}
+
+impl<T: Clone> Snapshot<T> {
+    fn get(&self) -> Vec<T> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, items: Vec<T>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = items;
+    }
+}
+
 /// Encodes the per-virtual-service counters from the last snapshot.
 #[derive(Debug, Default)]
 struct VirtualServiceCollector {
-    snapshot: Mutex<Vec<ServiceCounters>>,
+    snapshot: Snapshot<ServiceCounters>,
 }
 
 impl Collector for VirtualServiceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snapshot = self
-            .snapshot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let snapshot = self.snapshot.get();
         type Pick = fn(&rvs_model::Stats) -> u64;
         let series: [(&str, &str, Pick); 5] = [
             (
@@ -155,16 +174,12 @@ pub struct RebalanceStatus {
 /// Encodes the rebalancing series from the last snapshot.
 #[derive(Debug, Default)]
 struct RebalanceCollector {
-    snapshot: Mutex<Vec<RebalanceStatus>>,
+    snapshot: Snapshot<RebalanceStatus>,
 }
 
 impl Collector for RebalanceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snapshot = self
-            .snapshot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let snapshot = self.snapshot.get();
         let probe = ConstCounter::new(0u64);
         let mut family = encoder.encode_descriptor(
             "rvs_rebalance_closed_connections",
@@ -639,23 +654,13 @@ impl Metrics {
                 }
             })
             .collect();
-        *self
-            .inner
-            .virtual_services
-            .snapshot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = snapshot;
+        self.inner.virtual_services.snapshot.set(snapshot);
     }
 
     /// Replaces the rebalancing snapshot (`rvs_rebalance_closed_connections_total`
     /// and `rvs_rebalance_skew`) with what the dataplane reports.
     pub fn rebalancing(&self, statuses: Vec<RebalanceStatus>) {
-        *self
-            .inner
-            .rebalance
-            .snapshot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = statuses;
+        self.inner.rebalance.snapshot.set(statuses);
     }
 
     pub(crate) fn healthz_served(&self, code: u16) {
