@@ -94,12 +94,11 @@ const VM_VARIANTS: [&str; 6] = [
 /// (so the client pod is in it), never the guest's root cgroup.
 const VM_EBPF_CGROUP: &str = "/sys/fs/cgroup/rvs-bench";
 /// The guest's setup for `rvs-ebpf`: cgroup2 and bpffs mounted, the
-/// script in [`VM_EBPF_CGROUP`].
+/// script in [`VM_EBPF_CGROUP`] (`CG`).
 const VM_EBPF_SETUP: &str = r#"
 mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
-mkdir -p /sys/fs/cgroup/rvs-bench && echo $$ > /sys/fs/cgroup/rvs-bench/cgroup.procs \
-    || { echo "@@SETUP-FAILED@@ cgroup"; exit 1; }
+mkdir -p "$CG" && echo $$ > "$CG/cgroup.procs" || { echo "@@SETUP-FAILED@@ cgroup"; exit 1; }
 "#;
 /// The variants the host kernel can run (it has no IPVS). `rvs-ebpf`:
 /// the socket-level load balancer for the client pod's cgroup (a child
@@ -495,7 +494,7 @@ fn point(
     let script;
     let mut job = bench_job(s, proxy, &cluster);
     if proxy.label == "rvs-ebpf" {
-        script = format!("{VM_EBPF_SETUP}{SCRIPT}");
+        script = format!("CG={VM_EBPF_CGROUP}\n{VM_EBPF_SETUP}{SCRIPT}");
         job.script = &script;
     }
     let mut job = job

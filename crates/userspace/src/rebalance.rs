@@ -311,7 +311,8 @@ impl Rebalancing {
             state.skew = plan.skew;
             for close in &plan.close {
                 if let Some(w) = conns.iter().find(|w| w.id == close.id) {
-                    // Counted at the next tick, if the copy carried it out.
+                    // Counted once the copy carries it out (at the next
+                    // tick or when the flow ends), not here.
                     w.activity.request_close(w.moved);
                     tracing::debug!(service = %key, dest = %w.dest, reason = ?close.reason, "closing an idle connection to rebalance");
                 }
