@@ -66,9 +66,10 @@ impl Activity {
     }
 
     /// Asks the copy to close the connection if, when it gets to it,
-    /// nothing is in flight, the destination had the last word and no
-    /// byte moved since the watcher read `seen` from [`Activity::moved`]
-    /// (otherwise the request is dropped; the watcher may ask again).
+    /// nothing is in flight or waiting unread in either socket, the
+    /// destination had the last word and no byte moved since the watcher
+    /// read `seen` from [`Activity::moved`] (otherwise the request is
+    /// dropped; the watcher may ask again).
     pub fn request_close(&self, seen: u64) {
         self.expect.store(seen, Ordering::Relaxed);
         self.close.notify_one();

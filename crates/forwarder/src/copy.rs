@@ -124,7 +124,7 @@ pub async fn duplex_watched(
             tokio::select! {
                 both = &mut copy => break both,
                 () = activity.close_requested() => {
-                    if activity.may_close() {
+                    if activity.may_close() && !unread(client) && !unread(upstream) {
                         activity.set_closing();
                         for s in [client, upstream] {
                             if let Err(e) = SockRef::from(s).shutdown(Shutdown::Write)
@@ -146,6 +146,14 @@ pub async fn duplex_watched(
         outbound,
         error: in_err.or(out_err),
     }
+}
+
+/// Whether `s` has bytes received but not yet read (a request the copy
+/// has not picked up): a close would then cut it.
+fn unread(s: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    // The socket is non-blocking: WouldBlock means nothing is waiting.
+    matches!(SockRef::from(s).peek(&mut byte), Ok(n) if n > 0)
 }
 
 async fn one_way(

@@ -1,6 +1,6 @@
 //! Long-lived connections rebalanced after a scale-up, with real clients
 //! (issue 13): 40 keep-alive HTTP/1.1 clients of Python's urllib3 (one
-//! pooled connection each, a request every 100–500 ms, no retries, so a
+//! process and pooled connection each, a request every 100–500 ms, no retries, so a
 //! failed request is one the client sees) on a userspace virtual service
 //! with 2 real servers, scaled to 4 after 10 s. With the `idle` policy the
 //! requests are even within ±20 % within 30 s of the scale-up, with no
@@ -26,37 +26,36 @@ const SCALE_AT: f64 = 10.0;
 const RUN_SECS: f64 = 45.0;
 const WINDOW: f64 = 5.0;
 
-/// Each client: a urllib3 pool of one connection, a request, a pause of
-/// 100–500 ms; one line per request: `SECONDS ok BACKEND` or
-/// `SECONDS fail ERROR`.
+/// Each client, a process of its own (as real clients are; threads behind
+/// one interpreter lock would stall between urllib3's check that its
+/// pooled connection is alive and the request it then sends): a urllib3
+/// pool of one connection, a request, a pause of 100–500 ms; one line per
+/// request: `SECONDS ok BACKEND` or `SECONDS fail ERROR`.
 const CLIENTS_PY: &str = r#"
-import random, sys, threading, time
+import multiprocessing, random, sys, time
 import urllib3
 host, port, clients, duration = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-start = time.monotonic()
-lock = threading.Lock()
-lines = []
-def client(i):
+def client(args):
+    i, start = args
     rng = random.Random(i)
     pool = urllib3.HTTPConnectionPool(host, port, maxsize=1, block=True, retries=False, timeout=5.0)
+    lines = []
     while True:
-        t = time.monotonic() - start
+        t = time.time() - start
         if t >= duration:
             break
         try:
             r = pool.request("GET", "/", retries=False)
-            line = "%.3f ok %s" % (t, r.data.decode().strip())
+            lines.append("%.3f ok %s" % (t, r.data.decode().strip()))
         except Exception as e:
-            line = "%.3f fail %s" % (t, type(e).__name__)
-        with lock:
-            lines.append(line)
+            lines.append("%.3f fail %s" % (t, type(e).__name__))
         time.sleep(rng.uniform(0.1, 0.5))
-threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-print("\n".join(lines))
+    return lines
+if __name__ == "__main__":
+    start = time.time()
+    with multiprocessing.get_context("fork").Pool(clients) as p:
+        for lines in p.map(client, [(i, start) for i in range(clients)]):
+            print("\n".join(lines))
 "#;
 
 /// An HTTP/1.1 keep-alive server answering every request with `id`.
