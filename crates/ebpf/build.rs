@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const SOURCES: [&str; 1] = ["socket_lb"];
+const SOURCES: [&str; 2] = ["socket_lb", "rebalance"];
 
 fn main() {
     println!("cargo:rerun-if-env-changed=RVS_CLANG");

@@ -161,6 +161,7 @@
 pub mod layout;
 mod loader;
 pub mod plan;
+pub mod rebalance;
 pub mod sched;
 
 use std::path::PathBuf;
@@ -183,6 +184,9 @@ pub enum EbpfError {
     /// The options cannot work.
     #[error("invalid eBPF dataplane options: {0}")]
     Options(String),
+    /// This kernel cannot do what was asked.
+    #[error("{0}")]
+    Unsupported(String),
     /// The pin directory is unusable.
     #[error("eBPF pin directory {}: {detail}", path.display())]
     PinDir {
@@ -325,6 +329,7 @@ pub struct SocketLb {
     opts: Options,
     table: Table,
     maps: loader::Maps,
+    rebalancing: rebalance::SocketRebalancing,
     // Keeps the loaded programs; their links are pinned.
     _ebpf: aya::Ebpf,
 }
@@ -346,6 +351,7 @@ impl SocketLb {
             opts,
             table,
             maps,
+            rebalancing: rebalance::SocketRebalancing::default(),
             _ebpf: ebpf,
         })
     }
@@ -367,6 +373,22 @@ impl SocketLb {
     /// `--cleanup`): `true` if anything was pinned in `pin_dir`.
     pub fn remove_pins(pin_dir: &std::path::Path) -> Result<bool, EbpfError> {
         loader::remove_pins(pin_dir)
+    }
+
+    /// Rebalancing of long-lived TCP connections ([`rebalance`]): the
+    /// policies, set here, and what has been closed.
+    pub fn rebalancing(&mut self) -> &mut rebalance::SocketRebalancing {
+        &mut self.rebalancing
+    }
+
+    /// One rebalancing tick at `now` ([`rebalance::SocketRebalancing`]);
+    /// returns when to tick next. Fails when the programs cannot be
+    /// loaded (a kernel without `bpf_sock_destroy`) or run.
+    pub fn rebalance_tick(
+        &mut self,
+        now: std::time::Instant,
+    ) -> Result<std::time::Instant, EbpfError> {
+        self.rebalancing.tick(now, &self.opts, &self.table)
     }
 
     /// A service's selection table as the programs index it: real-server

@@ -296,6 +296,9 @@ pub struct DestView {
     pub destination: Destination,
     /// The backend id (index of its counters).
     pub id: u32,
+    /// Its generation: a socket translated with another one went to an
+    /// earlier server that had this id.
+    pub generation: u32,
 }
 
 /// The desired content of the maps, and what they hold.
@@ -510,6 +513,7 @@ impl Table {
                 .map(|d| DestView {
                     destination: d.dest.clone(),
                     id: d.id,
+                    generation: d.generation,
                 })
                 .collect()
         })

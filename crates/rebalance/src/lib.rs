@@ -20,11 +20,15 @@
 //!   manner: [`Rebalancer::poll_timeout`] says when to ask next,
 //!   [`Rebalancer::handle_timeout`] takes the time and a snapshot of the
 //!   service's connections ([`Conn`]) and returns a [`Plan`]: the
-//!   connections to close now and the service's current [`skew`].
+//!   connections to close now and the service's current [`skew`];
+//! * [`Book`] (`book`): a dataplane's policies, rebalancers and counts of
+//!   closed connections, per virtual service.
 
+mod book;
 mod planner;
 mod policy;
 
+pub use book::{Book, ServiceRebalance, ServiceState, Vip};
 pub use planner::{Close, Conn, Plan, Reason, Rebalancer, skew};
 pub use policy::{BadPolicy, Mode, Policy};
 

@@ -9,6 +9,9 @@
 //! * [`cgroup`]: child cgroups (v2) created and removed by the test, a
 //!   private bpffs, and client processes run inside them, for eBPF
 //!   programs attached to a cgroup.
+//! * [`keepalive`]: keep-alive HTTP clients (urllib3, one process each)
+//!   and servers, and the reading of what the clients saw, for the
+//!   rebalancing tests.
 //! * [`netns`]: fresh network namespaces on the host kernel (for ipset,
 //!   iptables and nftables tests), removed even when a test fails.
 //! * [`sim`]: a simulated clock and the userspace IPVS core as an
@@ -58,6 +61,7 @@ mod cpio;
 pub mod fixtures;
 mod host;
 pub mod image;
+pub mod keepalive;
 pub mod kernel;
 pub mod latency;
 pub mod netns;

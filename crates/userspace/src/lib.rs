@@ -41,4 +41,5 @@ pub use admin::DataplaneAdmin;
 pub use dataplane::{Dataplane, Options, UserspaceError, worker_count};
 pub use instance::{DEFAULT_INSTANCE_LOCK, Holder, InstanceLock};
 pub use listeners::ListenerState;
-pub use rebalance::{Rebalancing, ServiceRebalance};
+pub use rebalance::Rebalancing;
+pub use rvs_rebalance::ServiceRebalance;

@@ -4,7 +4,8 @@
 //! (a default, and per-service ones the proxy sets from the Service's
 //! `rvs.dev/rebalance` annotation), the TCP connections it watches (those
 //! of services whose policy is on, through the forwarder's
-//! [`Activity`]), one [`Rebalancer`] per such service, and the count of
+//! [`Activity`]), one [`rvs_rebalance::Rebalancer`] per such service (in a
+//! [`Book`]), and the count of
 //! connections closed per real server.
 //!
 //! Every tick ([`Rebalancing::tick`], from the dataplane's rebalancing
@@ -30,15 +31,12 @@ use std::time::{Duration, Instant};
 
 use rvs_forwarder::{Activity, Flow};
 use rvs_model::{Protocol, ServiceKey};
-use rvs_rebalance::{Conn, Policy, Rebalancer};
+use rvs_rebalance::{Book, Conn, Policy, ServiceRebalance, Vip};
 
 use crate::sched::Sched;
 
 /// How long the rebalancing task sleeps when no service's policy is on.
 const IDLE_TICK: Duration = Duration::from_secs(1);
-
-/// A virtual service: protocol and virtual address.
-type Vip = (Protocol, SocketAddr);
 
 /// Rebalancing state of one dataplane (see the module docs).
 #[derive(Debug, Default)]
@@ -55,10 +53,8 @@ pub struct Rebalancing {
 
 #[derive(Debug, Default)]
 struct Inner {
-    default: Policy,
-    policies: HashMap<Vip, Policy>,
+    book: Book,
     watched: HashMap<Flow, Watched>,
-    services: HashMap<Vip, ServiceState>,
 }
 
 #[derive(Debug)]
@@ -74,36 +70,6 @@ struct Watched {
     counted: bool,
 }
 
-#[derive(Debug)]
-struct ServiceState {
-    rebalancer: Rebalancer,
-    /// The skew its last tick saw.
-    skew: f64,
-    /// Connections closed for rebalancing, per real server.
-    closed: HashMap<SocketAddr, u64>,
-}
-
-/// One virtual service's rebalancing ([`Rebalancing::statuses`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct ServiceRebalance {
-    /// The virtual service.
-    pub service: ServiceKey,
-    /// The skew its last tick saw ([`rvs_rebalance::skew`]).
-    pub skew: f64,
-    /// Connections closed to rebalance, per real server.
-    pub closed: Vec<(SocketAddr, u64)>,
-}
-
-impl Inner {
-    fn policy(&self, vip: &Vip) -> Policy {
-        self.policies.get(vip).copied().unwrap_or(self.default)
-    }
-
-    fn any_on(&self) -> bool {
-        !self.default.is_off() || self.policies.values().any(|p| !p.is_off())
-    }
-}
-
 impl Rebalancing {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
@@ -112,63 +78,27 @@ impl Rebalancing {
     /// The policy of services that have none of their own.
     pub fn set_default(&self, policy: Policy) {
         let mut inner = self.lock();
-        inner.default = policy;
-        self.any_on.store(inner.any_on(), Ordering::Relaxed);
-        let policies: Vec<(Vip, Policy)> = inner
-            .services
-            .keys()
-            .map(|vip| (*vip, inner.policy(vip)))
-            .collect();
-        for (vip, p) in policies {
-            if let Some(s) = inner.services.get_mut(&vip) {
-                s.rebalancer.set_policy(p);
-            }
-        }
+        inner.book.set_default(policy);
+        self.any_on.store(inner.book.any_on(), Ordering::Relaxed);
     }
 
     /// One virtual service's own policy (`None`: the default's).
     pub fn set(&self, protocol: Protocol, vip: SocketAddr, policy: Option<Policy>) {
         let mut inner = self.lock();
-        match policy {
-            Some(p) => inner.policies.insert((protocol, vip), p),
-            None => inner.policies.remove(&(protocol, vip)),
-        };
-        let p = inner.policy(&(protocol, vip));
-        if p.is_off() {
-            // Off (or the Service gone): its state and counts go too.
-            inner.services.remove(&(protocol, vip));
-        } else if let Some(s) = inner.services.get_mut(&(protocol, vip)) {
-            s.rebalancer.set_policy(p);
-        }
-        self.any_on.store(inner.any_on(), Ordering::Relaxed);
+        inner.book.set((protocol, vip), policy);
+        self.any_on.store(inner.book.any_on(), Ordering::Relaxed);
     }
 
     /// The policy in force for a virtual service.
     pub fn policy(&self, protocol: Protocol, vip: SocketAddr) -> Policy {
-        self.lock().policy(&(protocol, vip))
+        self.lock().book.policy(&(protocol, vip))
     }
 
     /// Every virtual service being rebalanced (or with connections closed
     /// so far): the skew its last tick saw and its closed connections per
     /// real server, sorted.
     pub fn statuses(&self) -> Vec<ServiceRebalance> {
-        let inner = self.lock();
-        let mut out: Vec<ServiceRebalance> = inner
-            .services
-            .iter()
-            .map(|(&(protocol, addr), s)| {
-                let mut closed: Vec<(SocketAddr, u64)> =
-                    s.closed.iter().map(|(&d, &n)| (d, n)).collect();
-                closed.sort();
-                ServiceRebalance {
-                    service: ServiceKey::Addr { protocol, addr },
-                    skew: s.skew,
-                    closed,
-                }
-            })
-            .collect();
-        out.sort_by_key(|s| s.service);
-        out
+        self.lock().book.statuses()
     }
 
     /// The forwarder's question for an opened TCP flow: its activity when
@@ -178,7 +108,7 @@ impl Rebalancing {
             return None;
         }
         let mut inner = self.lock();
-        if inner.policy(&(flow.protocol, flow.vip)).is_off() {
+        if inner.book.policy(&(flow.protocol, flow.vip)).is_off() {
             return None;
         }
         let activity = Arc::new(Activity::new());
@@ -213,11 +143,8 @@ impl Rebalancing {
         };
         self.watching.fetch_sub(1, Ordering::Relaxed);
         // Closed by a rebalancing request before a tick counted it.
-        if w.activity.closing()
-            && !w.counted
-            && let Some(state) = inner.services.get_mut(&(flow.protocol, flow.vip))
-        {
-            *state.closed.entry(w.dest).or_default() += 1;
+        if w.activity.closing() && !w.counted {
+            inner.book.count_closed(&(flow.protocol, flow.vip), w.dest);
         }
     }
 
@@ -225,13 +152,7 @@ impl Rebalancing {
     /// due service's rebalancer close some. Returns when to tick next.
     pub fn tick(&self, now: Instant, sched: &Sched) -> Instant {
         let mut inner = self.lock();
-        let Inner {
-            default,
-            policies,
-            watched,
-            services,
-        } = &mut *inner;
-        let policy_of = |vip: &Vip| policies.get(vip).copied().unwrap_or(*default);
+        let Inner { book, watched } = &mut *inner;
         // A connection whose copy is gone without `closed` (its listener
         // stopped and aborted it) holds the only reference left.
         let before = watched.len();
@@ -250,9 +171,7 @@ impl Rebalancing {
             if w.activity.closing() {
                 if !w.counted {
                     w.counted = true;
-                    if let Some(state) = services.get_mut(&vip) {
-                        *state.closed.entry(w.dest).or_default() += 1;
-                    }
+                    book.count_closed(&vip, w.dest);
                 }
                 continue;
             }
@@ -261,12 +180,7 @@ impl Rebalancing {
         let live: HashSet<Vip> = by_service.keys().copied().collect();
         let mut next = now + IDLE_TICK;
         for (vip, conns) in by_service {
-            let policy = policy_of(&vip);
-            let state = services.entry(vip).or_insert_with(|| ServiceState {
-                rebalancer: Rebalancer::new(policy, seed(&vip)),
-                skew: 0.0,
-                closed: HashMap::new(),
-            });
+            let state = book.service(vip);
             let Some(due) = state.rebalancer.poll_timeout(now) else {
                 continue;
             };
@@ -322,15 +236,7 @@ impl Rebalancing {
             }
         }
         // Services with nothing watched and no counts keep no state.
-        services.retain(|vip, s| !s.closed.is_empty() || live.contains(vip));
+        book.retain_live(|vip| live.contains(vip));
         next
     }
-}
-
-/// A per-service jitter seed, stable for the service.
-fn seed(vip: &Vip) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    vip.hash(&mut h);
-    h.finish()
 }

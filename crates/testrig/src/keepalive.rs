@@ -1,0 +1,229 @@
+//! Long-lived keep-alive HTTP/1.1 clients and servers for the
+//! rebalancing tests and bench (issue 13).
+//!
+//! This module owns the real clients — Python's urllib3, one process and
+//! one pooled connection each, no retries, a request every 100–500 ms, so
+//! a failed request is one the client sees ([`CLIENTS_PY`],
+//! [`clients_command`]) — the keep-alive servers that answer with their
+//! number ([`http_backend`]), and the reading of the clients' output
+//! ([`Requests`]): requests per backend over time, failures, and when the
+//! spread first became even.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+
+/// The clients, as `python3 -c CLIENTS_PY HOST PORT CLIENTS SECONDS`:
+/// each a process of its own (threads behind one interpreter lock would
+/// stall between urllib3's check that its pooled connection is alive and
+/// the request it then sends), a urllib3 pool of one connection, a
+/// request, a pause of 100–500 ms; one line per request, `SECONDS ok
+/// BACKEND` or `SECONDS fail ERROR`.
+pub const CLIENTS_PY: &str = r#"
+import multiprocessing, random, sys, time
+import urllib3
+host, port, clients, duration = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+def client(args):
+    i, start = args
+    rng = random.Random(i)
+    pool = urllib3.HTTPConnectionPool(host, port, maxsize=1, block=True, retries=False, timeout=5.0)
+    lines = []
+    while True:
+        t = time.time() - start
+        if t >= duration:
+            break
+        try:
+            r = pool.request("GET", "/", retries=False)
+            lines.append("%.3f ok %s" % (t, r.data.decode().strip()))
+        except Exception as e:
+            lines.append("%.3f fail %s" % (t, type(e).__name__))
+        time.sleep(rng.uniform(0.1, 0.5))
+    return lines
+if __name__ == "__main__":
+    start = time.time()
+    with multiprocessing.get_context("fork").Pool(clients) as p:
+        for lines in p.map(client, [(i, start) for i in range(clients)]):
+            print("\n".join(lines))
+"#;
+
+/// Whether `python3` with urllib3 is here (`Err`: why not).
+pub fn python_urllib3() -> Result<(), String> {
+    let out = Command::new("python3")
+        .args(["-c", "import urllib3"])
+        .output()
+        .map_err(|e| format!("no python3: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err("python3 has no urllib3 (Debian: python3-urllib3)".into())
+    }
+}
+
+/// The arguments after `python3` that run `clients` clients against
+/// `host:port` for `seconds`.
+pub fn clients_args(host: &str, port: u16, clients: usize, seconds: f64) -> Vec<String> {
+    vec![
+        "-c".into(),
+        CLIENTS_PY.into(),
+        host.into(),
+        port.to_string(),
+        clients.to_string(),
+        seconds.to_string(),
+    ]
+}
+
+/// `python3` running the clients (see [`clients_args`]).
+pub fn clients_command(host: &str, port: u16, clients: usize, seconds: f64) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.args(clients_args(host, port, clients, seconds));
+    cmd
+}
+
+/// Serves keep-alive HTTP/1.1 on `listener` from a thread, answering
+/// every request with `id`.
+pub fn http_backend(listener: TcpListener, id: usize) {
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            std::thread::spawn(move || serve(conn, id));
+        }
+    });
+}
+
+fn serve(conn: TcpStream, id: usize) {
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(conn);
+    let body = format!("{id}\n");
+    loop {
+        // A request: lines up to the blank one (GET has no body).
+        let mut saw_any = false;
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line == "\r\n" || line == "\n" {
+                break;
+            }
+            saw_any = true;
+        }
+        if !saw_any {
+            continue;
+        }
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
+            body.len()
+        );
+        if out.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// What the clients saw.
+#[derive(Clone, Debug, Default)]
+pub struct Requests {
+    /// (seconds since the clients started, backend) of each answered
+    /// request.
+    pub ok: Vec<(f64, usize)>,
+    /// Each failed request's line.
+    pub failed: Vec<String>,
+}
+
+impl Requests {
+    /// Reads the clients' output ([`CLIENTS_PY`]'s lines).
+    pub fn parse(stdout: &str) -> Requests {
+        let mut run = Requests::default();
+        for line in stdout.lines() {
+            let mut parts = line.split_whitespace();
+            let t = parts.next().and_then(|t| t.parse::<f64>().ok());
+            match (t, parts.next(), parts.next().and_then(|b| b.parse().ok())) {
+                (Some(t), Some("ok"), Some(b)) => run.ok.push((t, b)),
+                _ => run.failed.push(line.to_owned()),
+            }
+        }
+        run
+    }
+
+    /// Requests answered by each of `N` backends in `[from, to)`.
+    pub fn per_backend<const N: usize>(&self, from: f64, to: f64) -> [u32; N] {
+        let mut n = [0; N];
+        for &(t, b) in &self.ok {
+            if t >= from && t < to && b < N {
+                n[b] += 1;
+            }
+        }
+        n
+    }
+
+    /// The seconds after `scale_at` at which some `window`-long span
+    /// (starting every 0.5 s) ending within `within` s of it was first
+    /// even within `tolerance` over 4 backends.
+    pub fn even_after(
+        &self,
+        scale_at: f64,
+        window: f64,
+        within: f64,
+        tolerance: f64,
+    ) -> Option<f64> {
+        (0..)
+            .map(|i| scale_at + f64::from(i) * 0.5)
+            .take_while(|from| from + window <= scale_at + within)
+            .find(|&from| even_within(&self.per_backend::<4>(from, from + window), tolerance))
+            .map(|from| from + window - scale_at)
+    }
+
+    /// The requests per backend in `window`-long spans, as lines.
+    pub fn summary(&self, label: &str, run_secs: f64, window: f64) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!(
+            "{label}: {} requests, {} failed\n",
+            self.ok.len(),
+            self.failed.len()
+        );
+        let mut t = 0.0;
+        while t < run_secs {
+            let _ = writeln!(
+                out,
+                "  {t:>4.0}–{:<4.0} s: requests per backend {:?}",
+                t + window,
+                self.per_backend::<4>(t, t + window)
+            );
+            t += window;
+        }
+        out
+    }
+}
+
+/// Whether every count is within `tolerance` of their mean (and there
+/// are some).
+pub fn even_within(n: &[u32], tolerance: f64) -> bool {
+    if n.is_empty() {
+        return false;
+    }
+    let mean = f64::from(n.iter().sum::<u32>()) / n.len() as f64;
+    mean > 0.0
+        && n.iter()
+            .all(|&r| (f64::from(r) - mean).abs() <= tolerance * mean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_lines_are_read_and_spans_judged() {
+        let r = Requests::parse(
+            "0.100 ok 0\n0.200 ok 1\n11.0 ok 2\n11.5 ok 3\n12.0 fail ProtocolError\n",
+        );
+        assert_eq!(r.ok.len(), 4);
+        assert_eq!(r.failed, vec!["12.0 fail ProtocolError".to_owned()]);
+        assert_eq!(r.per_backend::<4>(0.0, 1.0), [1, 1, 0, 0]);
+        assert!(!even_within(&[1, 1, 0, 0], 0.2));
+        assert!(even_within(&[10, 11, 9, 10], 0.2));
+        assert!(!even_within(&[0, 0], 0.2));
+    }
+}
