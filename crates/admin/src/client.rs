@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rvs_model::admin::{Admin, AdminError, Op, OpKind};
+use rvs_model::admin::{Admin, AdminError, Op, OpKind, RebalanceStatus};
 use rvs_model::{Connection, Daemon, DestinationStatus, Info, ServiceKey, ServiceStatus, Timeouts};
 
 use crate::wire::{self, Reply, Request, RequestLine, ResponseLine, VERSION};
@@ -197,6 +197,7 @@ fn unexpected(op: OpKind, reply: &Reply) -> AdminError {
         Reply::Timeouts(_) => "Timeouts",
         Reply::Daemons(_) => "Daemons",
         Reply::Connections(_) => "Connections",
+        Reply::Rebalancing(_) => "Rebalancing",
         Reply::Applied => "Applied",
         Reply::Batch(_) => "Batch",
         Reply::Error(_) => "Error",
@@ -254,6 +255,13 @@ impl Admin for AdminClient {
         match self.call(&Request::Connections)? {
             Reply::Connections(list) => Ok(list),
             other => Err(unexpected(OpKind::GetConnections, &other)),
+        }
+    }
+
+    fn rebalancing(&mut self) -> Result<Vec<RebalanceStatus>, AdminError> {
+        match self.call(&Request::Rebalancing)? {
+            Reply::Rebalancing(list) => Ok(list),
+            other => Err(unexpected(OpKind::GetServices, &other)),
         }
     }
 

@@ -531,6 +531,7 @@ fn execute(admin: &mut (dyn Admin + Send), request: &Request) -> Reply {
         Request::Timeouts => admin.timeouts().map_or_else(err, Reply::Timeouts),
         Request::Daemons => admin.daemons().map_or_else(err, Reply::Daemons),
         Request::Connections => admin.connections().map_or_else(err, Reply::Connections),
+        Request::Rebalancing => admin.rebalancing().map_or_else(err, Reply::Rebalancing),
         Request::Apply(op) => admin.apply(op).map_or_else(err, |()| Reply::Applied),
         Request::ApplyBatch(ops) => {
             let results = admin.apply_batch(ops);

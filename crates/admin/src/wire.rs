@@ -9,7 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use rvs_model::admin::{AdminError, Op, OpKind};
+use rvs_model::admin::{AdminError, Op, OpKind, RebalanceStatus};
 use rvs_model::{Connection, Daemon, DestinationStatus, Info, ServiceKey, ServiceStatus, Timeouts};
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +41,9 @@ pub enum Request {
     Apply(Op),
     /// [`Admin::apply_batch`](rvs_model::admin::Admin::apply_batch).
     ApplyBatch(Vec<Op>),
+    /// [`Admin::rebalancing`](rvs_model::admin::Admin::rebalancing). A
+    /// server that predates it answers with a protocol error.
+    Rebalancing,
 }
 
 impl Request {
@@ -55,6 +58,7 @@ impl Request {
             Request::Timeouts => OpKind::GetTimeouts,
             Request::Daemons => OpKind::GetDaemons,
             Request::Connections => OpKind::GetConnections,
+            Request::Rebalancing => OpKind::GetServices,
             Request::Apply(op) => op.kind(),
             Request::ApplyBatch(ops) => ops.first().map_or(OpKind::Flush, Op::kind),
         }
@@ -62,7 +66,7 @@ impl Request {
 }
 
 /// One reply: the value a call returned, or why it failed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
     /// Answer to [`Request::Info`].
     Info(Info),
@@ -78,6 +82,8 @@ pub enum Reply {
     Daemons(Vec<Daemon>),
     /// Answer to [`Request::Connections`].
     Connections(Vec<Connection>),
+    /// Answer to [`Request::Rebalancing`].
+    Rebalancing(Vec<RebalanceStatus>),
     /// Answer to a successful [`Request::Apply`].
     Applied,
     /// Answer to [`Request::ApplyBatch`]: one result per operation, in
@@ -218,7 +224,7 @@ pub struct RequestLine {
 }
 
 /// One response line: `{"v":1,"reply":...}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResponseLine {
     /// Protocol version ([`VERSION`]).
     pub v: u32,

@@ -510,6 +510,10 @@ impl Admin for SocketLb {
         Ok(Vec::new())
     }
 
+    fn rebalancing(&mut self) -> Result<Vec<rvs_model::admin::RebalanceStatus>, AdminError> {
+        Ok(self.rebalancing.statuses())
+    }
+
     fn apply(&mut self, op: &Op) -> Result<(), AdminError> {
         self.apply_batch(std::slice::from_ref(op))
             .pop()

@@ -464,6 +464,26 @@ pub trait Admin {
     fn apply_batch(&mut self, ops: &[Op]) -> Vec<Result<(), AdminError>> {
         ops.iter().map(|op| self.apply(op)).collect()
     }
+    /// Rebalancing of long-lived connections (an rvs addition): every
+    /// virtual service being rebalanced, with its skew and the connections
+    /// closed per real server. Empty for a dataplane that does not close
+    /// connections (the kernel's IPVS).
+    fn rebalancing(&mut self) -> Result<Vec<RebalanceStatus>, AdminError> {
+        Ok(Vec::new())
+    }
+}
+
+/// One virtual service's rebalancing, as [`Admin::rebalancing`] lists it.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct RebalanceStatus {
+    /// The virtual service.
+    pub service: ServiceKey,
+    /// How far its most over-loaded real server is over its weight's
+    /// share of the connections, at the last tick (0: even).
+    pub skew: f64,
+    /// Connections closed to rebalance, per real server, sorted.
+    pub closed: Vec<(std::net::SocketAddr, u64)>,
 }
 
 /// A dataplane shared between threads (the sync loop and an admin socket
@@ -497,6 +517,9 @@ impl<A: Admin + ?Sized> Admin for std::sync::Arc<std::sync::Mutex<A>> {
     }
     fn apply_batch(&mut self, ops: &[Op]) -> Vec<Result<(), AdminError>> {
         lock(self).apply_batch(ops)
+    }
+    fn rebalancing(&mut self) -> Result<Vec<RebalanceStatus>, AdminError> {
+        lock(self).rebalancing()
     }
 }
 

@@ -6,7 +6,6 @@
 //! encoder appends it, so the scraped names are kube-proxy's.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -157,19 +156,7 @@ impl Collector for VirtualServiceCollector {
     }
 }
 
-/// One virtual service's rebalancing of long-lived connections, as the
-/// dataplane last reported it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RebalanceStatus {
-    /// The virtual service.
-    pub service: ServiceKey,
-    /// How far its most over-loaded real server is over its weight's
-    /// share of the connections (0: even).
-    pub skew: f64,
-    /// Connections closed to rebalance, per real server, since the
-    /// dataplane started.
-    pub closed: Vec<(SocketAddr, u64)>,
-}
+pub use rvs_model::admin::RebalanceStatus;
 
 /// Encodes the rebalancing series from the last snapshot.
 #[derive(Debug, Default)]

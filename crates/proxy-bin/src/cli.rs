@@ -237,7 +237,9 @@ pub(crate) struct Cli {
     /// Rebalance long-lived connections after a scale-up (an rvs
     /// addition): the policy of Services without an `rvs.dev/rebalance`
     /// annotation, `off`, `idle` or `idle,max-age=D` (options in the
-    /// README). Carried out by the userspace dataplane.
+    /// README). Carried out by the userspace and eBPF dataplanes (with
+    /// `kernel,ebpf`, for the connections made on the node); refused by
+    /// `kernel` alone.
     #[arg(long, default_value = "off", value_name = "POLICY")]
     pub(crate) rebalance: rvs_rebalance::Policy,
 

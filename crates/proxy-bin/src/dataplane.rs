@@ -3,7 +3,7 @@
 //! `--cleanup` (remove what rvs owns) and `--init-only`.
 
 use std::io::Write;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,15 +50,16 @@ pub(crate) fn kernel(parts: Parts<'_>) -> anyhow::Result<()> {
             "--admin-socket serves the userspace and eBPF dataplanes; read the kernel's with rvsadm directly"
         );
     }
-    refuse_rebalance(cli)?;
+    if !with_ebpf {
+        refuse_rebalance(cli)?;
+    }
     let admin = IpvsClient::connect()
         .context("connecting to the kernel's IPVS (is the ip_vs module loaded?)")?;
     let binder = KubeIpvs0::new(parts.runtime).context("opening rtnetlink")?;
-    let side = KernelSide::new(cli.node_options()?);
-    let mut side = (side, RebalanceSide::new(NotCarriedOut::new("kernel")));
+    let mut side = KernelSide::new(cli.node_options()?);
     let mut syncer = Syncer::new(admin, binder, parts.config.clone());
     if !cli.dry_run {
-        side.0.ensure_sysctls();
+        side.ensure_sysctls();
     }
     if cli.detect_local_mode == DetectLocalMode::NodeCidr && !cli.dry_run {
         // As kube-proxy: wait for the pod CIDR at start (it then exits
@@ -75,14 +76,26 @@ pub(crate) fn kernel(parts: Parts<'_>) -> anyhow::Result<()> {
         let lb = socket_lb(cli)?;
         let server = serve_admin(cli, lb.clone())?;
         let extra = ExtraDataplane {
-            syncer: Syncer::new(lb, NoBinder::default(), parts.config.clone()),
+            syncer: Syncer::new(lb.clone(), NoBinder::default(), parts.config.clone()),
         };
+        // Connections made on the node go through the socket LB, which
+        // rebalances them; IPVS's, from elsewhere, are not closed.
+        let rebalance = EbpfRebalance::start(&lb, cli);
+        let side = (side, RebalanceSide::new(rebalance.clone()));
         // The socket LB first: its maps are ready milliseconds after IPVS,
         // not after the ipsets and iptables rules.
-        let result = drive(parts, &mut syncer, Some(&mut (extra, side)), None);
+        let result = rebalance.run_beside(parts.stop, || {
+            drive(
+                parts,
+                &mut syncer,
+                Some(&mut (extra, side)),
+                Some(Box::new(rebalance.clone())),
+            )
+        });
         stop_admin(server);
         result?;
     } else {
+        let mut side = (side, RebalanceSide::new(NotCarriedOut::new("kernel")));
         drive(parts, &mut syncer, Some(&mut side), None)?;
     }
     if !cli.dry_run {
@@ -99,12 +112,19 @@ pub(crate) fn ebpf(parts: Parts<'_>) -> anyhow::Result<()> {
     tracing::warn!(
         "--dataplane ebpf balances connections made on this node only: node ports are not served to traffic from outside (use --dataplane kernel,ebpf for that)"
     );
-    refuse_rebalance(cli)?;
     let lb = socket_lb(cli)?;
     let server = serve_admin(cli, lb.clone())?;
+    let rebalance = EbpfRebalance::start(&lb, cli);
     let mut syncer = Syncer::new(lb, NoBinder::default(), parts.config.clone());
-    let mut side = RebalanceSide::new(NotCarriedOut::new("ebpf"));
-    let result = drive(parts, &mut syncer, Some(&mut side), None);
+    let mut side = RebalanceSide::new(rebalance.clone());
+    let result = rebalance.run_beside(parts.stop, || {
+        drive(
+            parts,
+            &mut syncer,
+            Some(&mut side),
+            Some(Box::new(rebalance.clone())),
+        )
+    });
     stop_admin(server);
     result?;
     tracing::info!("stopped; the programs stay attached for the next start to adopt");
@@ -116,7 +136,10 @@ pub(crate) fn ebpf(parts: Parts<'_>) -> anyhow::Result<()> {
 fn refuse_rebalance(cli: &Cli) -> anyhow::Result<()> {
     if !cli.rebalance.is_off() {
         bail!(
-            "--rebalance={}: only --dataplane userspace closes connections to rebalance them so far",
+            "--rebalance={}: the kernel's IPVS cannot close a connection it forwards (it keeps no \
+             per-connection idle state in its API and rvs does not forge resets); use --dataplane \
+             kernel,ebpf, whose socket-level load balancer rebalances the connections made on the \
+             node, or --dataplane userspace",
             cli.rebalance
         );
     }
@@ -130,16 +153,7 @@ struct UserspaceRebalance(rvs_userspace::sched::Sched);
 
 impl RebalanceReport for UserspaceRebalance {
     fn statuses(&self) -> Vec<rvs_observe::RebalanceStatus> {
-        self.0
-            .rebalancing()
-            .statuses()
-            .into_iter()
-            .map(|s| rvs_observe::RebalanceStatus {
-                service: s.service,
-                skew: s.skew,
-                closed: s.closed,
-            })
-            .collect()
+        self.0.rebalancing().statuses()
     }
 }
 
@@ -151,6 +165,92 @@ impl RebalanceTarget for UserspaceRebalance {
         policy: Option<rvs_rebalance::Policy>,
     ) {
         self.0.rebalancing().set(protocol, vip, policy);
+    }
+}
+
+/// The eBPF dataplane's rebalancing, as the proxy's sync sets it and the
+/// metrics read it; its ticks run on a thread beside the sync loop.
+#[derive(Clone, Debug)]
+struct EbpfRebalance(Arc<Mutex<SocketLb>>);
+
+/// How long the ticks pause after an error (a kernel without
+/// `bpf_sock_destroy`), so it is logged at most this often.
+const REBALANCE_RETRY: Duration = Duration::from_secs(60);
+
+impl EbpfRebalance {
+    fn start(lb: &Arc<Mutex<SocketLb>>, cli: &Cli) -> EbpfRebalance {
+        let me = EbpfRebalance(lb.clone());
+        me.lock().rebalancing().set_default(cli.rebalance);
+        if !cli.rebalance.is_off() {
+            tracing::info!(policy = %cli.rebalance, "rebalancing long-lived connections by default");
+        }
+        me
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SocketLb> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` with the ticks on a thread beside it until `f` returns.
+    fn run_beside<T>(&self, stop: &AtomicBool, f: impl FnOnce() -> T) -> T {
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| self.ticks(stop, &done));
+            let out = f();
+            done.store(true, Ordering::Relaxed);
+            out
+        })
+    }
+
+    fn ticks(&self, stop: &AtomicBool, done: &AtomicBool) {
+        let mut failing = false;
+        while !stop.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
+            let now = std::time::Instant::now();
+            let result = self.lock().rebalance_tick(now);
+            let next = match result {
+                Ok(next) => {
+                    if failing {
+                        tracing::info!("rebalancing resumed");
+                        failing = false;
+                    }
+                    next
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::error!(error = %e, retry_in = ?REBALANCE_RETRY, "rebalancing long-lived connections failed");
+                        failing = true;
+                    }
+                    now + REBALANCE_RETRY
+                }
+            };
+            // Sleep in short steps so a stop is seen promptly.
+            while !stop.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
+                let left = next.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(Duration::from_millis(200)));
+            }
+        }
+    }
+}
+
+impl RebalanceReport for EbpfRebalance {
+    fn statuses(&self) -> Vec<rvs_observe::RebalanceStatus> {
+        self.lock().rebalancing().statuses()
+    }
+}
+
+impl RebalanceTarget for EbpfRebalance {
+    fn set(
+        &self,
+        protocol: rvs_model::Protocol,
+        vip: std::net::SocketAddr,
+        policy: Option<rvs_rebalance::Policy>,
+    ) {
+        self.lock().rebalancing().set((protocol, vip), policy);
     }
 }
 

@@ -6,7 +6,10 @@
 //! manifests stops getting connections, `rvsadm`'s view (the admin
 //! socket) shows the services, connections keep working while rvs-proxy
 //! restarts (the programs and maps stay pinned), and `--cleanup` detaches
-//! everything. Bounded throughout.
+//! everything. A second test rebalances keep-alive clients' sockets after
+//! the Service scales from 2 to 4 endpoints (`--rebalance=idle`), seen in
+//! the admin socket's rebalancing list (what `rvsadm --rebalancing`
+//! prints) and in the metrics. Bounded throughout.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
@@ -17,8 +20,9 @@ use std::time::Duration;
 
 use rvs_admin::{Admin, AdminClient};
 use rvs_model::ServiceKey;
-use rvs_testrig::backend::Backend;
+use rvs_testrig::backend::{Backend, http_get};
 use rvs_testrig::cgroup::{BpfFs, Cgroup, Client, ClientReport, ClientSpec, Mode};
+use rvs_testrig::keepalive::{self, Requests};
 use rvs_testrig::{Daemon, Netns, TempDir, eventually};
 
 const NODE: &str = "ebpf-node";
@@ -239,4 +243,114 @@ fn rvs_proxy_balances_sockets_of_a_cgroup_and_survives_restarts() {
     assert!(status.success());
     let report = rig.run(1);
     assert_eq!(report.errors().len(), 1, "{report:?}");
+}
+
+/// The clients of the rebalancing test: a few urllib3 keep-alive clients
+/// for a bounded time.
+const KEEPALIVE_CLIENTS: usize = 20;
+const KEEPALIVE_SECS: f64 = 30.0;
+
+#[test]
+fn rvs_proxy_rebalances_keep_alive_sockets_after_a_scale_up() {
+    let test = "rvs_proxy_rebalances_keep_alive_sockets_after_a_scale_up";
+    let Some(rig) = Rig::or_skip(test) else {
+        return;
+    };
+    if let Err(why) = keepalive::python_urllib3() {
+        rvs_testrig::skip(test, &why);
+        return;
+    }
+    for host in [4, 5] {
+        rig.server
+            .run(
+                "ip",
+                &["addr", "add", &format!("10.77.0.{host}/24"), "dev", "veth0"],
+            )
+            .unwrap();
+    }
+    for host in 2..=5u8 {
+        let addr: SocketAddr = format!("10.77.0.{host}:8080").parse().unwrap();
+        let listener = rig
+            .server
+            .enter(move || std::net::TcpListener::bind(addr))
+            .unwrap()
+            .unwrap();
+        keepalive::http_backend(listener, usize::from(host - 2));
+    }
+    write_manifests(rig.dir.path(), &manifests(&[2, 3]));
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rvs-proxy"));
+    cmd.args(["--dataplane", "ebpf", "--rebalance", "idle"])
+        .arg("--cgroup")
+        .arg(rig.cgroup.path())
+        .arg("--bpf-pin-dir")
+        .arg(rig.bpffs.path().join("rvs"))
+        .args(["--hostname-override", NODE])
+        .args(["--metrics-bind-address", &metrics.to_string()])
+        .args(["--healthz-bind-address", ""])
+        .arg("--manifests")
+        .arg(rig.dir.path())
+        .arg("--admin-socket")
+        .arg(rig.socket())
+        .stdout(Stdio::null());
+    let mut proxy = Daemon::spawn(&mut cmd).unwrap();
+    eventually("the service through the admin socket", STEP, || {
+        rig.real_servers() == rs(&[2, 3])
+    });
+    let mut clients = rig.cgroup.command(Some(&rig.client), Path::new("python3"));
+    clients.args(keepalive::clients_args(
+        &vip().ip().to_string(),
+        vip().port(),
+        KEEPALIVE_CLIENTS,
+        KEEPALIVE_SECS,
+    ));
+    let clients = std::thread::spawn(move || clients.output().unwrap());
+    std::thread::sleep(Duration::from_secs(8));
+    write_manifests(rig.dir.path(), &manifests(&[2, 3, 4, 5]));
+    let out = clients.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let requests = Requests::parse(&String::from_utf8_lossy(&out.stdout));
+    print!(
+        "{}",
+        requests.summary("rvs-proxy --rebalance=idle", KEEPALIVE_SECS, 5.0)
+    );
+
+    // No request failed, and the new endpoints serve their part by the end.
+    assert!(requests.failed.is_empty(), "{:?}", requests.failed);
+    let late: [u32; 4] = requests.per_backend(KEEPALIVE_SECS - 5.0, KEEPALIVE_SECS);
+    assert!(late[2] > 0 && late[3] > 0, "last 5 s: {late:?}");
+
+    // What rvsadm --rebalancing lists: the service, with closes counted
+    // against its first two real servers only.
+    let list = AdminClient::connect(rig.socket())
+        .unwrap()
+        .rebalancing()
+        .unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].service, ServiceKey::tcp(vip()));
+    let closed: u64 = list[0].closed.iter().map(|&(_, n)| n).sum();
+    assert!(closed > 0, "{list:?}");
+    assert!(
+        list[0].closed.iter().all(|(d, _)| rs(&[2, 3]).contains(d)),
+        "{list:?}"
+    );
+
+    // The metrics say the same.
+    let reply = http_get(metrics, "/metrics", STEP).unwrap();
+    let series: u64 = reply
+        .body
+        .lines()
+        .filter(|l| l.starts_with("rvs_rebalance_closed_connections_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(series, closed, "{}", reply.body);
+    assert!(reply.body.contains("rvs_rebalance_skew{"), "{}", reply.body);
+    proxy.terminate(STEP).unwrap();
 }

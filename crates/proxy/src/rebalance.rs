@@ -109,10 +109,9 @@ impl<T: RebalanceTarget> NodeSide for RebalanceSide<T> {
     }
 }
 
-/// The target of dataplanes that do not close connections yet (the
-/// kernel's IPVS and the eBPF socket-level load balancer): the first
-/// annotated Service is reported, once, so the annotation is never a
-/// silent no-op.
+/// The target of a dataplane that does not close connections (the
+/// kernel's IPVS alone): the first annotated Service is reported, once,
+/// so the annotation is never a silent no-op.
 #[derive(Debug)]
 pub struct NotCarriedOut {
     dataplane: &'static str,
@@ -137,7 +136,7 @@ impl RebalanceTarget for NotCarriedOut {
             tracing::warn!(
                 dataplane = self.dataplane,
                 virtual_server = %format!("{protocol} {vip}"),
-                "the {} annotation is not carried out by this dataplane (only --dataplane userspace closes connections to rebalance); ignored",
+                "the {} annotation is not carried out by this dataplane (IPVS cannot close the connections it forwards; --dataplane kernel,ebpf, ebpf and userspace rebalance); ignored",
                 rvs_rebalance::ANNOTATION
             );
         }

@@ -36,16 +36,9 @@ pub struct ServiceState {
     pub closed: HashMap<SocketAddr, u64>,
 }
 
-/// One virtual service's rebalancing, as [`Book::statuses`] lists it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ServiceRebalance {
-    /// The virtual service.
-    pub service: ServiceKey,
-    /// The skew its last tick saw ([`crate::skew`]).
-    pub skew: f64,
-    /// Connections closed to rebalance, per real server, sorted.
-    pub closed: Vec<(SocketAddr, u64)>,
-}
+/// One virtual service's rebalancing, as [`Book::statuses`] lists it (the
+/// admin API's type).
+pub type ServiceRebalance = rvs_model::admin::RebalanceStatus;
 
 impl Book {
     /// The policy in force for a virtual service.

@@ -22,6 +22,35 @@ use crate::cli::fmt;
 use crate::inet;
 use crate::names::{Names, proto_name};
 
+/// `rvsadm --rebalancing` (an rvs extension; addresses always numeric):
+/// each rebalanced virtual service with its skew (how far its most
+/// over-loaded real server is over its weight's share of the
+/// connections), then its real servers with the connections closed to
+/// rebalance.
+pub(crate) fn rebalancing(list: &[rvs_model::admin::RebalanceStatus]) -> String {
+    let mut out = String::from(
+        "Prot LocalAddress:Port                 Skew\n  -> RemoteAddress:Port               Closed\n",
+    );
+    for s in list {
+        let (proto, addr) = match s.service {
+            ServiceKey::Addr { protocol, addr } => {
+                let name = match protocol {
+                    Protocol::Tcp => "TCP",
+                    Protocol::Udp => "UDP",
+                    Protocol::Sctp => "SCTP",
+                };
+                (name, addr.to_string())
+            }
+            ServiceKey::Fwmark { mark, .. } => ("FWM", mark.to_string()),
+        };
+        let _ = writeln!(out, "{proto:<4} {addr:<33} {:>5.2}", s.skew);
+        for (dest, closed) in &s.closed {
+            let _ = writeln!(out, "  -> {:<33} {closed:>6}", dest.to_string());
+        }
+    }
+    out
+}
+
 /// "IP Virtual Server version X.Y.Z (size=N)".
 pub(crate) fn header(info: &Info) -> String {
     format!(

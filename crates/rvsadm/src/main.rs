@@ -23,7 +23,10 @@
 //!
 //! Extensions beyond ipvsadm: `--target unix:PATH` (also
 //! `RVSADM_TARGET=unix:PATH`) selects a userspace dataplane's admin
-//! socket; `rvsadm --probe` alone reports whether the kernel offers IPVS.
+//! socket; `rvsadm --probe` alone reports whether the kernel offers IPVS;
+//! `rvsadm --rebalancing` lists each rebalanced virtual service's skew
+//! and the connections closed per real server (an empty list from the
+//! kernel's IPVS, which closes none).
 //!
 //! Deliberate differences from ipvsadm: the command line is parsed before
 //! the dataplane is opened, so `-h` and command-line errors work without
@@ -66,10 +69,50 @@ fn probe(out: &mut Output) -> u8 {
     }
 }
 
+/// `rvsadm [--target T] --rebalancing`: the dataplane's rebalancing of
+/// long-lived connections; `None` when `argv` is not that command.
+fn rebalancing(argv: &[String], out: &mut Output) -> Option<u8> {
+    let mut flag = None;
+    let mut asked = false;
+    let mut rest = argv.iter().skip(1);
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--rebalancing" => asked = true,
+            "--target" => flag = Some(rest.next()?.clone()),
+            "-n" | "--numeric" => {}
+            other => flag = Some(other.strip_prefix("--target=")?.to_owned()),
+        }
+    }
+    if !asked {
+        return None;
+    }
+    let env_target = std::env::var("RVSADM_TARGET").ok();
+    let listed = target::choose(flag.as_deref(), env_target.as_deref())
+        .map_err(|msg| format!("{msg}\n"))
+        .and_then(|t| {
+            target::connect(&t)
+                .and_then(|mut a| a.rebalancing())
+                .map_err(|e| format!("{e}\n"))
+        });
+    Some(match listed {
+        Ok(list) => {
+            out.stdout.push_str(&format::rebalancing(&list));
+            0
+        }
+        Err(msg) => {
+            out.stderr.push_str(&msg);
+            2
+        }
+    })
+}
+
 fn run(argv: &[String], out: &mut Output) -> u8 {
     let program = argv.first().cloned().unwrap_or_else(|| "rvsadm".to_owned());
     if argv.len() == 2 && argv[1] == "--probe" {
         return probe(out);
+    }
+    if let Some(code) = rebalancing(argv, out) {
+        return code;
     }
     let names = names::Names::system();
     // No arguments at all (or only --target): list everything.

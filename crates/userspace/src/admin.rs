@@ -56,6 +56,10 @@ impl Admin for DataplaneAdmin {
         Ok(Vec::new())
     }
 
+    fn rebalancing(&mut self) -> Result<Vec<rvs_model::admin::RebalanceStatus>, AdminError> {
+        Ok(self.shared.sched.rebalancing().statuses())
+    }
+
     fn connections(&mut self) -> Result<Vec<Connection>, AdminError> {
         Ok(self
             .shared

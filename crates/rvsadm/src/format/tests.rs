@@ -549,3 +549,23 @@ fn daemon_states_are_read_by_their_bits() {
         "master sync daemon (mcast=eth0, syncid=1)\n"
     );
 }
+
+#[test]
+fn rebalancing_listing() {
+    let list = vec![rvs_model::admin::RebalanceStatus {
+        service: ServiceKey::Addr {
+            protocol: Protocol::Tcp,
+            addr: sa("10.96.0.10:80"),
+        },
+        skew: 0.125,
+        closed: vec![(sa("10.77.0.2:8080"), 17), (sa("10.77.0.3:8080"), 3)],
+    }];
+    assert_eq!(
+        rebalancing(&list),
+        "Prot LocalAddress:Port                 Skew\n  -> RemoteAddress:Port               Closed\n\
+         TCP  10.96.0.10:80                      0.12\n\
+         \x20 -> 10.77.0.2:8080                        17\n\
+         \x20 -> 10.77.0.3:8080                         3\n"
+    );
+    assert_eq!(rebalancing(&[]).lines().count(), 2);
+}
