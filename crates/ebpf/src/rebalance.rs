@@ -126,6 +126,34 @@ impl Report {
     }
 }
 
+/// `bpf_sock_destroy`'s BTF id in the running kernel, or why there is
+/// none.
+fn sock_destroy_id(btf: &Btf) -> Result<u32, EbpfError> {
+    btf.id_by_type_name_kind("bpf_sock_destroy", aya_obj::btf::BtfKind::Func)
+        .map_err(|_| {
+            EbpfError::Unsupported(
+                "rebalancing closes sockets with bpf_sock_destroy(), which this kernel lacks \
+                 (Linux 6.5 or later)"
+                    .into(),
+            )
+        })
+}
+
+fn kernel_btf() -> Result<Btf, EbpfError> {
+    Btf::from_sys_fs().map_err(|e| {
+        EbpfError::Unsupported(format!(
+            "rebalancing needs the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"
+        ))
+    })
+}
+
+/// Whether this kernel and build can rebalance (`Err`: why not), checked
+/// without loading anything.
+pub fn supported() -> Result<(), EbpfError> {
+    object()?;
+    sock_destroy_id(&kernel_btf()?).map(|_| ())
+}
+
 /// Writes `btf_id` into the marked call; `false` if there is none.
 fn patch_kfunc(object: &mut [u8], btf_id: u32) -> bool {
     let mut found = false;
@@ -178,24 +206,11 @@ impl Tracker {
     /// in `opts.pin_dir`, and attaches its counters to `opts.cgroup`.
     fn attach(opts: &Options) -> Result<Tracker, EbpfError> {
         let object = object()?;
-        let unsupported = |detail: String| EbpfError::Unsupported(detail);
-        let btf = Btf::from_sys_fs().map_err(|e| {
-            unsupported(format!(
-                "rebalancing needs the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"
-            ))
-        })?;
-        let id = btf
-            .id_by_type_name_kind("bpf_sock_destroy", aya_obj::btf::BtfKind::Func)
-            .map_err(|_| {
-                unsupported(
-                    "rebalancing closes sockets with bpf_sock_destroy(), which this kernel \
-                     lacks (Linux 6.5 or later)"
-                        .into(),
-                )
-            })?;
+        let btf = kernel_btf()?;
+        let id = sock_destroy_id(&btf)?;
         let mut bytes = object.to_vec();
         if !patch_kfunc(&mut bytes, id) {
-            return Err(unsupported(
+            return Err(EbpfError::Unsupported(
                 "the rebalancing object has no bpf_sock_destroy call to link".into(),
             ));
         }

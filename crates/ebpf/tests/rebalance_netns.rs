@@ -17,44 +17,9 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use common::{Rig, apply};
-use rvs_model::admin::Op;
-use rvs_model::{Destination, Protocol, Scheduler, Service, ServiceKey};
-use rvs_rebalance::Policy;
-use rvs_testrig::keepalive::{self, Requests};
-
-const CLIENTS: usize = 40;
-const SCALE_AT: f64 = 10.0;
-const RUN_SECS: f64 = 45.0;
-const WINDOW: f64 = 5.0;
-
-/// Keep-alive servers `id` 0..4 on 10.77.0.`first + id`:8080.
-fn backends(rig: &Rig, first: u8) -> Vec<Destination> {
-    (0..4u8)
-        .map(|id| {
-            let addr: SocketAddr = format!("10.77.0.{}:8080", first + id).parse().unwrap();
-            let listener = rig
-                .server
-                .enter(|| TcpListener::bind(addr))
-                .expect("enter")
-                .expect("bind");
-            keepalive::http_backend(listener, usize::from(id));
-            Destination::masquerade(addr)
-        })
-        .collect()
-}
-
-fn service(vip: SocketAddr) -> ServiceKey {
-    ServiceKey::Addr {
-        protocol: Protocol::Tcp,
-        addr: vip,
-    }
-}
+use common::Rig;
+use common::rebalance::{self as scenario, IDLE_VIP, RUN_SECS, SCALE_AT, WINDOW};
+use rvs_testrig::keepalive;
 
 #[test]
 fn idle_sockets_are_closed_to_rebalance_after_a_scale_up_without_a_failed_request() {
@@ -66,92 +31,16 @@ fn idle_sockets_are_closed_to_rebalance_after_a_scale_up_without_a_failed_reques
         rvs_testrig::skip(TEST, &why);
         return;
     }
-    let lb = Arc::new(Mutex::new(rig.attach()));
-    let idle_vip: SocketAddr = "10.96.0.10:80".parse().unwrap();
-    let off_vip: SocketAddr = "10.96.0.11:80".parse().unwrap();
-    let idle_dests = backends(&rig, 2);
-    let off_dests = backends(&rig, 6);
-    {
-        let mut lb = lb.lock().unwrap();
-        for (vip, dests) in [(idle_vip, &idle_dests), (off_vip, &off_dests)] {
-            let key = service(vip);
-            let mut ops = vec![Op::AddService(Service::new(key, Scheduler::RoundRobin))];
-            ops.extend(
-                dests[..2]
-                    .iter()
-                    .map(|d| Op::AddDestination(key, d.clone())),
-            );
-            apply(&mut lb, &ops);
+    let outcome = match scenario::run(&rig) {
+        Ok(o) => o,
+        Err(err @ rvs_ebpf::EbpfError::Unsupported(_)) => {
+            rvs_testrig::skip(TEST, &err);
+            return;
         }
-        lb.rebalancing()
-            .set((Protocol::Tcp, idle_vip), Some(Policy::IDLE));
-        // The programs load at the first tick; a kernel without
-        // bpf_sock_destroy is a skip.
-        if let Err(err) = lb.rebalance_tick(Instant::now()) {
-            if matches!(err, rvs_ebpf::EbpfError::Unsupported(_)) {
-                rvs_testrig::skip(TEST, &err);
-                return;
-            }
-            panic!("first tick: {err}");
-        }
-        assert!(lb.rebalancing().active());
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let ticker = {
-        let (lb, stop) = (Arc::clone(&lb), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let next = lb.lock().unwrap().rebalance_tick(Instant::now()).unwrap();
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-            }
-        })
+        Err(err) => panic!("{err}"),
     };
-    let started = Instant::now();
-    let clients: Vec<_> = [idle_vip, off_vip]
-        .iter()
-        .map(|vip| {
-            let mut cmd = rig
-                .cgroup
-                .command(Some(&rig.client), std::path::Path::new("python3"));
-            cmd.args(keepalive::clients_args(
-                &vip.ip().to_string(),
-                vip.port(),
-                CLIENTS,
-                RUN_SECS,
-            ));
-            std::thread::spawn(move || cmd.output().unwrap())
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs_f64(SCALE_AT).saturating_sub(started.elapsed()));
-    {
-        let mut lb = lb.lock().unwrap();
-        for (vip, dests) in [(idle_vip, &idle_dests), (off_vip, &off_dests)] {
-            let key = service(vip);
-            let ops: Vec<Op> = dests[2..]
-                .iter()
-                .map(|d| Op::AddDestination(key, d.clone()))
-                .collect();
-            apply(&mut lb, &ops);
-        }
-    }
-    let mut runs = Vec::new();
-    for (c, label) in clients.into_iter().zip(["idle", "off"]) {
-        let out = c.join().unwrap();
-        assert!(
-            out.status.success(),
-            "{label} clients: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        runs.push(Requests::parse(&String::from_utf8_lossy(&out.stdout)));
-    }
-    stop.store(true, Ordering::Relaxed);
-    ticker.join().unwrap();
-    let statuses = lb.lock().unwrap().rebalancing().statuses();
-    let closed: u64 = statuses
-        .iter()
-        .flat_map(|s| s.closed.iter().map(|&(_, n)| n))
-        .sum();
-    let (idle, control) = (&runs[0], &runs[1]);
+    let closed = outcome.closed();
+    let (idle, control) = (&outcome.idle, &outcome.control);
     print!(
         "{}",
         idle.summary(
@@ -178,8 +67,10 @@ fn idle_sockets_are_closed_to_rebalance_after_a_scale_up_without_a_failed_reques
     let end: [u32; 4] = idle.per_backend(RUN_SECS - 10.0, RUN_SECS);
     assert!(keepalive::even_within(&end, 0.2), "last 10 s: {end:?}");
     assert!(closed > 0);
+    let idle_key = scenario::service(IDLE_VIP.parse().unwrap());
     assert!(
-        statuses.iter().all(|s| s.service == service(idle_vip)),
-        "{statuses:?}"
+        outcome.statuses.iter().all(|s| s.service == idle_key),
+        "{:?}",
+        outcome.statuses
     );
 }

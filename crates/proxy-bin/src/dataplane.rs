@@ -50,7 +50,9 @@ pub(crate) fn kernel(parts: Parts<'_>) -> anyhow::Result<()> {
             "--admin-socket serves the userspace and eBPF dataplanes; read the kernel's with rvsadm directly"
         );
     }
-    if !with_ebpf {
+    if with_ebpf {
+        EbpfRebalance::check(cli)?;
+    } else {
         refuse_rebalance(cli)?;
     }
     let admin = IpvsClient::connect()
@@ -112,6 +114,7 @@ pub(crate) fn ebpf(parts: Parts<'_>) -> anyhow::Result<()> {
     tracing::warn!(
         "--dataplane ebpf balances connections made on this node only: node ports are not served to traffic from outside (use --dataplane kernel,ebpf for that)"
     );
+    EbpfRebalance::check(cli)?;
     let lb = socket_lb(cli)?;
     let server = serve_admin(cli, lb.clone())?;
     let rebalance = EbpfRebalance::start(&lb, cli);
@@ -178,6 +181,16 @@ struct EbpfRebalance(Arc<Mutex<SocketLb>>);
 const REBALANCE_RETRY: Duration = Duration::from_secs(60);
 
 impl EbpfRebalance {
+    /// Refuses a default policy this kernel cannot carry out (an
+    /// annotated Service's is reported when its first tick fails).
+    fn check(cli: &Cli) -> anyhow::Result<()> {
+        if !cli.rebalance.is_off() {
+            rvs_ebpf::rebalance::supported()
+                .with_context(|| format!("--rebalance={}", cli.rebalance))?;
+        }
+        Ok(())
+    }
+
     fn start(lb: &Arc<Mutex<SocketLb>>, cli: &Cli) -> EbpfRebalance {
         let me = EbpfRebalance(lb.clone());
         me.lock().rebalancing().set_default(cli.rebalance);

@@ -79,6 +79,35 @@ pub fn clients_command(host: &str, port: u16, clients: usize, seconds: f64) -> C
     cmd
 }
 
+/// Runs the clients of `clients` (a [`clients_command`], perhaps inside a
+/// cgroup and namespace), calls `scale` `scale_at` seconds after they
+/// start, and returns what they saw (`Err`: they could not run, with
+/// their stderr).
+pub fn run_scaled(
+    mut clients: Command,
+    scale_at: f64,
+    scale: impl FnOnce(),
+) -> Result<Requests, String> {
+    let started = std::time::Instant::now();
+    let clients = std::thread::spawn(move || clients.output());
+    std::thread::sleep(
+        std::time::Duration::from_secs_f64(scale_at).saturating_sub(started.elapsed()),
+    );
+    scale();
+    let out = clients
+        .join()
+        .map_err(|_| "the clients' thread panicked".to_owned())?
+        .map_err(|e| format!("python3: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "clients failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(Requests::parse(&String::from_utf8_lossy(&out.stdout)))
+}
+
 /// Serves keep-alive HTTP/1.1 on `listener` from a thread, answering
 /// every request with `id`.
 pub fn http_backend(listener: TcpListener, id: usize) {

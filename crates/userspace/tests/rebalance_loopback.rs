@@ -12,7 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rvs_model::admin::{Admin as _, Op};
 use rvs_model::{Destination, Protocol, Scheduler, Service, ServiceKey};
@@ -70,24 +70,15 @@ fn run(policy: Policy, backends: [SocketAddr; 4]) -> Requests {
     rvs_testrig::eventually("the listener", Duration::from_secs(10), || {
         TcpStream::connect(vip).is_ok()
     });
-    let started = Instant::now();
-    let clients = std::thread::spawn(move || {
-        keepalive::clients_command("127.0.0.1", vip.port(), CLIENTS, RUN_SECS)
-            .output()
-            .unwrap()
-    });
-    std::thread::sleep(Duration::from_secs_f64(SCALE_AT).saturating_sub(started.elapsed()));
-    for b in &backends[2..] {
-        admin
-            .apply(&Op::AddDestination(key, Destination::masquerade(*b)))
-            .unwrap();
-    }
-    let out = clients.join().unwrap();
-    assert!(
-        out.status.success(),
-        "clients: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let clients = keepalive::clients_command("127.0.0.1", vip.port(), CLIENTS, RUN_SECS);
+    let run = keepalive::run_scaled(clients, SCALE_AT, || {
+        for b in &backends[2..] {
+            admin
+                .apply(&Op::AddDestination(key, Destination::masquerade(*b)))
+                .unwrap();
+        }
+    })
+    .unwrap();
     let closed: u64 = dp
         .sched()
         .rebalancing()
@@ -96,7 +87,6 @@ fn run(policy: Policy, backends: [SocketAddr; 4]) -> Requests {
         .flat_map(|s| s.closed.iter().map(|&(_, n)| n))
         .sum();
     dp.shutdown(Duration::from_millis(200));
-    let run = Requests::parse(&String::from_utf8_lossy(&out.stdout));
     print!(
         "{}",
         run.summary(

@@ -6,6 +6,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::expect_used)] // test code
 
+pub mod rebalance;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
