@@ -126,6 +126,11 @@
 //! maps hold (`ENOMEM`). Timeouts are kept and listed but have no effect.
 //! `connections()` is empty.
 //!
+//! **Rebalancing** of long-lived TCP connections ([`rebalance`], Linux ≥
+//! 6.5): with a service's policy on, idle sockets of over-loaded real
+//! servers are closed with `bpf_sock_destroy()` so that clients
+//! reconnect; its programs load only while some policy is on.
+//!
 //! **Not covered**: traffic that never calls `connect()`/`sendmsg()` in
 //! the cgroup (NodePort from outside the node, forwarded packets), and
 //! sockets connected before the programs were attached.

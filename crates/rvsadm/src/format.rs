@@ -29,7 +29,7 @@ use crate::names::{Names, proto_name};
 /// rebalance.
 pub(crate) fn rebalancing(list: &[rvs_model::admin::RebalanceStatus]) -> String {
     let mut out = String::from(
-        "Prot LocalAddress:Port                 Skew\n  -> RemoteAddress:Port               Closed\n",
+        "Prot LocalAddress:Port                  Skew\n  -> RemoteAddress:Port               Closed\n",
     );
     for s in list {
         let (proto, addr) = match s.service {

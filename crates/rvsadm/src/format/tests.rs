@@ -562,7 +562,7 @@ fn rebalancing_listing() {
     }];
     assert_eq!(
         rebalancing(&list),
-        "Prot LocalAddress:Port                 Skew\n  -> RemoteAddress:Port               Closed\n\
+        "Prot LocalAddress:Port                  Skew\n  -> RemoteAddress:Port               Closed\n\
          TCP  10.96.0.10:80                      0.12\n\
          \x20 -> 10.77.0.2:8080                        17\n\
          \x20 -> 10.77.0.3:8080                         3\n"
