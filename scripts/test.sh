@@ -48,6 +48,8 @@ done
 [ -e /usr/include/linux/bpf.h ] || missing+=(linux-libc-dev)
 # The rebalancing tests' keep-alive HTTP clients are urllib3's.
 python3 -c 'import urllib3' > /dev/null 2>&1 || missing+=(python3-urllib3)
+# ... and their HTTP/2 clients and servers are hyper-h2's (gRPC-style).
+python3 -c 'import h2' > /dev/null 2>&1 || missing+=(python3-h2)
 # rvs-benchplot draws its figures' text with this face.
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 # The static busybox is needed (the initramfs has no libc of its own).

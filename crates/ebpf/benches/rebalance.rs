@@ -5,10 +5,12 @@
 //! cgroup v2, bpffs and Linux ≥ 6.5; it is left out, saying why, when
 //! they are missing). Each round runs, for the userspace dataplane (on
 //! loopback) and then for the eBPF dataplane (in the rig's namespaces),
-//! one virtual service with the `idle` policy and one with it off side by
-//! side: 2 keep-alive real servers each, scaled to 4 after 10 s, under 40
-//! urllib3 clients per service (one process and pooled connection each,
-//! a request every 100–500 ms, no retries) for 45 s. Printed per round
+//! with HTTP/1.1 and then HTTP/2 clients, one virtual service with the
+//! `idle` policy and one with it off side by side: 2 keep-alive real
+//! servers each, scaled to 4 after 10 s, under 40 clients per service
+//! (urllib3, or hyper-h2 with each request a stream of one connection;
+//! one process and connection each, a request every 100–500 ms, no
+//! retries) for 45 s; about 200 s a round. Printed per round
 //! and as medians over the rounds: the time from the scale-up until the
 //! requests of a 5 s window are even within ±20 % (the goal: ≤ 30 s),
 //! failed requests as the clients saw them (the goal: 0), connections
@@ -26,15 +28,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../../userspace/tests/common/rebalance.rs"]
+mod userspace_scenario;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
 
-use common::rebalance::{self as scenario, CLIENTS, RUN_SECS, SCALE_AT, WINDOW};
-use rvs_model::admin::{Admin as _, Op};
-use rvs_model::{Destination, Protocol, Scheduler, Service, ServiceKey};
-use rvs_rebalance::Policy;
-use rvs_testrig::keepalive::{self, Requests};
+use common::rebalance::{self as scenario, RUN_SECS, SCALE_AT, WINDOW};
+use rvs_testrig::keepalive::{self, Http, Requests};
 
 /// One service's run, reduced.
 #[derive(Clone, Debug)]
@@ -69,79 +69,25 @@ fn closed_of(statuses: &[rvs_model::admin::RebalanceStatus], vip: SocketAddr) ->
 }
 
 /// The userspace dataplane: both services on one dataplane, on loopback.
-fn userspace_round() -> (Row, Row) {
-    let dp = rvs_userspace::Dataplane::start(rvs_userspace::Options {
-        workers: 1,
-        instance_lock: None,
-        ..rvs_userspace::Options::default()
-    })
-    .unwrap();
-    let mut admin = dp.admin();
-    let mut setup = |policy: Policy| {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let vip = SocketAddr::from(([127, 0, 0, 1], port));
-        let key = ServiceKey::Addr {
-            protocol: Protocol::Tcp,
-            addr: vip,
-        };
-        let dests: Vec<Destination> = (0..4)
-            .map(|id| {
-                let l = TcpListener::bind("127.0.0.1:0").unwrap();
-                let addr = l.local_addr().unwrap();
-                keepalive::http_backend(l, id);
-                Destination::masquerade(addr)
-            })
-            .collect();
-        admin
-            .apply(&Op::AddService(Service::new(key, Scheduler::RoundRobin)))
-            .unwrap();
-        for d in &dests[..2] {
-            admin.apply(&Op::AddDestination(key, d.clone())).unwrap();
-        }
-        dp.sched()
-            .rebalancing()
-            .set(Protocol::Tcp, vip, Some(policy));
-        rvs_testrig::eventually("the listener", Duration::from_secs(10), || {
-            TcpStream::connect(vip).is_ok()
-        });
-        (vip, key, dests)
-    };
-    let (idle_vip, idle_key, idle_dests) = setup(Policy::IDLE);
-    let (off_vip, off_key, off_dests) = setup(Policy::OFF);
-    let scale = |key: ServiceKey, dests: &[Destination]| {
-        let mut admin = dp.admin();
-        for d in &dests[2..] {
-            admin.apply(&Op::AddDestination(key, d.clone())).unwrap();
-        }
-    };
-    let clients =
-        |vip: SocketAddr| keepalive::clients_command("127.0.0.1", vip.port(), CLIENTS, RUN_SECS);
-    let (idle, control) = std::thread::scope(|scope| {
-        let control = scope.spawn(|| {
-            keepalive::run_scaled(clients(off_vip), SCALE_AT, || scale(off_key, &off_dests))
-        });
-        let idle =
-            keepalive::run_scaled(clients(idle_vip), SCALE_AT, || scale(idle_key, &idle_dests));
-        (idle.unwrap(), control.join().unwrap().unwrap())
-    });
-    let statuses = dp.sched().rebalancing().statuses();
-    dp.shutdown(Duration::from_millis(200));
+fn userspace_round(http: Http) -> (Row, Row) {
+    let o = userspace_scenario::run(http);
+    let off = o
+        .statuses
+        .iter()
+        .map(|s| s.service)
+        .find(|k| *k != o.idle_service);
     (
-        Row::of(&idle, closed_of(&statuses, idle_vip)),
-        Row::of(&control, closed_of(&statuses, off_vip)),
+        Row::of(&o.idle, o.closed(&o.idle_service)),
+        Row::of(&o.control, off.map_or(0, |k| o.closed(&k))),
     )
 }
 
 /// The eBPF dataplane, in a fresh rig; `Err`: why it cannot run here.
-fn ebpf_round() -> Result<(Row, Row), String> {
+fn ebpf_round(http: Http) -> Result<(Row, Row), String> {
     // The rig's own skip rule would fail the bench under
     // RVS_REQUIRE_PRIVILEGED; a bench only reports.
     let rig = common::Rig::or_skip("rebalance bench").ok_or("no root, cgroup v2 or bpffs")?;
-    let outcome = scenario::run(&rig).map_err(|e| e.to_string())?;
+    let outcome = scenario::run(&rig, http).map_err(|e| e.to_string())?;
     let idle_vip: SocketAddr = scenario::IDLE_VIP.parse().unwrap();
     let off_vip: SocketAddr = scenario::OFF_VIP.parse().unwrap();
     Ok((
@@ -158,49 +104,58 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     Some(v[v.len() / 2])
 }
 
-fn print_row(dataplane: &str, policy: &str, row: &Row) {
+fn print_row(name: &str, policy: &str, row: &Row) {
     let even = row
         .even_after
         .map_or_else(|| "never".to_owned(), |s| format!("{s:.1} s"));
     println!(
-        "| {dataplane} | {policy} | {} | {} | {} | {even} | {:?} |",
+        "| {name} | {policy} | {} | {} | {} | {even} | {:?} |",
         row.requests, row.failed, row.closed, row.late
     );
 }
 
 fn main() {
-    if let Err(why) = keepalive::python_urllib3() {
-        eprintln!("rebalance bench: skipped: {why}");
-        return;
-    }
+    let protocols: Vec<Http> = [Http::V1, Http::V2]
+        .into_iter()
+        .filter(|&http| match keepalive::python(http) {
+            Ok(_) => true,
+            Err(why) => {
+                eprintln!("rebalance bench: {http} left out: {why}");
+                false
+            }
+        })
+        .collect();
     let rounds: usize = std::env::var("RVS_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let mut results: Vec<(&str, Vec<(Row, Row)>)> =
-        vec![("userspace", Vec::new()), ("ebpf", Vec::new())];
+    let mut results: Vec<(String, Vec<(Row, Row)>)> = Vec::new();
     let mut ebpf_missing = None;
     println!(
-        "| dataplane | policy | requests | failed | closed | even (±20 %) after the scale-up | requests per real server, last 10 s |"
+        "| dataplane | clients | policy | requests | failed | closed | even (±20 %) after the scale-up | requests per real server, last 10 s |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut rows: Vec<(String, (Row, Row))> = Vec::new();
     for round in 1..=rounds {
-        eprintln!("round {round}/{rounds}: userspace");
-        let pair = userspace_round();
-        print_row("userspace", "idle", &pair.0);
-        print_row("userspace", "off", &pair.1);
-        results[0].1.push(pair);
-        if ebpf_missing.is_none() {
-            eprintln!("round {round}/{rounds}: ebpf");
-            match ebpf_round() {
-                Ok(pair) => {
-                    print_row("ebpf", "idle", &pair.0);
-                    print_row("ebpf", "off", &pair.1);
-                    results[1].1.push(pair);
+        for &http in &protocols {
+            eprintln!("round {round}/{rounds}: userspace, {http}");
+            rows.push((format!("userspace | {http}"), userspace_round(http)));
+            if ebpf_missing.is_none() {
+                eprintln!("round {round}/{rounds}: ebpf, {http}");
+                match ebpf_round(http) {
+                    Ok(pair) => rows.push((format!("ebpf | {http}"), pair)),
+                    Err(why) => {
+                        eprintln!("the eBPF dataplane is left out: {why}");
+                        ebpf_missing = Some(why);
+                    }
                 }
-                Err(why) => {
-                    eprintln!("the eBPF dataplane is left out: {why}");
-                    ebpf_missing = Some(why);
+            }
+            for (name, pair) in rows.drain(..) {
+                print_row(&name, "idle", &pair.0);
+                print_row(&name, "off", &pair.1);
+                match results.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, pairs)) => pairs.push(pair),
+                    None => results.push((name, vec![pair])),
                 }
             }
         }
@@ -209,13 +164,10 @@ fn main() {
         "\nMedians over {rounds} rounds (goals: even within 30 s of the scale-up, 0 failed requests; the control stays skewed):"
     );
     println!(
-        "| dataplane | policy | failed (sum) | closed (median) | even after (median) | rounds even within 30 s |"
+        "| dataplane | clients | policy | failed (sum) | closed (median) | even after (median) | rounds even within 30 s |"
     );
-    println!("|---|---|---|---|---|---|");
-    for (dataplane, pairs) in &results {
-        if pairs.is_empty() {
-            continue;
-        }
+    println!("|---|---|---|---|---|---|---|");
+    for (name, pairs) in &results {
         for (policy, pick) in [("idle", 0), ("off", 1)] {
             let rows: Vec<&Row> = pairs
                 .iter()
@@ -227,7 +179,7 @@ fn main() {
             let within = evens.iter().filter(|&&s| s <= 30.0).count();
             let even = median(evens).map_or_else(|| "never".to_owned(), |s| format!("{s:.1} s"));
             println!(
-                "| {dataplane} | {policy} | {failed} | {closed:.0} | {even} | {within}/{} |",
+                "| {name} | {policy} | {failed} | {closed:.0} | {even} | {within}/{} |",
                 rows.len()
             );
         }

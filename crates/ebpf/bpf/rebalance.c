@@ -156,7 +156,9 @@ static __always_inline void track(struct __sk_buff *skb, int in)
 {
 	__u64 cookie = bpf_get_socket_cookie(skb);
 	struct rb_watch *w = bpf_map_lookup_elem(&rvs_rb_watch, &cookie);
-	__u32 hdr;
+	struct bpf_tcp_sock *tp;
+	struct bpf_sock *sk;
+	__u32 hdr, seq, len;
 	__u8 b;
 
 	if (!w)
@@ -176,13 +178,26 @@ static __always_inline void track(struct __sk_buff *skb, int in)
 	}
 	if (hdr > 60 || bpf_skb_load_bytes(skb, hdr + 12, &b, 1))
 		return;
+	if (bpf_skb_load_bytes(skb, hdr + 4, &seq, 4))
+		return;
 	hdr += (b >> 4) * 4;
 	if (skb->len <= hdr)
 		return; /* no payload: an ACK, a SYN, a FIN */
-	if (in)
-		__sync_fetch_and_add(&w->in_bytes, skb->len - hdr);
-	else
-		__sync_fetch_and_add(&w->out_bytes, skb->len - hdr);
+	len = skb->len - hdr;
+	if (in) {
+		__sync_fetch_and_add(&w->in_bytes, len);
+		/* Only new data is the real server speaking: a retransmitted
+		 * or probing segment (all before rcv_nxt, which this segment
+		 * has not advanced yet) is not. */
+		sk = skb->sk;
+		if (sk)
+			sk = bpf_sk_fullsock(sk);
+		tp = sk ? bpf_tcp_sock(sk) : 0;
+		if (!tp || (__s32)(bpf_ntohl(seq) + len - tp->rcv_nxt) <= 0)
+			return;
+	} else {
+		__sync_fetch_and_add(&w->out_bytes, len);
+	}
 	w->last = in ? RB_LAST_IN : RB_LAST_OUT;
 }
 
@@ -285,8 +300,8 @@ static __always_inline long sock_destroy(struct sock_common *sk)
 
 	/* call bpf_sock_destroy (BPF_CALL, src_reg BPF_PSEUDO_KFUNC_CALL). */
 	asm volatile(".byte 0x85, 0x20, 0x00, 0x00\n\t" KFUNC_MARKER
-		     : "=r"(r0)
-		     : "r"(r1)
+		     : "=r"(r0), "+r"(r1)
+		     :
 		     : "r2", "r3", "r4", "r5", "memory");
 	return r0;
 }

@@ -334,7 +334,9 @@ pub struct SocketLb {
     opts: Options,
     table: Table,
     maps: loader::Maps,
-    rebalancing: rebalance::SocketRebalancing,
+    /// Rebalancing policies and counts ([`rebalance::SocketRebalancer`]
+    /// carries them out).
+    book: rvs_rebalance::Book,
     // Keeps the loaded programs; their links are pinned.
     _ebpf: aya::Ebpf,
 }
@@ -356,7 +358,7 @@ impl SocketLb {
             opts,
             table,
             maps,
-            rebalancing: rebalance::SocketRebalancing::default(),
+            book: rvs_rebalance::Book::default(),
             _ebpf: ebpf,
         })
     }
@@ -380,20 +382,11 @@ impl SocketLb {
         loader::remove_pins(pin_dir)
     }
 
-    /// Rebalancing of long-lived TCP connections ([`rebalance`]): the
-    /// policies, set here, and what has been closed.
-    pub fn rebalancing(&mut self) -> &mut rebalance::SocketRebalancing {
-        &mut self.rebalancing
-    }
-
-    /// One rebalancing tick at `now` ([`rebalance::SocketRebalancing`]);
-    /// returns when to tick next. Fails when the programs cannot be
-    /// loaded (a kernel without `bpf_sock_destroy`) or run.
-    pub fn rebalance_tick(
-        &mut self,
-        now: std::time::Instant,
-    ) -> Result<std::time::Instant, EbpfError> {
-        self.rebalancing.tick(now, &self.opts, &self.table)
+    /// Rebalancing of long-lived TCP connections: the policies, set
+    /// here, and what has been closed; a [`rebalance::SocketRebalancer`]
+    /// ticking beside this socket LB carries them out.
+    pub fn rebalancing(&mut self) -> &mut rvs_rebalance::Book {
+        &mut self.book
     }
 
     /// A service's selection table as the programs index it: real-server
@@ -516,7 +509,7 @@ impl Admin for SocketLb {
     }
 
     fn rebalancing(&mut self) -> Result<Vec<rvs_model::admin::RebalanceStatus>, AdminError> {
-        Ok(self.rebalancing.statuses())
+        Ok(self.book.statuses())
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), AdminError> {

@@ -1,9 +1,10 @@
 //! Rebalancing long-lived TCP connections at the socket layer.
 //!
-//! This module owns [`SocketRebalancing`]: the policies (an
-//! [`rvs_rebalance::Book`]), the balanced sockets it watches, and the
-//! programs of `bpf/rebalance.c` that find and close them, loaded only
-//! while some service's policy is on:
+//! This module owns [`SocketRebalancer`]: the balanced sockets it watches
+//! and the programs of `bpf/rebalance.c` that find and close them, loaded
+//! only while some service's policy is on (the policies themselves, an
+//! [`rvs_rebalance::Book`], are the socket LB's:
+//! [`SocketLb::rebalancing`]):
 //!
 //! | program | hook | does |
 //! |---|---|---|
@@ -11,8 +12,7 @@
 //! | `rvs_rb_report` | `iter/tcp` | one record per established socket that `rvs_flow` says was balanced: its real server, counters and queued bytes |
 //! | `rvs_rb_destroy` | `iter/tcp` | `bpf_sock_destroy()` on each chosen socket that, under its lock, is still idle as last seen |
 //!
-//! Every tick ([`SocketRebalancing::tick`], through
-//! [`crate::SocketLb::rebalance_tick`]) runs the report, watches the
+//! Every tick ([`SocketRebalancer::tick`]) runs the report, watches the
 //! sockets of services whose policy is on, and judges each: bytes moved
 //! since the last tick or still queued (unsent, unacknowledged or unread)
 //! make it busy, and so does a last word that was the client's (a request
@@ -35,6 +35,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
@@ -42,11 +43,11 @@ use aya::programs::cgroup_skb::CgroupSkbAttachType;
 use aya::programs::{CgroupAttachMode, CgroupSkb, Iter};
 use aya::{Btf, Ebpf, EbpfLoader};
 use rvs_model::ServiceKey;
-use rvs_rebalance::{Book, Conn, Policy, ServiceRebalance, Vip};
+use rvs_rebalance::{Book, Conn, Vip};
 
 use crate::layout::names;
 use crate::plan::Table;
-use crate::{EbpfError, Options};
+use crate::{EbpfError, Options, SocketLb};
 
 /// How long a tick waits when no policy is on.
 const IDLE_TICK: Duration = Duration::from_secs(1);
@@ -293,13 +294,18 @@ impl Tracker {
     /// Closes the sockets of `doomed` (cookie, counters as seen) that are
     /// still so; returns the cookies closed.
     fn destroy(&mut self, doomed: &[Doomed]) -> Result<HashSet<u64>, EbpfError> {
+        let mut inserted = Ok(());
         for &(cookie, (out_bytes, in_bytes)) in doomed {
             let mut v = [0u8; 16];
             v[..8].copy_from_slice(&out_bytes.to_ne_bytes());
             v[8..].copy_from_slice(&in_bytes.to_ne_bytes());
-            self.doomed.insert(cookie, v, 0).map_err(map_err(DOOMED))?;
+            inserted = self.doomed.insert(cookie, v, 0).map_err(map_err(DOOMED));
+            if inserted.is_err() {
+                break;
+            }
         }
-        let out = self.run(DESTROY);
+        let out = inserted.and_then(|()| self.run(DESTROY));
+        // Whatever happened, nothing stays chosen for a later run.
         for &(cookie, _) in doomed {
             let _ = self.doomed.remove(&cookie);
         }
@@ -362,29 +368,33 @@ fn namespaces(root: &Path) -> HashMap<u64, File> {
 
 /// Runs `f` in each of `netns` (a TCP iterator sees the sockets of the
 /// namespace it is created in), on a thread of its own so the caller's
-/// namespace is never changed.
+/// namespace is never changed; one result per namespace entered (one
+/// that cannot be entered, gone since, is skipped).
 fn in_each<T: Send>(
     netns: &HashMap<u64, File>,
     mut f: impl FnMut(u64) -> Result<T, EbpfError> + Send,
-) -> Result<Vec<(u64, T)>, EbpfError> {
+) -> Vec<(u64, Result<T, EbpfError>)> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 let mut out = Vec::with_capacity(netns.len());
                 for (&ino, file) in netns {
                     if nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
-                        continue; // a namespace that cannot be entered: skipped
+                        continue;
                     }
-                    out.push((ino, f(ino)?));
+                    out.push((ino, f(ino)));
                 }
-                Ok(out)
+                out
             })
             .join()
             .unwrap_or_else(|_| {
-                Err(EbpfError::Io {
-                    context: "the rebalancing thread panicked".into(),
-                    source: std::io::Error::other("panic"),
-                })
+                vec![(
+                    0,
+                    Err(EbpfError::Io {
+                        context: "the rebalancing thread panicked".into(),
+                        source: std::io::Error::other("panic"),
+                    }),
+                )]
             })
     })
 }
@@ -405,31 +415,35 @@ struct Tracked {
     answered: bool,
 }
 
-/// Rebalancing state of the eBPF dataplane (see the module docs).
-#[derive(Debug, Default)]
-pub struct SocketRebalancing {
-    book: Book,
+/// The I/O side of the eBPF dataplane's rebalancing (see the module docs):
+/// the programs, the sockets watched and the network namespaces they
+/// live in. It runs on a thread of its own and takes the socket LB's lock
+/// only to read the policies and the real servers and to plan, never
+/// while it lists namespaces or runs the iterators.
+#[derive(Debug)]
+pub struct SocketRebalancer {
+    opts: Options,
     tracker: Option<Tracker>,
     conns: HashMap<u64, Tracked>,
     netns: HashMap<u64, File>,
     netns_listed: Option<Instant>,
 }
 
-impl SocketRebalancing {
-    /// The policy of services that have none of their own.
-    pub fn set_default(&mut self, policy: Policy) {
-        self.book.set_default(policy);
-    }
+fn lock(lb: &Mutex<SocketLb>) -> MutexGuard<'_, SocketLb> {
+    lb.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
-    /// One virtual service's own policy (`None`: the default's).
-    pub fn set(&mut self, vip: Vip, policy: Option<Policy>) {
-        self.book.set(vip, policy);
-    }
-
-    /// Every virtual service being rebalanced, with its skew and the
-    /// connections closed per real server.
-    pub fn statuses(&self) -> Vec<ServiceRebalance> {
-        self.book.statuses()
+impl SocketRebalancer {
+    /// A rebalancer for the socket LB attached with `opts`; nothing is
+    /// loaded until a tick finds a policy on.
+    pub fn new(opts: &Options) -> SocketRebalancer {
+        SocketRebalancer {
+            opts: opts.clone(),
+            tracker: None,
+            conns: HashMap::new(),
+            netns: HashMap::new(),
+            netns_listed: None,
+        }
     }
 
     /// Whether the programs are loaded (some policy is on and they could
@@ -438,38 +452,102 @@ impl SocketRebalancing {
         self.tracker.is_some()
     }
 
-    /// One tick at `now` for the services of `table`; returns when to
-    /// tick next. Loads the programs when a policy is first on and
-    /// unloads them when none is.
-    pub(crate) fn tick(
-        &mut self,
-        now: Instant,
-        opts: &Options,
-        table: &Table,
-    ) -> Result<Instant, EbpfError> {
-        if !self.book.any_on() {
+    /// One tick at `now` for the socket LB `lb` (whose
+    /// [`SocketLb::rebalancing`] holds the policies); returns when to tick
+    /// next. Loads the programs when a policy is first on and unloads them
+    /// when none is.
+    pub fn tick(&mut self, now: Instant, lb: &Mutex<SocketLb>) -> Result<Instant, EbpfError> {
+        if !lock(lb).book.any_on() {
             self.tracker = None;
             self.conns.clear();
+            self.netns.clear();
+            self.netns_listed = None;
             return Ok(now + IDLE_TICK);
         }
         if self.tracker.is_none() {
-            self.tracker = Some(Tracker::attach(opts)?);
+            self.tracker = Some(Tracker::attach(&self.opts)?);
             self.conns.clear();
         }
         if self
             .netns_listed
             .is_none_or(|t| now.duration_since(t) >= NETNS_REFRESH)
         {
-            self.netns = namespaces(&opts.cgroup);
+            self.netns = namespaces(&self.opts.cgroup);
             self.netns_listed = Some(now);
         }
         let Some(tracker) = self.tracker.as_mut() else {
             return Ok(now + IDLE_TICK);
         };
-        let reports: Vec<(u64, Report)> = in_each(&self.netns, |_| tracker.report())?
+        // Off the lock: every balanced socket in every namespace.
+        let reports: Vec<(u64, Report)> = in_each(&self.netns, |_| tracker.report())
+            .into_iter()
+            .map(|(ino, r)| r.map(|rs| (ino, rs)))
+            .collect::<Result<Vec<_>, _>>()?
             .into_iter()
             .flat_map(|(ino, rs)| rs.into_iter().map(move |r| (ino, r)))
             .collect();
+        // Under the lock: sample, and let each due service's rebalancer
+        // choose.
+        let (next, doomed, dest_of) = {
+            let mut guard = lock(lb);
+            let SocketLb { table, book, .. } = &mut *guard;
+            self.sample(now, &reports, table, book)?;
+            self.plan(now, table, book)
+        };
+        if doomed.is_empty() {
+            return Ok(next);
+        }
+        // Off the lock: close those still as seen, namespace by namespace.
+        let netns: HashMap<u64, File> = self
+            .netns
+            .iter()
+            .filter(|(ino, _)| doomed.contains_key(ino))
+            .filter_map(|(&ino, f)| Some((ino, f.try_clone().ok()?)))
+            .collect();
+        let Some(tracker) = self.tracker.as_mut() else {
+            return Ok(next);
+        };
+        let mut closed = Vec::new();
+        let mut failure = None;
+        for (_, result) in in_each(&netns, |ino| {
+            tracker.destroy(doomed.get(&ino).map_or(&[][..], Vec::as_slice))
+        }) {
+            match result {
+                Ok(c) => closed.extend(c),
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        // Under the lock: count what was closed.
+        {
+            let mut guard = lock(lb);
+            for cookie in &closed {
+                if let Some((vip, dest)) = dest_of.get(cookie) {
+                    guard.book.count_closed(vip, *dest);
+                }
+            }
+        }
+        for cookie in closed {
+            self.conns.remove(&cookie);
+            tracker.unwatch(cookie);
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(next),
+        }
+    }
+
+    /// Watches the sockets of services whose policy is on and samples
+    /// them; forgets those gone.
+    fn sample(
+        &mut self,
+        now: Instant,
+        reports: &[(u64, Report)],
+        table: &Table,
+        book: &Book,
+    ) -> Result<(), EbpfError> {
+        let Some(tracker) = self.tracker.as_mut() else {
+            return Ok(());
+        };
         let vips: HashMap<u32, Vip> = if reports.is_empty() {
             HashMap::new()
         } else {
@@ -481,13 +559,12 @@ impl SocketRebalancing {
                 })
                 .collect()
         };
-        // Sample every balanced socket of a service whose policy is on.
         let mut seen = HashSet::new();
-        for (netns, r) in &reports {
+        for (netns, r) in reports {
             let Some(&vip) = vips.get(&r.svc) else {
                 continue;
             };
-            if self.book.policy(&vip).is_off() {
+            if book.policy(&vip).is_off() {
                 continue;
             }
             if !r.watched && tracker.watch(r.cookie).is_err() {
@@ -521,7 +598,13 @@ impl SocketRebalancing {
             self.conns.remove(&cookie);
             tracker.unwatch(cookie);
         }
-        // Each due service's rebalancer chooses.
+        Ok(())
+    }
+
+    /// Each due service's closes: when to tick next, the sockets to close
+    /// by namespace (at most [`MAX_DOOMED`] each), and each one's service
+    /// and real server.
+    fn plan(&self, now: Instant, table: &Table, book: &mut Book) -> Planned {
         let mut by_vip: HashMap<Vip, Vec<(u64, &Tracked)>> = HashMap::new();
         for (&cookie, t) in &self.conns {
             by_vip.entry(t.vip).or_default().push((cookie, t));
@@ -530,7 +613,7 @@ impl SocketRebalancing {
         let mut doomed: HashMap<u64, Vec<Doomed>> = HashMap::new();
         let mut dest_of: HashMap<u64, (Vip, SocketAddr)> = HashMap::new();
         for (vip, conns) in &by_vip {
-            let state = self.book.service(*vip);
+            let state = book.service(*vip);
             let Some(due) = state.rebalancer.poll_timeout(now) else {
                 continue;
             };
@@ -567,9 +650,16 @@ impl SocketRebalancing {
             let plan = state.rebalancer.handle_timeout(now, &weights, &snapshot);
             state.skew = plan.skew;
             for close in &plan.close {
-                if let Some(&(cookie, t)) = conns.iter().find(|(c, _)| *c == close.id) {
-                    doomed.entry(t.netns).or_default().push((cookie, t.sample));
-                    dest_of.insert(cookie, (*vip, dests[close.real_server].destination.addr));
+                let Some(&(cookie, t)) = conns.iter().find(|(c, _)| *c == close.id) else {
+                    continue;
+                };
+                let Some(dest) = dests.get(close.real_server) else {
+                    continue;
+                };
+                let list = doomed.entry(t.netns).or_default();
+                if list.len() < MAX_DOOMED as usize {
+                    list.push((cookie, t.sample));
+                    dest_of.insert(cookie, (*vip, dest.destination.addr));
                     tracing::debug!(service = %key, reason = ?close.reason, "closing an idle socket to rebalance");
                 }
             }
@@ -577,32 +667,18 @@ impl SocketRebalancing {
                 next = next.min(t);
             }
         }
-        if !doomed.is_empty() {
-            let netns: HashMap<u64, File> = self
-                .netns
-                .iter()
-                .filter(|(ino, _)| doomed.contains_key(ino))
-                .filter_map(|(&ino, f)| Some((ino, f.try_clone().ok()?)))
-                .collect();
-            let closed: Vec<u64> = in_each(&netns, |ino| {
-                tracker.destroy(doomed.get(&ino).map_or(&[][..], Vec::as_slice))
-            })?
-            .into_iter()
-            .flat_map(|(_, c)| c)
-            .collect();
-            for cookie in closed {
-                if let Some((vip, dest)) = dest_of.get(&cookie) {
-                    self.book.count_closed(vip, *dest);
-                }
-                self.conns.remove(&cookie);
-                tracker.unwatch(cookie);
-            }
-        }
         let live: HashSet<Vip> = self.conns.values().map(|t| t.vip).collect();
-        self.book.retain_live(|vip| live.contains(vip));
-        Ok(next)
+        book.retain_live(|vip| live.contains(vip));
+        (next, doomed, dest_of)
     }
 }
+
+/// What [`SocketRebalancer::plan`] returns.
+type Planned = (
+    Instant,
+    HashMap<u64, Vec<Doomed>>,
+    HashMap<u64, (Vip, SocketAddr)>,
+);
 
 #[cfg(test)]
 mod tests {

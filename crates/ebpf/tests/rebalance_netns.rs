@@ -1,7 +1,8 @@
 //! Long-lived connections rebalanced by the eBPF dataplane after a
 //! scale-up, with real clients (issue 13): 40 keep-alive HTTP/1.1 clients
 //! of Python's urllib3 (one process and pooled connection each, a request
-//! every 100–500 ms, no retries) in the test's child cgroup and client
+//! every 100–500 ms, no retries), then 40 HTTP/2 clients of hyper-h2
+//! (each request a stream of one connection), in the test's child cgroup and client
 //! namespace, on a virtual service with 2 real servers in the backend
 //! namespace, scaled to 4 after 10 s. With the `idle` policy, idle
 //! sockets are closed by `bpf_sock_destroy()` until the requests are even
@@ -19,53 +20,70 @@ mod common;
 
 use common::Rig;
 use common::rebalance::{self as scenario, IDLE_VIP, RUN_SECS, SCALE_AT, WINDOW};
-use rvs_testrig::keepalive;
+use rvs_testrig::keepalive::{self, Http};
 
 #[test]
 fn idle_sockets_are_closed_to_rebalance_after_a_scale_up_without_a_failed_request() {
     const TEST: &str = "rebalance_netns";
-    let Some(rig) = Rig::or_skip(TEST) else {
-        return;
-    };
-    if let Err(why) = keepalive::python_urllib3() {
-        rvs_testrig::skip(TEST, &why);
-        return;
-    }
-    let outcome = match scenario::run(&rig) {
-        Ok(o) => o,
-        Err(err @ rvs_ebpf::EbpfError::Unsupported(_)) => {
-            rvs_testrig::skip(TEST, &err);
+    for http in [Http::V1, Http::V2] {
+        if let Err(why) = keepalive::python(http) {
+            rvs_testrig::skip(TEST, &why);
             return;
         }
-        Err(err) => panic!("{err}"),
-    };
+        // A fresh rig (cgroup, pins, namespaces) for each protocol.
+        let Some(rig) = Rig::or_skip(TEST) else {
+            return;
+        };
+        let outcome = match scenario::run(&rig, http) {
+            Ok(o) => o,
+            Err(err @ rvs_ebpf::EbpfError::Unsupported(_)) => {
+                rvs_testrig::skip(TEST, &err);
+                return;
+            }
+            Err(err) => panic!("{err}"),
+        };
+        check(http, &outcome);
+    }
+}
+
+fn check(http: Http, outcome: &scenario::Outcome) {
     let closed = outcome.closed();
     let (idle, control) = (&outcome.idle, &outcome.control);
     print!(
         "{}",
         idle.summary(
-            &format!("policy idle, {closed} sockets closed to rebalance"),
+            &format!("{http}, policy idle, {closed} sockets closed to rebalance"),
             RUN_SECS,
             WINDOW,
         )
     );
-    print!("{}", control.summary("policy off", RUN_SECS, WINDOW));
+    print!(
+        "{}",
+        control.summary(&format!("{http}, policy off"), RUN_SECS, WINDOW)
+    );
 
     // The control: the skew stays, the new real servers get nothing.
     let late: [u32; 4] = control.per_backend(RUN_SECS - 10.0, RUN_SECS);
-    assert_eq!(&late[2..], [0, 0], "control, last 10 s: {late:?}");
-    assert!(control.failed.is_empty(), "{:?}", control.failed);
+    assert_eq!(&late[2..], [0, 0], "{http} control, last 10 s: {late:?}");
+    assert!(control.failed.is_empty(), "{http}: {:?}", control.failed);
 
     // Rebalanced: even within ±20 % within 30 s of the scale-up, and
     // still at the end; no request failed; only the idle service's
     // sockets were closed.
-    assert!(idle.failed.is_empty(), "failed requests: {:?}", idle.failed);
+    assert!(
+        idle.failed.is_empty(),
+        "{http} failed requests: {:?}",
+        idle.failed
+    );
     let Some(after) = idle.even_after(SCALE_AT, WINDOW, 30.0, 0.2) else {
-        panic!("never even within 30 s of the scale-up");
+        panic!("{http}: never even within 30 s of the scale-up");
     };
-    println!("even (±20 %, {WINDOW} s window) {after:.1} s after the scale-up");
+    println!("{http}: even (±20 %, {WINDOW} s window) {after:.1} s after the scale-up");
     let end: [u32; 4] = idle.per_backend(RUN_SECS - 10.0, RUN_SECS);
-    assert!(keepalive::even_within(&end, 0.2), "last 10 s: {end:?}");
+    assert!(
+        keepalive::even_within(&end, 0.2),
+        "{http}, last 10 s: {end:?}"
+    );
     assert!(closed > 0);
     let idle_key = scenario::service(IDLE_VIP.parse().unwrap());
     assert!(

@@ -206,22 +206,30 @@ impl EbpfRebalance {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Runs `f` with the ticks on a thread beside it until `f` returns.
+    /// Runs `f` with the ticks on a thread beside it until `f` returns
+    /// (or panics).
     fn run_beside<T>(&self, stop: &AtomicBool, f: impl FnOnce() -> T) -> T {
+        /// Stops the ticks however `f` ends.
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
         let done = AtomicBool::new(false);
         std::thread::scope(|scope| {
             scope.spawn(|| self.ticks(stop, &done));
-            let out = f();
-            done.store(true, Ordering::Relaxed);
-            out
+            let _done = Done(&done);
+            f()
         })
     }
 
     fn ticks(&self, stop: &AtomicBool, done: &AtomicBool) {
+        let mut rebalancer = rvs_ebpf::rebalance::SocketRebalancer::new(self.lock().options());
         let mut failing = false;
         while !stop.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
             let now = std::time::Instant::now();
-            let result = self.lock().rebalance_tick(now);
+            let result = rebalancer.tick(now, &self.0);
             let next = match result {
                 Ok(next) => {
                     if failing {

@@ -51,7 +51,9 @@ impl Book {
         !self.default.is_off() || self.policies.values().any(|p| !p.is_off())
     }
 
-    /// The policy of services that have none of their own.
+    /// The policy of services that have none of their own. A service
+    /// whose policy is now off loses its state and counts (as with
+    /// [`Book::set`]).
     pub fn set_default(&mut self, policy: Policy) {
         self.default = policy;
         let Book {
@@ -59,10 +61,11 @@ impl Book {
             policies,
             services,
         } = self;
-        for (vip, s) in services.iter_mut() {
-            s.rebalancer
-                .set_policy(policies.get(vip).copied().unwrap_or(*default));
-        }
+        services.retain(|vip, s| {
+            let p = policies.get(vip).copied().unwrap_or(*default);
+            s.rebalancer.set_policy(p);
+            !p.is_off()
+        });
     }
 
     /// One virtual service's own policy (`None`: the default's). A service

@@ -46,25 +46,88 @@ if __name__ == "__main__":
             print("\n".join(lines))
 "#;
 
-/// Whether `python3` with urllib3 is here (`Err`: why not).
-pub fn python_urllib3() -> Result<(), String> {
-    let out = Command::new("python3")
-        .args(["-c", "import urllib3"])
-        .output()
-        .map_err(|e| format!("no python3: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err("python3 has no urllib3 (Debian: python3-urllib3)".into())
+/// The HTTP version the clients and servers speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Http {
+    /// HTTP/1.1 keep-alive: urllib3 clients ([`CLIENTS_PY`]), servers in
+    /// this process ([`http_backend`]).
+    V1,
+    /// HTTP/2 over cleartext with prior knowledge, gRPC-style (many
+    /// requests as streams of one connection): hyper-h2 clients
+    /// ([`H2_CLIENTS_PY`]) and servers ([`H2_SERVER_PY`], a process each).
+    V2,
+}
+
+impl Http {
+    /// The Python modules its clients and servers need.
+    fn modules(self) -> &'static str {
+        match self {
+            Http::V1 => "urllib3",
+            Http::V2 => "h2",
+        }
+    }
+
+    /// The clients' program text.
+    fn clients(self) -> &'static str {
+        match self {
+            Http::V1 => CLIENTS_PY,
+            Http::V2 => H2_CLIENTS_PY,
+        }
     }
 }
 
-/// The arguments after `python3` that run `clients` clients against
-/// `host:port` for `seconds`.
+impl std::fmt::Display for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Http::V1 => "HTTP/1.1",
+            Http::V2 => "HTTP/2",
+        })
+    }
+}
+
+/// A Python 3 that has what `http` needs: `python3` on the path, or
+/// Debian's own (where `apt` puts `python3-h2` when the path's is another
+/// installation); `Err`: why there is none.
+pub fn python(http: Http) -> Result<String, String> {
+    let module = http.modules();
+    for candidate in ["python3", "/usr/bin/python3"] {
+        let ok = Command::new(candidate)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Ok(candidate.to_owned());
+        }
+    }
+    Err(format!(
+        "no python3 with {module} (Debian: python3-{})",
+        if module == "h2" { "h2" } else { "urllib3" }
+    ))
+}
+
+/// Whether `python3` with urllib3 is here (`Err`: why not).
+pub fn python_urllib3() -> Result<(), String> {
+    python(Http::V1).map(|_| ())
+}
+
+/// The arguments after `python3` that run `clients` HTTP/1.1 clients
+/// against `host:port` for `seconds`.
 pub fn clients_args(host: &str, port: u16, clients: usize, seconds: f64) -> Vec<String> {
+    clients_args_for(Http::V1, host, port, clients, seconds)
+}
+
+/// The arguments after `python3` that run `clients` clients of `http`
+/// against `host:port` for `seconds`.
+pub fn clients_args_for(
+    http: Http,
+    host: &str,
+    port: u16,
+    clients: usize,
+    seconds: f64,
+) -> Vec<String> {
     vec![
         "-c".into(),
-        CLIENTS_PY.into(),
+        http.clients().into(),
         host.into(),
         port.to_string(),
         clients.to_string(),
@@ -72,11 +135,173 @@ pub fn clients_args(host: &str, port: u16, clients: usize, seconds: f64) -> Vec<
     ]
 }
 
-/// `python3` running the clients (see [`clients_args`]).
+/// `python3` running the HTTP/1.1 clients (see [`clients_args`]).
 pub fn clients_command(host: &str, port: u16, clients: usize, seconds: f64) -> Command {
-    let mut cmd = Command::new("python3");
+    let python = python(Http::V1).unwrap_or_else(|_| "python3".into());
+    let mut cmd = Command::new(python);
     cmd.args(clients_args(host, port, clients, seconds));
     cmd
+}
+
+/// The HTTP/2 clients, as `python3 -c H2_CLIENTS_PY HOST PORT CLIENTS
+/// SECONDS`: as [`CLIENTS_PY`] (a process each, one connection, a request
+/// every 100–500 ms, the same output lines), with each request a stream
+/// of the client's one HTTP/2 connection. Before reusing the connection
+/// a client checks that it is not readable — closed or reset — as
+/// urllib3 and gRPC's channels do, and opens a new one if it is; a
+/// request that fails on it is a failure, not retried.
+pub const H2_CLIENTS_PY: &str = r#"
+import multiprocessing, random, select, socket, sys, time
+import h2.connection, h2.events
+host, port, clients, duration = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+def dropped(sock):
+    return bool(select.select([sock], [], [], 0)[0])
+def client(args):
+    i, start = args
+    rng = random.Random(i)
+    sock, conn, lines = None, None, []
+    while True:
+        t = time.time() - start
+        if t >= duration:
+            break
+        try:
+            if sock is not None and dropped(sock):
+                sock.close()
+                sock = None
+            if sock is None:
+                sock = socket.create_connection((host, port), timeout=5.0)
+                conn = h2.connection.H2Connection()
+                conn.initiate_connection()
+                sock.sendall(conn.data_to_send())
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", host)], end_stream=True)
+            sock.sendall(conn.data_to_send())
+            body, done = b"", False
+            while not done:
+                data = sock.recv(65535)
+                if not data:
+                    raise ConnectionError("closed")
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.DataReceived):
+                        body += ev.data
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                        done = True
+                    elif isinstance(ev, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                        raise ConnectionError(type(ev).__name__)
+                out = conn.data_to_send()
+                if out:
+                    sock.sendall(out)
+            lines.append("%.3f ok %s" % (t, body.decode().strip()))
+        except Exception as e:
+            lines.append("%.3f fail %s" % (t, type(e).__name__))
+            if sock is not None:
+                sock.close()
+            sock = None
+        time.sleep(rng.uniform(0.1, 0.5))
+    return lines
+if __name__ == "__main__":
+    start = time.time()
+    with multiprocessing.get_context("fork").Pool(clients) as p:
+        for lines in p.map(client, [(i, start) for i in range(clients)]):
+            print("\n".join(lines))
+"#;
+
+/// An HTTP/2 server (cleartext, prior knowledge), as `python3 -c
+/// H2_SERVER_PY ADDRESS PORT ID`: a thread per connection, every request
+/// answered with `ID`; prints `ready` once listening.
+pub const H2_SERVER_PY: &str = r#"
+import socket, sys, threading
+import h2.config, h2.connection, h2.events
+addr, port, ident = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def serve(sock):
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+    conn.initiate_connection()
+    try:
+        sock.sendall(conn.data_to_send())
+        while True:
+            data = sock.recv(65535)
+            if not data:
+                break
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.RequestReceived):
+                    body = (ident + "\n").encode()
+                    conn.send_headers(ev.stream_id, [(":status", "200"), ("content-length", str(len(body)))])
+                    conn.send_data(ev.stream_id, body, end_stream=True)
+                elif isinstance(ev, h2.events.DataReceived):
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            out = conn.data_to_send()
+            if out:
+                sock.sendall(out)
+    except OSError:
+        pass
+    sock.close()
+srv = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((addr, port))
+srv.listen(256)
+print("ready", flush=True)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// An HTTP/2 server process ([`H2_SERVER_PY`]), killed when dropped.
+#[derive(Debug)]
+pub struct H2Server {
+    child: std::process::Child,
+}
+
+impl H2Server {
+    /// Starts one on `addr` answering with `id`, inside the network
+    /// namespace `netns` if given (`ip netns exec`), and waits until it
+    /// listens.
+    pub fn start(
+        netns: Option<&str>,
+        addr: std::net::SocketAddr,
+        id: usize,
+    ) -> std::io::Result<H2Server> {
+        let python = python(Http::V2).map_err(std::io::Error::other)?;
+        let mut cmd = match netns {
+            Some(name) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", name, &python]);
+                c
+            }
+            None => Command::new(&python),
+        };
+        cmd.args([
+            "-c",
+            H2_SERVER_PY,
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+            &id.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn()?;
+        let stdout = child.stdout.take();
+        // Killed on drop from here on, even on an error below.
+        let server = H2Server { child };
+        let Some(stdout) = stdout else {
+            return Err(std::io::Error::other("no stdout"));
+        };
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        if line.trim() != "ready" {
+            return Err(std::io::Error::other(format!(
+                "the HTTP/2 server on {addr} did not start"
+            )));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for H2Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Runs the clients of `clients` (a [`clients_command`], perhaps inside a

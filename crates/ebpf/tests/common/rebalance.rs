@@ -2,8 +2,9 @@
 //! `tests/rebalance_netns.rs` and `benches/rebalance.rs`: two virtual
 //! services side by side on one socket LB, one with the `idle` policy and
 //! one with it off (the control), each with 2 keep-alive real servers
-//! scaled to 4 at `SCALE_AT` under 40 urllib3 clients in the rig's cgroup
-//! and client namespace.
+//! scaled to 4 at `SCALE_AT` under 40 keep-alive clients (urllib3 for
+//! HTTP/1.1, hyper-h2 for HTTP/2) in the rig's cgroup and client
+//! namespace.
 
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)] // test code
 
@@ -12,10 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use rvs_ebpf::rebalance::SocketRebalancer;
 use rvs_model::admin::{Op, RebalanceStatus};
 use rvs_model::{Destination, Protocol, Scheduler, Service, ServiceKey};
 use rvs_rebalance::Policy;
-use rvs_testrig::keepalive::{self, Requests};
+use rvs_testrig::keepalive::{self, Http, Requests};
 
 use super::{Rig, apply};
 
@@ -30,6 +32,8 @@ pub const OFF_VIP: &str = "10.96.0.11:80";
 
 /// What one run of the scenario saw.
 pub struct Outcome {
+    /// The HTTP/2 servers, if any (stopped when dropped).
+    pub servers: Vec<keepalive::H2Server>,
     /// The clients of the service with the `idle` policy.
     pub idle: Requests,
     /// The control's clients.
@@ -55,18 +59,38 @@ pub fn service(vip: SocketAddr) -> ServiceKey {
     }
 }
 
-/// Keep-alive servers `id` 0..4 on 10.77.0.`first + id`:8080 (in the
-/// rig's backend namespace; they live as long as the test process).
-fn backends(rig: &Rig, first: u8) -> Vec<Destination> {
+/// Keep-alive servers `id` 0..4 on 10.77.0.`first + id` (in the rig's
+/// backend namespace): HTTP/1.1 on port 8080, threads that live as long
+/// as the test process; HTTP/2 on port 8082, processes kept in `servers`.
+fn backends(
+    rig: &Rig,
+    http: Http,
+    first: u8,
+    servers: &mut Vec<keepalive::H2Server>,
+) -> Vec<Destination> {
     (0..4u8)
         .map(|id| {
-            let addr: SocketAddr = format!("10.77.0.{}:8080", first + id).parse().unwrap();
-            let listener = rig
-                .server
-                .enter(|| TcpListener::bind(addr))
-                .expect("enter")
-                .expect("bind");
-            keepalive::http_backend(listener, usize::from(id));
+            let host = first + id;
+            let addr: SocketAddr = match http {
+                Http::V1 => format!("10.77.0.{host}:8080"),
+                Http::V2 => format!("10.77.0.{host}:8082"),
+            }
+            .parse()
+            .unwrap();
+            match http {
+                Http::V1 => {
+                    let listener = rig
+                        .server
+                        .enter(|| TcpListener::bind(addr))
+                        .expect("enter")
+                        .expect("bind");
+                    keepalive::http_backend(listener, usize::from(id));
+                }
+                Http::V2 => servers.push(
+                    keepalive::H2Server::start(Some(rig.server.name()), addr, usize::from(id))
+                        .expect("HTTP/2 server"),
+                ),
+            }
             Destination::masquerade(addr)
         })
         .collect()
@@ -74,12 +98,13 @@ fn backends(rig: &Rig, first: u8) -> Vec<Destination> {
 
 /// One run on a fresh socket LB of `rig`; `Err` when this kernel cannot
 /// rebalance (no `bpf_sock_destroy`).
-pub fn run(rig: &Rig) -> Result<Outcome, rvs_ebpf::EbpfError> {
+pub fn run(rig: &Rig, http: Http) -> Result<Outcome, rvs_ebpf::EbpfError> {
     let lb = Arc::new(Mutex::new(rig.attach()));
     let idle_vip: SocketAddr = IDLE_VIP.parse().unwrap();
     let off_vip: SocketAddr = OFF_VIP.parse().unwrap();
-    let idle_dests = backends(rig, 2);
-    let off_dests = backends(rig, 6);
+    let mut servers = Vec::new();
+    let idle_dests = backends(rig, http, 2, &mut servers);
+    let off_dests = backends(rig, http, 6, &mut servers);
     {
         let mut lb = lb.lock().unwrap();
         for (vip, dests) in [(idle_vip, &idle_dests), (off_vip, &off_dests)] {
@@ -94,25 +119,28 @@ pub fn run(rig: &Rig) -> Result<Outcome, rvs_ebpf::EbpfError> {
         }
         lb.rebalancing()
             .set((Protocol::Tcp, idle_vip), Some(Policy::IDLE));
-        // The programs load at the first tick.
-        lb.rebalance_tick(Instant::now())?;
-        assert!(lb.rebalancing().active());
     }
+    // The programs load at the first tick.
+    let mut rebalancer = SocketRebalancer::new(&rig.options());
+    rebalancer.tick(Instant::now(), &lb)?;
+    assert!(rebalancer.active());
     let stop = Arc::new(AtomicBool::new(false));
     let ticker = {
         let (lb, stop) = (Arc::clone(&lb), Arc::clone(&stop));
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let next = lb.lock().unwrap().rebalance_tick(Instant::now()).unwrap();
+                let next = rebalancer.tick(Instant::now(), &lb).unwrap();
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
             }
         })
     };
+    let python = keepalive::python(http).expect("python3 for the clients");
     let clients = |vip: SocketAddr| {
         let mut cmd = rig
             .cgroup
-            .command(Some(&rig.client), std::path::Path::new("python3"));
-        cmd.args(keepalive::clients_args(
+            .command(Some(&rig.client), std::path::Path::new(&python));
+        cmd.args(keepalive::clients_args_for(
+            http,
             &vip.ip().to_string(),
             vip.port(),
             CLIENTS,
@@ -144,6 +172,7 @@ pub fn run(rig: &Rig) -> Result<Outcome, rvs_ebpf::EbpfError> {
     let mut lb = lb.lock().unwrap();
     let statuses = lb.rebalancing().statuses();
     Ok(Outcome {
+        servers,
         idle,
         control,
         statuses,
