@@ -96,7 +96,7 @@ fn colour_of(label: &str, i: usize) -> RGBColor {
 }
 
 /// The colour of line `i`: distinct, readable on white.
-fn colour(i: usize) -> RGBColor {
+pub(crate) fn colour(i: usize) -> RGBColor {
     const COLOURS: [RGBColor; 8] = [
         RGBColor(0x1f, 0x77, 0xb4),
         RGBColor(0xd6, 0x27, 0x28),

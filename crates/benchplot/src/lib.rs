@@ -9,10 +9,14 @@
 //! * [`figure`]: a [`figure::Figure`] drawn with `plotters` (bitmap backend,
 //!   text through `ab_glyph` from a TTF file read at run time, so no
 //!   fontconfig or freetype), capped points drawn at the cap with their
-//!   own marker and legend entry.
+//!   own marker and legend entry;
+//! * [`timeline`]: panels of lines over time (the rebalancing bench's
+//!   requests per real server around a scale-up) and the reading of its
+//!   CSV.
 
 pub mod figure;
 pub mod results;
+pub mod timeline;
 
 pub use figure::{Figure, PlotError, Series, default_font, render};
 pub use results::{Median, ResultsError, Row, Table};

@@ -16,7 +16,10 @@
 //! failed requests as the clients saw them (the goal: 0), connections
 //! closed, and the requests per real server in the last 10 s.
 //!
-//! `RVS_BENCH_ROUNDS` (default 3) sets the rounds.
+//! `RVS_BENCH_ROUNDS` (default 3) sets the rounds. The requests per real
+//! server in 2.5 s windows are appended to `RVS_BENCH_OUT` (default
+//! `target/bench/rebalance.csv`); `cargo run -p rvs-benchplot --
+//! --rebalance-csv FILE` draws them (`docs/bench/rebalance_http*.png`).
 
 #![allow(
     clippy::unwrap_used,
@@ -46,17 +49,76 @@ struct Row {
     /// run.
     even_after: Option<f64>,
     late: [u32; 4],
+    /// Requests per real server in each `STEP`-long window.
+    windows: Vec<(f64, [u32; 4])>,
+    /// The first failed requests as the clients reported them.
+    failures: Vec<String>,
 }
+
+/// The windows of the CSV the figures are drawn from.
+const STEP: f64 = 2.5;
 
 impl Row {
     fn of(r: &Requests, closed: u64) -> Row {
+        let windows = (0..)
+            .map(|i| f64::from(i) * STEP)
+            .take_while(|&t| t + STEP <= RUN_SECS)
+            .map(|t| (t, r.per_backend(t, t + STEP)))
+            .collect();
         Row {
             requests: r.ok.len() + r.failed.len(),
             failed: r.failed.len(),
             closed,
             even_after: r.even_after(SCALE_AT, WINDOW, RUN_SECS - SCALE_AT, 0.2),
             late: r.per_backend(RUN_SECS - 10.0, RUN_SECS),
+            windows,
+            failures: r.failed.iter().take(5).cloned().collect(),
         }
+    }
+
+    /// Its CSV lines (`dataplane,http,policy,round,from_s,rs0..rs3`).
+    fn csv(&self, name: &str, policy: &str, round: usize) -> String {
+        let (dataplane, http) = name.split_once(" | ").unwrap_or((name, ""));
+        self.windows
+            .iter()
+            .map(|(t, n)| {
+                format!(
+                    "{dataplane},{http},{policy},{round},{t},{},{},{},{}\n",
+                    n[0], n[1], n[2], n[3]
+                )
+            })
+            .collect()
+    }
+}
+
+/// Appends `text` to the CSV at `RVS_BENCH_OUT` (default
+/// `target/bench/rebalance.csv`), with its header when new.
+fn append_csv(text: &str) {
+    use std::io::Write as _;
+    let path = std::env::var("RVS_BENCH_OUT").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/bench/rebalance.csv"
+        )
+        .to_owned()
+    });
+    let path = std::path::Path::new(&path);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let new = !path.exists();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path);
+    let written = file.and_then(|mut f| {
+        if new {
+            f.write_all(b"dataplane,http,policy,round,from_s,rs0,rs1,rs2,rs3\n")?;
+        }
+        f.write_all(text.as_bytes())
+    });
+    if let Err(e) = written {
+        eprintln!("rebalance bench: writing {}: {e}", path.display());
     }
 }
 
@@ -112,6 +174,9 @@ fn print_row(name: &str, policy: &str, row: &Row) {
         "| {name} | {policy} | {} | {} | {} | {even} | {:?} |",
         row.requests, row.failed, row.closed, row.late
     );
+    for line in &row.failures {
+        eprintln!("rebalance bench: {name} {policy}: failed: {line}");
+    }
 }
 
 fn main() {
@@ -153,6 +218,7 @@ fn main() {
             for (name, pair) in rows.drain(..) {
                 print_row(&name, "idle", &pair.0);
                 print_row(&name, "off", &pair.1);
+                append_csv(&(pair.0.csv(&name, "idle", round) + &pair.1.csv(&name, "off", round)));
                 match results.iter_mut().find(|(n, _)| *n == name) {
                     Some((_, pairs)) => pairs.push(pair),
                     None => results.push((name, vec![pair])),

@@ -36,7 +36,7 @@ def client(args):
             r = pool.request("GET", "/", retries=False)
             lines.append("%.3f ok %s" % (t, r.data.decode().strip()))
         except Exception as e:
-            lines.append("%.3f fail %s" % (t, type(e).__name__))
+            lines.append("%.3f fail %s %s" % (t, type(e).__name__, " ".join(str(e).split())[:100]))
         time.sleep(rng.uniform(0.1, 0.5))
     return lines
 if __name__ == "__main__":
@@ -194,7 +194,7 @@ def client(args):
                     sock.sendall(out)
             lines.append("%.3f ok %s" % (t, body.decode().strip()))
         except Exception as e:
-            lines.append("%.3f fail %s" % (t, type(e).__name__))
+            lines.append("%.3f fail %s %s" % (t, type(e).__name__, " ".join(str(e).split())[:100]))
             if sock is not None:
                 sock.close()
             sock = None
