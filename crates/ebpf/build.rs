@@ -6,7 +6,8 @@
 //! packages to install, and `SocketLb::attach` fails with
 //! `EbpfError::NotBuilt` carrying the same message. With
 //! `RVS_REQUIRE_PRIVILEGED=1` (CI) a missing compiler fails the build.
-//! `RVS_CLANG` names another clang binary.
+//! `RVS_CLANG` names another clang binary. Installing clang later makes
+//! the next build compile them (the script watches where they would be).
 
 #![allow(clippy::print_stdout)] // cargo reads a build script's stdout
 
@@ -61,6 +62,16 @@ fn main() {
         if std::env::var("RVS_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
             panic!("{msg}");
         }
+        // Build again once the compiler and headers are installed: a path
+        // that does not exist makes cargo rerun this script every build,
+        // which costs nothing here while they are missing.
+        let at = if clang.contains('/') {
+            clang.clone()
+        } else {
+            format!("/usr/bin/{clang}")
+        };
+        println!("cargo:rerun-if-changed={at}");
+        println!("cargo:rerun-if-changed=/usr/include/bpf/bpf_helpers.h");
         println!("cargo:warning={msg}");
         println!("cargo:rustc-env=RVS_EBPF_MISSING={msg}");
         println!("cargo:rustc-cfg=rvs_ebpf_missing");

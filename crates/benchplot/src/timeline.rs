@@ -65,7 +65,8 @@ pub fn render_timeline(timeline: &Timeline, path: &Path) -> Result<(), PlotError
     let root = root
         .titled(&timeline.title, ("sans-serif", 24))
         .map_err(|e| draw_err(e.to_string()))?;
-    let y_top = (y_max * 1.15).max(1.0);
+    // Head room above the lines for the legend.
+    let y_top = (y_max * 1.5).max(1.0);
     for (area, panel) in root.split_evenly((rows, cols)).iter().zip(&timeline.panels) {
         let mut chart = ChartBuilder::on(area)
             .caption(&panel.title, ("sans-serif", 18))
@@ -84,11 +85,13 @@ pub fn render_timeline(timeline: &Timeline, path: &Path) -> Result<(), PlotError
             chart
                 .draw_series(LineSeries::new(
                     [(x, 0.0), (x, y_top)],
-                    BLACK.mix(0.35).stroke_width(1),
+                    BLACK.mix(0.7).stroke_width(2),
                 ))
                 .map_err(|e| draw_err(e.to_string()))?
-                .label("scale-up")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.35)));
+                .label(format!("scale-up ({x} s)"))
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.7).stroke_width(2))
+                });
         }
         for (i, (label, pts)) in panel.lines.iter().enumerate() {
             let c = colour(i);
@@ -157,7 +160,8 @@ pub fn parse_windows(text: &str) -> Result<Vec<Window>, String> {
 }
 
 /// Each real server's share of the requests (%) per window, for one
-/// dataplane, protocol, policy and round.
+/// dataplane, protocol, policy and round, each at the middle of its
+/// window (windows are as long as the step between their starts).
 pub fn shares(
     windows: &[Window],
     dataplane: &str,
@@ -166,9 +170,19 @@ pub fn shares(
     round: u32,
 ) -> Vec<(String, Vec<(f64, f64)>)> {
     let mut lines: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
-    for w in windows.iter().filter(|w| {
-        w.dataplane == dataplane && w.http == http && w.policy == policy && w.round == round
-    }) {
+    let these: Vec<&Window> = windows
+        .iter()
+        .filter(|w| {
+            w.dataplane == dataplane && w.http == http && w.policy == policy && w.round == round
+        })
+        .collect();
+    let half = these
+        .windows(2)
+        .map(|p| p[1].from_s - p[0].from_s)
+        .filter(|d| *d > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let half = if half.is_finite() { half / 2.0 } else { 0.0 };
+    for w in these {
         let total: u32 = w.per_server.iter().sum();
         if total == 0 {
             continue;
@@ -177,7 +191,7 @@ pub fn shares(
             lines
                 .entry(i)
                 .or_default()
-                .push((w.from_s, 100.0 * f64::from(n) / f64::from(total)));
+                .push((w.from_s + half, 100.0 * f64::from(n) / f64::from(total)));
         }
     }
     lines
@@ -200,8 +214,8 @@ mod tests {
         assert_eq!(w.len(), 3);
         let s = shares(&w, "ebpf", "HTTP/1.1", "idle", 1);
         assert_eq!(s.len(), 4);
-        assert_eq!(s[0].1, vec![(0.0, 50.0), (2.5, 30.0)]);
-        assert_eq!(s[3].1, vec![(0.0, 0.0), (2.5, 20.0)]);
+        assert_eq!(s[0].1, vec![(1.25, 50.0), (3.75, 30.0)]);
+        assert_eq!(s[3].1, vec![(1.25, 0.0), (3.75, 20.0)]);
         assert!(parse_windows("h\nebpf,x\n").is_err());
     }
 }

@@ -54,7 +54,7 @@ fn rebalance_figures(csv: &std::path::Path, out: &std::path::Path) -> anyhow::Re
                 ("off", "rebalance=off (control)"),
             ] {
                 panels.push(Panel {
-                    title: format!("{name}, {caption}"),
+                    title: format!("{name}, {caption}, round {round}"),
                     lines: shares(&windows, dataplane, http, policy, round),
                 });
             }
