@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use rvs_admin::{Admin, AdminClient};
 use rvs_model::ServiceKey;
+use rvs_model::admin::RebalanceStatus;
 use rvs_testrig::backend::{Backend, http_get};
 use rvs_testrig::cgroup::{BpfFs, Cgroup, Client, ClientReport, ClientSpec, Mode};
 use rvs_testrig::keepalive::{self, Requests};
@@ -329,28 +330,43 @@ fn rvs_proxy_rebalances_keep_alive_sockets_after_a_scale_up() {
 
     // What rvsadm --rebalancing lists: the service, with closes counted
     // against its first two real servers only.
-    let list = AdminClient::connect(rig.socket())
-        .unwrap()
-        .rebalancing()
-        .unwrap();
+    let listed = || {
+        AdminClient::connect(rig.socket())
+            .unwrap()
+            .rebalancing()
+            .unwrap()
+    };
+    let list = listed();
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0].service, ServiceKey::tcp(vip()));
-    let closed: u64 = list[0].closed.iter().map(|&(_, n)| n).sum();
-    assert!(closed > 0, "{list:?}");
+    let closed = |list: &[RebalanceStatus]| -> u64 { list[0].closed.iter().map(|&(_, n)| n).sum() };
+    assert!(closed(&list) > 0, "{list:?}");
     assert!(
         list[0].closed.iter().all(|(d, _)| rs(&[2, 3]).contains(d)),
         "{list:?}"
     );
 
-    // The metrics say the same.
-    let reply = http_get(metrics, "/metrics", STEP).unwrap();
-    let series: u64 = reply
-        .body
-        .lines()
-        .filter(|l| l.starts_with("rvs_rebalance_closed_connections_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
-    assert_eq!(series, closed, "{}", reply.body);
-    assert!(reply.body.contains("rvs_rebalance_skew{"), "{}", reply.body);
+    // The metrics say the same once they have read the counters again
+    // (they read them periodically, as the virtual servers' counters).
+    let started = std::time::Instant::now();
+    loop {
+        let reply = http_get(metrics, "/metrics", STEP).unwrap();
+        let series: u64 = reply
+            .body
+            .lines()
+            .filter(|l| l.starts_with("rvs_rebalance_closed_connections_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        let now = listed();
+        if series == closed(&now) && reply.body.contains("rvs_rebalance_skew{") {
+            break;
+        }
+        assert!(
+            started.elapsed() < STEP,
+            "the metrics never matched {now:?}:\n{}",
+            reply.body
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     proxy.terminate(STEP).unwrap();
 }
