@@ -28,6 +28,8 @@ fn main() {
         "aarch64" => "aarch64-linux-gnu",
         other => other,
     };
+    // Included by both programs.
+    println!("cargo:rerun-if-changed=bpf/flow.h");
     let mut failure = None;
     for name in SOURCES {
         let src = PathBuf::from("bpf").join(format!("{name}.c"));

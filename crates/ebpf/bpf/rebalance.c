@@ -23,6 +23,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "flow.h" /* socket_lb.c's flow table, shared through its pin */
+
 #define TCP_ESTABLISHED 1
 #define AF_INET 2
 #define AF_INET6 10
@@ -74,35 +76,6 @@ struct bpf_iter__tcp {
 } __attribute__((preserve_access_index));
 
 /* ---- maps ---- */
-
-/* socket_lb.c's, shared through its pin. */
-struct flow_key {
-	__u64 cookie;
-	__u32 addr[4];
-	__u16 port;
-	__u8 family;
-	__u8 kind;
-	__u32 pad;
-};
-
-struct flow_val {
-	__u32 addr[4];
-	__u16 port;
-	__u8 family;
-	__u8 pad;
-	__u32 svc;
-	__u32 backend;
-	__u32 gen;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__uint(max_entries, 1);
-	__type(key, struct flow_key);
-	__type(value, struct flow_val);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} rvs_flow SEC(".maps");
 
 struct rb_watch {
 	__u64 out_bytes;
@@ -256,7 +229,7 @@ static __always_inline int balanced(struct sock_common *sk, struct seen *s)
 		return 0;
 	}
 	fk.port = sk->skc_dport;
-	fk.kind = 0; /* FLOW_REV */
+	fk.kind = FLOW_REV;
 	s->cookie = bpf_get_socket_cookie(sk);
 	fk.cookie = s->cookie;
 	s->flow = bpf_map_lookup_elem(&rvs_flow, &fk);

@@ -14,6 +14,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "flow.h"
+
 #define ECONNREFUSED 111
 
 #define SCHED_RR 1
@@ -84,28 +86,6 @@ struct aff_val {
 	__u64 last_ns;
 };
 
-#define FLOW_REV 0 /* key: backend address; value: the virtual address */
-#define FLOW_FWD 1 /* key: virtual address; value: the backend (UDP) */
-
-struct flow_key {
-	__u64 cookie;
-	__u32 addr[4];
-	__u16 port;
-	__u8 family;
-	__u8 kind;
-	__u32 pad;
-};
-
-struct flow_val {
-	__u32 addr[4];
-	__u16 port;
-	__u8 family;
-	__u8 pad;
-	__u32 svc;
-	__u32 backend;
-	__u32 gen;
-};
-
 /* Sizes are placeholders: the loader sets every max_entries. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -163,15 +143,6 @@ struct {
 	__type(value, struct aff_val);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } rvs_aff SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__uint(max_entries, 1);
-	__type(key, struct flow_key);
-	__type(value, struct flow_val);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} rvs_flow SEC(".maps");
 
 /* ---- the kernel's hashes (lib/siphash.c, include/linux/hash.h) ---- */
 
