@@ -464,6 +464,54 @@ pub fn even_within(n: &[u32], tolerance: f64) -> bool {
             .all(|&r| (f64::from(r) - mean).abs() <= tolerance * mean)
 }
 
+/// Checks a rebalancing run against its goals (issue 13), printing both
+/// summaries first: the control (policy off, run beside it) keeps its
+/// skew, the new real servers 3 and 4 getting nothing in the last 10 s;
+/// with the policy, requests are even within ±20 % in some `window`
+/// ending within 30 s of `scale_at`, and still in the last 10 s; no
+/// request failed on either. `closed` names what was closed, for the
+/// summary ("12 sockets"). Panics on a missed goal.
+#[allow(clippy::print_stdout)] // a test's report
+pub fn check_rebalanced(
+    http: Http,
+    closed: &str,
+    idle: &Requests,
+    control: &Requests,
+    (run_secs, scale_at, window): (f64, f64, f64),
+) {
+    print!(
+        "{}",
+        idle.summary(
+            &format!("{http}, policy idle, {closed} closed to rebalance"),
+            run_secs,
+            window,
+        )
+    );
+    print!(
+        "{}",
+        control.summary(&format!("{http}, policy off"), run_secs, window)
+    );
+
+    // The control: the skew stays, the new real servers get nothing.
+    let late: [u32; 4] = control.per_backend(run_secs - 10.0, run_secs);
+    assert_eq!(&late[2..], [0, 0], "{http} control, last 10 s: {late:?}");
+    assert!(control.failed.is_empty(), "{http}: {:?}", control.failed);
+
+    // Rebalanced: even within ±20 % within 30 s of the scale-up, and
+    // still at the end; no request failed.
+    assert!(
+        idle.failed.is_empty(),
+        "{http} failed requests: {:?}",
+        idle.failed
+    );
+    let Some(after) = idle.even_after(scale_at, window, 30.0, 0.2) else {
+        panic!("{http}: never even within 30 s of the scale-up");
+    };
+    println!("{http}: even (±20 %, {window} s window) {after:.1} s after the scale-up");
+    let end: [u32; 4] = idle.per_backend(run_secs - 10.0, run_secs);
+    assert!(even_within(&end, 0.2), "{http}, last 10 s: {end:?}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
