@@ -9,7 +9,11 @@
 //!
 //! Each direction starts with a buffered `try_read` / `try_write` copy
 //! through a small buffer, driven by tokio's readiness
-//! (`readable`/`writable` + `try_io`). Once it has moved
+//! (`readable`/`writable` + `try_io`). The buffer comes from a per-thread
+//! pool for each read and goes back once its bytes are written, and a
+//! short read ends the read side's readiness without a read that returns
+//! `EAGAIN`. When the caller closes both sockets right after the copy,
+//! the last FIN is left to that close. Once it has moved
 //! [`CopyOptions::splice_after`] bytes it is a bulk transfer and switches
 //! to `splice(2)` through a pipe (socket → pipe → socket, no copy to
 //! userspace). Short request/response flows thus never pay for a pipe
@@ -25,9 +29,10 @@
 //! are not counted.
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, Read as _};
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
@@ -111,10 +116,50 @@ pub async fn duplex_watched(
     opts: &CopyOptions,
     activity: Option<&Activity>,
 ) -> DuplexReport {
+    duplex_inner(client, upstream, opts, activity, false).await
+}
+
+/// As [`duplex_watched`] for a caller that closes both sockets as soon as
+/// it returns: the direction that ends last does not shut its writer
+/// down, as the close sends that FIN (nothing is unread then: both
+/// directions read to end of stream), which saves a `shutdown` per
+/// connection.
+pub(crate) async fn duplex_then_close(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    opts: &CopyOptions,
+    activity: Option<&Activity>,
+) -> DuplexReport {
+    duplex_inner(client, upstream, opts, activity, true).await
+}
+
+async fn duplex_inner(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    opts: &CopyOptions,
+    activity: Option<&Activity>,
+    closing: bool,
+) -> DuplexReport {
+    // When the caller closes right after, set by the first direction
+    // that reaches end of stream, so the second leaves its FIN to the close.
+    let ended = AtomicBool::new(false);
+    let first_ended = closing.then_some(&ended);
     let copy = async {
         tokio::join!(
-            one_way(client, upstream, opts, activity.map(|a| (a, false))),
-            one_way(upstream, client, opts, activity.map(|a| (a, true)))
+            one_way(
+                client,
+                upstream,
+                opts,
+                activity.map(|a| (a, false)),
+                first_ended
+            ),
+            one_way(
+                upstream,
+                client,
+                opts,
+                activity.map(|a| (a, true)),
+                first_ended
+            )
         )
     };
     tokio::pin!(copy);
@@ -156,15 +201,23 @@ fn unread(s: &TcpStream) -> bool {
     matches!(SockRef::from(s).peek(&mut byte), Ok(n) if n > 0)
 }
 
+/// One direction of the copy. `first_ended` is there when the caller
+/// closes both sockets right after the copy (see [`duplex_then_close`]):
+/// the direction that reaches end of stream second leaves its FIN to the
+/// close.
 async fn one_way(
     from: &TcpStream,
     to: &TcpStream,
     opts: &CopyOptions,
     watch: Watch<'_>,
+    first_ended: Option<&AtomicBool>,
 ) -> (DirectionReport, Option<io::Error>) {
     let mut report = DirectionReport::default();
     let result = pump(from, to, opts, &mut report, watch).await;
     match result {
+        // The other way ended already and the caller's close sends this
+        // FIN: no shutdown needed.
+        Ok(()) if first_ended.is_some_and(|f| f.swap(true, Ordering::Relaxed)) => (report, None),
         Ok(()) => {
             // End of stream: pass the FIN on, keep the other way open.
             if let Err(e) = SockRef::from(to).shutdown(Shutdown::Write)
@@ -340,6 +393,63 @@ async fn splice_pump(
     }
 }
 
+/// Reads what `from` holds into `buf`. A read that fills less than the
+/// buffer emptied the socket's receive queue, so tokio's readiness is
+/// cleared with it, as HAProxy does, instead of by one more read that
+/// ends in `EAGAIN`. Nothing is lost: bytes arriving later raise a new
+/// edge-triggered event (tokio clears only the readiness this read saw),
+/// and a FIN stays visible (tokio keeps the read-closed state).
+fn read_drained(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut short = 0;
+    let result = from.try_io(Interest::READABLE, || {
+        let n = (&*SockRef::from(from)).read(buf)?;
+        if n > 0 && n < buf.len() {
+            short = n;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => Ok(short),
+        other => other,
+    }
+}
+
+/// Copy buffers kept per thread: a bound keeps an idle forwarder's
+/// memory in check (64 × 16 KiB by default).
+const POOLED_BUFFERS: usize = 64;
+
+thread_local! {
+    static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A copy buffer from this thread's pool, back in the pool when dropped.
+/// Allocating and zeroing 16 KiB for each direction of each connection
+/// was half of the user-space instructions of a short connection.
+struct Buffer(Vec<u8>);
+
+impl Buffer {
+    fn take(size: usize) -> Buffer {
+        let pooled = BUFFERS.with(|b| b.borrow_mut().pop());
+        match pooled {
+            Some(buf) if buf.len() == size => Buffer(buf),
+            _ => Buffer(vec![0u8; size]),
+        }
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        BUFFERS.with(|b| {
+            let mut pool = b.borrow_mut();
+            if pool.len() < POOLED_BUFFERS {
+                pool.push(buf);
+            }
+        });
+    }
+}
+
 /// Copies through a userspace buffer until end of stream (`Ok(true)`)
 /// or, with a `limit`, until at least that many bytes moved in all
 /// (`Ok(false)`: the caller goes on with splice; nothing is left in the
@@ -352,17 +462,15 @@ async fn buffered_pump(
     report: &mut DirectionReport,
     watch: Watch<'_>,
 ) -> io::Result<bool> {
-    let mut buf = Vec::new();
     loop {
         if limit.is_some_and(|l| report.bytes >= l) {
             return Ok(false);
         }
         from.readable().await?;
-        if buf.is_empty() {
-            // Allocated on first data: idle directions cost nothing.
-            buf = vec![0u8; buffer_size];
-        }
-        let n = match from.try_read(&mut buf) {
+        // Held only from a read until its bytes are written: idle
+        // directions pin no buffer.
+        let mut buf = Buffer::take(buffer_size);
+        let n = match read_drained(from, &mut buf.0) {
             Ok(0) => return Ok(true),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -372,7 +480,7 @@ async fn buffered_pump(
         if let Some((a, _)) = watch {
             a.read();
         }
-        let mut chunk = buf.get(..n).unwrap_or_default();
+        let mut chunk = buf.0.get(..n).unwrap_or_default();
         while !chunk.is_empty() {
             to.writable().await?;
             match to.try_write(chunk) {

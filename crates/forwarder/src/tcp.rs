@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rvs_model::Protocol;
-use socket2::SockRef;
+use socket2::{Domain, Protocol as SockProtocol, SockRef, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::copy::{CopyOptions, DuplexReport, duplex_watched, estimate_segments};
+use crate::copy::{CopyOptions, DuplexReport, duplex_then_close, estimate_segments};
 use crate::{Balancer, Counters, Flow, ForwardError};
 
 /// How TCP flows are forwarded.
@@ -56,12 +57,9 @@ pub async fn connect_upstream<B: Balancer + ?Sized>(
         let Some(dest) = balancer.pick(flow, &tried) else {
             break;
         };
-        let attempt = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(dest)).await;
+        let attempt = tokio::time::timeout(opts.connect_timeout, connect(dest)).await;
         let error = match attempt {
             Ok(Ok(stream)) => {
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(%flow, %dest, error = %e, "TCP_NODELAY refused");
-                }
                 balancer.opened(flow, dest);
                 return Ok((stream, dest));
             }
@@ -87,6 +85,33 @@ pub async fn connect_upstream<B: Balancer + ?Sized>(
     }
 }
 
+/// Connects to `dest` with `TCP_NODELAY` set before the handshake. As
+/// HAProxy does, writability without an error or hang-up means connected:
+/// `SO_ERROR` is read only to name a failure, not on every connect.
+async fn connect(dest: SocketAddr) -> io::Result<TcpStream> {
+    let sock = Socket::new(
+        Domain::for_address(dest),
+        Type::STREAM.nonblocking(),
+        Some(SockProtocol::TCP),
+    )?;
+    if let Err(e) = sock.set_tcp_nodelay(true) {
+        tracing::debug!(%dest, error = %e, "TCP_NODELAY refused");
+    }
+    match sock.connect(&dest.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(sock))?;
+    let ready = stream.ready(Interest::WRITABLE | Interest::ERROR).await?;
+    if ready.is_error() || ready.is_write_closed() {
+        return Err(stream
+            .take_error()?
+            .unwrap_or_else(|| io::Error::from(io::ErrorKind::ConnectionRefused)));
+    }
+    Ok(stream)
+}
+
 /// Forwards one accepted client connection to completion and returns its
 /// counters (also reported with [`Balancer::closed`]). When no
 /// destination can be reached the client is reset.
@@ -104,12 +129,11 @@ pub async fn forward_connection<B: Balancer + ?Sized>(
             return Err(e);
         }
     };
-    if let Err(e) = client.set_nodelay(true) {
-        tracing::debug!(%flow, error = %e, "TCP_NODELAY refused");
-    }
     let activity = balancer.watch(&flow, dest);
-    let report = duplex_watched(&client, &upstream, &opts.copy, activity.as_deref()).await;
+    let report = duplex_then_close(&client, &upstream, &opts.copy, activity.as_deref()).await;
     let counters = counters(&report, &client, &upstream);
+    // The close sends the FIN the copy left to it (see duplex_then_close).
+    drop((client, upstream));
     balancer.closed(&flow, dest, &counters);
     tracing::trace!(%flow, %dest, ?counters, "TCP flow closed");
     match report.error {
@@ -154,6 +178,12 @@ pub async fn serve_tcp<B: Balancer + ?Sized>(
     let bound = listener
         .local_addr()
         .map_err(ForwardError::io("read the TCP listener's address"))?;
+    // Accepted sockets inherit TCP_NODELAY from their listener (Linux
+    // copies the listening socket's TCP state into each child and keeps
+    // `nonagle`), saving a setsockopt per connection.
+    if let Err(e) = SockRef::from(&listener).set_tcp_nodelay(true) {
+        tracing::debug!(listener = %bound, error = %e, "TCP_NODELAY refused on the listener");
+    }
     let opts = Arc::new(opts);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);

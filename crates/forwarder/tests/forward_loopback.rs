@@ -205,6 +205,51 @@ async fn tcp_echo_through_the_forwarder() {
     .await;
 }
 
+/// Many small exchanges on one connection: each read the copy makes is
+/// short, so it clears its readiness without a read that ends in
+/// `EAGAIN`; a lost wakeup would hang an exchange (and the test's bound).
+#[tokio::test]
+async fn ping_pong_with_short_reads_never_stalls() {
+    bounded(async {
+        let backend = echo_server().await;
+        let balancer = Fixed::new(vec![backend]);
+        let (vip, _stop) = tcp_forwarder(balancer.clone(), TcpOptions::default()).await;
+        let mut c = TcpStream::connect(vip).await.unwrap();
+        let mut sent = 0u64;
+        for round in 0..500usize {
+            let msg = pattern(round as u64, 1 + round % 700);
+            c.write_all(&msg).await.unwrap();
+            let mut back = vec![0; msg.len()];
+            c.read_exact(&mut back).await.unwrap();
+            assert_eq!(back, msg, "round {round}");
+            sent += msg.len() as u64;
+        }
+        c.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        let closed = wait_for(|| Some(balancer.closed()).filter(|c| c.len() == 1)).await;
+        assert_eq!(closed[0].1.in_bytes, sent);
+        assert_eq!(closed[0].1.out_bytes, sent);
+    })
+    .await;
+}
+
+/// The forwarder sets `TCP_NODELAY` once on its listener and relies on
+/// Linux copying it into every accepted socket.
+#[tokio::test]
+async fn accepted_sockets_inherit_tcp_nodelay_from_the_listener() {
+    let listener = tokio_tcp_listener(lo(0), ListenOptions::default()).unwrap();
+    socket2::SockRef::from(&listener)
+        .set_tcp_nodelay(true)
+        .unwrap();
+    let _c = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (accepted, _) = bounded(listener.accept()).await.unwrap();
+    assert!(accepted.nodelay().unwrap());
+}
+
 #[tokio::test]
 async fn client_half_close_still_gets_the_whole_reply() {
     bounded(async {
