@@ -19,7 +19,9 @@
 //! * one-packet UDP scheduling (`-o`) creates no entry: each datagram is
 //!   scheduled on its own.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use crate::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -31,7 +31,7 @@
 //!   not tunnelled, a GUE tunnel without port, a non-unicast destination
 //!   address, or timeouts above `INT_MAX / HZ`.
 
-use std::collections::HashMap;
+use crate::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use rvs_model::admin::{AdminError, Op, errno};

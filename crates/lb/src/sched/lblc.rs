@@ -15,7 +15,7 @@
 //! For a userspace forwarder every flow of a service has the same virtual
 //! address, so the cache holds one entry per service.
 
-use std::collections::HashMap;
+use crate::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 

@@ -11,7 +11,7 @@
 //! connection destination is chosen and added to the set. Entries unused
 //! for the expiration time are dropped by the periodic collection.
 
-use std::collections::HashMap;
+use crate::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 

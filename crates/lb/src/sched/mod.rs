@@ -24,7 +24,7 @@
 //! `twos`, IPv4 and IPv6, thresholds, persistence); `tests/scheduler_props.rs`
 //! checks the schedulers' invariants for arbitrary weights and histories.
 
-use std::collections::HashMap;
+use crate::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
