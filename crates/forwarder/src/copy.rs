@@ -14,9 +14,11 @@
 //! short read ends the read side's readiness without a read that returns
 //! `EAGAIN`. When the caller closes both sockets right after the copy,
 //! the last FIN is left to that close. Once it has moved
-//! [`CopyOptions::splice_after`] bytes it is a bulk transfer and switches
-//! to `splice(2)` through a pipe (socket → pipe → socket, no copy to
-//! userspace). Short request/response flows thus never pay for a pipe
+//! [`CopyOptions::splice_after`] bytes and a read fills the whole buffer,
+//! it streams and switches to `splice(2)` through a pipe (socket → pipe →
+//! socket, no copy to userspace); two small reads in a row bring it back
+//! to the buffer, where a read and a write cost less than two splices
+//! (keep-alive request/response traffic). Short flows thus never pay for a pipe
 //! (`pipe2`, two `fcntl`s, two `close`s per direction), and pipes come
 //! from a per-thread pool of empty ones, as HAProxy keeps them. The
 //! buffered copy stays when splice is disabled, a pipe cannot be made or
@@ -51,8 +53,10 @@ type Watch<'a> = Option<(&'a Activity, bool)>;
 pub struct CopyOptions {
     /// Use `splice(2)` for bulk transfers.
     pub splice: bool,
-    /// Bytes a direction moves through the buffer before it switches to
-    /// splice (0: splice from the first byte).
+    /// Bytes a direction moves through the buffer before it may switch to
+    /// splice, which it does at a read that fills the whole buffer (a
+    /// stream); it comes back to the buffer when its reads turn small
+    /// again. 0: splice from the first byte, always.
     pub splice_after: u64,
     /// Pipe capacity to ask for (`F_SETPIPE_SZ`); `None` keeps the
     /// kernel's default (64 KiB).
@@ -77,8 +81,8 @@ impl Default for CopyOptions {
 pub struct DirectionReport {
     /// Bytes moved.
     pub bytes: u64,
-    /// `true` when the bytes moved with `splice(2)` (zero-copy), `false`
-    /// when through a userspace buffer.
+    /// `true` when some of the bytes moved with `splice(2)` (zero-copy),
+    /// `false` when all went through a userspace buffer.
     pub zero_copy: bool,
 }
 
@@ -243,41 +247,59 @@ async fn pump(
     report: &mut DirectionReport,
     watch: Watch<'_>,
 ) -> io::Result<()> {
-    let limit = if opts.splice {
-        Some(opts.splice_after)
-    } else {
-        None
-    };
-    if limit != Some(0)
-        && buffered_pump(from, to, opts.buffer_size.max(1), limit, report, watch).await?
-    {
+    let buffer_size = opts.buffer_size.max(1);
+    if !opts.splice {
+        buffered_pump(from, to, buffer_size, None, report, watch).await?;
         return Ok(());
     }
-    // A bulk transfer (or splice from the start): move to a pipe.
-    let pipe = match Pipe::take(opts.pipe_size) {
-        Ok(pipe) => pipe,
-        Err(e) => {
-            tracing::debug!(error = %e, "no pipe for splice; copying through a buffer");
-            buffered_pump(from, to, opts.buffer_size.max(1), None, report, watch).await?;
+    // Splice from the first byte, for good; or buffered until the
+    // direction streams, spliced while it does, and back.
+    let always = opts.splice_after == 0;
+    loop {
+        if !always
+            && buffered_pump(
+                from,
+                to,
+                buffer_size,
+                Some(opts.splice_after),
+                report,
+                watch,
+            )
+            .await?
+        {
             return Ok(());
         }
-    };
-    let before = report.bytes;
-    report.zero_copy = true;
-    match splice_pump(from, to, &pipe, report, watch).await {
-        Ok(()) => {
-            // The loop ends with the pipe drained: another flow may use it.
-            pipe.give_back();
-            Ok(())
+        let pipe = match Pipe::take(opts.pipe_size) {
+            Ok(pipe) => pipe,
+            Err(e) => {
+                tracing::debug!(error = %e, "no pipe for splice; copying through a buffer");
+                buffered_pump(from, to, buffer_size, None, report, watch).await?;
+                return Ok(());
+            }
+        };
+        let before = report.bytes;
+        let chatty = (!always).then_some(buffer_size);
+        match splice_pump(from, to, &pipe, chatty, report, watch).await {
+            Ok(end) => {
+                report.zero_copy |= report.bytes > before;
+                // The loop ends with the pipe drained: another flow may
+                // use it.
+                pipe.give_back();
+                if end == SpliceEnd::Eof {
+                    return Ok(());
+                }
+            }
+            Err(e) if report.bytes == before && splice_unsupported(&e) => {
+                tracing::debug!(error = %e, "splice refused; copying through a buffer");
+                buffered_pump(from, to, buffer_size, None, report, watch).await?;
+                return Ok(());
+            }
+            // The pipe may still hold bytes: it is dropped, not reused.
+            Err(e) => {
+                report.zero_copy |= report.bytes > before;
+                return Err(e);
+            }
         }
-        Err(e) if report.bytes == before && splice_unsupported(&e) => {
-            tracing::debug!(error = %e, "splice refused; copying through a buffer");
-            report.zero_copy = false;
-            buffered_pump(from, to, opts.buffer_size.max(1), None, report, watch).await?;
-            Ok(())
-        }
-        // The pipe may still hold bytes: it is dropped, not reused.
-        Err(e) => Err(e),
     }
 }
 
@@ -344,13 +366,32 @@ impl Pipe {
     }
 }
 
+/// Why [`splice_pump`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SpliceEnd {
+    /// End of stream.
+    Eof,
+    /// The direction stopped streaming (its reads turned small); the
+    /// pipe is empty.
+    Chatty,
+}
+
+/// Consecutive small reads after which a spliced direction goes back to
+/// the buffer.
+const CHATTY_READS: u32 = 2;
+
+/// Splices until end of stream or, with `chatty` set to the buffer size,
+/// until [`CHATTY_READS`] reads in a row moved less than that: for small
+/// messages two splices cost more than a read and a write.
 async fn splice_pump(
     from: &TcpStream,
     to: &TcpStream,
     pipe: &Pipe,
+    chatty: Option<usize>,
     report: &mut DirectionReport,
     watch: Watch<'_>,
-) -> io::Result<()> {
+) -> io::Result<SpliceEnd> {
+    let mut small = 0;
     // No SPLICE_F_MORE: like MSG_MORE it corks the socket, holding a
     // small write back (~200 ms) in the hope of more data, which
     // request/response protocols never send.
@@ -362,7 +403,7 @@ async fn splice_pump(
         let filled = match from.try_io(Interest::READABLE, || {
             splice(from, None, &pipe.write, None, pipe.capacity, flags).map_err(io::Error::from)
         }) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(SpliceEnd::Eof),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -371,6 +412,10 @@ async fn splice_pump(
         if let Some((a, _)) = watch {
             a.read();
         }
+        small = match chatty {
+            Some(size) if filled < size => small + 1,
+            _ => 0,
+        };
         let mut left = filled;
         while left > 0 {
             to.writable().await?;
@@ -389,6 +434,9 @@ async fn splice_pump(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+        if small >= CHATTY_READS {
+            return Ok(SpliceEnd::Chatty);
         }
     }
 }
@@ -451,9 +499,9 @@ impl Drop for Buffer {
 }
 
 /// Copies through a userspace buffer until end of stream (`Ok(true)`)
-/// or, with a `limit`, until at least that many bytes moved in all
-/// (`Ok(false)`: the caller goes on with splice; nothing is left in the
-/// buffer).
+/// or, with a `limit`, until the direction streams: at least that many
+/// bytes moved in all and a read filled the whole buffer (`Ok(false)`:
+/// the caller goes on with splice; nothing is left in the buffer).
 async fn buffered_pump(
     from: &TcpStream,
     to: &TcpStream,
@@ -462,8 +510,9 @@ async fn buffered_pump(
     report: &mut DirectionReport,
     watch: Watch<'_>,
 ) -> io::Result<bool> {
+    let mut streaming = false;
     loop {
-        if limit.is_some_and(|l| report.bytes >= l) {
+        if streaming && limit.is_some_and(|l| report.bytes >= l) {
             return Ok(false);
         }
         from.readable().await?;
@@ -480,6 +529,7 @@ async fn buffered_pump(
         if let Some((a, _)) = watch {
             a.read();
         }
+        streaming = n == buffer_size;
         let mut chunk = buf.0.get(..n).unwrap_or_default();
         while !chunk.is_empty() {
             to.writable().await?;

@@ -235,6 +235,47 @@ async fn ping_pong_with_short_reads_never_stalls() {
     .await;
 }
 
+/// A connection that alternates bulk transfers (spliced) with small
+/// exchanges (buffered again) keeps every byte in order, both ways.
+#[tokio::test]
+async fn bulk_and_chatty_phases_alternate_on_one_connection() {
+    bounded(async {
+        let backend = echo_server().await;
+        let balancer = Fixed::new(vec![backend]);
+        let (vip, _stop) = tcp_forwarder(balancer.clone(), TcpOptions::default()).await;
+        let c = TcpStream::connect(vip).await.unwrap();
+        let (mut r, mut w) = c.into_split();
+        let mut sent = 0u64;
+        for phase in 0..3u64 {
+            let bulk = pattern(phase, 2 << 20);
+            let writer = async {
+                w.write_all(&bulk).await.unwrap();
+            };
+            let mut back = vec![0; bulk.len()];
+            let reader = r.read_exact(&mut back);
+            let ((), n) = tokio::join!(writer, reader);
+            n.unwrap();
+            assert!(back == bulk, "bulk phase {phase} corrupted");
+            sent += bulk.len() as u64;
+            for round in 0..50usize {
+                let msg = pattern(phase * 100 + round as u64, 1 + round * 13);
+                w.write_all(&msg).await.unwrap();
+                let mut back = vec![0; msg.len()];
+                r.read_exact(&mut back).await.unwrap();
+                assert_eq!(back, msg, "phase {phase} round {round}");
+                sent += msg.len() as u64;
+            }
+        }
+        w.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        let closed = wait_for(|| Some(balancer.closed()).filter(|c| c.len() == 1)).await;
+        assert_eq!((closed[0].1.in_bytes, closed[0].1.out_bytes), (sent, sent));
+    })
+    .await;
+}
+
 /// The forwarder sets `TCP_NODELAY` once on its listener and relies on
 /// Linux copying it into every accepted socket.
 #[tokio::test]
