@@ -1,21 +1,26 @@
 //! Userspace dataplane benchmark on loopback: `wrk` against two nginx
 //! backends directly, through HAProxy 2.6 (`mode tcp`, `balance
 //! roundrobin`) and through `rvsd` (rr), in interleaved rounds, printing
-//! medians and ratios against HAProxy measured in the same run:
+//! medians and ratios against HAProxy measured in the same run, with one
+//! and with two threads each (HAProxy `nbthread`, rvsd `--workers`):
 //! new connections/s (`Connection: close`), keep-alive requests/s, p50/p99
-//! latency, bulk transfer throughput, and new-connection rate with 10 vs
-//! 10,000 virtual services configured in rvsd.
+//! latency, bulk transfer throughput, the same with 1,000 concurrent
+//! connections, and new-connection rate with 10 vs 10,000 virtual
+//! services configured in rvsd.
 //!
 //! Run with `cargo bench -p rvsd --bench forward`. It installs `wrk`,
 //! `haproxy` and `nginx` from Debian when missing. Knobs:
-//! `RVS_BENCH_ROUNDS` (default 5), `RVS_BENCH_SECONDS` per measurement
-//! (default 5), `RVS_BENCH_CONNS` (default 64).
+//! `RVS_BENCH_ROUNDS` (default 7), `RVS_BENCH_SECONDS` per measurement
+//! (default 5), `RVS_BENCH_CONNS` (default 64), `RVS_BENCH_MANY` (the
+//! large case's connections, default 1,000), `RVS_BENCH_THREADS` (default
+//! `1,2`).
 //!
 //! CPU pinning on this 2-core machine: the load generator (`wrk`, one
-//! thread) runs on CPU 0; the proxy under test (HAProxy with one thread,
-//! rvsd with one worker) on CPU 1; the nginx backends (one worker each)
-//! float. Every proxy gets the same single core, so the ratios compare
-//! per-core efficiency. Traffic stays on 127.0.0.0/8.
+//! thread) runs on CPU 0; a one-thread proxy (HAProxy `nbthread 1`, rvsd
+//! `--workers 1`) on CPU 1, a two-thread proxy on CPUs 0 and 1 (sharing
+//! CPU 0 with `wrk`); the nginx backends (one worker each) float. HAProxy
+//! and rvsd with the same thread count get the same CPUs, so the ratios
+//! compare per-core efficiency. Traffic stays on 127.0.0.0/8.
 
 #![allow(
     clippy::print_stdout,
@@ -36,8 +41,18 @@ use rvs_model::admin::Op;
 use rvs_model::{Destination, Protocol, Scheduler, Service, ServiceKey};
 
 const BACKENDS: [&str; 2] = ["127.0.81.1:18100", "127.0.81.2:18100"];
-const HAPROXY: &str = "127.0.82.1:18200";
-const RVS: &str = "127.0.83.1:18300";
+/// HAProxy's and rvsd's address for `threads` (1 or 2).
+fn haproxy_addr(threads: u32) -> String {
+    format!("127.0.82.{threads}:18200")
+}
+fn rvs_addr(threads: u32) -> String {
+    format!("127.0.83.{threads}:18300")
+}
+
+/// The CPUs a proxy with `threads` threads runs on.
+fn proxy_cpus(threads: u32) -> &'static str {
+    if threads == 1 { "1" } else { "0,1" }
+}
 const BULK_BYTES: usize = 64 << 20;
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -87,11 +102,11 @@ impl Drop for Proc {
     }
 }
 
-fn spawn_pinned(cpu: Option<u32>, program: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
-    let mut cmd = match cpu {
-        Some(cpu) => {
+fn spawn_pinned(cpus: Option<&str>, program: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
+    let mut cmd = match cpus {
+        Some(cpus) => {
             let mut c = Command::new("taskset");
-            c.args(["-c", &cpu.to_string(), program]);
+            c.args(["-c", cpus, program]);
             c
         }
         None => Command::new(program),
@@ -117,6 +132,20 @@ fn wait_port(addr: &str) {
 }
 
 fn nginx(dir: &Path) -> Proc {
+    // nginx binds with SO_REUSEPORT: a leftover server on these ports
+    // would silently take a share of every measurement.
+    for addr in BACKENDS
+        .iter()
+        .copied()
+        .chain([haproxy_addr(1).as_str(), haproxy_addr(2).as_str()])
+        .chain([rvs_addr(1).as_str(), rvs_addr(2).as_str()])
+    {
+        let a: SocketAddr = addr.parse().unwrap();
+        assert!(
+            std::net::TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_err(),
+            "something already listens on {addr}: stop it first"
+        );
+    }
     std::fs::write(dir.join("bulk"), vec![b'x'; BULK_BYTES]).unwrap();
     let mut servers = String::new();
     for b in BACKENDS {
@@ -152,28 +181,43 @@ fn nginx(dir: &Path) -> Proc {
     p
 }
 
-fn haproxy(dir: &Path) -> Proc {
+fn haproxy(dir: &Path, threads: u32) -> Proc {
+    let addr = haproxy_addr(threads);
     let conf = format!(
-        "global\n  nbthread 1\n  maxconn 8000\n\
+        "global\n  nbthread {threads}\n  maxconn 8000\n\
          defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
-         frontend fe\n  bind {HAPROXY}\n  default_backend be\n\
+         frontend fe\n  bind {addr}\n  default_backend be\n\
          backend be\n  balance roundrobin\n  server a {}\n  server b {}\n",
         BACKENDS[0], BACKENDS[1]
     );
-    let path = dir.join("haproxy.cfg");
+    let path = dir.join(format!("haproxy-{threads}.cfg"));
     std::fs::write(&path, conf).unwrap();
-    let p = spawn_pinned(Some(1), "haproxy", &["-f", path.to_str().unwrap()], &[]);
-    wait_port(HAPROXY);
+    let p = spawn_pinned(
+        Some(proxy_cpus(threads)),
+        "haproxy",
+        &["-f", path.to_str().unwrap()],
+        &[],
+    );
+    wait_port(&addr);
     p
 }
 
-fn rvsd(dir: &Path, extra_services: usize) -> (Proc, PathBuf) {
-    let socket = dir.join(format!("rvsd-{extra_services}.sock"));
+fn rvsd(dir: &Path, threads: u32, extra_services: usize) -> (Proc, PathBuf) {
+    let socket = dir.join(format!("rvsd-{threads}-{extra_services}.sock"));
     let _ = std::fs::remove_file(&socket);
+    let workers = threads.to_string();
+    let lock = format!("rvs-forward-bench-{}-{threads}", std::process::id());
     let p = spawn_pinned(
-        Some(1),
+        Some(proxy_cpus(threads)),
         env!("CARGO_BIN_EXE_rvsd"),
-        &["--admin-socket", socket.to_str().unwrap(), "--workers", "1"],
+        &[
+            "--admin-socket",
+            socket.to_str().unwrap(),
+            "--workers",
+            &workers,
+            "--instance-lock",
+            &lock,
+        ],
         // Not one audit line per programmed service and destination.
         &[("RUST_LOG", "info,rvs_admin=warn")],
     );
@@ -197,7 +241,8 @@ fn rvsd(dir: &Path, extra_services: usize) -> (Proc, PathBuf) {
             ));
         }
     };
-    add(RVS.parse().unwrap());
+    let addr = rvs_addr(threads);
+    add(addr.parse().unwrap());
     for i in 0..extra_services {
         add(SocketAddr::from((
             [
@@ -214,7 +259,7 @@ fn rvsd(dir: &Path, extra_services: usize) -> (Proc, PathBuf) {
             r.unwrap();
         }
     }
-    wait_port(RVS);
+    wait_port(&addr);
     (p, socket)
 }
 
@@ -255,10 +300,19 @@ fn parse_bytes(text: &str) -> f64 {
 
 fn wrk(target: &str, path: &str, close: bool, conns: u64, seconds: u64) -> Sample {
     let url = format!("http://{target}{path}");
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", "0", "wrk", "-t1", "--latency"])
-        .arg(format!("-c{conns}"))
-        .arg(format!("-d{seconds}s"));
+    // wrk holds `conns` sockets: lift the usual 1,024 descriptor limit.
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "ulimit -n $(ulimit -Hn) 2>/dev/null || true; exec taskset -c 0 wrk \"$@\"",
+        "wrk",
+        "-t1",
+        "--latency",
+    ])
+    .arg(format!("-c{conns}"))
+    .arg(format!("-d{seconds}s"))
+    .arg("--timeout")
+    .arg("10s");
     if close {
         cmd.args(["-H", "Connection: close"]);
     }
@@ -291,103 +345,230 @@ fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// One measured case: a path, whether each request is a new connection,
+/// and how many connections wrk keeps open.
+struct Case {
+    name: &'static str,
+    path: &'static str,
+    close: bool,
+    conns: u64,
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     ensure_tools();
-    let rounds = env_num("RVS_BENCH_ROUNDS", 5);
+    let rounds = env_num("RVS_BENCH_ROUNDS", 7);
     let seconds = env_num("RVS_BENCH_SECONDS", 5);
     let conns = env_num("RVS_BENCH_CONNS", 64);
+    let many = env_num("RVS_BENCH_MANY", 1000);
+    let threads: Vec<u32> = std::env::var("RVS_BENCH_THREADS")
+        .unwrap_or_else(|_| "1,2".to_owned())
+        .split(',')
+        .filter_map(|t| t.trim().parse().ok())
+        .filter(|t| (1..=2).contains(t))
+        .collect();
     let dir = std::env::temp_dir().join(format!("rvs-forward-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let _nginx = nginx(&dir);
-    let _haproxy = haproxy(&dir);
-    let (_rvsd, _socket) = rvsd(&dir, 0);
+    let mut proxies = Vec::new();
+    for &t in &threads {
+        proxies.push(haproxy(&dir, t));
+        proxies.push(rvsd(&dir, t, 0).0);
+    }
 
-    let targets = [("direct", BACKENDS[0]), ("haproxy", HAPROXY), ("rvs", RVS)];
     let cases = [
-        ("close", "/", true),
-        ("keepalive", "/", false),
-        ("bulk", "/bulk", false),
+        Case {
+            name: "close",
+            path: "/",
+            close: true,
+            conns,
+        },
+        Case {
+            name: "keepalive",
+            path: "/",
+            close: false,
+            conns,
+        },
+        Case {
+            name: "bulk",
+            path: "/bulk",
+            close: false,
+            conns: 1,
+        },
+        Case {
+            name: "close-many",
+            path: "/",
+            close: true,
+            conns: many,
+        },
+        Case {
+            name: "keepalive-many",
+            path: "/",
+            close: false,
+            conns: many,
+        },
     ];
-    let mut samples: BTreeMap<(&str, &str), Vec<Sample>> = BTreeMap::new();
+    // (case, target, threads; 0 for direct) -> samples
+    let mut samples: BTreeMap<(&str, &str, u32), Vec<Sample>> = BTreeMap::new();
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
-        for (case, path, close) in cases {
-            let c = if case == "bulk" { 1 } else { conns };
-            for (name, target) in targets {
+        for case in &cases {
+            let mut run = |name: &'static str, t: u32, target: &str| {
                 samples
-                    .entry((case, name))
+                    .entry((case.name, name, t))
                     .or_default()
-                    .push(wrk(target, path, close, c, seconds));
+                    .push(wrk(target, case.path, case.close, case.conns, seconds));
+            };
+            run("direct", 0, BACKENDS[0]);
+            for &t in &threads {
+                run("haproxy", t, &haproxy_addr(t));
+                run("rvs", t, &rvs_addr(t));
             }
         }
     }
-    // New-connection cost with 10 vs 10,000 services configured.
-    drop(_rvsd);
+    drop(proxies);
+    // New-connection cost with 10 vs 10,000 services configured (one
+    // worker).
     let mut scale: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
     for round in 0..rounds.min(3) {
         for n in [10usize, 10_000] {
             eprintln!("services round {}: {n} services", round + 1);
-            let (p, _s) = rvsd(&dir, n - 1);
+            let (p, _s) = rvsd(&dir, 1, n - 1);
             scale
                 .entry(n)
                 .or_default()
-                .push(wrk(RVS, "/", true, conns, seconds).rps);
+                .push(wrk(&rvs_addr(1), "/", true, conns, seconds).rps);
             drop(p);
         }
     }
 
-    let get = |case: &str, name: &str, f: fn(&Sample) -> f64| {
-        let mut v: Vec<f64> = samples[&(case, name)].iter().map(f).collect();
+    let get = |case: &str, name: &str, t: u32, f: fn(&Sample) -> f64| {
+        let t = if name == "direct" { 0 } else { t };
+        let mut v: Vec<f64> = samples[&(case, name, t)].iter().map(f).collect();
         median(&mut v)
     };
-    println!(
-        "\nuserspace forwarding, medians of {rounds} interleaved rounds of {seconds} s, {conns} connections (bulk: 1)"
-    );
-    println!("| case | direct | haproxy | rvs | rvs / haproxy | goal |");
-    println!("|---|---|---|---|---|---|");
-    let row = |label: &str, case: &str, f: fn(&Sample) -> f64, unit: &str, goal: &str| {
-        let (d, h, r) = (
-            get(case, "direct", f),
-            get(case, "haproxy", f),
-            get(case, "rvs", f),
-        );
-        println!(
-            "| {label} | {d:.0}{unit} | {h:.0}{unit} | {r:.0}{unit} | {:.2}× | {goal} |",
-            r / h
-        );
-    };
-    row(
-        "new conns/s (Connection: close)",
-        "close",
-        |s| s.rps,
-        "",
-        "≥ 1.2×",
-    );
-    row("keep-alive req/s", "keepalive", |s| s.rps, "", "≥ 1.0×");
-    row("p50 latency, close", "close", |s| s.p50_us, " µs", "");
-    row("p99 latency, close", "close", |s| s.p99_us, " µs", "≤ 1.0×");
-    row(
-        "p99 latency, keep-alive",
-        "keepalive",
-        |s| s.p99_us,
-        " µs",
-        "≤ 1.0×",
-    );
     let mbit = |s: &Sample| s.bytes_per_s * 8.0 / 1e6;
-    row("bulk Mbit/s (64 MiB GETs)", "bulk", mbit, "", "");
-    let bulk_vs_direct = get("bulk", "rvs", mbit) / get("bulk", "direct", mbit);
     println!(
-        "bulk through rvs vs direct: {:.0} % (goal ≥ 90 %)",
-        bulk_vs_direct * 100.0
+        "\nuserspace forwarding, medians of {rounds} interleaved rounds of {seconds} s; \
+         {conns} connections, bulk 1, many {many}"
     );
+    for &t in &threads {
+        println!(
+            "\n{t} thread{} (HAProxy nbthread {t}, rvsd --workers {t}, CPU {})",
+            if t == 1 { "" } else { "s" },
+            proxy_cpus(t)
+        );
+        println!("| case | direct | haproxy | rvs | rvs / haproxy | goal | met |");
+        println!("|---|---|---|---|---|---|---|");
+        // `higher`: whether a larger ratio is better; `goal` the bound.
+        let row = |label: &str,
+                   case: &str,
+                   f: fn(&Sample) -> f64,
+                   unit: &str,
+                   higher: bool,
+                   goal: Option<f64>| {
+            let (d, h, r) = (
+                get(case, "direct", t, f),
+                get(case, "haproxy", t, f),
+                get(case, "rvs", t, f),
+            );
+            let ratio = r / h;
+            let (goal_text, met) = match goal {
+                None => (String::new(), ""),
+                Some(g) if higher => (format!("≥ {g:.1}×"), if ratio >= g { "yes" } else { "no" }),
+                Some(g) => (format!("≤ {g:.1}×"), if ratio <= g { "yes" } else { "no" }),
+            };
+            println!(
+                "| {label} | {d:.0}{unit} | {h:.0}{unit} | {r:.0}{unit} | {ratio:.2}× | {goal_text} | {met} |"
+            );
+        };
+        row(
+            "new conns/s (Connection: close)",
+            "close",
+            |s| s.rps,
+            "",
+            true,
+            Some(1.2),
+        );
+        row(
+            "keep-alive req/s",
+            "keepalive",
+            |s| s.rps,
+            "",
+            true,
+            Some(1.1),
+        );
+        row(
+            "p50 latency, close",
+            "close",
+            |s| s.p50_us,
+            " µs",
+            false,
+            None,
+        );
+        row(
+            "p99 latency, close",
+            "close",
+            |s| s.p99_us,
+            " µs",
+            false,
+            Some(1.0),
+        );
+        row(
+            "p99 latency, keep-alive",
+            "keepalive",
+            |s| s.p99_us,
+            " µs",
+            false,
+            Some(1.0),
+        );
+        row("bulk Mbit/s (64 MiB GETs)", "bulk", mbit, "", true, None);
+        row(
+            &format!("new conns/s, {many} connections"),
+            "close-many",
+            |s| s.rps,
+            "",
+            true,
+            Some(1.2),
+        );
+        row(
+            &format!("keep-alive req/s, {many} connections"),
+            "keepalive-many",
+            |s| s.rps,
+            "",
+            true,
+            Some(1.1),
+        );
+        row(
+            &format!("p99 latency, close, {many} connections"),
+            "close-many",
+            |s| s.p99_us,
+            " µs",
+            false,
+            Some(1.0),
+        );
+        row(
+            &format!("p99 latency, keep-alive, {many} connections"),
+            "keepalive-many",
+            |s| s.p99_us,
+            " µs",
+            false,
+            Some(1.0),
+        );
+        let bulk_vs_direct = get("bulk", "rvs", t, mbit) / get("bulk", "direct", t, mbit);
+        println!(
+            "bulk through rvs vs direct: {:.0} % (goal ≥ 100 %: {})",
+            bulk_vs_direct * 100.0,
+            if bulk_vs_direct >= 1.0 { "yes" } else { "no" }
+        );
+    }
     let mut s10 = scale.remove(&10).unwrap_or_default();
     let mut s10k = scale.remove(&10_000).unwrap_or_default();
     let (a, b) = (median(&mut s10), median(&mut s10k));
     println!(
-        "new conns/s with 10 services: {a:.0}; with 10,000: {b:.0}; cost ratio {:.3} (goal within 5 %)",
+        "\nnew conns/s with 10 services: {a:.0}; with 10,000: {b:.0}; cost ratio {:.3} (goal within 5 %)",
         a / b
     );
     let _ = std::fs::remove_dir_all(&dir);
