@@ -102,9 +102,12 @@ fn run() -> anyhow::Result<()> {
         Dataplane::Userspace => rvs_userspace::worker_count(cli.workers),
         Dataplane::Kernel | Dataplane::Ebpf | Dataplane::KernelEbpf => 2,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name("rvs-proxy-rt")
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(workers).thread_name("rvs-proxy-rt");
+    if cli.dataplane == Dataplane::Userspace {
+        builder.global_queue_interval(rvs_userspace::GLOBAL_QUEUE_INTERVAL);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the runtime")?;

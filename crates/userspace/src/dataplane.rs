@@ -21,6 +21,15 @@ use crate::instance::{DEFAULT_INSTANCE_LOCK, Holder, InstanceLock};
 use crate::listeners::{ListenerOptions, ListenerState, Listeners};
 use crate::sched::Sched;
 
+/// Scheduler ticks between two looks at a forwarding runtime's global
+/// queue (tokio's default adapts around 31). A worker's local queue holds
+/// 256 tasks; when more connections wake at once, tokio moves the oldest
+/// half to the global queue, where they wait behind the newer ones. With
+/// 1,000 keep-alive connections on one worker that doubled the p99
+/// latency against HAProxy's; looking every 4 ticks halves the tail at
+/// no measurable cost in throughput (see `docs/forwarder-path.md`).
+pub const GLOBAL_QUEUE_INTERVAL: u32 = 4;
+
 /// How often housekeeping runs at most.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
@@ -125,6 +134,7 @@ impl Dataplane {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .thread_name("rvs-forward")
+            .global_queue_interval(GLOBAL_QUEUE_INTERVAL)
             .enable_all()
             .build()
             .map_err(|source| UserspaceError::Runtime { workers, source })?;

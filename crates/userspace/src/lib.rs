@@ -38,7 +38,7 @@ pub mod rebalance;
 pub mod sched;
 
 pub use admin::DataplaneAdmin;
-pub use dataplane::{Dataplane, Options, UserspaceError, worker_count};
+pub use dataplane::{Dataplane, GLOBAL_QUEUE_INTERVAL, Options, UserspaceError, worker_count};
 pub use instance::{DEFAULT_INSTANCE_LOCK, Holder, InstanceLock};
 pub use listeners::ListenerState;
 pub use rebalance::Rebalancing;
