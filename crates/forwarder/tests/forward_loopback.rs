@@ -277,18 +277,44 @@ async fn bulk_and_chatty_phases_alternate_on_one_connection() {
 }
 
 /// The forwarder sets `TCP_NODELAY` once on its listener and relies on
-/// Linux copying it into every accepted socket.
+/// Linux copying it into every accepted socket: both halves are checked,
+/// the forwarder's listener (through a duplicate of its descriptor) and
+/// the kernel's inheritance.
 #[tokio::test]
 async fn accepted_sockets_inherit_tcp_nodelay_from_the_listener() {
-    let listener = tokio_tcp_listener(lo(0), ListenOptions::default()).unwrap();
-    socket2::SockRef::from(&listener)
-        .set_tcp_nodelay(true)
-        .unwrap();
-    let _c = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (accepted, _) = bounded(listener.accept()).await.unwrap();
-    assert!(accepted.nodelay().unwrap());
+    bounded(async {
+        let backend = echo_server().await;
+        let balancer = Fixed::new(vec![backend]);
+        let listener = tokio_tcp_listener(lo(0), ListenOptions::default()).unwrap();
+        let vip = listener.local_addr().unwrap();
+        let probe = socket2::SockRef::from(&listener).try_clone().unwrap();
+        assert!(!probe.tcp_nodelay().unwrap(), "a new listener has Nagle on");
+        let (_stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(serve_tcp(
+            listener,
+            balancer,
+            TcpOptions::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let mut c = TcpStream::connect(vip).await.unwrap();
+        c.write_all(b"x").await.unwrap();
+        let mut back = [0u8; 1];
+        c.read_exact(&mut back).await.unwrap();
+        assert!(probe.tcp_nodelay().unwrap(), "serve_tcp left Nagle on");
+
+        let listener = tokio_tcp_listener(lo(0), ListenOptions::default()).unwrap();
+        socket2::SockRef::from(&listener)
+            .set_tcp_nodelay(true)
+            .unwrap();
+        let _c = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap());
+    })
+    .await;
 }
 
 #[tokio::test]

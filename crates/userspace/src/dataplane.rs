@@ -143,7 +143,8 @@ impl Dataplane {
     }
 
     /// As [`Dataplane::start`], on the caller's runtime, whose worker
-    /// threads then forward (size it with [`worker_count`]). The caller
+    /// threads then forward (size it with [`worker_count`] and build it
+    /// with [`GLOBAL_QUEUE_INTERVAL`], as `start` does). The caller
     /// owns the runtime and drains it: [`Dataplane::shutdown`] only lets
     /// the instance lock go.
     pub fn start_on(
