@@ -550,8 +550,9 @@ fn migration_under_live_traffic() -> Result<bool, String> {
     eprintln!("{TEST}: VM ran {:.1?}", out.elapsed);
     let pending: Vec<&str> = actions.map(|(a, _)| *a).collect();
     if !out.success() || !o.contains("\n== ok\n") || !pending.is_empty() {
+        // The verdict last: CI keeps only the tail of a long output.
         return Err(format!(
-            "the guest script failed (exit {}; never asked for {pending:?}):\n{o}",
+            "--- guest output ---\n{o}\n--- the guest script failed (exit {}; never asked for {pending:?})",
             out.exit_code
         ));
     }
@@ -559,7 +560,7 @@ fn migration_under_live_traffic() -> Result<bool, String> {
     // Requests per phase.
     let phases = client_phases(o);
     let mut table = String::from(
-        "phase            sent  failed  slow(>1s)  slow connect(>0.9s)  max ms  backends\n",
+        "phase            sent  failed  stalled  slow(>1s)  slow connect(>0.9s)  max ms  backends\n",
     );
     for p in &phases {
         let backends: Vec<String> = (1..=4)
@@ -567,15 +568,19 @@ fn migration_under_live_traffic() -> Result<bool, String> {
             .collect();
         let _ = writeln!(
             table,
-            "{:<15} {:>5}  {:>6}  {:>9}  {:>19}  {:>6}  {}",
+            "{:<15} {:>5}  {:>6}  {:>7}  {:>9}  {:>19}  {:>6}  {}",
             p.name,
             p.num("sent"),
             p.num("failed"),
+            p.num("stalled"),
             p.num("slow"),
             p.num("slow_connect"),
             p.num("max_ms"),
             backends.join(" ")
         );
+    }
+    if let Some(line) = o.lines().find(|l| l.starts_with("guest stalls: ")) {
+        let _ = writeln!(table, "{line}");
     }
     eprintln!("{TEST}: requests per phase\n{table}");
     let failures: Vec<&str> = o.lines().filter(|l| l.starts_with("FAIL ")).collect();
@@ -600,6 +605,9 @@ fn migration_under_live_traffic() -> Result<bool, String> {
             Some(p) if p.num("failed") > 0 => {
                 problems.push(format!("phase {name}: {} failed requests", p.num("failed")))
             }
+            Some(p) if p.num("stalled") == p.num("sent") => problems.push(format!(
+                "phase {name}: every request timed out in a stall of the guest"
+            )),
             Some(_) => {}
         }
     }
@@ -658,16 +666,18 @@ fn migration_under_live_traffic() -> Result<bool, String> {
             ));
         }
     }
-    eprintln!(
+    let compared = format!(
         "{TEST}: against the fresh starts\n  {}",
         compared.join("\n  ")
     );
+    eprintln!("{compared}");
     eprintln!("{TEST}: took {:.1?}", started.elapsed());
     if problems.is_empty() {
         Ok(true)
     } else {
+        // The problems last: CI keeps only the tail of a long output.
         Err(format!(
-            "{}\n--- guest output ---\n{o}",
+            "--- guest output ---\n{o}\n{TEST}: requests per phase\n{table}\n{compared}\n--- problems ---\n{}",
             problems.join("\n")
         ))
     }
@@ -741,17 +751,20 @@ fn main() -> ExitCode {
 /// the whole answer (a `200` whose body names the backend) within the
 /// timeout, pauses, and repeats, until the phase file says `stop` or a
 /// limit is reached. Each request counts in the phase the phase file
-/// named when it started. A failed one is printed at once (`FAIL …`);
-/// at the end one line per phase: `phase=NAME sent=N failed=N slow=N
-/// max_ms=N backend-N=N …` (`slow`: over one second, as a dropped SYN's
-/// retransmission costs). The number of requests made so far is kept in
+/// named when it started. A failed one is printed at once (`FAIL …`); a
+/// timed-out one during which the guest itself stalled a second or more
+/// (see `Stalls`) is `STALLED …` instead and counts apart. At the end one
+/// line per phase: `phase=NAME sent=N failed=N stalled=N slow=N
+/// slow_connect=N max_ms=N backend-N=N …` (`slow`: over one second, as a
+/// dropped SYN's retransmission costs), then `guest stalls: count=N
+/// total_ms=N max_ms=N`. The number of requests made so far is kept in
 /// the count file (replaced every 100 ms).
 mod client {
     use std::collections::BTreeMap;
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpStream};
     use std::process::ExitCode;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
@@ -761,6 +774,7 @@ mod client {
         failed: u64,
         slow: u64,
         slow_connect: u64,
+        stalled: u64,
         max_ms: u128,
         by: BTreeMap<String, u64>,
     }
@@ -805,14 +819,37 @@ mod client {
         })
     }
 
-    /// One request; the backend's name, or why it failed.
+    /// Why a request failed; `timed_out` when it ran out of time (as
+    /// opposed to a refusal, a reset or a wrong answer).
+    struct Failure {
+        timed_out: bool,
+        why: String,
+    }
+
+    impl Failure {
+        fn io(what: &str, e: &std::io::Error) -> Failure {
+            use std::io::ErrorKind::{TimedOut, WouldBlock};
+            Failure {
+                timed_out: matches!(e.kind(), TimedOut | WouldBlock),
+                why: format!("{what}: {e}"),
+            }
+        }
+
+        fn other(why: String) -> Failure {
+            Failure {
+                timed_out: false,
+                why,
+            }
+        }
+    }
+
     /// One request; the backend's name, or why it failed. `connected`
     /// gets the time the connection took.
     fn request(
         addr: SocketAddr,
         timeout: Duration,
         connected: &mut Duration,
-    ) -> Result<String, String> {
+    ) -> Result<String, Failure> {
         let deadline = Instant::now() + timeout;
         let left = || {
             deadline
@@ -820,35 +857,76 @@ mod client {
                 .max(Duration::from_millis(1))
         };
         let t = Instant::now();
-        let mut s =
-            TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+        let s = TcpStream::connect_timeout(&addr, timeout);
         *connected = t.elapsed();
+        let mut s = s.map_err(|e| Failure::io("connect", &e))?;
         s.set_write_timeout(Some(left()))
-            .map_err(|e| format!("socket: {e}"))?;
+            .map_err(|e| Failure::io("socket", &e))?;
         s.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
-            .map_err(|e| format!("write: {e}"))?;
+            .map_err(|e| Failure::io("write", &e))?;
         let mut answer = Vec::new();
         let mut chunk = [0u8; 2048];
         loop {
             if Instant::now() >= deadline {
-                return Err("no whole answer in time".into());
+                return Err(Failure {
+                    timed_out: true,
+                    why: "no whole answer in time".into(),
+                });
             }
             s.set_read_timeout(Some(left()))
-                .map_err(|e| format!("socket: {e}"))?;
+                .map_err(|e| Failure::io("socket", &e))?;
             match s.read(&mut chunk) {
                 Ok(0) => break,
                 Ok(n) => answer.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("read: {e}")),
+                Err(e) => return Err(Failure::io("read", &e)),
             }
         }
         let text = String::from_utf8_lossy(&answer);
         let status = text.lines().next().unwrap_or_default();
         if !(status.starts_with("HTTP/1.") && status.split_whitespace().nth(1) == Some("200")) {
-            return Err(format!("answer {status:?}"));
+            return Err(Failure::other(format!("answer {status:?}")));
         }
         let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().trim();
         Ok(body.to_owned())
+    }
+
+    /// The guest's own stalls. On a busy host the emulated machine is not
+    /// run for seconds at times, and its clock jumps ahead when it runs
+    /// again: a request's timeout can then expire with its answer already
+    /// waiting. A thread that sleeps [`TICK`] at a time sees each stall as
+    /// a late wakeup.
+    #[derive(Default)]
+    struct Stalls {
+        /// Milliseconds lost in stalls of at least [`STALL`], so far.
+        total_ms: AtomicU64,
+        count: AtomicU64,
+        max_ms: AtomicU64,
+    }
+
+    const TICK: Duration = Duration::from_millis(20);
+    /// A wakeup this late is a stall of the guest.
+    const STALL: Duration = Duration::from_millis(500);
+    /// A request that timed out is the guest's failure, not the proxy's,
+    /// when the guest stalled this long while it ran. Refusals, resets and
+    /// wrong answers are never excused, and neither is a timeout the guest
+    /// did not stall in.
+    const EXCUSED: Duration = Duration::from_secs(1);
+
+    fn watch_stalls(stalls: &Stalls, done: &AtomicBool) {
+        let mut last = Instant::now();
+        while !done.load(Ordering::Relaxed) {
+            std::thread::sleep(TICK);
+            let now = Instant::now();
+            let late = now.duration_since(last).saturating_sub(TICK);
+            if late >= STALL {
+                let ms = u64::try_from(late.as_millis()).unwrap_or(u64::MAX);
+                stalls.total_ms.fetch_add(ms, Ordering::Relaxed);
+                stalls.count.fetch_add(1, Ordering::Relaxed);
+                stalls.max_ms.fetch_max(ms, Ordering::Relaxed);
+            }
+            last = now;
+        }
     }
 
     fn phase_now(path: &str) -> String {
@@ -868,12 +946,19 @@ mod client {
         let tally = Arc::new(Mutex::new(Tally::default()));
         let made = Arc::new(AtomicU64::new(0));
         let end = Instant::now() + Duration::from_secs(opts.max_seconds);
+        let stalls = Arc::new(Stalls::default());
+        let done = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (stalls, done) = (Arc::clone(&stalls), Arc::clone(&done));
+            std::thread::spawn(move || watch_stalls(&stalls, &done))
+        };
         let workers: Vec<_> = opts
             .targets
             .clone()
             .into_iter()
             .map(|target| {
                 let (opts, tally, made) = (Arc::clone(&opts), Arc::clone(&tally), Arc::clone(&made));
+                let stalls = Arc::clone(&stalls);
                 std::thread::spawn(move || {
                     while Instant::now() < end && made.load(Ordering::Relaxed) < opts.max_requests {
                         let phase = phase_now(&opts.phase_file);
@@ -881,9 +966,17 @@ mod client {
                             break;
                         }
                         let t = Instant::now();
+                        let stalled_before = stalls.total_ms.load(Ordering::Relaxed);
                         let mut connected = opts.timeout;
                         let result = request(target, opts.timeout, &mut connected);
                         let ms = t.elapsed().as_millis();
+                        if matches!(&result, Err(f) if f.timed_out) {
+                            // A stall still going on when the timeout fired
+                            // is counted once the watcher wakes up.
+                            std::thread::sleep(TICK * 5);
+                        }
+                        let stalled_ms =
+                            stalls.total_ms.load(Ordering::Relaxed) - stalled_before;
                         made.fetch_add(1, Ordering::Relaxed);
                         if let Ok(mut tally) = tally.lock() {
                             if !tally.phases.contains_key(&phase) {
@@ -901,12 +994,21 @@ mod client {
                             }
                             match result {
                                 Ok(backend) => *c.by.entry(backend).or_default() += 1,
-                                Err(e) => {
-                                    c.failed += 1;
+                                Err(f) => {
+                                    let excused = f.timed_out
+                                        && Duration::from_millis(stalled_ms) >= EXCUSED;
+                                    let tag = if excused {
+                                        c.stalled += 1;
+                                        "STALLED"
+                                    } else {
+                                        c.failed += 1;
+                                        "FAIL"
+                                    };
                                     println!(
-                                        "FAIL phase={phase} target={target} after_ms={ms} connect_ms={} uptime={} error={e}",
+                                        "{tag} phase={phase} target={target} after_ms={ms} connect_ms={} guest_stalled_ms={stalled_ms} uptime={} error={}",
                                         connected.as_millis(),
-                                        std::fs::read_to_string("/proc/uptime").unwrap_or_default().split(' ').next().unwrap_or_default()
+                                        std::fs::read_to_string("/proc/uptime").unwrap_or_default().split(' ').next().unwrap_or_default(),
+                                        f.why
                                     );
                                 }
                             }
@@ -927,6 +1029,14 @@ mod client {
         for w in workers {
             let _ = w.join();
         }
+        done.store(true, Ordering::Relaxed);
+        let _ = watcher.join();
+        println!(
+            "guest stalls: count={} total_ms={} max_ms={}",
+            stalls.count.load(Ordering::Relaxed),
+            stalls.total_ms.load(Ordering::Relaxed),
+            stalls.max_ms.load(Ordering::Relaxed)
+        );
         let Ok(tally) = tally.lock() else {
             return ExitCode::from(1);
         };
@@ -934,9 +1044,10 @@ mod client {
             let c = &tally.phases[name];
             let by: Vec<String> = c.by.iter().map(|(b, n)| format!("{b}={n}")).collect();
             println!(
-                "phase={name} sent={} failed={} slow={} slow_connect={} max_ms={} {}",
+                "phase={name} sent={} failed={} stalled={} slow={} slow_connect={} max_ms={} {}",
                 c.sent,
                 c.failed,
+                c.stalled,
                 c.slow,
                 c.slow_connect,
                 c.max_ms,
