@@ -151,11 +151,20 @@ async fn tcp_forwarder(
 ) -> (SocketAddr, oneshot::Sender<()>) {
     let listener = tokio_tcp_listener(lo(0), ListenOptions::default()).unwrap();
     let vip = listener.local_addr().unwrap();
+    (vip, forward_on(listener, balancer, opts))
+}
+
+/// The forwarder on `listener`; stops when the sender is dropped.
+fn forward_on(
+    listener: TcpListener,
+    balancer: Arc<Fixed>,
+    opts: TcpOptions,
+) -> oneshot::Sender<()> {
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(serve_tcp(listener, balancer, opts, async move {
         let _ = stopped.await;
     }));
-    (vip, stop)
+    stop
 }
 
 async fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> T {
@@ -289,15 +298,7 @@ async fn accepted_sockets_inherit_tcp_nodelay_from_the_listener() {
         let vip = listener.local_addr().unwrap();
         let probe = socket2::SockRef::from(&listener).try_clone().unwrap();
         assert!(!probe.tcp_nodelay().unwrap(), "a new listener has Nagle on");
-        let (_stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(serve_tcp(
-            listener,
-            balancer,
-            TcpOptions::default(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let _stop = forward_on(listener, balancer, TcpOptions::default());
         let mut c = TcpStream::connect(vip).await.unwrap();
         c.write_all(b"x").await.unwrap();
         let mut back = [0u8; 1];
@@ -760,15 +761,7 @@ async fn ipv6_loopback_works_when_available() {
         let listener = tokio_tcp_listener(v6, ListenOptions::default()).unwrap();
         let vip = listener.local_addr().unwrap();
         let balancer = Fixed::new(vec![backend]);
-        let (_stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(serve_tcp(
-            listener,
-            balancer,
-            TcpOptions::default(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let _stop = forward_on(listener, balancer, TcpOptions::default());
         let mut c = TcpStream::connect(vip).await.unwrap();
         c.write_all(b"six").await.unwrap();
         let mut back = [0; 3];

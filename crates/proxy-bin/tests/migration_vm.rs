@@ -559,8 +559,8 @@ fn migration_under_live_traffic() -> Result<bool, String> {
 
     // Requests per phase.
     let phases = client_phases(o);
-    let mut table = String::from(
-        "phase            sent  failed  stalled  slow(>1s)  slow connect(>0.9s)  max ms  backends\n",
+    let mut table = format!(
+        "{TEST}: requests per phase\nphase            sent  failed  stalled  slow(>1s)  slow connect(>0.9s)  max ms  backends\n",
     );
     for p in &phases {
         let backends: Vec<String> = (1..=4)
@@ -582,7 +582,7 @@ fn migration_under_live_traffic() -> Result<bool, String> {
     if let Some(line) = o.lines().find(|l| l.starts_with("guest stalls: ")) {
         let _ = writeln!(table, "{line}");
     }
-    eprintln!("{TEST}: requests per phase\n{table}");
+    eprintln!("{table}");
     let failures: Vec<&str> = o.lines().filter(|l| l.starts_with("FAIL ")).collect();
     let mut expected: Vec<String> = [
         "kube-proxy",
@@ -677,7 +677,7 @@ fn migration_under_live_traffic() -> Result<bool, String> {
     } else {
         // The problems last: CI keeps only the tail of a long output.
         Err(format!(
-            "--- guest output ---\n{o}\n{TEST}: requests per phase\n{table}\n{compared}\n--- problems ---\n{}",
+            "--- guest output ---\n{o}\n{table}\n{compared}\n--- problems ---\n{}",
             problems.join("\n")
         ))
     }

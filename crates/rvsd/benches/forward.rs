@@ -131,9 +131,10 @@ fn wait_port(addr: &str) {
     }
 }
 
-fn nginx(dir: &Path) -> Proc {
-    // nginx binds with SO_REUSEPORT: a leftover server on these ports
-    // would silently take a share of every measurement.
+/// Refuses to start while anything listens on the bench's ports: nginx
+/// binds with SO_REUSEPORT, so a leftover server would silently take a
+/// share of every measurement.
+fn ports_free() {
     for addr in BACKENDS
         .iter()
         .copied()
@@ -146,6 +147,9 @@ fn nginx(dir: &Path) -> Proc {
             "something already listens on {addr}: stop it first"
         );
     }
+}
+
+fn nginx(dir: &Path) -> Proc {
     std::fs::write(dir.join("bulk"), vec![b'x'; BULK_BYTES]).unwrap();
     let mut servers = String::new();
     for b in BACKENDS {
@@ -359,6 +363,7 @@ fn main() {
         return;
     }
     ensure_tools();
+    ports_free();
     let rounds = env_num("RVS_BENCH_ROUNDS", 7);
     let seconds = env_num("RVS_BENCH_SECONDS", 5);
     let conns = env_num("RVS_BENCH_CONNS", 64);
